@@ -1,0 +1,7 @@
+//! sockwatch: a Linux exporter for TCP socket states, ephemeral ports and conntrack.
+//!
+//! Data flows one way: kernel → [`sources`] → [`snapshot::Snapshot`] (built by the
+//! [`sampler`]) → exporters ([`exporter::prometheus`]) → HTTP ([`http`]). A scrape only
+//! reads the latest published snapshot; it never triggers a sample.
+
+pub mod sources;

@@ -1,0 +1,155 @@
+//! TCP counters from `/proc/net/snmp` (`Tcp:`) and `/proc/net/netstat` (`TcpExt:`).
+//!
+//! Both files hold pairs of lines, a header of names and a line of values with the same
+//! prefix; columns differ between kernels, so values are found by name.
+//!
+//! ```text
+//! Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails ...
+//! Tcp: 1 200 120000 -1 6 2 0 ...
+//! ```
+
+use std::path::Path;
+
+use super::{read_optional, read_required, SourceError};
+
+/// Cumulative counters since boot (per network namespace). `None`: this kernel lacks the column.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpCounters {
+    pub active_opens: Option<u64>,
+    pub passive_opens: Option<u64>,
+    pub attempt_fails: Option<u64>,
+    pub estab_resets: Option<u64>,
+    pub retrans_segs: Option<u64>,
+    pub time_wait_overflow: Option<u64>,
+    pub listen_overflows: Option<u64>,
+    pub listen_drops: Option<u64>,
+    pub abort_on_memory: Option<u64>,
+}
+
+pub fn read(proc_root: &Path) -> Result<TcpCounters, SourceError> {
+    let snmp_path = proc_root.join("net/snmp");
+    let snmp = read_required(&snmp_path, "/proc/net/snmp")?;
+    let mut c = TcpCounters::default();
+    let found = for_each_pair(&snmp, "Tcp", &snmp_path, |name, v| {
+        let slot = match name {
+            "ActiveOpens" => &mut c.active_opens,
+            "PassiveOpens" => &mut c.passive_opens,
+            "AttemptFails" => &mut c.attempt_fails,
+            "EstabResets" => &mut c.estab_resets,
+            "RetransSegs" => &mut c.retrans_segs,
+            _ => return,
+        };
+        *slot = Some(v);
+    })?;
+    if !found {
+        return Err(SourceError::parse(&snmp_path, "no \"Tcp:\" header and value lines"));
+    }
+    // netstat (TcpExt) exists on every kernel we support, but a missing file only
+    // loses the TcpExt series; it does not take the Tcp counters down with it.
+    let netstat_path = proc_root.join("net/netstat");
+    if let Some(netstat) = read_optional(&netstat_path)? {
+        for_each_pair(&netstat, "TcpExt", &netstat_path, |name, v| {
+            let slot = match name {
+                "TCPTimeWaitOverflow" => &mut c.time_wait_overflow,
+                "ListenOverflows" => &mut c.listen_overflows,
+                "ListenDrops" => &mut c.listen_drops,
+                "TCPAbortOnMemory" => &mut c.abort_on_memory,
+                _ => return,
+            };
+            *slot = Some(v);
+        })?;
+    }
+    Ok(c)
+}
+
+/// Calls `f(name, value)` for every column of the `prefix:` header/value pair. Returns
+/// whether the pair was found. Negative values (`MaxConn -1`) are skipped: none of the
+/// counters we read can be negative.
+pub fn for_each_pair(
+    text: &str,
+    prefix: &str,
+    path: &Path,
+    mut f: impl FnMut(&str, u64),
+) -> Result<bool, SourceError> {
+    let mut lines = text.lines().filter_map(|l| {
+        let rest = l.strip_prefix(prefix)?.strip_prefix(':')?;
+        Some(rest)
+    });
+    let Some(header) = lines.next() else { return Ok(false) };
+    let values = lines.next().ok_or_else(|| {
+        SourceError::parse(path, format!("\"{prefix}:\" header line has no value line after it"))
+    })?;
+    let names: Vec<&str> = header.split_whitespace().collect();
+    let vals: Vec<&str> = values.split_whitespace().collect();
+    if names.len() != vals.len() {
+        return Err(SourceError::parse(
+            path,
+            format!("\"{prefix}:\" has {} names but {} values", names.len(), vals.len()),
+        ));
+    }
+    for (name, raw) in names.into_iter().zip(vals) {
+        match raw.parse::<u64>() {
+            Ok(v) => f(name, v),
+            Err(_) if raw.parse::<i64>().is_ok() => {}
+            Err(_) => {
+                return Err(SourceError::parse(
+                    path,
+                    format!("\"{prefix}:\" {name} = {raw:?} is not a number"),
+                ))
+            }
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn root(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc").join(name)
+    }
+
+    #[test]
+    fn linux_6_18() {
+        let c = read(&root("linux-6.18")).unwrap();
+        assert_eq!(c.active_opens, Some(611));
+        assert_eq!(c.passive_opens, Some(608));
+        assert_eq!(c.attempt_fails, Some(0));
+        assert_eq!(c.estab_resets, Some(0));
+        assert_eq!(c.retrans_segs, Some(3));
+        assert_eq!(c.time_wait_overflow, Some(0));
+        assert_eq!(c.listen_overflows, Some(6));
+        assert_eq!(c.listen_drops, Some(6));
+        assert_eq!(c.abort_on_memory, Some(0));
+    }
+
+    #[test]
+    fn linux_2_6_18_lacks_newer_columns() {
+        // 2.6.18's TcpExt has no TCPTimeWaitOverflow column: its series must be absent, not 0.
+        let c = read(&root("linux-2.6.18")).unwrap();
+        assert_eq!(c.active_opens, Some(1077003));
+        assert_eq!(c.estab_resets, Some(8811));
+        assert_eq!(c.retrans_segs, Some(21004));
+        assert_eq!(c.listen_overflows, Some(0));
+        assert_eq!(c.abort_on_memory, Some(0));
+        assert_eq!(c.time_wait_overflow, None);
+    }
+
+    #[test]
+    fn malformed() {
+        let p = Path::new("/proc/net/snmp");
+        let mut seen = 0;
+        let e = for_each_pair("Tcp: A B\n", "Tcp", p, |_, _| seen += 1).unwrap_err();
+        assert!(e.to_string().contains("no value line"), "{e}");
+        let e = for_each_pair("Tcp: A B\nTcp: 1\n", "Tcp", p, |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("2 names but 1 values"), "{e}");
+        let e = for_each_pair("Tcp: A B\nTcp: 1 x\n", "Tcp", p, |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("B = \"x\""), "{e}");
+        assert!(!for_each_pair("Udp: A\nUdp: 1\n", "Tcp", p, |_, _| {}).unwrap());
+        // The prefix must match whole: "TcpExt:" is not "Tcp:".
+        assert!(!for_each_pair("TcpExt: A\nTcpExt: 1\n", "Tcp", p, |_, _| {}).unwrap());
+        assert_eq!(seen, 0);
+    }
+}

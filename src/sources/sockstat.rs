@@ -1,0 +1,146 @@
+//! `/proc/net/sockstat` and `/proc/net/sockstat6`: O(1) TCP totals kept by the kernel.
+//!
+//! ```text
+//! sockets: used 11
+//! TCP: inuse 1 orphan 0 tw 1 alloc 1 mem 268
+//! ```
+//! `inuse` is per family (`TCP:` counts IPv4, `TCP6:` in sockstat6 counts IPv6); `orphan`,
+//! `tw` and `alloc` are shared by both families; `mem` is in pages, for the whole host.
+//! Since Linux 6.x `inuse` and `tw` are per network namespace, `alloc` and `mem` are global.
+
+use std::path::Path;
+
+use super::{read_optional, read_required, SourceError};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sockstat {
+    /// TCP sockets in use, IPv4 plus IPv6 (`TCP: inuse` + `TCP6: inuse`).
+    pub inuse: u64,
+    /// Orphaned sockets: closed by the application, still held by the kernel.
+    pub orphan: u64,
+    /// TIME_WAIT sockets (the kernel's `tw_count`).
+    pub tw: u64,
+    /// Allocated TCP sockets, all states, all families.
+    pub alloc: u64,
+    /// Memory used by TCP buffers, in bytes (`mem` pages × page size).
+    pub mem_bytes: u64,
+}
+
+pub fn read(proc_root: &Path) -> Result<Sockstat, SourceError> {
+    let path = proc_root.join("net/sockstat");
+    let text = read_required(&path, "/proc/net/sockstat")?;
+    let mut s = parse_v4(&text, &path)?;
+    // sockstat6 is absent when IPv6 is disabled: then there are no IPv6 sockets.
+    let path6 = proc_root.join("net/sockstat6");
+    if let Some(text6) = read_optional(&path6)? {
+        s.inuse += parse_v6_inuse(&text6, &path6)?;
+    }
+    Ok(s)
+}
+
+/// The `name value name value` pairs after `prefix:` on the line that starts with it.
+fn fields<'a>(text: &'a str, prefix: &str) -> Option<impl Iterator<Item = (&'a str, &'a str)>> {
+    let line = text.lines().find_map(|l| l.strip_prefix(prefix)?.strip_prefix(':'))?;
+    let mut it = line.split_whitespace();
+    Some(std::iter::from_fn(move || Some((it.next()?, it.next()?))))
+}
+
+fn parse_v4(text: &str, path: &Path) -> Result<Sockstat, SourceError> {
+    let pairs = fields(text, "TCP").ok_or_else(|| SourceError::parse(path, "no \"TCP:\" line"))?;
+    let (mut inuse, mut orphan, mut tw, mut alloc, mut mem) = (None, None, None, None, None);
+    for (name, value) in pairs {
+        let slot = match name {
+            "inuse" => &mut inuse,
+            "orphan" => &mut orphan,
+            "tw" => &mut tw,
+            "alloc" => &mut alloc,
+            "mem" => &mut mem,
+            _ => continue, // newer kernels may add fields: ignore them
+        };
+        *slot = Some(super::parse_u64(value, path)?);
+    }
+    let need = |v: Option<u64>, name: &str| {
+        v.ok_or_else(|| SourceError::parse(path, format!("\"TCP:\" line has no {name:?} field")))
+    };
+    Ok(Sockstat {
+        inuse: need(inuse, "inuse")?,
+        orphan: need(orphan, "orphan")?,
+        tw: need(tw, "tw")?,
+        alloc: need(alloc, "alloc")?,
+        mem_bytes: need(mem, "mem")?.saturating_mul(page_size()),
+    })
+}
+
+fn parse_v6_inuse(text: &str, path: &Path) -> Result<u64, SourceError> {
+    let mut pairs = fields(text, "TCP6").ok_or_else(|| SourceError::parse(path, "no \"TCP6:\" line"))?;
+    match pairs.find(|(name, _)| *name == "inuse") {
+        Some((_, v)) => super::parse_u64(v, path),
+        None => Err(SourceError::parse(path, "\"TCP6:\" line has no \"inuse\" field")),
+    }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 only for unknown names.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as u64
+    } else {
+        4096
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fixture_root(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc").join(name)
+    }
+
+    #[test]
+    fn linux_6_18_with_ipv6() {
+        let s = read(&fixture_root("linux-6.18")).unwrap();
+        assert_eq!(s.inuse, 17 + 5, "TCP inuse + TCP6 inuse");
+        assert_eq!(s.orphan, 0);
+        assert_eq!(s.tw, 600);
+        assert_eq!(s.alloc, 23);
+        assert_eq!(s.mem_bytes, 0);
+        let s = parse_v4("TCP: inuse 1 orphan 0 tw 1 alloc 1 mem 268\n", Path::new("x")).unwrap();
+        assert_eq!(s.mem_bytes, 268 * page_size(), "mem is in pages");
+    }
+
+    #[test]
+    fn linux_4_19_without_sockstat6() {
+        // IPv6 disabled: no sockstat6 file, inuse is the IPv4 count alone.
+        let s = read(&fixture_root("linux-4.19")).unwrap();
+        assert_eq!((s.inuse, s.orphan, s.tw, s.alloc), (28140, 17, 28051, 28160));
+    }
+
+    #[test]
+    fn missing_file_is_missing_error() {
+        let err = read(Path::new("/nonexistent")).unwrap_err();
+        assert!(matches!(err, SourceError::Missing { .. }), "{err}");
+    }
+
+    #[test]
+    fn bad_contents_name_the_problem() {
+        let p = Path::new("/proc/net/sockstat");
+        let e = parse_v4("sockets: used 3\n", p).unwrap_err().to_string();
+        assert!(e.contains("no \"TCP:\" line"), "{e}");
+        let e = parse_v4("TCP: inuse 1 orphan x tw 1 alloc 1 mem 2\n", p).unwrap_err().to_string();
+        assert!(e.contains("\"x\""), "{e}");
+        let e = parse_v4("TCP: inuse 1 orphan 0 tw 1 alloc 1\n", p).unwrap_err().to_string();
+        assert!(e.contains("\"mem\""), "{e}");
+        // Truncated line: odd number of tokens, last name has no value.
+        let e = parse_v4("TCP: inuse 1 orphan 0 tw 1 alloc 1 mem\n", p).unwrap_err().to_string();
+        assert!(e.contains("\"mem\""), "{e}");
+    }
+
+    #[test]
+    fn extra_fields_are_ignored() {
+        let p = Path::new("x");
+        let s = parse_v4("TCP: inuse 1 orphan 2 tw 3 alloc 4 mem 5 future 9\n", p).unwrap();
+        assert_eq!((s.inuse, s.orphan, s.tw, s.alloc), (1, 2, 3, 4));
+    }
+}
