@@ -5,3 +5,8 @@
 //! reads the latest published snapshot; it never triggers a sample.
 
 pub mod sources;
+pub mod config;
+pub mod exporter;
+pub mod http;
+pub mod sampler;
+pub mod snapshot;

@@ -1,3 +1,106 @@
-fn main() {
-    println!("Hello, world!");
+//! sockwatch: wires config, sampler and exporters together. See the library crate for the parts.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::sync::watch;
+
+use sockwatch::config::{Cli, Command, Config};
+use sockwatch::http::{self, Web};
+use sockwatch::sampler::{self, Sampler};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // usage errors exit 2 with clap's message
+    let config = match Config::load(&cli.flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sockwatch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("sockwatch={}", config.log_level)))
+        .init();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Sample => sample_once(&config),
+        Command::Serve => serve(config),
+    }
+}
+
+fn sample_once(config: &Config) -> ExitCode {
+    let published = Sampler::new(config.procfs.clone(), config.interval).sample_and_render();
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&published.prometheus).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockwatch: writing to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sockwatch: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        // Bind first, so a taken or impossible address fails at once with a clear message.
+        let listener = match tokio::net::TcpListener::bind(config.listen_address).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("sockwatch: cannot listen on {}: {e}", config.listen_address);
+                return ExitCode::FAILURE;
+            }
+        };
+        let address = listener.local_addr().map_or(config.listen_address, |a| a);
+        tracing::info!(
+            %address,
+            path = %config.telemetry_path,
+            interval = %humantime::format_duration(config.interval),
+            "sockwatch {} serving",
+            env!("CARGO_PKG_VERSION")
+        );
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (latest_tx, latest_rx) = watch::channel(None);
+        let sampler = Sampler::new(config.procfs.clone(), config.interval);
+        let mut sampler_task = tokio::spawn(sampler::run(sampler, latest_tx, shutdown_rx.clone()));
+        let web = Arc::new(Web { latest: latest_rx, telemetry_path: config.telemetry_path.clone() });
+        let http_task = tokio::spawn(http::serve(listener, web, shutdown_rx));
+
+        let code = tokio::select! {
+            signal = shutdown_signal() => {
+                tracing::info!("{signal}: shutting down");
+                ExitCode::SUCCESS
+            }
+            _ = &mut sampler_task => {
+                tracing::error!("the sampler stopped unexpectedly; exiting so the service manager restarts us");
+                ExitCode::FAILURE
+            }
+        };
+        let _ = shutdown_tx.send(true);
+        let _ = http_task.await;
+        code
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT, naming which.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

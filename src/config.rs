@@ -1,0 +1,347 @@
+//! Command line and config file.
+//!
+//! Flags follow the Prometheus exporter conventions (`--web.listen-address`, ...). The
+//! optional TOML file (`--config FILE`) takes the same settings under the same names,
+//! written as TOML dotted keys:
+//!
+//! ```toml
+//! interval = "15s"
+//! web.listen-address = "127.0.0.1:9822"
+//! web.telemetry-path = "/metrics"
+//! log.level = "info"
+//! path.procfs = "/proc"
+//! ```
+//!
+//! A flag given on the command line wins over the file; the file wins over the defaults.
+//! Unknown keys and bad values are rejected with a message naming the key.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9822";
+pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+#[derive(Debug, Parser)]
+#[command(name = "sockwatch", version, about = "Exports TCP socket states, ephemeral port use and conntrack fill, sampled in the background.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub flags: Flags,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Run the daemon: sample in the background, serve /metrics (the default).
+    Serve,
+    /// Take one sample, print it in Prometheus text format, exit.
+    Sample,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct Flags {
+    /// Address to serve HTTP on [default: 127.0.0.1:9822]. ":PORT" means all interfaces.
+    #[arg(long = "web.listen-address", value_name = "ADDR", global = true)]
+    pub listen_address: Option<String>,
+    /// Path under which to expose metrics [default: /metrics].
+    #[arg(long = "web.telemetry-path", value_name = "PATH", global = true)]
+    pub telemetry_path: Option<String>,
+    /// Sampling interval, e.g. 10s, 1m [default: 10s].
+    #[arg(long = "interval", value_name = "DURATION", global = true)]
+    pub interval: Option<String>,
+    /// TOML config file with the same settings.
+    #[arg(long = "config", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log level: error, warn, info, debug, trace [default: info].
+    #[arg(long = "log.level", value_name = "LEVEL", global = true)]
+    pub log_level: Option<String>,
+    /// procfs mount point [default: /proc].
+    #[arg(long = "path.procfs", value_name = "DIR", global = true)]
+    pub procfs: Option<PathBuf>,
+}
+
+/// The settings after merging flags, file and defaults, all validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen_address: SocketAddr,
+    pub telemetry_path: String,
+    pub interval: Duration,
+    pub log_level: String,
+    pub procfs: PathBuf,
+}
+
+/// A configuration problem: names where (flag or file) and which key.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    interval: Option<String>,
+    #[serde(default)]
+    web: WebSection,
+    #[serde(default)]
+    log: LogSection,
+    #[serde(default)]
+    path: PathSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WebSection {
+    listen_address: Option<String>,
+    telemetry_path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogSection {
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathSection {
+    procfs: Option<PathBuf>,
+}
+
+/// Where a value came from, for error messages.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Flag(&'static str),
+    File(&'a Path, &'static str),
+}
+
+impl fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "--{flag}"),
+            Origin::File(path, key) => write!(f, "{}: key `{key}`", path.display()),
+        }
+    }
+}
+
+/// Resolves one setting: the flag's value if given, else the file's, else `default`;
+/// `check` validates it, and its error is prefixed with where the value came from.
+fn setting<V, T>(
+    flag: Option<V>,
+    file: Option<V>,
+    key: &'static str,
+    path: Option<&Path>,
+    default: T,
+    check: impl FnOnce(V) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let (value, origin) = match (flag, file, path) {
+        (Some(v), _, _) => (v, Origin::Flag(key)),
+        (None, Some(v), Some(p)) => (v, Origin::File(p, key)),
+        _ => return Ok(default),
+    };
+    check(value).map_err(|e| ConfigError(format!("{origin}: {e}")))
+}
+
+impl Config {
+    /// Merges the flags with the config file they name (if any) and the defaults.
+    /// Also used to reload on SIGHUP: same flags, file read again.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let path = flags.config.as_deref();
+        let f = flags.clone();
+        Ok(Config {
+            listen_address: setting(
+                f.listen_address,
+                file.web.listen_address,
+                "web.listen-address",
+                path,
+                DEFAULT_LISTEN.parse().expect("valid default"),
+                |v| parse_listen_address(&v),
+            )?,
+            telemetry_path: setting(
+                f.telemetry_path,
+                file.web.telemetry_path,
+                "web.telemetry-path",
+                path,
+                DEFAULT_TELEMETRY_PATH.to_owned(),
+                validate_telemetry_path,
+            )?,
+            interval: setting(f.interval, file.interval, "interval", path, DEFAULT_INTERVAL, |v| parse_interval(&v))?,
+            log_level: setting(f.log_level, file.log.level, "log.level", path, "info".to_owned(), |v| {
+                if LOG_LEVELS.contains(&v.as_str()) {
+                    Ok(v)
+                } else {
+                    Err(format!("{v:?} is not a log level (one of {})", LOG_LEVELS.join(", ")))
+                }
+            })?,
+            procfs: setting(f.procfs, file.path.procfs, "path.procfs", path, PathBuf::from("/proc"), |v| {
+                if v.is_dir() {
+                    Ok(v)
+                } else {
+                    Err(format!("{} is not a directory", v.display()))
+                }
+            })?,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+}
+
+/// `127.0.0.1:9822`, `[::1]:9822`, `localhost:9822`, or `:9822` (all interfaces).
+pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+        return Ok(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
+    }
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{s:?} resolves to no address")),
+        Err(e) => Err(format!("{s:?} is not HOST:PORT ({e})")),
+    }
+}
+
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 10s or 1m ({e})"))?;
+    if d < MIN_INTERVAL || d > MAX_INTERVAL {
+        return Err(format!(
+            "{s:?} is outside the allowed range {} to {}",
+            humantime::format_duration(MIN_INTERVAL),
+            humantime::format_duration(MAX_INTERVAL)
+        ));
+    }
+    Ok(d)
+}
+
+fn validate_telemetry_path(p: String) -> Result<String, String> {
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} must start with /"));
+    }
+    if matches!(p.as_str(), "/" | "/-/healthy" | "/-/ready") {
+        return Err(format!("{p:?} is taken by the landing page or a health endpoint"));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn with_file(toml: &str) -> (tempfile_lite::TempFile, Flags) {
+        let f = tempfile_lite::TempFile::new(toml);
+        let flags = Flags { config: Some(f.path.clone()), ..Flags::default() };
+        (f, flags)
+    }
+
+    /// A tiny temp file helper, to avoid a dev-dependency for four tests.
+    mod tempfile_lite {
+        use std::path::PathBuf;
+        pub struct TempFile {
+            pub path: PathBuf,
+        }
+        impl TempFile {
+            pub fn new(contents: &str) -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "sockwatch-test-{}-{}.toml",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                let mut f = std::fs::File::create(&path).unwrap();
+                super::Write::write_all(&mut f, contents.as_bytes()).unwrap();
+                TempFile { path }
+            }
+        }
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(&Flags::default()).unwrap();
+        assert_eq!(c.listen_address, "127.0.0.1:9822".parse().unwrap());
+        assert_eq!(c.telemetry_path, "/metrics");
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.procfs, PathBuf::from("/proc"));
+    }
+
+    #[test]
+    fn file_values_and_flag_precedence() {
+        let (_f, mut flags) = with_file(
+            "interval = \"15s\"\nweb.listen-address = \"127.0.0.1:9900\"\nweb.telemetry-path = \"/m\"\nlog.level = \"debug\"\n",
+        );
+        let c = Config::load(&flags).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(15));
+        assert_eq!(c.listen_address, "127.0.0.1:9900".parse().unwrap());
+        assert_eq!(c.telemetry_path, "/m");
+        assert_eq!(c.log_level, "debug");
+        flags.interval = Some("1m".into());
+        assert_eq!(Config::load(&flags).unwrap().interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        for (toml, want) in [
+            ("intervall = \"10s\"\n", "unknown field `intervall`"),
+            ("web.listen-adress = \"x\"\n", "unknown field `listen-adress`"),
+            ("interval = \"ten seconds\"\n", "key `interval`"),
+            ("interval = 10\n", "invalid type"),
+            ("interval = \"0s\"\n", "outside the allowed range"),
+            ("web.listen-address = \"nowhere\"\n", "key `web.listen-address`"),
+            ("web.telemetry-path = \"metrics\"\n", "key `web.telemetry-path`: \"metrics\" must start with /"),
+            ("log.level = \"loud\"\n", "key `log.level`: \"loud\" is not a log level"),
+            ("path.procfs = \"/nonexistent\"\n", "key `path.procfs`"),
+            ("[web\n", "config file"),
+        ] {
+            let (_f, flags) = with_file(toml);
+            let e = Config::load(&flags).unwrap_err().to_string();
+            assert!(e.contains(want), "{toml:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn flag_errors_name_the_flag() {
+        let flags = Flags { interval: Some("soon".into()), ..Flags::default() };
+        let e = Config::load(&flags).unwrap_err().to_string();
+        assert!(e.starts_with("--interval: \"soon\""), "{e}");
+        let flags = Flags { config: Some("/nonexistent/sockwatch.toml".into()), ..Flags::default() };
+        let e = Config::load(&flags).unwrap_err().to_string();
+        assert!(e.contains("cannot read config file /nonexistent/sockwatch.toml"), "{e}");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_address(":9822").unwrap(), "[::]:9822".parse().unwrap());
+        assert_eq!(parse_listen_address("[::1]:1").unwrap(), "[::1]:1".parse().unwrap());
+        assert!(parse_listen_address("localhost:9822").unwrap().ip().is_loopback());
+        assert!(parse_listen_address(":99999").is_err());
+        assert!(parse_listen_address("127.0.0.1").is_err());
+    }
+}

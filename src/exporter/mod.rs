@@ -1,0 +1,3 @@
+//! Output formats. Exporters only read a [`crate::snapshot::Snapshot`]; they never touch the kernel.
+
+pub mod prometheus;

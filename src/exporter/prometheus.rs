@@ -1,0 +1,256 @@
+//! Renders a [`Snapshot`] as Prometheus text exposition format (0.0.4).
+//!
+//! The metric names and labels here are a contract: dashboards, alert rules and the
+//! Munin side depend on them. Every HELP text says what the number means and where in
+//! the kernel it comes from. A source that is down contributes no series at all.
+
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, TextEncoder};
+
+use crate::snapshot::Snapshot;
+use crate::sources::sockets::TCP_STATES;
+
+/// Collects metric families in output order.
+#[derive(Default)]
+struct Families(Vec<MetricFamily>);
+
+impl Families {
+    fn family(&mut self, name: &str, help: &str, kind: MetricType) -> &mut MetricFamily {
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_owned());
+        f.set_help(help.to_owned());
+        f.set_field_type(kind);
+        self.0.push(f);
+        self.0.last_mut().expect("just pushed")
+    }
+
+    /// One family with one series per `(labels, value)`.
+    fn labelled<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        series: impl IntoIterator<Item = (Vec<(&'a str, String)>, f64)>,
+    ) {
+        let metrics = series.into_iter().map(|(labels, value)| sample(kind, &labels, value)).collect();
+        self.family(name, help, kind).set_metric(metrics);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: impl Into<Option<f64>>) {
+        if let Some(v) = value.into() {
+            self.labelled(name, help, MetricType::GAUGE, [(vec![], v)]);
+        }
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: impl Into<Option<f64>>) {
+        if let Some(v) = value.into() {
+            self.labelled(name, help, MetricType::COUNTER, [(vec![], v)]);
+        }
+    }
+}
+
+fn sample(kind: MetricType, labels: &[(&str, String)], value: f64) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(
+        labels
+            .iter()
+            .map(|(k, v)| {
+                let mut lp = LabelPair::default();
+                lp.set_name((*k).to_owned());
+                lp.set_value(v.clone());
+                lp
+            })
+            .collect(),
+    );
+    if kind == MetricType::COUNTER {
+        let mut c = Counter::default();
+        c.set_value(value);
+        m.set_counter(c);
+    } else {
+        let mut g = Gauge::default();
+        g.set_value(value);
+        m.set_gauge(g);
+    }
+    m
+}
+
+fn f(v: u64) -> f64 {
+    v as f64
+}
+fn opt(v: Option<u64>) -> Option<f64> {
+    v.map(f)
+}
+
+/// Renders the snapshot. Called once per sample by the sampler, never per scrape.
+pub fn render(s: &Snapshot) -> Vec<u8> {
+    use MetricType::{COUNTER, GAUGE};
+    let mut out = Families::default();
+
+    if let Some(sk) = &s.sockets {
+        let series = [("ipv4", &sk.states.ipv4), ("ipv6", &sk.states.ipv6)].into_iter().flat_map(|(fam, counts)| {
+            (1..TCP_STATES.len())
+                .map(move |i| (vec![("family", fam.to_owned()), ("state", TCP_STATES[i].to_owned())], f(counts[i])))
+        });
+        out.labelled(
+            "sockwatch_tcp_sockets",
+            "TCP sockets by address family and state, from one inet_diag (NETLINK_SOCK_DIAG) dump per family. \
+             TIME_WAIT sockets are reported in their substate, as ss shows them; half-open request sockets count as syn_recv.",
+            GAUGE,
+            series,
+        );
+    }
+
+    if let Some(st) = &s.sockstat {
+        out.labelled(
+            "sockwatch_sockstat_tcp_sockets",
+            "TCP socket totals kept by the kernel, from /proc/net/sockstat (inuse adds TCP6 inuse from sockstat6). \
+             orphan: closed by the application but still held; tw: TIME_WAIT; alloc: allocated, all states.",
+            GAUGE,
+            [("inuse", st.inuse), ("orphan", st.orphan), ("tw", st.tw), ("alloc", st.alloc)]
+                .map(|(k, v)| (vec![("kind", k.to_owned())], f(v))),
+        );
+        out.gauge(
+            "sockwatch_sockstat_tcp_memory_bytes",
+            "Memory used by TCP socket buffers, host-wide: /proc/net/sockstat TCP mem (pages) times the page size. Compare with net.ipv4.tcp_mem.",
+            f(st.mem_bytes),
+        );
+    }
+
+    if let Some(ct) = &s.conntrack {
+        out.gauge(
+            "sockwatch_conntrack_entries",
+            "Connection tracking entries in this network namespace, from /proc/sys/net/netfilter/nf_conntrack_count. \
+             At nf_conntrack_max the kernel drops new packets (\"nf_conntrack: table full, dropping packet\").",
+            f(ct.entries),
+        );
+        out.gauge(
+            "sockwatch_conntrack_entries_limit",
+            "Maximum conntrack entries, from /proc/sys/net/netfilter/nf_conntrack_max (global).",
+            opt(ct.limit),
+        );
+        out.gauge(
+            "sockwatch_conntrack_buckets",
+            "Conntrack hash table size, from /proc/sys/net/netfilter/nf_conntrack_buckets. Raise it together with nf_conntrack_max.",
+            opt(ct.buckets),
+        );
+        if let Some(cs) = &ct.stats {
+            let src = "summed over CPUs from /proc/net/stat/nf_conntrack";
+            out.counter(
+                "sockwatch_conntrack_dropped_total",
+                &format!("Packets dropped because a conntrack entry could not be created (table full), {src}."),
+                opt(cs.drop),
+            );
+            out.counter(
+                "sockwatch_conntrack_early_dropped_total",
+                &format!("Conntrack entries evicted early to make room in a full table, {src}."),
+                opt(cs.early_drop),
+            );
+            out.counter(
+                "sockwatch_conntrack_insert_failed_total",
+                &format!("Conntrack entries that could not be inserted (clash on insert), {src}."),
+                opt(cs.insert_failed),
+            );
+            out.counter(
+                "sockwatch_conntrack_invalid_total",
+                &format!("Packets conntrack could not track (invalid state or malformed), {src}."),
+                opt(cs.invalid),
+            );
+            out.counter(
+                "sockwatch_conntrack_search_restart_total",
+                &format!("Conntrack hash lookups restarted because of a concurrent resize or deletion, {src}."),
+                opt(cs.search_restart),
+            );
+        }
+    }
+
+    if let Some(t) = &s.snmp {
+        let snmp = "from /proc/net/snmp (Tcp:)";
+        let ext = "from /proc/net/netstat (TcpExt:)";
+        for (name, help, value) in [
+            ("sockwatch_tcp_active_opens_total", format!("Outgoing TCP connections started, ActiveOpens {snmp}."), t.active_opens),
+            ("sockwatch_tcp_passive_opens_total", format!("Incoming TCP connections accepted, PassiveOpens {snmp}."), t.passive_opens),
+            ("sockwatch_tcp_attempt_fails_total", format!("TCP connection attempts that failed, AttemptFails {snmp}."), t.attempt_fails),
+            ("sockwatch_tcp_estab_resets_total", format!("TCP connections reset from ESTABLISHED or CLOSE_WAIT, EstabResets {snmp}."), t.estab_resets),
+            ("sockwatch_tcp_retrans_segments_total", format!("TCP segments retransmitted, RetransSegs {snmp}."), t.retrans_segs),
+            (
+                "sockwatch_tcp_time_wait_overflow_total",
+                format!("TIME_WAIT sockets destroyed at once because tcp_max_tw_buckets was reached, TCPTimeWaitOverflow {ext}."),
+                t.time_wait_overflow,
+            ),
+            ("sockwatch_tcp_listen_overflows_total", format!("Connections dropped because a listener's accept queue was full, ListenOverflows {ext}."), t.listen_overflows),
+            ("sockwatch_tcp_listen_drops_total", format!("SYNs dropped at a listener for any reason (overflows included), ListenDrops {ext}."), t.listen_drops),
+            ("sockwatch_tcp_aborts_on_memory_total", format!("TCP connections aborted for lack of memory or too many orphans, TCPAbortOnMemory {ext}."), t.abort_on_memory),
+        ] {
+            out.counter(name, &help, opt(value));
+        }
+    }
+
+    if let Some(l) = &s.limits {
+        let sysctl = |name: &str| format!("/proc/sys/net/ipv4/{name}");
+        out.gauge("sockwatch_ephemeral_port_range_low", &format!("Lowest local port connect() may pick, from {}.", sysctl("ip_local_port_range")), f(l.port_range_low.into()));
+        out.gauge("sockwatch_ephemeral_port_range_high", &format!("Highest local port connect() may pick, from {}.", sysctl("ip_local_port_range")), f(l.port_range_high.into()));
+        out.gauge(
+            "sockwatch_ephemeral_port_range_size",
+            "Ephemeral ports available per destination (local IP, remote IP, remote port): ports in ip_local_port_range minus ip_local_reserved_ports inside it.",
+            f(l.port_range_size().into()),
+        );
+        out.gauge("sockwatch_tcp_max_tw_buckets", &format!("Limit on TIME_WAIT sockets; beyond it they are destroyed early, from {}.", sysctl("tcp_max_tw_buckets")), opt(l.tcp_max_tw_buckets));
+        out.gauge(
+            "sockwatch_tcp_fin_timeout_seconds",
+            &format!("FIN_WAIT_2 timeout of orphaned sockets, from {}. It does NOT change the 60 s TIME_WAIT length.", sysctl("tcp_fin_timeout")),
+            opt(l.tcp_fin_timeout),
+        );
+        out.gauge("sockwatch_tcp_tw_reuse", &format!("TIME_WAIT reuse for outgoing connections: 0 off, 1 on, 2 loopback only, from {}.", sysctl("tcp_tw_reuse")), opt(l.tcp_tw_reuse));
+        out.gauge("sockwatch_tcp_max_orphans", &format!("Limit on orphaned sockets, from {} (not visible inside a network namespace).", sysctl("tcp_max_orphans")), opt(l.tcp_max_orphans));
+        out.gauge("sockwatch_tcp_max_syn_backlog", &format!("Limit on half-open connections per listener, from {}.", sysctl("tcp_max_syn_backlog")), opt(l.tcp_max_syn_backlog));
+        out.gauge("sockwatch_somaxconn", "Upper bound on a listener's accept queue (listen() backlog), from /proc/sys/net/core/somaxconn.", opt(l.somaxconn));
+        out.gauge(
+            "sockwatch_tcp_tw_timeout_seconds",
+            &format!("TIME_WAIT length on vendor kernels that make it tunable, from {}; absent on mainline kernels, where it is fixed at 60 s.", sysctl("tcp_tw_timeout")),
+            opt(l.tcp_tw_timeout),
+        );
+    }
+
+    // Self-monitoring: always present.
+    let per_source = |v: &dyn Fn(&crate::snapshot::SourceStatus) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
+        s.sources.iter().map(|st| (vec![("source", st.source.name().to_owned())], v(st))).collect()
+    };
+    out.labelled(
+        "sockwatch_source_up",
+        "1 if the source was read successfully in the latest sample, 0 if not (its series are then absent).",
+        GAUGE,
+        per_source(&|st| if st.up { 1.0 } else { 0.0 }),
+    );
+    out.labelled(
+        "sockwatch_source_errors_total",
+        "Failed reads of the source since sockwatch started (an absent conntrack module is down, not an error).",
+        COUNTER,
+        per_source(&|st| f(st.errors_total)),
+    );
+    out.labelled(
+        "sockwatch_source_duration_seconds",
+        "Time the source took in the latest sample.",
+        GAUGE,
+        per_source(&|st| st.duration.as_secs_f64()),
+    );
+    let ts = s.timestamp.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    out.gauge("sockwatch_sample_timestamp_seconds", "Unix time the latest sample started; alert when it gets old.", ts);
+    out.gauge("sockwatch_sample_duration_seconds", "Time the latest sample took, all sources.", s.duration.as_secs_f64());
+    out.gauge("sockwatch_sample_interval_seconds", "Interval the sampler runs at.", s.interval.as_secs_f64());
+    out.counter("sockwatch_samples_total", "Samples taken since sockwatch started.", f(s.samples_total));
+    out.counter(
+        "sockwatch_sample_inconsistent_total",
+        "Samples whose socket dump the kernel flagged as interrupted (NLM_F_DUMP_INTR): the table changed during the walk, so counts may be off by a few sockets.",
+        f(s.inconsistent_total),
+    );
+    out.labelled(
+        "sockwatch_build_info",
+        "Constant 1, labelled with the sockwatch version.",
+        GAUGE,
+        [(vec![("version", env!("CARGO_PKG_VERSION").to_owned())], 1.0)],
+    );
+
+    let mut buf = Vec::with_capacity(16 * 1024);
+    TextEncoder::new().encode(&out.0, &mut buf).expect("writing to a Vec cannot fail");
+    buf
+}

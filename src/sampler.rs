@@ -1,0 +1,171 @@
+//! The sampler: runs every source on a fixed interval, off the async runtime, builds one
+//! [`Snapshot`], renders the Prometheus text once, and publishes both atomically.
+//!
+//! Readers (HTTP, later Munin) hold a `watch::Receiver` and take an `Arc` of the latest
+//! [`Published`]; they never wait for a sample and never cause one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::exporter::prometheus;
+use crate::snapshot::{Snapshot, Source, SourceStatus};
+use crate::sources::{self, sockets::SockDiag, SourceError};
+
+/// What readers see: the snapshot and its pre-rendered Prometheus text.
+#[derive(Debug)]
+pub struct Published {
+    pub snapshot: Arc<Snapshot>,
+    pub prometheus: Bytes,
+}
+
+pub type Latest = watch::Receiver<Option<Arc<Published>>>;
+
+/// Per-source state the sampler keeps between samples.
+#[derive(Debug, Default, Clone)]
+struct Tracker {
+    errors_total: u64,
+    /// The last up/down state, to log state changes once instead of every sample.
+    was_up: Option<bool>,
+}
+
+impl Tracker {
+    /// Times `read`, records its outcome and logs only when the source changes state.
+    fn observe<T>(&mut self, source: Source, read: impl FnOnce() -> Result<T, SourceError>) -> (Option<T>, SourceStatus) {
+        let start = Instant::now();
+        let result = read();
+        let duration = start.elapsed();
+        let name = source.name();
+        let (value, error) = match result {
+            Ok(v) => {
+                if self.was_up == Some(false) {
+                    tracing::info!(source = name, "source is up again");
+                }
+                self.was_up = Some(true);
+                (Some(v), None)
+            }
+            Err(e) => {
+                let absent = matches!(e, SourceError::Missing { .. });
+                if !absent {
+                    self.errors_total += 1;
+                }
+                if self.was_up != Some(false) {
+                    if absent {
+                        tracing::info!(source = name, "source not available, its series are absent: {e}");
+                    } else {
+                        tracing::warn!(source = name, "source down, its series are absent: {e}");
+                    }
+                } else {
+                    tracing::debug!(source = name, "source still down: {e}");
+                }
+                self.was_up = Some(false);
+                (None, Some(e.to_string()))
+            }
+        };
+        let status = SourceStatus { source, up: value.is_some(), errors_total: self.errors_total, duration, error };
+        (value, status)
+    }
+}
+
+/// Owns everything a sample needs and reuses it: the netlink socket and its buffer.
+pub struct Sampler {
+    proc_root: PathBuf,
+    interval: Duration,
+    sockdiag: SockDiag,
+    trackers: [Tracker; Source::ALL.len()],
+    samples_total: u64,
+    inconsistent_total: u64,
+}
+
+impl Sampler {
+    pub fn new(proc_root: PathBuf, interval: Duration) -> Self {
+        Sampler {
+            proc_root,
+            interval,
+            sockdiag: SockDiag::new(),
+            trackers: Default::default(),
+            samples_total: 0,
+            inconsistent_total: 0,
+        }
+    }
+
+    /// Takes one sample. Blocking: call it from a blocking thread.
+    pub fn sample(&mut self) -> Snapshot {
+        let timestamp = SystemTime::now();
+        let start = Instant::now();
+        let root = self.proc_root.as_path();
+        let [t_sockets, t_sockstat, t_conntrack, t_snmp, t_limits] = &mut self.trackers;
+        let sockdiag = &mut self.sockdiag;
+        let (sockets, s0) = t_sockets.observe(Source::Sockets, || sockdiag.read(&mut |_| {}));
+        let (sockstat, s1) = t_sockstat.observe(Source::Sockstat, || sources::sockstat::read(root));
+        let (conntrack, s2) = t_conntrack.observe(Source::Conntrack, || sources::conntrack::read(root));
+        let (snmp, s3) = t_snmp.observe(Source::Snmp, || sources::snmp::read(root));
+        let (limits, s4) = t_limits.observe(Source::Limits, || sources::limits::read(root));
+        self.samples_total += 1;
+        if sockets.as_ref().is_some_and(|s| s.interrupted) {
+            self.inconsistent_total += 1;
+            tracing::debug!("socket dump interrupted by table changes (NLM_F_DUMP_INTR)");
+        }
+        Snapshot {
+            timestamp,
+            duration: start.elapsed(),
+            interval: self.interval,
+            sockets,
+            sockstat,
+            conntrack,
+            snmp,
+            limits,
+            sources: vec![s0, s1, s2, s3, s4],
+            samples_total: self.samples_total,
+            inconsistent_total: self.inconsistent_total,
+        }
+    }
+
+    /// Samples and renders: the unit of work the loop runs on a blocking thread.
+    pub fn sample_and_render(&mut self) -> Published {
+        let snapshot = self.sample();
+        let prometheus = Bytes::from(prometheus::render(&snapshot));
+        Published { snapshot: Arc::new(snapshot), prometheus }
+    }
+}
+
+/// Runs the sampler forever (until `shutdown` flips), publishing into `tx`.
+pub async fn run(mut sampler: Sampler, tx: watch::Sender<Option<Arc<Published>>>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(sampler.interval);
+    // A slow sample delays the next tick instead of causing a burst of catch-up samples.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let job = tokio::task::spawn_blocking(move || {
+            let published = sampler.sample_and_render();
+            (sampler, published)
+        });
+        match job.await {
+            Ok((s, published)) => {
+                sampler = s;
+                if published.snapshot.samples_total == 1 {
+                    let down: Vec<&str> =
+                        published.snapshot.sources.iter().filter(|s| !s.up).map(|s| s.source.name()).collect();
+                    tracing::info!(
+                        took_ms = published.snapshot.duration.as_millis() as u64,
+                        ?down,
+                        "first sample published, /metrics and /-/ready are live"
+                    );
+                }
+                tx.send_replace(Some(Arc::new(published)));
+            }
+            Err(e) => {
+                // Only a bug can get here (a panic in a source); the last good snapshot
+                // stays published and goes stale, which the staleness alert catches.
+                tracing::error!("sampler stopped: {e}");
+                return;
+            }
+        }
+    }
+}
