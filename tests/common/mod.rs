@@ -1,0 +1,266 @@
+//! Shared harness for the integration tests: skip-or-fail policy, network namespaces,
+//! running the daemon inside one, scraping it, and reading the ground truth (`ss`,
+//! /proc) from inside the same namespace.
+//!
+//! Policy: a test that needs root, network namespaces or a Debian package prints why it
+//! skips and passes, unless `SOCKWATCH_STRICT_TESTS=1` (set by `.ci/run`), where it fails.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sockwatch");
+
+pub fn strict() -> bool {
+    std::env::var("SOCKWATCH_STRICT_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// Skips (returns false) or, under strict mode, fails the test.
+pub fn skip(test: &str, why: &str) -> bool {
+    if strict() {
+        panic!("{test}: cannot run: {why} (SOCKWATCH_STRICT_TESTS=1 forbids skipping)");
+    }
+    eprintln!("SKIP {test}: {why}");
+    false
+}
+
+pub fn have_command(cmd: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
+}
+
+/// True when the test can run: root, `ip`, and every command in `cmds`.
+pub fn require(test: &str, cmds: &[&str]) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip(test, "needs root to create network namespaces");
+    }
+    for cmd in std::iter::once(&"ip").chain(cmds) {
+        if !have_command(cmd) {
+            return skip(test, &format!("needs the `{cmd}` command (see .ci/run for the Debian package)"));
+        }
+    }
+    true
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace with loopback up, removed on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("sw-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        // Deterministic TIME_WAIT counts: loopback TIME_WAIT reuse (the default, 2) would
+        // let new connections take over old TIME_WAIT sockets.
+        ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+        ns
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")]);
+    }
+
+    /// Runs a command inside the namespace; it must succeed.
+    pub fn exec(&self, cmd: &str, args: &[&str]) -> Output {
+        let mut full = vec!["netns", "exec", &self.name, cmd];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    pub fn exec_stdout(&self, cmd: &str, args: &[&str]) -> String {
+        String::from_utf8(self.exec(cmd, args).stdout).expect("utf-8 output")
+    }
+
+    /// Runs `f` on a thread that has joined the namespace. Sockets it creates live in
+    /// the namespace for their whole life, whichever thread holds them afterwards.
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: valid fd; setns affects only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// Enables connection tracking in the namespace with an nftables `ct` rule.
+    pub fn enable_conntrack(&self) {
+        let rules = "table inet sockwatch_test {\n chain out {\n  type filter hook output priority 0; policy accept;\n  ct state new counter\n }\n}\n";
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn nft");
+        child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "nft rules failed");
+    }
+
+    /// Counts sockets per `ss` state name for one family flag (`-4` or `-6`).
+    pub fn ss_states(&self, family: &str) -> HashMap<String, u64> {
+        let out = self.exec_stdout("ss", &["-H", "-t", "-a", "-n", family]);
+        let mut m = HashMap::new();
+        for line in out.lines() {
+            if let Some(state) = line.split_whitespace().next() {
+                *m.entry(state.to_owned()).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    /// Waits until no socket is in a transient closing state (FIN-WAIT, LAST-ACK, ...).
+    pub fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let transient = ["FIN-WAIT-1", "FIN-WAIT-2", "LAST-ACK", "CLOSING", "SYN-SENT", "SYN-RECV", "CLOSE-WAIT"];
+            let busy: u64 = ["-4", "-6"]
+                .iter()
+                .flat_map(|f| self.ss_states(f))
+                .filter(|(s, _)| transient.contains(&s.as_str()))
+                .map(|(_, n)| n)
+                .sum();
+            if busy == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "sockets did not settle: {busy} still closing");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// The daemon running inside a namespace; killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    pub stderr_lines: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `sockwatch serve` in `ns` on 127.0.0.1:`port` and waits (reading its log,
+    /// without touching the network) until the first sample is published.
+    pub fn start(ns: &Netns, port: u16, extra: &[&str]) -> Daemon {
+        let addr = format!("127.0.0.1:{port}");
+        let mut args = vec!["netns", "exec", &ns.name, BIN, "serve", "--web.listen-address", &addr];
+        args.extend_from_slice(extra);
+        let mut child = Command::new("ip")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockwatch");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = Daemon { child, port, stderr_lines: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.contains("first sample published");
+                    d.stderr_lines.push(line);
+                    if done {
+                        break;
+                    }
+                }
+                Err(_) => panic!("daemon did not publish a first sample; its log:\n{}", d.stderr_lines.join("\n")),
+            }
+        }
+        // Keep draining so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        d
+    }
+
+    /// One HTTP/1.0 GET from inside the namespace: (status, body).
+    pub fn get(&self, ns: &Netns, path: &str) -> (u16, String) {
+        http_get_in(ns, self.port, path)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get_in(ns: &Netns, port: u16, path: &str) -> (u16, String) {
+    let path = path.to_owned();
+    ns.enter(move || http_get(&format!("127.0.0.1:{port}"), &path))
+}
+
+/// A minimal HTTP/1.0 client: enough to assert on status and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// Parses Prometheus text into `series → value`, series written as in the text
+/// (`name{a="b",c="d"}`). Panics on a sample line it cannot read.
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l:?}"));
+            (series.to_owned(), value.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")))
+        })
+        .collect()
+}
+
+/// Reads a series that must be present.
+pub fn value(m: &HashMap<String, f64>, series: &str) -> f64 {
+    *m.get(series).unwrap_or_else(|| {
+        let mut keys: Vec<_> = m.keys().collect();
+        keys.sort();
+        panic!("series {series} missing; have {keys:?}")
+    })
+}
+
+/// The `TCP: ... tw N` style fields of /proc/net/sockstat(6) read inside `ns`.
+pub fn sockstat_field(ns: &Netns, file: &str, prefix: &str, field: &str) -> u64 {
+    let text = ns.exec_stdout("cat", &[file]);
+    let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in {text}"));
+    let toks: Vec<&str> = line.split_whitespace().collect();
+    let i = toks.iter().position(|t| *t == field).unwrap_or_else(|| panic!("no {field} in {line}"));
+    toks[i + 1].parse().unwrap()
+}
