@@ -31,7 +31,11 @@ const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 #[derive(Debug, Parser)]
-#[command(name = "sockwatch", version, about = "Exports TCP socket states, ephemeral port use and conntrack fill, sampled in the background.")]
+#[command(
+    name = "sockwatch",
+    version,
+    about = "Exports TCP socket states, ephemeral port use and conntrack fill, sampled in the background."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -182,21 +186,45 @@ impl Config {
                 DEFAULT_TELEMETRY_PATH.to_owned(),
                 validate_telemetry_path,
             )?,
-            interval: setting(f.interval, file.interval, "interval", path, DEFAULT_INTERVAL, |v| parse_interval(&v))?,
-            log_level: setting(f.log_level, file.log.level, "log.level", path, "info".to_owned(), |v| {
-                if LOG_LEVELS.contains(&v.as_str()) {
-                    Ok(v)
-                } else {
-                    Err(format!("{v:?} is not a log level (one of {})", LOG_LEVELS.join(", ")))
-                }
-            })?,
-            procfs: setting(f.procfs, file.path.procfs, "path.procfs", path, PathBuf::from("/proc"), |v| {
-                if v.is_dir() {
-                    Ok(v)
-                } else {
-                    Err(format!("{} is not a directory", v.display()))
-                }
-            })?,
+            interval: setting(
+                f.interval,
+                file.interval,
+                "interval",
+                path,
+                DEFAULT_INTERVAL,
+                |v| parse_interval(&v),
+            )?,
+            log_level: setting(
+                f.log_level,
+                file.log.level,
+                "log.level",
+                path,
+                "info".to_owned(),
+                |v| {
+                    if LOG_LEVELS.contains(&v.as_str()) {
+                        Ok(v)
+                    } else {
+                        Err(format!(
+                            "{v:?} is not a log level (one of {})",
+                            LOG_LEVELS.join(", ")
+                        ))
+                    }
+                },
+            )?,
+            procfs: setting(
+                f.procfs,
+                file.path.procfs,
+                "path.procfs",
+                path,
+                PathBuf::from("/proc"),
+                |v| {
+                    if v.is_dir() {
+                        Ok(v)
+                    } else {
+                        Err(format!("{} is not a directory", v.display()))
+                    }
+                },
+            )?,
         })
     }
 }
@@ -210,20 +238,25 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 /// `127.0.0.1:9822`, `[::1]:9822`, `localhost:9822`, or `:9822` (all interfaces).
 pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
     if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port.parse().map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
         return Ok(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
     }
     if let Ok(addr) = s.parse() {
         return Ok(addr);
     }
     match s.to_socket_addrs() {
-        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{s:?} resolves to no address")),
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{s:?} resolves to no address")),
         Err(e) => Err(format!("{s:?} is not HOST:PORT ({e})")),
     }
 }
 
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 10s or 1m ({e})"))?;
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 10s or 1m ({e})"))?;
     if d < MIN_INTERVAL || d > MAX_INTERVAL {
         return Err(format!(
             "{s:?} is outside the allowed range {} to {}",
@@ -239,7 +272,9 @@ fn validate_telemetry_path(p: String) -> Result<String, String> {
         return Err(format!("{p:?} must start with /"));
     }
     if matches!(p.as_str(), "/" | "/-/healthy" | "/-/ready") {
-        return Err(format!("{p:?} is taken by the landing page or a health endpoint"));
+        return Err(format!(
+            "{p:?} is taken by the landing page or a health endpoint"
+        ));
     }
     Ok(p)
 }
@@ -251,7 +286,10 @@ mod tests {
 
     fn with_file(toml: &str) -> (tempfile_lite::TempFile, Flags) {
         let f = tempfile_lite::TempFile::new(toml);
-        let flags = Flags { config: Some(f.path.clone()), ..Flags::default() };
+        let flags = Flags {
+            config: Some(f.path.clone()),
+            ..Flags::default()
+        };
         (f, flags)
     }
 
@@ -303,20 +341,35 @@ mod tests {
         assert_eq!(c.telemetry_path, "/m");
         assert_eq!(c.log_level, "debug");
         flags.interval = Some("1m".into());
-        assert_eq!(Config::load(&flags).unwrap().interval, Duration::from_secs(60));
+        assert_eq!(
+            Config::load(&flags).unwrap().interval,
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
     fn file_errors_name_the_key() {
         for (toml, want) in [
             ("intervall = \"10s\"\n", "unknown field `intervall`"),
-            ("web.listen-adress = \"x\"\n", "unknown field `listen-adress`"),
+            (
+                "web.listen-adress = \"x\"\n",
+                "unknown field `listen-adress`",
+            ),
             ("interval = \"ten seconds\"\n", "key `interval`"),
             ("interval = 10\n", "invalid type"),
             ("interval = \"0s\"\n", "outside the allowed range"),
-            ("web.listen-address = \"nowhere\"\n", "key `web.listen-address`"),
-            ("web.telemetry-path = \"metrics\"\n", "key `web.telemetry-path`: \"metrics\" must start with /"),
-            ("log.level = \"loud\"\n", "key `log.level`: \"loud\" is not a log level"),
+            (
+                "web.listen-address = \"nowhere\"\n",
+                "key `web.listen-address`",
+            ),
+            (
+                "web.telemetry-path = \"metrics\"\n",
+                "key `web.telemetry-path`: \"metrics\" must start with /",
+            ),
+            (
+                "log.level = \"loud\"\n",
+                "key `log.level`: \"loud\" is not a log level",
+            ),
             ("path.procfs = \"/nonexistent\"\n", "key `path.procfs`"),
             ("[web\n", "config file"),
         ] {
@@ -328,19 +381,37 @@ mod tests {
 
     #[test]
     fn flag_errors_name_the_flag() {
-        let flags = Flags { interval: Some("soon".into()), ..Flags::default() };
+        let flags = Flags {
+            interval: Some("soon".into()),
+            ..Flags::default()
+        };
         let e = Config::load(&flags).unwrap_err().to_string();
         assert!(e.starts_with("--interval: \"soon\""), "{e}");
-        let flags = Flags { config: Some("/nonexistent/sockwatch.toml".into()), ..Flags::default() };
+        let flags = Flags {
+            config: Some("/nonexistent/sockwatch.toml".into()),
+            ..Flags::default()
+        };
         let e = Config::load(&flags).unwrap_err().to_string();
-        assert!(e.contains("cannot read config file /nonexistent/sockwatch.toml"), "{e}");
+        assert!(
+            e.contains("cannot read config file /nonexistent/sockwatch.toml"),
+            "{e}"
+        );
     }
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen_address(":9822").unwrap(), "[::]:9822".parse().unwrap());
-        assert_eq!(parse_listen_address("[::1]:1").unwrap(), "[::1]:1".parse().unwrap());
-        assert!(parse_listen_address("localhost:9822").unwrap().ip().is_loopback());
+        assert_eq!(
+            parse_listen_address(":9822").unwrap(),
+            "[::]:9822".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_address("[::1]:1").unwrap(),
+            "[::1]:1".parse().unwrap()
+        );
+        assert!(parse_listen_address("localhost:9822")
+            .unwrap()
+            .ip()
+            .is_loopback());
         assert!(parse_listen_address(":99999").is_err());
         assert!(parse_listen_address("127.0.0.1").is_err());
     }

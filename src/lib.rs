@@ -4,9 +4,9 @@
 //! [`sampler`]) → exporters ([`exporter::prometheus`]) → HTTP ([`http`]). A scrape only
 //! reads the latest published snapshot; it never triggers a sample.
 
-pub mod sources;
 pub mod config;
 pub mod exporter;
 pub mod http;
 pub mod sampler;
 pub mod snapshot;
+pub mod sources;

@@ -34,7 +34,11 @@ struct Tracker {
 
 impl Tracker {
     /// Times `read`, records its outcome and logs only when the source changes state.
-    fn observe<T>(&mut self, source: Source, read: impl FnOnce() -> Result<T, SourceError>) -> (Option<T>, SourceStatus) {
+    fn observe<T>(
+        &mut self,
+        source: Source,
+        read: impl FnOnce() -> Result<T, SourceError>,
+    ) -> (Option<T>, SourceStatus) {
         let start = Instant::now();
         let result = read();
         let duration = start.elapsed();
@@ -54,7 +58,10 @@ impl Tracker {
                 }
                 if self.was_up != Some(false) {
                     if absent {
-                        tracing::info!(source = name, "source not available, its series are absent: {e}");
+                        tracing::info!(
+                            source = name,
+                            "source not available, its series are absent: {e}"
+                        );
                     } else {
                         tracing::warn!(source = name, "source down, its series are absent: {e}");
                     }
@@ -65,7 +72,13 @@ impl Tracker {
                 (None, Some(e.to_string()))
             }
         };
-        let status = SourceStatus { source, up: value.is_some(), errors_total: self.errors_total, duration, error };
+        let status = SourceStatus {
+            source,
+            up: value.is_some(),
+            errors_total: self.errors_total,
+            duration,
+            error,
+        };
         (value, status)
     }
 }
@@ -101,7 +114,8 @@ impl Sampler {
         let sockdiag = &mut self.sockdiag;
         let (sockets, s0) = t_sockets.observe(Source::Sockets, || sockdiag.read(&mut |_| {}));
         let (sockstat, s1) = t_sockstat.observe(Source::Sockstat, || sources::sockstat::read(root));
-        let (conntrack, s2) = t_conntrack.observe(Source::Conntrack, || sources::conntrack::read(root));
+        let (conntrack, s2) =
+            t_conntrack.observe(Source::Conntrack, || sources::conntrack::read(root));
         let (snmp, s3) = t_snmp.observe(Source::Snmp, || sources::snmp::read(root));
         let (limits, s4) = t_limits.observe(Source::Limits, || sources::limits::read(root));
         self.samples_total += 1;
@@ -128,12 +142,19 @@ impl Sampler {
     pub fn sample_and_render(&mut self) -> Published {
         let snapshot = self.sample();
         let prometheus = Bytes::from(prometheus::render(&snapshot));
-        Published { snapshot: Arc::new(snapshot), prometheus }
+        Published {
+            snapshot: Arc::new(snapshot),
+            prometheus,
+        }
     }
 }
 
 /// Runs the sampler forever (until `shutdown` flips), publishing into `tx`.
-pub async fn run(mut sampler: Sampler, tx: watch::Sender<Option<Arc<Published>>>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    mut sampler: Sampler,
+    tx: watch::Sender<Option<Arc<Published>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(sampler.interval);
     // A slow sample delays the next tick instead of causing a burst of catch-up samples.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -150,8 +171,13 @@ pub async fn run(mut sampler: Sampler, tx: watch::Sender<Option<Arc<Published>>>
             Ok((s, published)) => {
                 sampler = s;
                 if published.snapshot.samples_total == 1 {
-                    let down: Vec<&str> =
-                        published.snapshot.sources.iter().filter(|s| !s.up).map(|s| s.source.name()).collect();
+                    let down: Vec<&str> = published
+                        .snapshot
+                        .sources
+                        .iter()
+                        .filter(|s| !s.up)
+                        .map(|s| s.source.name())
+                        .collect();
                     tracing::info!(
                         took_ms = published.snapshot.duration.as_millis() as u64,
                         ?down,

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::sources::{conntrack::Conntrack, limits::Limits, snmp::TcpCounters, sockets::Sockets, sockstat::Sockstat};
+use crate::sources::{
+    conntrack::Conntrack, limits::Limits, snmp::TcpCounters, sockets::Sockets, sockstat::Sockstat,
+};
 
 /// The kernel sources, in the order they are sampled and exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +20,13 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 5] = [Source::Sockets, Source::Sockstat, Source::Conntrack, Source::Snmp, Source::Limits];
+    pub const ALL: [Source; 5] = [
+        Source::Sockets,
+        Source::Sockstat,
+        Source::Conntrack,
+        Source::Snmp,
+        Source::Limits,
+    ];
 
     /// The `source` label value.
     pub fn name(self) -> &'static str {

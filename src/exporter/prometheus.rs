@@ -32,7 +32,10 @@ impl Families {
         kind: MetricType,
         series: impl IntoIterator<Item = (Vec<(&'a str, String)>, f64)>,
     ) {
-        let metrics = series.into_iter().map(|(labels, value)| sample(kind, &labels, value)).collect();
+        let metrics = series
+            .into_iter()
+            .map(|(labels, value)| sample(kind, &labels, value))
+            .collect();
         self.family(name, help, kind).set_metric(metrics);
     }
 
@@ -87,10 +90,19 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     let mut out = Families::default();
 
     if let Some(sk) = &s.sockets {
-        let series = [("ipv4", &sk.states.ipv4), ("ipv6", &sk.states.ipv6)].into_iter().flat_map(|(fam, counts)| {
-            (1..TCP_STATES.len())
-                .map(move |i| (vec![("family", fam.to_owned()), ("state", TCP_STATES[i].to_owned())], f(counts[i])))
-        });
+        let series = [("ipv4", &sk.states.ipv4), ("ipv6", &sk.states.ipv6)]
+            .into_iter()
+            .flat_map(|(fam, counts)| {
+                (1..TCP_STATES.len()).map(move |i| {
+                    (
+                        vec![
+                            ("family", fam.to_owned()),
+                            ("state", TCP_STATES[i].to_owned()),
+                        ],
+                        f(counts[i]),
+                    )
+                })
+            });
         out.labelled(
             "sockwatch_tcp_sockets",
             "TCP sockets by address family and state, from one inet_diag (NETLINK_SOCK_DIAG) dump per family. \
@@ -187,22 +199,64 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
 
     if let Some(l) = &s.limits {
         let sysctl = |name: &str| format!("/proc/sys/net/ipv4/{name}");
-        out.gauge("sockwatch_ephemeral_port_range_low", &format!("Lowest local port connect() may pick, from {}.", sysctl("ip_local_port_range")), f(l.port_range_low.into()));
-        out.gauge("sockwatch_ephemeral_port_range_high", &format!("Highest local port connect() may pick, from {}.", sysctl("ip_local_port_range")), f(l.port_range_high.into()));
+        out.gauge(
+            "sockwatch_ephemeral_port_range_low",
+            &format!(
+                "Lowest local port connect() may pick, from {}.",
+                sysctl("ip_local_port_range")
+            ),
+            f(l.port_range_low.into()),
+        );
+        out.gauge(
+            "sockwatch_ephemeral_port_range_high",
+            &format!(
+                "Highest local port connect() may pick, from {}.",
+                sysctl("ip_local_port_range")
+            ),
+            f(l.port_range_high.into()),
+        );
         out.gauge(
             "sockwatch_ephemeral_port_range_size",
             "Ephemeral ports available per destination (local IP, remote IP, remote port): ports in ip_local_port_range minus ip_local_reserved_ports inside it.",
             f(l.port_range_size().into()),
         );
-        out.gauge("sockwatch_tcp_max_tw_buckets", &format!("Limit on TIME_WAIT sockets; beyond it they are destroyed early, from {}.", sysctl("tcp_max_tw_buckets")), opt(l.tcp_max_tw_buckets));
+        out.gauge(
+            "sockwatch_tcp_max_tw_buckets",
+            &format!(
+                "Limit on TIME_WAIT sockets; beyond it they are destroyed early, from {}.",
+                sysctl("tcp_max_tw_buckets")
+            ),
+            opt(l.tcp_max_tw_buckets),
+        );
         out.gauge(
             "sockwatch_tcp_fin_timeout_seconds",
             &format!("FIN_WAIT_2 timeout of orphaned sockets, from {}. It does NOT change the 60 s TIME_WAIT length.", sysctl("tcp_fin_timeout")),
             opt(l.tcp_fin_timeout),
         );
-        out.gauge("sockwatch_tcp_tw_reuse", &format!("TIME_WAIT reuse for outgoing connections: 0 off, 1 on, 2 loopback only, from {}.", sysctl("tcp_tw_reuse")), opt(l.tcp_tw_reuse));
-        out.gauge("sockwatch_tcp_max_orphans", &format!("Limit on orphaned sockets, from {} (not visible inside a network namespace).", sysctl("tcp_max_orphans")), opt(l.tcp_max_orphans));
-        out.gauge("sockwatch_tcp_max_syn_backlog", &format!("Limit on half-open connections per listener, from {}.", sysctl("tcp_max_syn_backlog")), opt(l.tcp_max_syn_backlog));
+        out.gauge(
+            "sockwatch_tcp_tw_reuse",
+            &format!(
+                "TIME_WAIT reuse for outgoing connections: 0 off, 1 on, 2 loopback only, from {}.",
+                sysctl("tcp_tw_reuse")
+            ),
+            opt(l.tcp_tw_reuse),
+        );
+        out.gauge(
+            "sockwatch_tcp_max_orphans",
+            &format!(
+                "Limit on orphaned sockets, from {} (not visible inside a network namespace).",
+                sysctl("tcp_max_orphans")
+            ),
+            opt(l.tcp_max_orphans),
+        );
+        out.gauge(
+            "sockwatch_tcp_max_syn_backlog",
+            &format!(
+                "Limit on half-open connections per listener, from {}.",
+                sysctl("tcp_max_syn_backlog")
+            ),
+            opt(l.tcp_max_syn_backlog),
+        );
         out.gauge("sockwatch_somaxconn", "Upper bound on a listener's accept queue (listen() backlog), from /proc/sys/net/core/somaxconn.", opt(l.somaxconn));
         out.gauge(
             "sockwatch_tcp_tw_timeout_seconds",
@@ -212,9 +266,13 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     }
 
     // Self-monitoring: always present.
-    let per_source = |v: &dyn Fn(&crate::snapshot::SourceStatus) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
-        s.sources.iter().map(|st| (vec![("source", st.source.name().to_owned())], v(st))).collect()
-    };
+    let per_source =
+        |v: &dyn Fn(&crate::snapshot::SourceStatus) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
+            s.sources
+                .iter()
+                .map(|st| (vec![("source", st.source.name().to_owned())], v(st)))
+                .collect()
+        };
     out.labelled(
         "sockwatch_source_up",
         "1 if the source was read successfully in the latest sample, 0 if not (its series are then absent).",
@@ -233,11 +291,31 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         GAUGE,
         per_source(&|st| st.duration.as_secs_f64()),
     );
-    let ts = s.timestamp.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    out.gauge("sockwatch_sample_timestamp_seconds", "Unix time the latest sample started; alert when it gets old.", ts);
-    out.gauge("sockwatch_sample_duration_seconds", "Time the latest sample took, all sources.", s.duration.as_secs_f64());
-    out.gauge("sockwatch_sample_interval_seconds", "Interval the sampler runs at.", s.interval.as_secs_f64());
-    out.counter("sockwatch_samples_total", "Samples taken since sockwatch started.", f(s.samples_total));
+    let ts = s
+        .timestamp
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    out.gauge(
+        "sockwatch_sample_timestamp_seconds",
+        "Unix time the latest sample started; alert when it gets old.",
+        ts,
+    );
+    out.gauge(
+        "sockwatch_sample_duration_seconds",
+        "Time the latest sample took, all sources.",
+        s.duration.as_secs_f64(),
+    );
+    out.gauge(
+        "sockwatch_sample_interval_seconds",
+        "Interval the sampler runs at.",
+        s.interval.as_secs_f64(),
+    );
+    out.counter(
+        "sockwatch_samples_total",
+        "Samples taken since sockwatch started.",
+        f(s.samples_total),
+    );
     out.counter(
         "sockwatch_sample_inconsistent_total",
         "Samples whose socket dump the kernel flagged as interrupted (NLM_F_DUMP_INTR): the table changed during the walk, so counts may be off by a few sockets.",
@@ -251,6 +329,8 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     );
 
     let mut buf = Vec::with_capacity(16 * 1024);
-    TextEncoder::new().encode(&out.0, &mut buf).expect("writing to a Vec cannot fail");
+    TextEncoder::new()
+        .encode(&out.0, &mut buf)
+        .expect("writing to a Vec cannot fail");
     buf
 }

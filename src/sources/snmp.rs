@@ -42,7 +42,10 @@ pub fn read(proc_root: &Path) -> Result<TcpCounters, SourceError> {
         *slot = Some(v);
     })?;
     if !found {
-        return Err(SourceError::parse(&snmp_path, "no \"Tcp:\" header and value lines"));
+        return Err(SourceError::parse(
+            &snmp_path,
+            "no \"Tcp:\" header and value lines",
+        ));
     }
     // netstat (TcpExt) exists on every kernel we support, but a missing file only
     // loses the TcpExt series; it does not take the Tcp counters down with it.
@@ -75,16 +78,25 @@ pub fn for_each_pair(
         let rest = l.strip_prefix(prefix)?.strip_prefix(':')?;
         Some(rest)
     });
-    let Some(header) = lines.next() else { return Ok(false) };
+    let Some(header) = lines.next() else {
+        return Ok(false);
+    };
     let values = lines.next().ok_or_else(|| {
-        SourceError::parse(path, format!("\"{prefix}:\" header line has no value line after it"))
+        SourceError::parse(
+            path,
+            format!("\"{prefix}:\" header line has no value line after it"),
+        )
     })?;
     let names: Vec<&str> = header.split_whitespace().collect();
     let vals: Vec<&str> = values.split_whitespace().collect();
     if names.len() != vals.len() {
         return Err(SourceError::parse(
             path,
-            format!("\"{prefix}:\" has {} names but {} values", names.len(), vals.len()),
+            format!(
+                "\"{prefix}:\" has {} names but {} values",
+                names.len(),
+                vals.len()
+            ),
         ));
     }
     for (name, raw) in names.into_iter().zip(vals) {
@@ -108,7 +120,9 @@ mod tests {
     use std::path::PathBuf;
 
     fn root(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc").join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/proc")
+            .join(name)
     }
 
     #[test]
