@@ -170,25 +170,21 @@ pub async fn run(
         match job.await {
             Ok((s, published)) => {
                 sampler = s;
+                let published = Arc::new(published);
+                tx.send_replace(Some(published.clone()));
                 if published.snapshot.samples_total == 1 {
-                    let down: Vec<&str> = published
-                        .snapshot
-                        .sources
-                        .iter()
-                        .filter(|s| !s.up)
-                        .map(|s| s.source.name())
-                        .collect();
+                    let down: Vec<&str> =
+                        published.snapshot.sources.iter().filter(|s| !s.up).map(|s| s.source.name()).collect();
                     tracing::info!(
                         took_ms = published.snapshot.duration.as_millis() as u64,
                         ?down,
                         "first sample published, /metrics and /-/ready are live"
                     );
                 }
-                tx.send_replace(Some(Arc::new(published)));
             }
             Err(e) => {
-                // Only a bug can get here (a panic in a source); the last good snapshot
-                // stays published and goes stale, which the staleness alert catches.
+                // Only a bug can get here (a panic in a source). main exits non-zero
+                // when this task ends, so the service manager restarts us.
                 tracing::error!("sampler stopped: {e}");
                 return;
             }
