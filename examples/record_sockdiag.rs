@@ -8,19 +8,13 @@ use sockwatch::sources::sockets::SockDiag;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (family, out) = match (args.get(1).map(String::as_str), args.get(2)) {
-        (Some(f @ ("4" | "6" | "bad-protocol" | "short-request")), Some(out)) => {
-            (f.to_owned(), out.clone())
-        }
+        (Some(f @ ("4" | "6" | "bad-protocol" | "short-request")), Some(out)) => (f.to_owned(), out.clone()),
         _ => {
             eprintln!("usage: record_sockdiag 4|6|bad-protocol|short-request OUT");
             std::process::exit(2);
         }
     };
-    let af = if family == "6" {
-        libc::AF_INET6 as u8
-    } else {
-        libc::AF_INET as u8
-    };
+    let af = if family == "6" { libc::AF_INET6 as u8 } else { libc::AF_INET as u8 };
     let seq = 4242;
     let mut req = SockDiag::request(af, seq);
     if family == "bad-protocol" {

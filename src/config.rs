@@ -10,6 +10,9 @@
 //! web.telemetry-path = "/metrics"
 //! log.level = "info"
 //! path.procfs = "/proc"
+//! ports.top-k = 20
+//! listeners.top-k = 20
+//! listeners.ports = [80, 443]
 //! ```
 //!
 //! A flag given on the command line wins over the file; the file wins over the defaults.
@@ -22,6 +25,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
+
+use crate::sources::ports::PortsConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9822";
 pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
@@ -71,6 +76,15 @@ pub struct Flags {
     /// procfs mount point [default: /proc].
     #[arg(long = "path.procfs", value_name = "DIR", global = true)]
     pub procfs: Option<PathBuf>,
+    /// Busiest destinations exported per address family [default: 20].
+    #[arg(long = "ports.top-k", value_name = "K", global = true)]
+    pub ports_top_k: Option<usize>,
+    /// Busiest listening ports and listeners exported [default: 20].
+    #[arg(long = "listeners.top-k", value_name = "K", global = true)]
+    pub listeners_top_k: Option<usize>,
+    /// Listening ports always exported, comma-separated (e.g. 80,443).
+    #[arg(long = "listeners.ports", value_name = "PORTS", value_delimiter = ',', global = true)]
+    pub listener_ports: Option<Vec<u16>>,
 }
 
 /// The settings after merging flags, file and defaults, all validated.
@@ -81,6 +95,7 @@ pub struct Config {
     pub interval: Duration,
     pub log_level: String,
     pub procfs: PathBuf,
+    pub ports: PortsConfig,
 }
 
 /// A configuration problem: names where (flag or file) and which key.
@@ -104,6 +119,23 @@ struct FileConfig {
     log: LogSection,
     #[serde(default)]
     path: PathSection,
+    #[serde(default)]
+    ports: PortsSection,
+    #[serde(default)]
+    listeners: ListenersSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PortsSection {
+    top_k: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ListenersSection {
+    top_k: Option<usize>,
+    ports: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,47 +218,50 @@ impl Config {
                 DEFAULT_TELEMETRY_PATH.to_owned(),
                 validate_telemetry_path,
             )?,
-            interval: setting(
-                f.interval,
-                file.interval,
-                "interval",
-                path,
-                DEFAULT_INTERVAL,
-                |v| parse_interval(&v),
-            )?,
-            log_level: setting(
-                f.log_level,
-                file.log.level,
-                "log.level",
-                path,
-                "info".to_owned(),
-                |v| {
-                    if LOG_LEVELS.contains(&v.as_str()) {
-                        Ok(v)
-                    } else {
-                        Err(format!(
-                            "{v:?} is not a log level (one of {})",
-                            LOG_LEVELS.join(", ")
-                        ))
+            interval: setting(f.interval, file.interval, "interval", path, DEFAULT_INTERVAL, |v| parse_interval(&v))?,
+            log_level: setting(f.log_level, file.log.level, "log.level", path, "info".to_owned(), |v| {
+                if LOG_LEVELS.contains(&v.as_str()) {
+                    Ok(v)
+                } else {
+                    Err(format!("{v:?} is not a log level (one of {})", LOG_LEVELS.join(", ")))
+                }
+            })?,
+            procfs: setting(f.procfs, file.path.procfs, "path.procfs", path, PathBuf::from("/proc"), |v| {
+                if v.is_dir() {
+                    Ok(v)
+                } else {
+                    Err(format!("{} is not a directory", v.display()))
+                }
+            })?,
+            ports: PortsConfig {
+                top_k: setting(f.ports_top_k, file.ports.top_k, "ports.top-k", path, 20, check_top_k)?,
+                listeners_top_k: setting(
+                    f.listeners_top_k,
+                    file.listeners.top_k,
+                    "listeners.top-k",
+                    path,
+                    20,
+                    check_top_k,
+                )?,
+                listener_ports: setting(f.listener_ports, file.listeners.ports, "listeners.ports", path, vec![], |v| {
+                    if v.len() > MAX_TOP_K {
+                        return Err(format!("{} ports listed, at most {MAX_TOP_K}", v.len()));
                     }
-                },
-            )?,
-            procfs: setting(
-                f.procfs,
-                file.path.procfs,
-                "path.procfs",
-                path,
-                PathBuf::from("/proc"),
-                |v| {
-                    if v.is_dir() {
-                        Ok(v)
-                    } else {
-                        Err(format!("{} is not a directory", v.display()))
-                    }
-                },
-            )?,
+                    Ok(v)
+                })?,
+            },
         })
     }
+}
+
+/// A bound on any top-K: series count is what keeps Prometheus healthy.
+const MAX_TOP_K: usize = 1000;
+
+fn check_top_k(k: usize) -> Result<usize, String> {
+    if k > MAX_TOP_K {
+        return Err(format!("{k} is above the maximum of {MAX_TOP_K}"));
+    }
+    Ok(k)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -238,25 +273,20 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 /// `127.0.0.1:9822`, `[::1]:9822`, `localhost:9822`, or `:9822` (all interfaces).
 pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
     if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+        let port: u16 = port.parse().map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
         return Ok(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
     }
     if let Ok(addr) = s.parse() {
         return Ok(addr);
     }
     match s.to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .next()
-            .ok_or_else(|| format!("{s:?} resolves to no address")),
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{s:?} resolves to no address")),
         Err(e) => Err(format!("{s:?} is not HOST:PORT ({e})")),
     }
 }
 
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration like 10s or 1m ({e})"))?;
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 10s or 1m ({e})"))?;
     if d < MIN_INTERVAL || d > MAX_INTERVAL {
         return Err(format!(
             "{s:?} is outside the allowed range {} to {}",
@@ -272,9 +302,7 @@ fn validate_telemetry_path(p: String) -> Result<String, String> {
         return Err(format!("{p:?} must start with /"));
     }
     if matches!(p.as_str(), "/" | "/-/healthy" | "/-/ready") {
-        return Err(format!(
-            "{p:?} is taken by the landing page or a health endpoint"
-        ));
+        return Err(format!("{p:?} is taken by the landing page or a health endpoint"));
     }
     Ok(p)
 }
@@ -286,10 +314,7 @@ mod tests {
 
     fn with_file(toml: &str) -> (tempfile_lite::TempFile, Flags) {
         let f = tempfile_lite::TempFile::new(toml);
-        let flags = Flags {
-            config: Some(f.path.clone()),
-            ..Flags::default()
-        };
+        let flags = Flags { config: Some(f.path.clone()), ..Flags::default() };
         (f, flags)
     }
 
@@ -328,6 +353,16 @@ mod tests {
         assert_eq!(c.interval, Duration::from_secs(10));
         assert_eq!(c.log_level, "info");
         assert_eq!(c.procfs, PathBuf::from("/proc"));
+        assert_eq!(c.ports, PortsConfig { top_k: 20, listeners_top_k: 20, listener_ports: vec![] });
+    }
+
+    #[test]
+    fn ports_settings() {
+        let (_f, mut flags) = with_file("ports.top-k = 5\nlisteners.top-k = 7\nlisteners.ports = [80, 443]\n");
+        let c = Config::load(&flags).unwrap();
+        assert_eq!(c.ports, PortsConfig { top_k: 5, listeners_top_k: 7, listener_ports: vec![80, 443] });
+        flags.listener_ports = Some(vec![22]);
+        assert_eq!(Config::load(&flags).unwrap().ports.listener_ports, vec![22]);
     }
 
     #[test]
@@ -341,37 +376,25 @@ mod tests {
         assert_eq!(c.telemetry_path, "/m");
         assert_eq!(c.log_level, "debug");
         flags.interval = Some("1m".into());
-        assert_eq!(
-            Config::load(&flags).unwrap().interval,
-            Duration::from_secs(60)
-        );
+        assert_eq!(Config::load(&flags).unwrap().interval, Duration::from_secs(60));
     }
 
     #[test]
     fn file_errors_name_the_key() {
         for (toml, want) in [
             ("intervall = \"10s\"\n", "unknown field `intervall`"),
-            (
-                "web.listen-adress = \"x\"\n",
-                "unknown field `listen-adress`",
-            ),
+            ("web.listen-adress = \"x\"\n", "unknown field `listen-adress`"),
             ("interval = \"ten seconds\"\n", "key `interval`"),
             ("interval = 10\n", "invalid type"),
             ("interval = \"0s\"\n", "outside the allowed range"),
-            (
-                "web.listen-address = \"nowhere\"\n",
-                "key `web.listen-address`",
-            ),
-            (
-                "web.telemetry-path = \"metrics\"\n",
-                "key `web.telemetry-path`: \"metrics\" must start with /",
-            ),
-            (
-                "log.level = \"loud\"\n",
-                "key `log.level`: \"loud\" is not a log level",
-            ),
+            ("web.listen-address = \"nowhere\"\n", "key `web.listen-address`"),
+            ("web.telemetry-path = \"metrics\"\n", "key `web.telemetry-path`: \"metrics\" must start with /"),
+            ("log.level = \"loud\"\n", "key `log.level`: \"loud\" is not a log level"),
             ("path.procfs = \"/nonexistent\"\n", "key `path.procfs`"),
             ("[web\n", "config file"),
+            ("ports.top-k = 100000\n", "key `ports.top-k`: 100000 is above the maximum"),
+            ("listeners.ports = [70000]\n", "listeners.ports"),
+            ("listeners.port = [80]\n", "unknown field `port`"),
         ] {
             let (_f, flags) = with_file(toml);
             let e = Config::load(&flags).unwrap_err().to_string();
@@ -381,37 +404,19 @@ mod tests {
 
     #[test]
     fn flag_errors_name_the_flag() {
-        let flags = Flags {
-            interval: Some("soon".into()),
-            ..Flags::default()
-        };
+        let flags = Flags { interval: Some("soon".into()), ..Flags::default() };
         let e = Config::load(&flags).unwrap_err().to_string();
         assert!(e.starts_with("--interval: \"soon\""), "{e}");
-        let flags = Flags {
-            config: Some("/nonexistent/sockwatch.toml".into()),
-            ..Flags::default()
-        };
+        let flags = Flags { config: Some("/nonexistent/sockwatch.toml".into()), ..Flags::default() };
         let e = Config::load(&flags).unwrap_err().to_string();
-        assert!(
-            e.contains("cannot read config file /nonexistent/sockwatch.toml"),
-            "{e}"
-        );
+        assert!(e.contains("cannot read config file /nonexistent/sockwatch.toml"), "{e}");
     }
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(
-            parse_listen_address(":9822").unwrap(),
-            "[::]:9822".parse().unwrap()
-        );
-        assert_eq!(
-            parse_listen_address("[::1]:1").unwrap(),
-            "[::1]:1".parse().unwrap()
-        );
-        assert!(parse_listen_address("localhost:9822")
-            .unwrap()
-            .ip()
-            .is_loopback());
+        assert_eq!(parse_listen_address(":9822").unwrap(), "[::]:9822".parse().unwrap());
+        assert_eq!(parse_listen_address("[::1]:1").unwrap(), "[::1]:1".parse().unwrap());
+        assert!(parse_listen_address("localhost:9822").unwrap().ip().is_loopback());
         assert!(parse_listen_address(":99999").is_err());
         assert!(parse_listen_address("127.0.0.1").is_err());
     }

@@ -32,15 +32,10 @@ pub struct Web {
     pub telemetry_path: String,
 }
 
-fn response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
+fn response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -52,28 +47,16 @@ impl Web {
     pub fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
-            r.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
         let latest = self.latest.borrow().clone();
         match req.uri().path() {
             p if p == self.telemetry_path => match latest {
-                Some(published) => response(
-                    StatusCode::OK,
-                    PROMETHEUS_CONTENT_TYPE,
-                    published.prometheus.clone(),
-                ),
-                None => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no sample taken yet, retry in a moment\n",
-                ),
+                Some(published) => response(StatusCode::OK, PROMETHEUS_CONTENT_TYPE, published.prometheus.clone()),
+                None => text(StatusCode::SERVICE_UNAVAILABLE, "no sample taken yet, retry in a moment\n"),
             },
-            "/" => response(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                self.landing_page(),
-            ),
+            "/" => response(StatusCode::OK, "text/html; charset=utf-8", self.landing_page()),
             "/-/healthy" => text(StatusCode::OK, "OK\n"),
             "/-/ready" => match latest {
                 Some(_) => text(StatusCode::OK, "ready\n"),
@@ -84,11 +67,7 @@ impl Web {
     }
 
     fn landing_page(&self) -> String {
-        let path = self
-            .telemetry_path
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('"', "&quot;");
+        let path = self.telemetry_path.replace('&', "&amp;").replace('<', "&lt;").replace('"', "&quot;");
         format!(
             "<!doctype html>\n<html><head><title>sockwatch</title></head><body>\n<h1>sockwatch {}</h1>\n\
              <p>TCP socket states, ephemeral ports and conntrack, sampled in the background.</p>\n\
@@ -139,13 +118,7 @@ pub async fn serve(listener: TcpListener, web: Arc<Web>, mut shutdown: watch::Re
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "in-flight HTTP requests did not finish within {}s",
-            SHUTDOWN_GRACE.as_secs()
-        );
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight HTTP requests did not finish within {}s", SHUTDOWN_GRACE.as_secs());
     }
 }

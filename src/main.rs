@@ -23,10 +23,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "sockwatch={}",
-            config.log_level
-        )))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("sockwatch={}", config.log_level)))
         .init();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Sample => sample_once(&config),
@@ -35,12 +32,9 @@ fn main() -> ExitCode {
 }
 
 fn sample_once(config: &Config) -> ExitCode {
-    let published = Sampler::new(config.procfs.clone(), config.interval).sample_and_render();
+    let published = Sampler::new(&config).sample_and_render();
     let mut out = std::io::stdout().lock();
-    match out
-        .write_all(&published.prometheus)
-        .and_then(|()| out.flush())
-    {
+    match out.write_all(&published.prometheus).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
@@ -51,11 +45,7 @@ fn sample_once(config: &Config) -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sockwatch: cannot start the async runtime: {e}");
@@ -81,7 +71,7 @@ fn serve(config: Config) -> ExitCode {
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (latest_tx, latest_rx) = watch::channel(None);
-        let sampler = Sampler::new(config.procfs.clone(), config.interval);
+        let sampler = Sampler::new(&config);
         let mut sampler_task = tokio::spawn(sampler::run(sampler, latest_tx, shutdown_rx.clone()));
         let web = Arc::new(Web { latest: latest_rx, telemetry_path: config.telemetry_path.clone() });
         let http_task = tokio::spawn(http::serve(listener, web, shutdown_rx));
@@ -105,10 +95,7 @@ fn serve(config: Config) -> ExitCode {
 /// Resolves on SIGTERM or SIGINT, naming which.
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

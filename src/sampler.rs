@@ -13,6 +13,8 @@ use tokio::sync::watch;
 
 use crate::exporter::prometheus;
 use crate::snapshot::{Snapshot, Source, SourceStatus};
+use crate::config::Config;
+use crate::sources::ports::{PortAggregator, PortsConfig};
 use crate::sources::{self, sockets::SockDiag, SourceError};
 
 /// What readers see: the snapshot and its pre-rendered Prometheus text.
@@ -58,10 +60,7 @@ impl Tracker {
                 }
                 if self.was_up != Some(false) {
                     if absent {
-                        tracing::info!(
-                            source = name,
-                            "source not available, its series are absent: {e}"
-                        );
+                        tracing::info!(source = name, "source not available, its series are absent: {e}");
                     } else {
                         tracing::warn!(source = name, "source down, its series are absent: {e}");
                     }
@@ -72,13 +71,7 @@ impl Tracker {
                 (None, Some(e.to_string()))
             }
         };
-        let status = SourceStatus {
-            source,
-            up: value.is_some(),
-            errors_total: self.errors_total,
-            duration,
-            error,
-        };
+        let status = SourceStatus { source, up: value.is_some(), errors_total: self.errors_total, duration, error };
         (value, status)
     }
 }
@@ -88,16 +81,20 @@ pub struct Sampler {
     proc_root: PathBuf,
     interval: Duration,
     sockdiag: SockDiag,
+    ports_config: PortsConfig,
+    ports: PortAggregator,
     trackers: [Tracker; Source::ALL.len()],
     samples_total: u64,
     inconsistent_total: u64,
 }
 
 impl Sampler {
-    pub fn new(proc_root: PathBuf, interval: Duration) -> Self {
+    pub fn new(config: &Config) -> Self {
         Sampler {
-            proc_root,
-            interval,
+            proc_root: config.procfs.clone(),
+            interval: config.interval,
+            ports_config: config.ports.clone(),
+            ports: PortAggregator::default(),
             sockdiag: SockDiag::new(),
             trackers: Default::default(),
             samples_total: 0,
@@ -111,13 +108,15 @@ impl Sampler {
         let start = Instant::now();
         let root = self.proc_root.as_path();
         let [t_sockets, t_sockstat, t_conntrack, t_snmp, t_limits] = &mut self.trackers;
-        let sockdiag = &mut self.sockdiag;
-        let (sockets, s0) = t_sockets.observe(Source::Sockets, || sockdiag.read(&mut |_| {}));
-        let (sockstat, s1) = t_sockstat.observe(Source::Sockstat, || sources::sockstat::read(root));
-        let (conntrack, s2) =
-            t_conntrack.observe(Source::Conntrack, || sources::conntrack::read(root));
-        let (snmp, s3) = t_snmp.observe(Source::Snmp, || sources::snmp::read(root));
+        // Limits first: the socket walk needs the port range to classify sockets.
         let (limits, s4) = t_limits.observe(Source::Limits, || sources::limits::read(root));
+        let (sockdiag, ports) = (&mut self.sockdiag, &mut self.ports);
+        ports.begin(limits.as_ref().map(|l| (l.port_range_low, l.port_range_high)));
+        let (sockets, s0) = t_sockets.observe(Source::Sockets, || sockdiag.read(&mut |m| ports.visit(m)));
+        let ports = sockets.as_ref().map(|_| self.ports.finish(&self.ports_config));
+        let (sockstat, s1) = t_sockstat.observe(Source::Sockstat, || sources::sockstat::read(root));
+        let (conntrack, s2) = t_conntrack.observe(Source::Conntrack, || sources::conntrack::read(root));
+        let (snmp, s3) = t_snmp.observe(Source::Snmp, || sources::snmp::read(root));
         self.samples_total += 1;
         if sockets.as_ref().is_some_and(|s| s.interrupted) {
             self.inconsistent_total += 1;
@@ -128,6 +127,7 @@ impl Sampler {
             duration: start.elapsed(),
             interval: self.interval,
             sockets,
+            ports,
             sockstat,
             conntrack,
             snmp,
@@ -142,19 +142,12 @@ impl Sampler {
     pub fn sample_and_render(&mut self) -> Published {
         let snapshot = self.sample();
         let prometheus = Bytes::from(prometheus::render(&snapshot));
-        Published {
-            snapshot: Arc::new(snapshot),
-            prometheus,
-        }
+        Published { snapshot: Arc::new(snapshot), prometheus }
     }
 }
 
 /// Runs the sampler forever (until `shutdown` flips), publishing into `tx`.
-pub async fn run(
-    mut sampler: Sampler,
-    tx: watch::Sender<Option<Arc<Published>>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(mut sampler: Sampler, tx: watch::Sender<Option<Arc<Published>>>, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(sampler.interval);
     // A slow sample delays the next tick instead of causing a burst of catch-up samples.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

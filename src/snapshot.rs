@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::sources::{
-    conntrack::Conntrack, limits::Limits, snmp::TcpCounters, sockets::Sockets, sockstat::Sockstat,
+    conntrack::Conntrack, limits::Limits, ports::PortUsage, snmp::TcpCounters, sockets::Sockets, sockstat::Sockstat,
 };
 
 /// The kernel sources, in the order they are sampled and exported.
@@ -20,13 +20,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 5] = [
-        Source::Sockets,
-        Source::Sockstat,
-        Source::Conntrack,
-        Source::Snmp,
-        Source::Limits,
-    ];
+    pub const ALL: [Source; 5] = [Source::Sockets, Source::Sockstat, Source::Conntrack, Source::Snmp, Source::Limits];
 
     /// The `source` label value.
     pub fn name(self) -> &'static str {
@@ -62,6 +56,8 @@ pub struct Snapshot {
     /// The interval the sampler runs at.
     pub interval: Duration,
     pub sockets: Option<Sockets>,
+    /// Port and accept-queue exhaustion, from the same dump as `sockets`.
+    pub ports: Option<PortUsage>,
     pub sockstat: Option<Sockstat>,
     pub conntrack: Option<Conntrack>,
     pub snmp: Option<TcpCounters>,

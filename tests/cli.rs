@@ -10,10 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn sockwatch(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run sockwatch")
+    Command::new(BIN).args(args).output().expect("run sockwatch")
 }
 
 fn stderr(o: &Output) -> String {
@@ -39,62 +36,27 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn unknown_flag_is_a_usage_error() {
-    assert_clean_failure(
-        &sockwatch(&["--web.listen-adress", "x"]),
-        2,
-        "--web.listen-adress",
-    );
+    assert_clean_failure(&sockwatch(&["--web.listen-adress", "x"]), 2, "--web.listen-adress");
     assert_clean_failure(&sockwatch(&["frobnicate"]), 2, "frobnicate");
 }
 
 #[test]
 fn bad_values_name_the_setting() {
-    assert_clean_failure(
-        &sockwatch(&["sample", "--interval", "fast"]),
-        2,
-        "--interval: \"fast\"",
-    );
-    assert_clean_failure(
-        &sockwatch(&["sample", "--log.level", "loud"]),
-        2,
-        "--log.level",
-    );
-    assert_clean_failure(
-        &sockwatch(&["sample", "--web.telemetry-path", "metrics"]),
-        2,
-        "must start with /",
-    );
-    let p = write_config(
-        "unknown",
-        "interval = \"10s\"\n[web]\nlisten-addr = \"127.0.0.1:1\"\n",
-    );
-    assert_clean_failure(
-        &sockwatch(&["sample", "--config", p.to_str().unwrap()]),
-        2,
-        "unknown field `listen-addr`",
-    );
+    assert_clean_failure(&sockwatch(&["sample", "--interval", "fast"]), 2, "--interval: \"fast\"");
+    assert_clean_failure(&sockwatch(&["sample", "--log.level", "loud"]), 2, "--log.level");
+    assert_clean_failure(&sockwatch(&["sample", "--web.telemetry-path", "metrics"]), 2, "must start with /");
+    let p = write_config("unknown", "interval = \"10s\"\n[web]\nlisten-addr = \"127.0.0.1:1\"\n");
+    assert_clean_failure(&sockwatch(&["sample", "--config", p.to_str().unwrap()]), 2, "unknown field `listen-addr`");
     let p = write_config("badvalue", "web.listen-address = \"127.0.0.1:notaport\"\n");
-    assert_clean_failure(
-        &sockwatch(&["sample", "--config", p.to_str().unwrap()]),
-        2,
-        "key `web.listen-address`",
-    );
-    assert_clean_failure(
-        &sockwatch(&["--config", "/nonexistent/sockwatch.toml"]),
-        2,
-        "cannot read config file",
-    );
+    assert_clean_failure(&sockwatch(&["sample", "--config", p.to_str().unwrap()]), 2, "key `web.listen-address`");
+    assert_clean_failure(&sockwatch(&["--config", "/nonexistent/sockwatch.toml"]), 2, "cannot read config file");
 }
 
 #[test]
 fn unusable_listen_address_fails_fast() {
     // 192.0.2.1 (TEST-NET-1) is on no interface here: bind fails with EADDRNOTAVAIL.
     let start = Instant::now();
-    assert_clean_failure(
-        &sockwatch(&["--web.listen-address", "192.0.2.1:9822"]),
-        1,
-        "cannot listen on 192.0.2.1:9822",
-    );
+    assert_clean_failure(&sockwatch(&["--web.listen-address", "192.0.2.1:9822"]), 1, "cannot listen on 192.0.2.1:9822");
     // A port that is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -109,25 +71,13 @@ fn sample_prints_every_source() {
     let m = parse_metrics(&String::from_utf8(o.stdout).unwrap());
     // inet_diag and /proc need no privilege: sockets, sockstat, snmp, limits are up anywhere.
     for source in ["sockets", "sockstat", "snmp", "limits"] {
-        assert_eq!(
-            value(&m, &format!("sockwatch_source_up{{source=\"{source}\"}}")),
-            1.0,
-            "{source}"
-        );
+        assert_eq!(value(&m, &format!("sockwatch_source_up{{source=\"{source}\"}}")), 1.0, "{source}");
     }
     // All 12 states per family, zeros included.
-    assert_eq!(
-        m.keys()
-            .filter(|k| k.starts_with("sockwatch_tcp_sockets{"))
-            .count(),
-        24
-    );
+    assert_eq!(m.keys().filter(|k| k.starts_with("sockwatch_tcp_sockets{")).count(), 24);
     assert_eq!(value(&m, "sockwatch_samples_total"), 1.0);
     let ts = value(&m, "sockwatch_sample_timestamp_seconds");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     assert!((now - ts).abs() < 60.0, "timestamp {ts} vs now {now}");
 }
 
@@ -140,19 +90,10 @@ fn absent_conntrack_module_means_absent_series_not_errors() {
     let text = String::from_utf8_lossy(&o.stdout);
     let m = parse_metrics(&text);
     assert_eq!(value(&m, "sockwatch_source_up{source=\"conntrack\"}"), 0.0);
-    assert_eq!(
-        value(&m, "sockwatch_source_errors_total{source=\"conntrack\"}"),
-        0.0
-    );
-    assert!(
-        !text.contains("sockwatch_conntrack_entries"),
-        "conntrack series must be absent"
-    );
+    assert_eq!(value(&m, "sockwatch_source_errors_total{source=\"conntrack\"}"), 0.0);
+    assert!(!text.contains("sockwatch_conntrack_entries"), "conntrack series must be absent");
     assert_eq!(value(&m, "sockwatch_source_up{source=\"sockstat\"}"), 0.0);
-    assert_eq!(
-        value(&m, "sockwatch_source_errors_total{source=\"sockstat\"}"),
-        0.0
-    );
+    assert_eq!(value(&m, "sockwatch_source_errors_total{source=\"sockstat\"}"), 0.0);
     assert_eq!(value(&m, "sockwatch_source_up{source=\"limits\"}"), 1.0);
     assert_eq!(value(&m, "sockwatch_ephemeral_port_range_size"), 28232.0);
     // The log says so once, naming the reason.
@@ -166,47 +107,25 @@ fn old_kernel_tree_is_read_through_fallback_paths() {
     let m = parse_metrics(&String::from_utf8(o.stdout).unwrap());
     assert_eq!(value(&m, "sockwatch_conntrack_entries"), 65231.0);
     assert_eq!(value(&m, "sockwatch_conntrack_entries_limit"), 65536.0);
-    assert_eq!(
-        value(&m, "sockwatch_conntrack_dropped_total"),
-        (0x2d + 0x11) as f64
-    );
-    assert!(
-        !m.contains_key("sockwatch_conntrack_search_restart_total"),
-        "2.6.18 has no such column"
-    );
-    assert!(
-        !m.contains_key("sockwatch_tcp_time_wait_overflow_total"),
-        "2.6.18 has no such column"
-    );
-    assert_eq!(
-        value(&m, "sockwatch_sockstat_tcp_sockets{kind=\"tw\"}"),
-        64711.0
-    );
+    assert_eq!(value(&m, "sockwatch_conntrack_dropped_total"), (0x2d + 0x11) as f64);
+    assert!(!m.contains_key("sockwatch_conntrack_search_restart_total"), "2.6.18 has no such column");
+    assert!(!m.contains_key("sockwatch_tcp_time_wait_overflow_total"), "2.6.18 has no such column");
+    assert_eq!(value(&m, "sockwatch_sockstat_tcp_sockets{kind=\"tw\"}"), 64711.0);
 }
 
 #[test]
 fn sample_output_passes_promtool() {
     if !have_command("promtool") {
-        skip(
-            "sample_output_passes_promtool",
-            "needs promtool (Debian package prometheus)",
-        );
+        skip("sample_output_passes_promtool", "needs promtool (Debian package prometheus)");
         return;
     }
-    for procfs in [
-        "/proc".to_owned(),
-        fixture("proc/linux-6.18"),
-        fixture("proc/no-conntrack"),
-    ] {
+    for procfs in ["/proc".to_owned(), fixture("proc/linux-6.18"), fixture("proc/no-conntrack")] {
         let o = Command::new("sh")
             .args(["-c", &format!("{BIN} sample --path.procfs {procfs} --log.level error | promtool check metrics")])
             .output()
             .unwrap();
         let printed = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
-        assert!(
-            o.status.success() && printed.trim().is_empty(),
-            "promtool on {procfs}: {printed}"
-        );
+        assert!(o.status.success() && printed.trim().is_empty(), "promtool on {procfs}: {printed}");
     }
 }
 
@@ -218,11 +137,7 @@ struct Served {
 
 impl Served {
     fn start(extra: &[&str]) -> Served {
-        let interval = if extra.contains(&"--interval") {
-            &[][..]
-        } else {
-            &["--interval", "1s"][..]
-        };
+        let interval = if extra.contains(&"--interval") { &[][..] } else { &["--interval", "1s"][..] };
         let mut child = Command::new(BIN)
             .args(["--web.listen-address", "127.0.0.1:0"])
             .args(interval)
@@ -242,10 +157,7 @@ impl Served {
             }
         }
         std::thread::spawn(move || lines.for_each(drop));
-        Served {
-            child,
-            addr: addr.expect("daemon logged its address"),
-        }
+        Served { child, addr: addr.expect("daemon logged its address") }
     }
 }
 
@@ -271,40 +183,22 @@ fn http_endpoints() {
     let d = Served::start(&[]);
     let (status, body) = http_get(&d.addr, "/metrics");
     assert_eq!(status, 200);
-    assert!(
-        body.contains("# TYPE sockwatch_tcp_sockets gauge"),
-        "{body}"
-    );
+    assert!(body.contains("# TYPE sockwatch_tcp_sockets gauge"), "{body}");
     let head = raw_request(&d.addr, "GET /metrics HTTP/1.0\r\n\r\n");
-    assert!(
-        head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
-        "{head}"
-    );
+    assert!(head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"), "{head}");
     assert_eq!(http_get(&d.addr, "/-/healthy").0, 200);
     assert_eq!(http_get(&d.addr, "/-/ready").0, 200);
     let (status, landing) = http_get(&d.addr, "/");
     assert_eq!(status, 200);
     assert!(landing.contains("href=\"/metrics\""), "{landing}");
     assert_eq!(http_get(&d.addr, "/metricsx").0, 404);
-    let post = raw_request(
-        &d.addr,
-        "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
-    );
-    assert!(
-        post.starts_with("HTTP/1.0 405") && post.to_lowercase().contains("allow: get, head"),
-        "{post}"
-    );
+    let post = raw_request(&d.addr, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+    assert!(post.starts_with("HTTP/1.0 405") && post.to_lowercase().contains("allow: get, head"), "{post}");
     let headreq = raw_request(&d.addr, "HEAD /metrics HTTP/1.0\r\n\r\n");
-    assert!(
-        headreq.starts_with("HTTP/1.0 200") && !headreq.contains("# HELP"),
-        "{headreq}"
-    );
+    assert!(headreq.starts_with("HTTP/1.0 200") && !headreq.contains("# HELP"), "{headreq}");
     // Garbage is answered with 400, not a crash, and the daemon keeps serving.
     let garbage = raw_request(&d.addr, "\x16\x03\x01garbage\r\n\r\n");
-    assert!(
-        garbage.is_empty() || garbage.contains(" 400 "),
-        "{garbage:?}"
-    );
+    assert!(garbage.is_empty() || garbage.contains(" 400 "), "{garbage:?}");
     assert_eq!(http_get(&d.addr, "/metrics").0, 200);
 }
 
@@ -338,10 +232,7 @@ fn sigterm_exits_zero_promptly() {
             assert_eq!(status.code(), Some(0));
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "still running 5 s after SIGTERM"
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "still running 5 s after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

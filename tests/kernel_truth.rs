@@ -35,10 +35,9 @@ fn populate() -> Population {
     }
     let v4 = listeners[0].local_addr().unwrap();
     let v6 = listeners[V4_LISTENERS].local_addr().unwrap();
-    for (target, listener, pairs, time_wait) in [
-        (v4, &listeners[0], V4_PAIRS, V4_TIME_WAIT),
-        (v6, &listeners[V4_LISTENERS], V6_PAIRS, V6_TIME_WAIT),
-    ] {
+    for (target, listener, pairs, time_wait) in
+        [(v4, &listeners[0], V4_PAIRS, V4_TIME_WAIT), (v6, &listeners[V4_LISTENERS], V6_PAIRS, V6_TIME_WAIT)]
+    {
         for _ in 0..pairs {
             let c = TcpStream::connect(target).unwrap();
             let (a, _) = listener.accept().unwrap();
@@ -55,10 +54,7 @@ fn populate() -> Population {
             drop(a);
         }
     }
-    Population {
-        _listeners: listeners,
-        _streams: streams,
-    }
+    Population { _listeners: listeners, _streams: streams }
 }
 
 fn snmp_tcp(ns: &Netns, field: &str) -> f64 {
@@ -70,18 +66,12 @@ fn snmp_tcp(ns: &Netns, field: &str) -> f64 {
 }
 
 fn tcp(m: &std::collections::HashMap<String, f64>, family: &str, state: &str) -> f64 {
-    value(
-        m,
-        &format!("sockwatch_tcp_sockets{{family=\"{family}\",state=\"{state}\"}}"),
-    )
+    value(m, &format!("sockwatch_tcp_sockets{{family=\"{family}\",state=\"{state}\"}}"))
 }
 
 #[test]
 fn daemon_counts_match_kernel() {
-    if !require(
-        "daemon_counts_match_kernel",
-        &["ss", "nft", "conntrack", "sysctl"],
-    ) {
+    if !require("daemon_counts_match_kernel", &["ss", "nft", "conntrack", "sysctl"]) {
         return;
     }
     let ns = Netns::new("truth");
@@ -98,28 +88,15 @@ fn daemon_counts_match_kernel() {
     let sockstat_tw = sockstat_field(&ns, "/proc/net/sockstat", "TCP:", "tw");
     let sockstat_inuse = sockstat_field(&ns, "/proc/net/sockstat", "TCP:", "inuse")
         + sockstat_field(&ns, "/proc/net/sockstat6", "TCP6:", "inuse");
-    let ct_count: f64 = ns
-        .exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"])
-        .trim()
-        .parse()
-        .unwrap();
-    let ct_max: f64 = ns
-        .exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_max"])
-        .trim()
-        .parse()
-        .unwrap();
-    let ct_cli: f64 = String::from_utf8_lossy(&ns.exec("conntrack", &["-C"]).stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    let ct_count: f64 = ns.exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]).trim().parse().unwrap();
+    let ct_max: f64 = ns.exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_max"]).trim().parse().unwrap();
+    let ct_cli: f64 = String::from_utf8_lossy(&ns.exec("conntrack", &["-C"]).stdout).trim().parse().unwrap();
     let active_opens = snmp_tcp(&ns, "ActiveOpens");
 
     let (status, body) = daemon.get(&ns, "/metrics");
     assert_eq!(status, 200, "{body}");
     let m = parse_metrics(&body);
-    let ss = |map: &std::collections::HashMap<String, u64>, s: &str| {
-        map.get(s).copied().unwrap_or(0) as f64
-    };
+    let ss = |map: &std::collections::HashMap<String, u64>, s: &str| map.get(s).copied().unwrap_or(0) as f64;
 
     // Listeners: ours plus the daemon's own.
     assert_eq!(tcp(&m, "ipv4", "listen"), ss(&ss4, "LISTEN"));
@@ -136,36 +113,15 @@ fn daemon_counts_match_kernel() {
     assert_eq!(tcp(&m, "ipv4", "time_wait"), V4_TIME_WAIT as f64);
     assert_eq!(tcp(&m, "ipv6", "time_wait"), ss(&ss6, "TIME-WAIT"));
     assert_eq!(tcp(&m, "ipv6", "time_wait"), V6_TIME_WAIT as f64);
-    assert_eq!(
-        value(&m, "sockwatch_sockstat_tcp_sockets{kind=\"tw\"}"),
-        sockstat_tw as f64
-    );
+    assert_eq!(value(&m, "sockwatch_sockstat_tcp_sockets{kind=\"tw\"}"), sockstat_tw as f64);
     assert_eq!(sockstat_tw as usize, V4_TIME_WAIT + V6_TIME_WAIT);
     // sockstat inuse counts hashed sockets: here, listeners and established ones.
-    assert_eq!(
-        value(&m, "sockwatch_sockstat_tcp_sockets{kind=\"inuse\"}"),
-        sockstat_inuse as f64
-    );
-    let hashed: f64 = ["ipv4", "ipv6"]
-        .iter()
-        .map(|f| tcp(&m, f, "listen") + tcp(&m, f, "established"))
-        .sum();
+    assert_eq!(value(&m, "sockwatch_sockstat_tcp_sockets{kind=\"inuse\"}"), sockstat_inuse as f64);
+    let hashed: f64 = ["ipv4", "ipv6"].iter().map(|f| tcp(&m, f, "listen") + tcp(&m, f, "established")).sum();
     assert_eq!(sockstat_inuse as f64, hashed);
     // No state the test did not create.
-    for state in [
-        "syn_sent",
-        "syn_recv",
-        "fin_wait1",
-        "fin_wait2",
-        "close_wait",
-        "last_ack",
-        "closing",
-    ] {
-        assert_eq!(
-            tcp(&m, "ipv4", state) + tcp(&m, "ipv6", state),
-            0.0,
-            "{state}"
-        );
+    for state in ["syn_sent", "syn_recv", "fin_wait1", "fin_wait2", "close_wait", "last_ack", "closing"] {
+        assert_eq!(tcp(&m, "ipv4", state) + tcp(&m, "ipv6", state), 0.0, "{state}");
     }
 
     // Conntrack: one entry per connection made, by every measure.
@@ -186,17 +142,10 @@ fn daemon_counts_match_kernel() {
     let (lo, hi) = (r.next().unwrap(), r.next().unwrap());
     assert_eq!(value(&m, "sockwatch_ephemeral_port_range_low"), lo);
     assert_eq!(value(&m, "sockwatch_ephemeral_port_range_high"), hi);
-    assert_eq!(
-        value(&m, "sockwatch_ephemeral_port_range_size"),
-        hi - lo + 1.0
-    );
+    assert_eq!(value(&m, "sockwatch_ephemeral_port_range_size"), hi - lo + 1.0);
 
     for source in ["sockets", "sockstat", "conntrack", "snmp", "limits"] {
-        assert_eq!(
-            value(&m, &format!("sockwatch_source_up{{source=\"{source}\"}}")),
-            1.0,
-            "{source}"
-        );
+        assert_eq!(value(&m, &format!("sockwatch_source_up{{source=\"{source}\"}}")), 1.0, "{source}");
     }
     assert_eq!(value(&m, "sockwatch_samples_total"), 1.0);
 
@@ -205,10 +154,7 @@ fn daemon_counts_match_kernel() {
         let out = promtool_check(&body);
         assert!(out.is_empty(), "promtool check metrics: {out}");
     } else {
-        skip(
-            "daemon_counts_match_kernel (promtool part)",
-            "needs promtool (Debian package prometheus)",
-        );
+        skip("daemon_counts_match_kernel (promtool part)", "needs promtool (Debian package prometheus)");
     }
 }
 
@@ -222,18 +168,9 @@ fn promtool_check(text: &str) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if out.status.success() {
         printed
     } else {
@@ -258,74 +195,26 @@ fn never_opens_conntrack_listing() {
     let trace = std::env::temp_dir().join(format!("sockwatch-strace-{}.txt", std::process::id()));
     let trace_s = trace.to_str().unwrap();
     // Both the one-shot path and the daemon's sampler (three samples at 1 s).
-    ns.exec(
-        "strace",
-        &[
-            "-f",
-            "-qq",
-            "-e",
-            "trace=open,openat,openat2",
-            "-o",
-            trace_s,
-            BIN,
-            "sample",
-        ],
-    );
+    ns.exec("strace", &["-f", "-qq", "-e", "trace=open,openat,openat2", "-o", trace_s, BIN, "sample"]);
     let sampled = std::fs::read_to_string(&trace).unwrap();
     let status = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &ns.name, "timeout", "-s", "TERM", "2.5", "strace", "-f", "-qq",
-        ])
-        .args([
-            "-e",
-            "trace=open,openat,openat2",
-            "-o",
-            trace_s,
-            BIN,
-            "--interval",
-            "1s",
-        ])
-        .args([
-            "--web.listen-address",
-            "127.0.0.1:9823",
-            "--log.level",
-            "warn",
-        ])
+        .args(["netns", "exec", &ns.name, "timeout", "-s", "TERM", "2.5", "strace", "-f", "-qq"])
+        .args(["-e", "trace=open,openat,openat2", "-o", trace_s, BIN, "--interval", "1s"])
+        .args(["--web.listen-address", "127.0.0.1:9823", "--log.level", "warn"])
         .status()
         .unwrap();
-    assert_eq!(
-        status.code(),
-        Some(124),
-        "the daemon should run until timeout stops it"
-    );
+    assert_eq!(status.code(), Some(124), "the daemon should run until timeout stops it");
     let served = std::fs::read_to_string(&trace).unwrap();
     let _ = std::fs::remove_file(&trace);
     for (what, log) in [("sample", &sampled), ("serve", &served)] {
         // The trace works and the conntrack source did run: it read the O(1) counters.
-        assert!(
-            log.contains("\"/proc/sys/net/netfilter/nf_conntrack_count\""),
-            "{what}: no count read in\n{log}"
-        );
-        assert!(
-            log.contains("\"/proc/net/stat/nf_conntrack\""),
-            "{what}: no stat read"
-        );
-        for forbidden in [
-            "\"/proc/net/nf_conntrack\"",
-            "\"/proc/net/ip_conntrack\"",
-            "\"/proc/self/net/nf_conntrack\"",
-        ] {
-            assert!(
-                !log.contains(forbidden),
-                "{what} opened {forbidden}:\n{log}"
-            );
+        assert!(log.contains("\"/proc/sys/net/netfilter/nf_conntrack_count\""), "{what}: no count read in\n{log}");
+        assert!(log.contains("\"/proc/net/stat/nf_conntrack\""), "{what}: no stat read");
+        for forbidden in ["\"/proc/net/nf_conntrack\"", "\"/proc/net/ip_conntrack\"", "\"/proc/self/net/nf_conntrack\""]
+        {
+            assert!(!log.contains(forbidden), "{what} opened {forbidden}:\n{log}");
         }
     }
-    let samples = served
-        .matches("\"/proc/sys/net/netfilter/nf_conntrack_count\"")
-        .count();
-    assert!(
-        samples >= 2,
-        "the daemon sampled {samples} times in 2.5 s at a 1 s interval"
-    );
+    let samples = served.matches("\"/proc/sys/net/netfilter/nf_conntrack_count\"").count();
+    assert!(samples >= 2, "the daemon sampled {samples} times in 2.5 s at a 1 s interval");
 }

@@ -22,14 +22,8 @@ fn documented() -> BTreeSet<String> {
 #[test]
 fn every_emitted_metric_is_documented() {
     // A fixture tree where every /proc source is present, plus the live netlink dump.
-    let procfs = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/proc/linux-6.18"
-    );
-    let out = Command::new(common::BIN)
-        .args(["sample", "--path.procfs", procfs])
-        .output()
-        .unwrap();
+    let procfs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proc/linux-6.18");
+    let out = Command::new(common::BIN).args(["sample", "--path.procfs", procfs]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let emitted: BTreeSet<String> = text
         .lines()
@@ -39,27 +33,14 @@ fn every_emitted_metric_is_documented() {
     assert!(emitted.len() > 30, "{emitted:?}");
     let docs = documented();
     let missing: Vec<_> = emitted.difference(&docs).collect();
-    assert!(
-        missing.is_empty(),
-        "emitted but not in README's metric table: {missing:?}"
-    );
+    assert!(missing.is_empty(), "emitted but not in README's metric table: {missing:?}");
 }
 
 #[test]
 fn every_documented_metric_exists_in_the_exporter() {
-    let code = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src/exporter/prometheus.rs"
-    ))
-    .unwrap();
-    let stale: Vec<_> = documented()
-        .into_iter()
-        .filter(|m| !code.contains(&format!("\"{m}\"")))
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "in README but not emitted by the exporter: {stale:?}"
-    );
+    let code = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/exporter/prometheus.rs")).unwrap();
+    let stale: Vec<_> = documented().into_iter().filter(|m| !code.contains(&format!("\"{m}\""))).collect();
+    assert!(stale.is_empty(), "in README but not emitted by the exporter: {stale:?}");
 }
 
 #[test]
@@ -68,9 +49,6 @@ fn readme_gives_the_two_setup_commands() {
     assert!(r.contains("\ncargo run --release "), "run command");
     assert!(r.contains("\ncargo test "), "test command");
     let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).unwrap();
-    assert!(
-        ci.contains("\ncargo test"),
-        ".ci/run must call the README's test command"
-    );
+    assert!(ci.contains("\ncargo test"), ".ci/run must call the README's test command");
     assert!(ci.contains("SOCKWATCH_STRICT_TESTS=1"));
 }

@@ -8,6 +8,7 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricT
 use prometheus::{Encoder, TextEncoder};
 
 use crate::snapshot::Snapshot;
+use crate::sources::ports::{self, PortUsage};
 use crate::sources::sockets::TCP_STATES;
 
 /// Collects metric families in output order.
@@ -24,7 +25,8 @@ impl Families {
         self.0.last_mut().expect("just pushed")
     }
 
-    /// One family with one series per `(labels, value)`.
+    /// One family with one series per `(labels, value)`; none at all when there are no
+    /// series (the text format has no empty families).
     fn labelled<'a>(
         &mut self,
         name: &str,
@@ -32,11 +34,10 @@ impl Families {
         kind: MetricType,
         series: impl IntoIterator<Item = (Vec<(&'a str, String)>, f64)>,
     ) {
-        let metrics = series
-            .into_iter()
-            .map(|(labels, value)| sample(kind, &labels, value))
-            .collect();
-        self.family(name, help, kind).set_metric(metrics);
+        let metrics: Vec<Metric> = series.into_iter().map(|(labels, value)| sample(kind, &labels, value)).collect();
+        if !metrics.is_empty() {
+            self.family(name, help, kind).set_metric(metrics);
+        }
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: impl Into<Option<f64>>) {
@@ -84,25 +85,92 @@ fn opt(v: Option<u64>) -> Option<f64> {
     v.map(f)
 }
 
+fn render_ports(out: &mut Families, pu: &PortUsage, range_size: Option<u32>) {
+    use MetricType::GAUGE;
+    if let (Some(e), Some(size)) = (&pu.ephemeral, range_size) {
+        out.labelled(
+            "sockwatch_ephemeral_ports_used",
+            "Local ports held toward one destination (local IP, remote IP, remote port) by client-side sockets in any state \
+             from SYN_SENT to TIME_WAIT, plus bound-only sockets; connect() fails with EADDRNOTAVAIL when it reaches \
+             sockwatch_ephemeral_port_range_size. Busiest destinations only (--ports.top-k per family), from the inet_diag dump.",
+            GAUGE,
+            e.top.iter().map(|d| {
+                (
+                    vec![
+                        ("local_ip", d.local_ip.to_string()),
+                        ("remote_ip", d.remote_ip.to_string()),
+                        ("remote_port", d.remote_port.to_string()),
+                    ],
+                    f(d.used),
+                )
+            }),
+        );
+        let utilization = if size == 0 { 1.0 } else { (e.busiest as f64 / f64::from(size)).min(1.0) };
+        out.gauge(
+            "sockwatch_ephemeral_port_utilization_max",
+            "Busiest destination's ephemeral port use divided by sockwatch_ephemeral_port_range_size (0 to 1). \
+             At 1, connect() to that destination fails with EADDRNOTAVAIL.",
+            utilization,
+        );
+        out.gauge(
+            "sockwatch_ephemeral_port_destinations",
+            "Distinct destinations (local IP, remote IP, remote port) holding ephemeral ports; only the busiest are exported.",
+            f(e.destinations),
+        );
+        out.gauge(
+            "sockwatch_ephemeral_ports_bound",
+            "Ephemeral ports held by sockets bound but neither connected nor listening (bind() before connect() without \
+             IP_BIND_ADDRESS_NO_PORT); each holds its port for every destination. Reported by Linux 6.5 and later.",
+            f(e.bound),
+        );
+    }
+    out.labelled(
+        "sockwatch_tcp_port_sockets",
+        "Server-side TCP sockets of a listening port by state (what `netstat -na | grep :PORT | grep STATE | wc -l` \
+         counts), for the busiest listening ports (--listeners.top-k) and those named in --listeners.ports.",
+        GAUGE,
+        pu.ports.iter().flat_map(|p| {
+            ports::SERVER_STATES.iter().map(move |&st| {
+                (
+                    vec![("port", p.port.to_string()), ("state", ports::state_name(st).to_owned())],
+                    f(p.states[usize::from(st)]),
+                )
+            })
+        }),
+    );
+    let listener_labels = |l: &ports::ListenQueue| vec![("local_ip", l.local_ip.to_string()), ("port", l.port.to_string())];
+    out.labelled(
+        "sockwatch_listen_queue_length",
+        "Connections waiting in a listener's accept queue (inet_diag idiag_rqueue of the LISTEN socket; SO_REUSEPORT \
+         groups summed). Fullest listeners only (--listeners.top-k).",
+        GAUGE,
+        pu.listeners.iter().map(|l| (listener_labels(l), f(l.length))),
+    );
+    out.labelled(
+        "sockwatch_listen_queue_limit",
+        "Accept queue limit of a listener: its listen() backlog capped by somaxconn (inet_diag idiag_wqueue).",
+        GAUGE,
+        pu.listeners.iter().map(|l| (listener_labels(l), f(l.limit))),
+    );
+    out.gauge(
+        "sockwatch_listen_queue_utilization_max",
+        "Highest accept queue length / limit over all listener sockets. The kernel admits one connection beyond the \
+         backlog, so a full queue reads slightly above 1; new connections are then dropped (ListenOverflows).",
+        pu.listen_utilization_max,
+    );
+    out.gauge("sockwatch_listeners", "Listening addresses (address, port) in all; only the fullest are exported.", f(pu.listener_count));
+}
+
 /// Renders the snapshot. Called once per sample by the sampler, never per scrape.
 pub fn render(s: &Snapshot) -> Vec<u8> {
     use MetricType::{COUNTER, GAUGE};
     let mut out = Families::default();
 
     if let Some(sk) = &s.sockets {
-        let series = [("ipv4", &sk.states.ipv4), ("ipv6", &sk.states.ipv6)]
-            .into_iter()
-            .flat_map(|(fam, counts)| {
-                (1..TCP_STATES.len()).map(move |i| {
-                    (
-                        vec![
-                            ("family", fam.to_owned()),
-                            ("state", TCP_STATES[i].to_owned()),
-                        ],
-                        f(counts[i]),
-                    )
-                })
-            });
+        let series = [("ipv4", &sk.states.ipv4), ("ipv6", &sk.states.ipv6)].into_iter().flat_map(|(fam, counts)| {
+            (1..TCP_STATES.len())
+                .map(move |i| (vec![("family", fam.to_owned()), ("state", TCP_STATES[i].to_owned())], f(counts[i])))
+        });
         out.labelled(
             "sockwatch_tcp_sockets",
             "TCP sockets by address family and state, from one inet_diag (NETLINK_SOCK_DIAG) dump per family. \
@@ -110,6 +178,10 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             GAUGE,
             series,
         );
+    }
+
+    if let Some(pu) = &s.ports {
+        render_ports(&mut out, pu, s.limits.as_ref().map(|l| l.port_range_size()));
     }
 
     if let Some(st) = &s.sockstat {
@@ -201,18 +273,12 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         let sysctl = |name: &str| format!("/proc/sys/net/ipv4/{name}");
         out.gauge(
             "sockwatch_ephemeral_port_range_low",
-            &format!(
-                "Lowest local port connect() may pick, from {}.",
-                sysctl("ip_local_port_range")
-            ),
+            &format!("Lowest local port connect() may pick, from {}.", sysctl("ip_local_port_range")),
             f(l.port_range_low.into()),
         );
         out.gauge(
             "sockwatch_ephemeral_port_range_high",
-            &format!(
-                "Highest local port connect() may pick, from {}.",
-                sysctl("ip_local_port_range")
-            ),
+            &format!("Highest local port connect() may pick, from {}.", sysctl("ip_local_port_range")),
             f(l.port_range_high.into()),
         );
         out.gauge(
@@ -230,7 +296,10 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         );
         out.gauge(
             "sockwatch_tcp_fin_timeout_seconds",
-            &format!("FIN_WAIT_2 timeout of orphaned sockets, from {}. It does NOT change the 60 s TIME_WAIT length.", sysctl("tcp_fin_timeout")),
+            &format!(
+                "FIN_WAIT_2 timeout of orphaned sockets, from {}. It does NOT change the 60 s TIME_WAIT length.",
+                sysctl("tcp_fin_timeout")
+            ),
             opt(l.tcp_fin_timeout),
         );
         out.gauge(
@@ -251,13 +320,14 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         );
         out.gauge(
             "sockwatch_tcp_max_syn_backlog",
-            &format!(
-                "Limit on half-open connections per listener, from {}.",
-                sysctl("tcp_max_syn_backlog")
-            ),
+            &format!("Limit on half-open connections per listener, from {}.", sysctl("tcp_max_syn_backlog")),
             opt(l.tcp_max_syn_backlog),
         );
-        out.gauge("sockwatch_somaxconn", "Upper bound on a listener's accept queue (listen() backlog), from /proc/sys/net/core/somaxconn.", opt(l.somaxconn));
+        out.gauge(
+            "sockwatch_somaxconn",
+            "Upper bound on a listener's accept queue (listen() backlog), from /proc/sys/net/core/somaxconn.",
+            opt(l.somaxconn),
+        );
         out.gauge(
             "sockwatch_tcp_tw_timeout_seconds",
             &format!("TIME_WAIT length on vendor kernels that make it tunable, from {}; absent on mainline kernels, where it is fixed at 60 s.", sysctl("tcp_tw_timeout")),
@@ -266,13 +336,9 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     }
 
     // Self-monitoring: always present.
-    let per_source =
-        |v: &dyn Fn(&crate::snapshot::SourceStatus) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
-            s.sources
-                .iter()
-                .map(|st| (vec![("source", st.source.name().to_owned())], v(st)))
-                .collect()
-        };
+    let per_source = |v: &dyn Fn(&crate::snapshot::SourceStatus) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
+        s.sources.iter().map(|st| (vec![("source", st.source.name().to_owned())], v(st))).collect()
+    };
     out.labelled(
         "sockwatch_source_up",
         "1 if the source was read successfully in the latest sample, 0 if not (its series are then absent).",
@@ -291,31 +357,15 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         GAUGE,
         per_source(&|st| st.duration.as_secs_f64()),
     );
-    let ts = s
-        .timestamp
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    out.gauge(
-        "sockwatch_sample_timestamp_seconds",
-        "Unix time the latest sample started; alert when it gets old.",
-        ts,
-    );
+    let ts = s.timestamp.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    out.gauge("sockwatch_sample_timestamp_seconds", "Unix time the latest sample started; alert when it gets old.", ts);
     out.gauge(
         "sockwatch_sample_duration_seconds",
         "Time the latest sample took, all sources.",
         s.duration.as_secs_f64(),
     );
-    out.gauge(
-        "sockwatch_sample_interval_seconds",
-        "Interval the sampler runs at.",
-        s.interval.as_secs_f64(),
-    );
-    out.counter(
-        "sockwatch_samples_total",
-        "Samples taken since sockwatch started.",
-        f(s.samples_total),
-    );
+    out.gauge("sockwatch_sample_interval_seconds", "Interval the sampler runs at.", s.interval.as_secs_f64());
+    out.counter("sockwatch_samples_total", "Samples taken since sockwatch started.", f(s.samples_total));
     out.counter(
         "sockwatch_sample_inconsistent_total",
         "Samples whose socket dump the kernel flagged as interrupted (NLM_F_DUMP_INTR): the table changed during the walk, so counts may be off by a few sockets.",
@@ -329,8 +379,9 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     );
 
     let mut buf = Vec::with_capacity(16 * 1024);
-    TextEncoder::new()
-        .encode(&out.0, &mut buf)
-        .expect("writing to a Vec cannot fail");
+    if let Err(e) = TextEncoder::new().encode(&out.0, &mut buf) {
+        // Only a bug in this file can get here (an invalid name); serve what was written.
+        tracing::error!("rendering Prometheus text: {e}");
+    }
     buf
 }

@@ -43,19 +43,11 @@ pub struct ConntrackStats {
 }
 
 /// Where each value lives, newest layout first.
-const COUNT_PATHS: &[&str] = &[
-    "sys/net/netfilter/nf_conntrack_count",
-    "sys/net/ipv4/netfilter/ip_conntrack_count",
-];
-const MAX_PATHS: &[&str] = &[
-    "sys/net/netfilter/nf_conntrack_max",
-    "sys/net/nf_conntrack_max",
-    "sys/net/ipv4/netfilter/ip_conntrack_max",
-];
-const BUCKETS_PATHS: &[&str] = &[
-    "sys/net/netfilter/nf_conntrack_buckets",
-    "sys/net/ipv4/netfilter/ip_conntrack_buckets",
-];
+const COUNT_PATHS: &[&str] = &["sys/net/netfilter/nf_conntrack_count", "sys/net/ipv4/netfilter/ip_conntrack_count"];
+const MAX_PATHS: &[&str] =
+    &["sys/net/netfilter/nf_conntrack_max", "sys/net/nf_conntrack_max", "sys/net/ipv4/netfilter/ip_conntrack_max"];
+const BUCKETS_PATHS: &[&str] =
+    &["sys/net/netfilter/nf_conntrack_buckets", "sys/net/ipv4/netfilter/ip_conntrack_buckets"];
 const STAT_PATHS: &[&str] = &["net/stat/nf_conntrack", "net/stat/ip_conntrack"];
 
 fn first_u64(root: &Path, candidates: &[&str]) -> Result<Option<u64>, SourceError> {
@@ -82,12 +74,7 @@ pub fn read(proc_root: &Path) -> Result<Conntrack, SourceError> {
             break;
         }
     }
-    Ok(Conntrack {
-        entries,
-        limit,
-        buckets,
-        stats,
-    })
+    Ok(Conntrack { entries, limit, buckets, stats })
 }
 
 /// Parses the per-CPU table by column name. Unknown columns are skipped; a row whose
@@ -102,10 +89,7 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<ConntrackStats, SourceErro
     if header.first() != Some(&"entries") {
         return Err(SourceError::parse(
             path,
-            format!(
-                "unexpected header, expected it to start with \"entries\": {:?}",
-                header.join(" ")
-            ),
+            format!("unexpected header, expected it to start with \"entries\": {:?}", header.join(" ")),
         ));
     }
     let mut sums = vec![0u64; header.len()];
@@ -120,23 +104,15 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<ConntrackStats, SourceErro
                 width = i + 1;
                 continue;
             };
-            let v = u64::from_str_radix(tok, 16).map_err(|_| {
-                SourceError::parse(
-                    path,
-                    format!("line {}: {tok:?} is not a hex number", lineno + 2),
-                )
-            })?;
+            let v = u64::from_str_radix(tok, 16)
+                .map_err(|_| SourceError::parse(path, format!("line {}: {tok:?} is not a hex number", lineno + 2)))?;
             *sum = sum.wrapping_add(v);
             width = i + 1;
         }
         if width != header.len() {
             return Err(SourceError::parse(
                 path,
-                format!(
-                    "line {}: {width} columns, header has {}",
-                    lineno + 2,
-                    header.len()
-                ),
+                format!("line {}: {width} columns, header has {}", lineno + 2, header.len()),
             ));
         }
         rows += 1;
@@ -163,9 +139,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn fixture(rel: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(rel)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
     }
     fn stats_of(rel: &str) -> ConntrackStats {
         let p = fixture(rel);
@@ -189,10 +163,7 @@ mod tests {
     #[test]
     fn linux_4_19_header_with_searched() {
         let s = stats_of("nf_conntrack_stat/linux-4.19");
-        assert_eq!(
-            s.clash_resolve, None,
-            "4.19 has no clashres column; its 'searched' is not it"
-        );
+        assert_eq!(s.clash_resolve, None, "4.19 has no clashres column; its 'searched' is not it");
         assert_eq!(s.drop, Some(0x1a2 + 0x0 + 0x31 + 0x7));
         assert_eq!(s.search_restart, Some(0x2 + 0x0 + 0x0 + 0x5));
         assert_eq!(s.insert_failed, Some(0x0 + 0x0 + 0x1 + 0x0));
@@ -220,10 +191,7 @@ mod tests {
     #[test]
     fn modern_tree() {
         let c = read(&fixture("proc/linux-6.18")).unwrap();
-        assert_eq!(
-            (c.entries, c.limit, c.buckets),
-            (611, Some(262144), Some(262144))
-        );
+        assert_eq!((c.entries, c.limit, c.buckets), (611, Some(262144), Some(262144)));
         // 6.18 no longer increments these per-CPU counters in normal operation.
         assert_eq!(c.stats.unwrap().drop, Some(0));
     }
@@ -232,10 +200,7 @@ mod tests {
     fn module_not_loaded_is_missing() {
         let err = read(&fixture("proc/no-conntrack")).unwrap_err();
         assert!(matches!(err, SourceError::Missing { .. }), "{err}");
-        assert!(
-            err.to_string().contains("conntrack module not loaded"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("conntrack module not loaded"), "{err}");
     }
 
     #[test]

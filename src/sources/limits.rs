@@ -40,10 +40,7 @@ impl Limits {
 pub fn read(proc_root: &Path) -> Result<Limits, SourceError> {
     let ipv4 = proc_root.join("sys/net/ipv4");
     let range_path = ipv4.join("ip_local_port_range");
-    let (low, high) = parse_port_range(
-        &read_required(&range_path, "ip_local_port_range")?,
-        &range_path,
-    )?;
+    let (low, high) = parse_port_range(&read_required(&range_path, "ip_local_port_range")?, &range_path)?;
     let reserved_path = ipv4.join("ip_local_reserved_ports");
     let reserved_in_range = match read_optional(&reserved_path)? {
         Some(text) => count_reserved_in_range(&text, low, high, &reserved_path)?,
@@ -65,45 +62,27 @@ pub fn read(proc_root: &Path) -> Result<Limits, SourceError> {
 }
 
 fn parse_port(s: &str, path: &Path) -> Result<u16, SourceError> {
-    s.trim()
-        .parse::<u16>()
-        .map_err(|_| SourceError::parse(path, format!("{s:?} is not a port number")))
+    s.trim().parse::<u16>().map_err(|_| SourceError::parse(path, format!("{s:?} is not a port number")))
 }
 
 /// `"32768\t60999\n"` → `(32768, 60999)`.
 pub fn parse_port_range(text: &str, path: &Path) -> Result<(u16, u16), SourceError> {
     let mut it = text.split_whitespace();
     let (Some(lo), Some(hi), None) = (it.next(), it.next(), it.next()) else {
-        return Err(SourceError::parse(
-            path,
-            format!("expected two port numbers, found {:?}", text.trim()),
-        ));
+        return Err(SourceError::parse(path, format!("expected two port numbers, found {:?}", text.trim())));
     };
     let (lo, hi) = (parse_port(lo, path)?, parse_port(hi, path)?);
     if lo > hi {
-        return Err(SourceError::parse(
-            path,
-            format!("low port {lo} is above high port {hi}"),
-        ));
+        return Err(SourceError::parse(path, format!("low port {lo} is above high port {hi}")));
     }
     Ok((lo, hi))
 }
 
 /// Counts the ports of a reserved-port list (`"8080,9000-9010"`, or empty) that lie in
 /// `[low, high]`. Overlapping entries are counted once.
-pub fn count_reserved_in_range(
-    text: &str,
-    low: u16,
-    high: u16,
-    path: &Path,
-) -> Result<u32, SourceError> {
+pub fn count_reserved_in_range(text: &str, low: u16, high: u16, path: &Path) -> Result<u32, SourceError> {
     let mut ranges: Vec<(u16, u16)> = Vec::new();
-    for item in text
-        .trim()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
+    for item in text.trim().split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (a, b) = match item.split_once('-') {
             Some((a, b)) => (parse_port(a, path)?, parse_port(b, path)?),
             None => {
@@ -112,10 +91,7 @@ pub fn count_reserved_in_range(
             }
         };
         if a > b {
-            return Err(SourceError::parse(
-                path,
-                format!("reserved range {item:?} is reversed"),
-            ));
+            return Err(SourceError::parse(path, format!("reserved range {item:?} is reversed")));
         }
         let (a, b) = (a.max(low), b.min(high));
         if a <= b {
@@ -147,45 +123,21 @@ mod tests {
     fn reserved_ports_counted_inside_range_only() {
         let p = Path::new(P);
         assert_eq!(count_reserved_in_range("\n", 32768, 60999, p).unwrap(), 0);
-        assert_eq!(
-            count_reserved_in_range("8080,9000-9010\n", 32768, 60999, p).unwrap(),
-            0
-        );
-        assert_eq!(
-            count_reserved_in_range("40000\n", 32768, 60999, p).unwrap(),
-            1
-        );
+        assert_eq!(count_reserved_in_range("8080,9000-9010\n", 32768, 60999, p).unwrap(), 0);
+        assert_eq!(count_reserved_in_range("40000\n", 32768, 60999, p).unwrap(), 1);
         // Straddles the low edge: 32768..=32770 counts 3.
-        assert_eq!(
-            count_reserved_in_range("32000-32770\n", 32768, 60999, p).unwrap(),
-            3
-        );
+        assert_eq!(count_reserved_in_range("32000-32770\n", 32768, 60999, p).unwrap(), 3);
         // Overlaps are counted once: 40000..=40010 ∪ 40005..=40020 = 21.
-        assert_eq!(
-            count_reserved_in_range("40000-40010,40005-40020", 32768, 60999, p).unwrap(),
-            21
-        );
-        assert_eq!(
-            count_reserved_in_range("40000-40010,40002", 32768, 60999, p).unwrap(),
-            11
-        );
-        assert_eq!(
-            count_reserved_in_range("0-65535", 32768, 60999, p).unwrap(),
-            28232
-        );
+        assert_eq!(count_reserved_in_range("40000-40010,40005-40020", 32768, 60999, p).unwrap(), 21);
+        assert_eq!(count_reserved_in_range("40000-40010,40002", 32768, 60999, p).unwrap(), 11);
+        assert_eq!(count_reserved_in_range("0-65535", 32768, 60999, p).unwrap(), 28232);
     }
 
     #[test]
     fn reserved_ports_malformed() {
         let p = Path::new(P);
-        for (input, want) in [
-            ("abc", "\"abc\" is not a port"),
-            ("70000", "\"70000\""),
-            ("9-3", "reversed"),
-        ] {
-            let e = count_reserved_in_range(input, 1, 65535, p)
-                .unwrap_err()
-                .to_string();
+        for (input, want) in [("abc", "\"abc\" is not a port"), ("70000", "\"70000\""), ("9-3", "reversed")] {
+            let e = count_reserved_in_range(input, 1, 65535, p).unwrap_err().to_string();
             assert!(e.contains(want) && e.contains(P), "{input}: {e}");
         }
     }
@@ -193,10 +145,7 @@ mod tests {
     #[test]
     fn port_range() {
         let p = Path::new("/proc/sys/net/ipv4/ip_local_port_range");
-        assert_eq!(
-            parse_port_range("32768\t60999\n", p).unwrap(),
-            (32768, 60999)
-        );
+        assert_eq!(parse_port_range("32768\t60999\n", p).unwrap(), (32768, 60999));
         for bad in ["", "32768", "1 2 3", "60999 32768", "a b"] {
             assert!(parse_port_range(bad, p).is_err(), "{bad:?} accepted");
         }
@@ -204,18 +153,10 @@ mod tests {
 
     #[test]
     fn range_size_subtracts_reserved() {
-        let l = Limits {
-            port_range_low: 32768,
-            port_range_high: 61000,
-            reserved_in_range: 0,
-            ..Default::default()
-        };
+        let l = Limits { port_range_low: 32768, port_range_high: 61000, reserved_in_range: 0, ..Default::default() };
         // The thread in shared/background: 61000 - 32768 = 28232, plus one: the range is inclusive.
         assert_eq!(l.port_range_size(), 28233);
-        let l = Limits {
-            reserved_in_range: 233,
-            ..l
-        };
+        let l = Limits { reserved_in_range: 233, ..l };
         assert_eq!(l.port_range_size(), 28000);
     }
 
@@ -223,10 +164,7 @@ mod tests {
     fn full_tree() {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc/linux-6.18");
         let l = read(&root).unwrap();
-        assert_eq!(
-            (l.port_range_low, l.port_range_high, l.reserved_in_range),
-            (32768, 60999, 11)
-        );
+        assert_eq!((l.port_range_low, l.port_range_high, l.reserved_in_range), (32768, 60999, 11));
         assert_eq!(l.tcp_max_tw_buckets, Some(131072));
         assert_eq!(l.tcp_fin_timeout, Some(60));
         assert_eq!(l.tcp_tw_reuse, Some(0));

@@ -14,6 +14,7 @@
 
 pub mod conntrack;
 pub mod limits;
+pub mod ports;
 pub mod snmp;
 pub mod sockets;
 pub mod sockstat;
@@ -36,10 +37,7 @@ pub enum SourceError {
 
 impl SourceError {
     pub(crate) fn parse(path: &Path, msg: impl Into<String>) -> Self {
-        SourceError::Parse {
-            path: path.to_owned(),
-            msg: msg.into(),
-        }
+        SourceError::Parse { path: path.to_owned(), msg: msg.into() }
     }
 }
 
@@ -54,35 +52,21 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, SourceError> 
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(SourceError::Io {
-                path: path.to_owned(),
-                source: e,
-            })
-        }
+        Err(e) => return Err(SourceError::Io { path: path.to_owned(), source: e }),
     };
     let mut text = String::new();
     file.take(MAX_PROC_FILE + 1)
         .read_to_string(&mut text)
-        .map_err(|e| SourceError::Io {
-            path: path.to_owned(),
-            source: e,
-        })?;
+        .map_err(|e| SourceError::Io { path: path.to_owned(), source: e })?;
     if text.len() as u64 > MAX_PROC_FILE {
-        return Err(SourceError::parse(
-            path,
-            format!("larger than {MAX_PROC_FILE} bytes"),
-        ));
+        return Err(SourceError::parse(path, format!("larger than {MAX_PROC_FILE} bytes")));
     }
     Ok(Some(text))
 }
 
 /// Reads a file that must exist.
 pub(crate) fn read_required(path: &Path, what: &'static str) -> Result<String, SourceError> {
-    read_optional(path)?.ok_or_else(|| SourceError::Missing {
-        path: path.to_owned(),
-        what,
-    })
+    read_optional(path)?.ok_or_else(|| SourceError::Missing { path: path.to_owned(), what })
 }
 
 /// Parses a sysctl holding one unsigned integer. `Ok(None)` when the file is absent.
@@ -94,6 +78,5 @@ pub(crate) fn read_u64_sysctl(path: &Path) -> Result<Option<u64>, SourceError> {
 }
 
 pub(crate) fn parse_u64(s: &str, path: &Path) -> Result<u64, SourceError> {
-    s.parse::<u64>()
-        .map_err(|_| SourceError::parse(path, format!("expected an unsigned integer, found {s:?}")))
+    s.parse::<u64>().map_err(|_| SourceError::parse(path, format!("expected an unsigned integer, found {s:?}")))
 }

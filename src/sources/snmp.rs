@@ -42,10 +42,7 @@ pub fn read(proc_root: &Path) -> Result<TcpCounters, SourceError> {
         *slot = Some(v);
     })?;
     if !found {
-        return Err(SourceError::parse(
-            &snmp_path,
-            "no \"Tcp:\" header and value lines",
-        ));
+        return Err(SourceError::parse(&snmp_path, "no \"Tcp:\" header and value lines"));
     }
     // netstat (TcpExt) exists on every kernel we support, but a missing file only
     // loses the TcpExt series; it does not take the Tcp counters down with it.
@@ -68,12 +65,7 @@ pub fn read(proc_root: &Path) -> Result<TcpCounters, SourceError> {
 /// Calls `f(name, value)` for every column of the `prefix:` header/value pair. Returns
 /// whether the pair was found. Negative values (`MaxConn -1`) are skipped: none of the
 /// counters we read can be negative.
-pub fn for_each_pair(
-    text: &str,
-    prefix: &str,
-    path: &Path,
-    mut f: impl FnMut(&str, u64),
-) -> Result<bool, SourceError> {
+pub fn for_each_pair(text: &str, prefix: &str, path: &Path, mut f: impl FnMut(&str, u64)) -> Result<bool, SourceError> {
     let mut lines = text.lines().filter_map(|l| {
         let rest = l.strip_prefix(prefix)?.strip_prefix(':')?;
         Some(rest)
@@ -81,34 +73,22 @@ pub fn for_each_pair(
     let Some(header) = lines.next() else {
         return Ok(false);
     };
-    let values = lines.next().ok_or_else(|| {
-        SourceError::parse(
-            path,
-            format!("\"{prefix}:\" header line has no value line after it"),
-        )
-    })?;
+    let values = lines
+        .next()
+        .ok_or_else(|| SourceError::parse(path, format!("\"{prefix}:\" header line has no value line after it")))?;
     let names: Vec<&str> = header.split_whitespace().collect();
     let vals: Vec<&str> = values.split_whitespace().collect();
     if names.len() != vals.len() {
         return Err(SourceError::parse(
             path,
-            format!(
-                "\"{prefix}:\" has {} names but {} values",
-                names.len(),
-                vals.len()
-            ),
+            format!("\"{prefix}:\" has {} names but {} values", names.len(), vals.len()),
         ));
     }
     for (name, raw) in names.into_iter().zip(vals) {
         match raw.parse::<u64>() {
             Ok(v) => f(name, v),
             Err(_) if raw.parse::<i64>().is_ok() => {}
-            Err(_) => {
-                return Err(SourceError::parse(
-                    path,
-                    format!("\"{prefix}:\" {name} = {raw:?} is not a number"),
-                ))
-            }
+            Err(_) => return Err(SourceError::parse(path, format!("\"{prefix}:\" {name} = {raw:?} is not a number"))),
         }
     }
     Ok(true)
@@ -120,9 +100,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn root(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/proc")
-            .join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc").join(name)
     }
 
     #[test]

@@ -22,15 +22,11 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Parseable, NLMSG_DONE,
-    NLMSG_ERROR, NLMSG_OVERRUN, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Parseable, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
-use netlink_packet_sock_diag::inet::{
-    ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags,
-};
-use netlink_packet_sock_diag::{
-    SockDiagMessage, AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY,
-};
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags};
+use netlink_packet_sock_diag::{SockDiagMessage, AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY};
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
 use super::SourceError;
@@ -70,11 +66,7 @@ pub struct TcpStates {
 
 impl TcpStates {
     pub fn count(&mut self, msg: &InetResponseHeader) {
-        let by_state = if msg.family == AF_INET6 {
-            &mut self.ipv6
-        } else {
-            &mut self.ipv4
-        };
+        let by_state = if msg.family == AF_INET6 { &mut self.ipv6 } else { &mut self.ipv4 };
         if let Some(n) = by_state.get_mut(usize::from(msg.state)) {
             *n += 1;
         }
@@ -126,37 +118,24 @@ pub fn parse_datagram(
             // A dump that fails once started (e.g. no handler for the protocol) ends with
             // NLMSG_DONE carrying the error; a request the kernel rejects outright gets
             // NLMSG_ERROR.
-            let code = || {
-                payload
-                    .get(..4)
-                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-            };
+            let code = || payload.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
             match nl.message_type() {
                 NLMSG_DONE | NLMSG_ERROR => {
                     let code = match (nl.message_type(), code()) {
                         (_, Some(c)) => c,
                         (NLMSG_DONE, None) => 0, // old kernels send an empty DONE
-                        (_, None) => {
-                            return Err(SourceError::Netlink("truncated NLMSG_ERROR".into()))
-                        }
+                        (_, None) => return Err(SourceError::Netlink("truncated NLMSG_ERROR".into())),
                     };
                     if code == 0 {
                         return Ok(Progress::Done);
                     }
                     let err = io::Error::from_raw_os_error(code.saturating_neg());
-                    return Err(SourceError::Netlink(format!(
-                        "kernel answered the dump with an error: {err}"
-                    )));
+                    return Err(SourceError::Netlink(format!("kernel answered the dump with an error: {err}")));
                 }
-                NLMSG_OVERRUN => {
-                    return Err(SourceError::Netlink("kernel reported NLMSG_OVERRUN".into()))
-                }
+                NLMSG_OVERRUN => return Err(SourceError::Netlink("kernel reported NLMSG_OVERRUN".into())),
                 SOCK_DIAG_BY_FAMILY => {
-                    let msg = InetResponseHeader::parse(payload).map_err(|e| {
-                        SourceError::Netlink(format!(
-                            "malformed inet_diag_msg at offset {off}: {e}"
-                        ))
-                    })?;
+                    let msg = InetResponseHeader::parse(payload)
+                        .map_err(|e| SourceError::Netlink(format!("malformed inet_diag_msg at offset {off}: {e}")))?;
                     visit(&msg);
                 }
                 _ => {} // NLMSG_NOOP and anything new: not ours to interpret
@@ -183,21 +162,14 @@ impl Default for SockDiag {
 
 impl SockDiag {
     pub fn new() -> Self {
-        SockDiag {
-            sock: None,
-            buf: vec![0u8; RECV_BUF].into_boxed_slice(),
-            seq: 0,
-        }
+        SockDiag { sock: None, buf: vec![0u8; RECV_BUF].into_boxed_slice(), seq: 0 }
     }
 
     fn open() -> io::Result<Socket> {
         let mut sock = Socket::new(NETLINK_SOCK_DIAG)?;
         sock.bind_auto()?;
         sock.connect(&SocketAddr::new(0, 0))?;
-        let tv = libc::timeval {
-            tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
+        let tv = libc::timeval { tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t, tv_usec: 0 };
         // SAFETY: valid fd, option value is a properly sized timeval.
         let rc = unsafe {
             libc::setsockopt(
@@ -220,11 +192,7 @@ impl SockDiag {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         header.sequence_number = seq;
-        let socket_id = if family == AF_INET6 {
-            SocketId::new_v6()
-        } else {
-            SocketId::new_v4()
-        };
+        let socket_id = if family == AF_INET6 { SocketId::new_v6() } else { SocketId::new_v4() };
         let req = InetRequest {
             family,
             protocol: IPPROTO_TCP,
@@ -233,10 +201,7 @@ impl SockDiag {
             states: StateFlags::from_bits_retain(u32::MAX),
             socket_id,
         };
-        let mut msg = NetlinkMessage::new(
-            header,
-            NetlinkPayload::InnerMessage(SockDiagMessage::InetRequest(req)),
-        );
+        let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(SockDiagMessage::InetRequest(req)));
         msg.finalize();
         let mut buf = vec![0; msg.buffer_len()];
         msg.serialize(&mut buf);
@@ -246,11 +211,7 @@ impl SockDiag {
     /// Dumps every TCP socket of `family` (`AF_INET` or `AF_INET6`), calling `visit` for
     /// each. Returns whether the kernel flagged the dump as interrupted. On any error the
     /// socket is dropped, so leftovers of a failed dump never leak into the next one.
-    pub fn dump_tcp(
-        &mut self,
-        family: u8,
-        visit: &mut dyn FnMut(&InetResponseHeader),
-    ) -> Result<bool, SourceError> {
+    pub fn dump_tcp(&mut self, family: u8, visit: &mut dyn FnMut(&InetResponseHeader)) -> Result<bool, SourceError> {
         let result = self.try_dump(family, visit);
         if result.is_err() {
             self.sock = None;
@@ -258,20 +219,14 @@ impl SockDiag {
         result
     }
 
-    fn try_dump(
-        &mut self,
-        family: u8,
-        visit: &mut dyn FnMut(&InetResponseHeader),
-    ) -> Result<bool, SourceError> {
+    fn try_dump(&mut self, family: u8, visit: &mut dyn FnMut(&InetResponseHeader)) -> Result<bool, SourceError> {
         let net_err = |what: &str, e: io::Error| SourceError::Netlink(format!("{what}: {e}"));
         if self.sock.is_none() {
-            self.sock =
-                Some(Self::open().map_err(|e| net_err("cannot open NETLINK_SOCK_DIAG socket", e))?);
+            self.sock = Some(Self::open().map_err(|e| net_err("cannot open NETLINK_SOCK_DIAG socket", e))?);
         }
         let sock = self.sock.as_ref().expect("opened above");
         self.seq = self.seq.wrapping_add(1);
-        sock.send(&Self::request(family, self.seq), 0)
-            .map_err(|e| net_err("send", e))?;
+        sock.send(&Self::request(family, self.seq), 0).map_err(|e| net_err("send", e))?;
         let mut interrupted = false;
         loop {
             let mut window: &mut [u8] = &mut self.buf[..];
@@ -279,8 +234,7 @@ impl SockDiag {
                 Ok(n) => n,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     return Err(SourceError::Netlink(
-                        "receive buffer overrun (ENOBUFS): the kernel dropped part of the dump"
-                            .into(),
+                        "receive buffer overrun (ENOBUFS): the kernel dropped part of the dump".into(),
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -298,12 +252,9 @@ impl SockDiag {
                 )));
             }
             if n == 0 {
-                return Err(SourceError::Netlink(
-                    "socket closed before the end of the dump".into(),
-                ));
+                return Err(SourceError::Netlink("socket closed before the end of the dump".into()));
             }
-            if parse_datagram(&self.buf[..n], self.seq, &mut interrupted, visit)? == Progress::Done
-            {
+            if parse_datagram(&self.buf[..n], self.seq, &mut interrupted, visit)? == Progress::Done {
                 return Ok(interrupted);
             }
         }
@@ -311,10 +262,7 @@ impl SockDiag {
 
     /// The sockets source: one dump per family, counted by state. `visit` sees every
     /// socket too, so later aggregations ride on the same single walk.
-    pub fn read(
-        &mut self,
-        visit: &mut dyn FnMut(&InetResponseHeader),
-    ) -> Result<Sockets, SourceError> {
+    pub fn read(&mut self, visit: &mut dyn FnMut(&InetResponseHeader)) -> Result<Sockets, SourceError> {
         let mut out = Sockets::default();
         for family in [AF_INET, AF_INET6] {
             let states = &mut out.states;
@@ -345,9 +293,7 @@ mod tests {
     /// Reads a fixture recorded by `examples/record_sockdiag.rs`: datagrams, each prefixed
     /// with its length as a little-endian u32, and the dump's sequence number first.
     fn datagrams(name: &str) -> (u32, Vec<Vec<u8>>) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/sockdiag")
-            .join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sockdiag").join(name);
         let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let seq = u32::from_le_bytes(raw[..4].try_into().unwrap());
         let mut out = Vec::new();
@@ -412,10 +358,7 @@ mod tests {
         // The kernel's answer to a request shorter than inet_diag_req_v2: NLMSG_ERROR, -EINVAL.
         let (res, _, _, _) = run("error-einval.bin");
         let e = res.unwrap_err().to_string();
-        assert!(
-            e.contains(&io::Error::from_raw_os_error(libc::EINVAL).to_string()),
-            "{e}"
-        );
+        assert!(e.contains(&io::Error::from_raw_os_error(libc::EINVAL).to_string()), "{e}");
     }
 
     #[test]
@@ -435,8 +378,7 @@ mod tests {
         let (seq, dgrams) = datagrams("ipv4-multipart.bin");
         let mut n = 0;
         let mut intr = false;
-        let r =
-            parse_datagram(&dgrams[0], seq.wrapping_add(1), &mut intr, &mut |_| n += 1).unwrap();
+        let r = parse_datagram(&dgrams[0], seq.wrapping_add(1), &mut intr, &mut |_| n += 1).unwrap();
         assert_eq!((r, n), (Progress::More, 0));
     }
 

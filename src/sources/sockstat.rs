@@ -40,9 +40,7 @@ pub fn read(proc_root: &Path) -> Result<Sockstat, SourceError> {
 
 /// The `name value name value` pairs after `prefix:` on the line that starts with it.
 fn fields<'a>(text: &'a str, prefix: &str) -> Option<impl Iterator<Item = (&'a str, &'a str)>> {
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix)?.strip_prefix(':'))?;
+    let line = text.lines().find_map(|l| l.strip_prefix(prefix)?.strip_prefix(':'))?;
     let mut it = line.split_whitespace();
     Some(std::iter::from_fn(move || Some((it.next()?, it.next()?))))
 }
@@ -74,14 +72,10 @@ fn parse_v4(text: &str, path: &Path) -> Result<Sockstat, SourceError> {
 }
 
 fn parse_v6_inuse(text: &str, path: &Path) -> Result<u64, SourceError> {
-    let mut pairs =
-        fields(text, "TCP6").ok_or_else(|| SourceError::parse(path, "no \"TCP6:\" line"))?;
+    let mut pairs = fields(text, "TCP6").ok_or_else(|| SourceError::parse(path, "no \"TCP6:\" line"))?;
     match pairs.find(|(name, _)| *name == "inuse") {
         Some((_, v)) => super::parse_u64(v, path),
-        None => Err(SourceError::parse(
-            path,
-            "\"TCP6:\" line has no \"inuse\" field",
-        )),
+        None => Err(SourceError::parse(path, "\"TCP6:\" line has no \"inuse\" field")),
     }
 }
 
@@ -101,9 +95,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn fixture_root(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/proc")
-            .join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc").join(name)
     }
 
     #[test]
@@ -114,11 +106,7 @@ mod tests {
         assert_eq!(s.tw, 600);
         assert_eq!(s.alloc, 23);
         assert_eq!(s.mem_bytes, 0);
-        let s = parse_v4(
-            "TCP: inuse 1 orphan 0 tw 1 alloc 1 mem 268\n",
-            Path::new("x"),
-        )
-        .unwrap();
+        let s = parse_v4("TCP: inuse 1 orphan 0 tw 1 alloc 1 mem 268\n", Path::new("x")).unwrap();
         assert_eq!(s.mem_bytes, 268 * page_size(), "mem is in pages");
     }
 
@@ -126,10 +114,7 @@ mod tests {
     fn linux_4_19_without_sockstat6() {
         // IPv6 disabled: no sockstat6 file, inuse is the IPv4 count alone.
         let s = read(&fixture_root("linux-4.19")).unwrap();
-        assert_eq!(
-            (s.inuse, s.orphan, s.tw, s.alloc),
-            (28140, 17, 28051, 28160)
-        );
+        assert_eq!((s.inuse, s.orphan, s.tw, s.alloc), (28140, 17, 28051, 28160));
     }
 
     #[test]
@@ -143,18 +128,12 @@ mod tests {
         let p = Path::new("/proc/net/sockstat");
         let e = parse_v4("sockets: used 3\n", p).unwrap_err().to_string();
         assert!(e.contains("no \"TCP:\" line"), "{e}");
-        let e = parse_v4("TCP: inuse 1 orphan x tw 1 alloc 1 mem 2\n", p)
-            .unwrap_err()
-            .to_string();
+        let e = parse_v4("TCP: inuse 1 orphan x tw 1 alloc 1 mem 2\n", p).unwrap_err().to_string();
         assert!(e.contains("\"x\""), "{e}");
-        let e = parse_v4("TCP: inuse 1 orphan 0 tw 1 alloc 1\n", p)
-            .unwrap_err()
-            .to_string();
+        let e = parse_v4("TCP: inuse 1 orphan 0 tw 1 alloc 1\n", p).unwrap_err().to_string();
         assert!(e.contains("\"mem\""), "{e}");
         // Truncated line: odd number of tokens, last name has no value.
-        let e = parse_v4("TCP: inuse 1 orphan 0 tw 1 alloc 1 mem\n", p)
-            .unwrap_err()
-            .to_string();
+        let e = parse_v4("TCP: inuse 1 orphan 0 tw 1 alloc 1 mem\n", p).unwrap_err().to_string();
         assert!(e.contains("\"mem\""), "{e}");
     }
 

@@ -30,10 +30,7 @@ pub fn skip(test: &str, why: &str) -> bool {
 }
 
 pub fn have_command(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
 }
 
 /// True when the test can run: root, `ip`, and every command in `cmds`.
@@ -44,20 +41,14 @@ pub fn require(test: &str, cmds: &[&str]) -> bool {
     }
     for cmd in std::iter::once(&"ip").chain(cmds) {
         if !have_command(cmd) {
-            return skip(
-                test,
-                &format!("needs the `{cmd}` command (see .ci/run for the Debian package)"),
-            );
+            return skip(test, &format!("needs the `{cmd}` command (see .ci/run for the Debian package)"));
         }
     }
     true
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}{}",
@@ -75,11 +66,7 @@ pub struct Netns {
 impl Netns {
     pub fn new(tag: &str) -> Netns {
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "sw-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("sw-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         run("ip", &["netns", "add", &name]);
         let ns = Netns { name };
         run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
@@ -127,12 +114,7 @@ impl Netns {
             .stdin(Stdio::piped())
             .spawn()
             .expect("spawn nft");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(rules.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
         assert!(child.wait().unwrap().success(), "nft rules failed");
     }
 
@@ -152,15 +134,7 @@ impl Netns {
     pub fn settle(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let transient = [
-                "FIN-WAIT-1",
-                "FIN-WAIT-2",
-                "LAST-ACK",
-                "CLOSING",
-                "SYN-SENT",
-                "SYN-RECV",
-                "CLOSE-WAIT",
-            ];
+            let transient = ["FIN-WAIT-1", "FIN-WAIT-2", "LAST-ACK", "CLOSING", "SYN-SENT", "SYN-RECV", "CLOSE-WAIT"];
             let busy: u64 = ["-4", "-6"]
                 .iter()
                 .flat_map(|f| self.ss_states(f))
@@ -170,10 +144,7 @@ impl Netns {
             if busy == 0 {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "sockets did not settle: {busy} still closing"
-            );
+            assert!(Instant::now() < deadline, "sockets did not settle: {busy} still closing");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -181,9 +152,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -199,15 +168,7 @@ impl Daemon {
     /// without touching the network) until the first sample is published.
     pub fn start(ns: &Netns, port: u16, extra: &[&str]) -> Daemon {
         let addr = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            "netns",
-            "exec",
-            &ns.name,
-            BIN,
-            "serve",
-            "--web.listen-address",
-            &addr,
-        ];
+        let mut args = vec!["netns", "exec", &ns.name, BIN, "serve", "--web.listen-address", &addr];
         args.extend_from_slice(extra);
         let mut child = Command::new("ip")
             .args(&args)
@@ -224,11 +185,7 @@ impl Daemon {
                 }
             }
         });
-        let mut d = Daemon {
-            child,
-            port,
-            stderr_lines: Vec::new(),
-        };
+        let mut d = Daemon { child, port, stderr_lines: Vec::new() };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -240,10 +197,7 @@ impl Daemon {
                         break;
                     }
                 }
-                Err(_) => panic!(
-                    "daemon did not publish a first sample; its log:\n{}",
-                    d.stderr_lines.join("\n")
-                ),
+                Err(_) => panic!("daemon did not publish a first sample; its log:\n{}", d.stderr_lines.join("\n")),
             }
         }
         // Keep draining so the daemon never blocks on a full pipe.
@@ -277,11 +231,7 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, body.to_owned())
 }
 
@@ -291,15 +241,8 @@ pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
-            let (series, value) = l
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("bad line {l:?}"));
-            (
-                series.to_owned(),
-                value
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad value in {l:?}")),
-            )
+            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l:?}"));
+            (series.to_owned(), value.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")))
         })
         .collect()
 }
@@ -316,14 +259,8 @@ pub fn value(m: &HashMap<String, f64>, series: &str) -> f64 {
 /// The `TCP: ... tw N` style fields of /proc/net/sockstat(6) read inside `ns`.
 pub fn sockstat_field(ns: &Netns, file: &str, prefix: &str, field: &str) -> u64 {
     let text = ns.exec_stdout("cat", &[file]);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in {text}"));
+    let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in {text}"));
     let toks: Vec<&str> = line.split_whitespace().collect();
-    let i = toks
-        .iter()
-        .position(|t| *t == field)
-        .unwrap_or_else(|| panic!("no {field} in {line}"));
+    let i = toks.iter().position(|t| *t == field).unwrap_or_else(|| panic!("no {field} in {line}"));
     toks[i + 1].parse().unwrap()
 }

@@ -1,0 +1,487 @@
+//! Port and queue exhaustion, computed in the same single socket dump as the state counts.
+//!
+//! - **Ephemeral ports per destination.** `connect()` picks a local port so that the
+//!   4-tuple is unique, so the scarce resource is ports per (local IP, remote IP, remote
+//!   port). A socket is client-side when its local port lies in `ip_local_port_range` and
+//!   is not the port of a listener on that address (or on the wildcard address). Sockets
+//!   bound to an ephemeral port without a peer hold it for every destination; Linux ≥ 6.5
+//!   reports them in the dump as CLOSE with no peer, and they are added to every
+//!   destination's use.
+//! - **Per service.** Server-side sockets (local port = a listener's port) by state.
+//! - **Accept queues.** For LISTEN sockets the kernel reports the accept queue length in
+//!   `idiag_rqueue` and the backlog limit in `idiag_wqueue`. The kernel admits one
+//!   connection more than the backlog, so utilisation can read slightly above 1.
+//!
+//! Memory: one map entry per distinct destination, listener and listening port; the maps
+//! are kept across samples and cleared, so a steady host allocates nothing per sample.
+//! Cardinality of the output is bounded by the configured top-K.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netlink_packet_sock_diag::inet::InetResponseHeader;
+
+use super::sockets::{TCP_LISTEN, TCP_STATES};
+
+const TCP_CLOSE: u8 = 7;
+
+/// How much of the aggregation is exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortsConfig {
+    /// Destinations exported per address family (`--ports.top-k`).
+    pub top_k: usize,
+    /// Listening ports and listeners exported (`--listeners.top-k`).
+    pub listeners_top_k: usize,
+    /// Listening ports always exported (`--listeners.ports`).
+    pub listener_ports: Vec<u16>,
+}
+
+impl Default for PortsConfig {
+    fn default() -> Self {
+        PortsConfig { top_k: 20, listeners_top_k: 20, listener_ports: Vec::new() }
+    }
+}
+
+/// A (local IP, remote IP, remote port) with the ephemeral ports it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub local_ip: IpAddr,
+    pub remote_ip: IpAddr,
+    pub remote_port: u16,
+    /// Sockets holding a local port toward it, plus the bound-only sockets.
+    pub used: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ephemeral {
+    /// The busiest destinations, at most `top_k` per address family, busiest first.
+    pub top: Vec<Destination>,
+    /// How many distinct destinations exist (so the top-K cut is visible).
+    pub destinations: u64,
+    /// Ports held by bound-but-unconnected sockets.
+    pub bound: u64,
+    /// Use of the busiest destination (bound ports included).
+    pub busiest: u64,
+}
+
+/// Server-side sockets of one listening port, by kernel state number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortStates {
+    pub port: u16,
+    pub states: [u64; 13],
+}
+
+/// One listening address. SO_REUSEPORT groups are summed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenQueue {
+    pub local_ip: IpAddr,
+    pub port: u16,
+    pub length: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortUsage {
+    /// `None` when the port range is unknown (the limits source failed).
+    pub ephemeral: Option<Ephemeral>,
+    pub ports: Vec<PortStates>,
+    pub listeners: Vec<ListenQueue>,
+    /// Distinct listening addresses in all.
+    pub listener_count: u64,
+    /// Highest accept-queue length / backlog over all listener sockets.
+    pub listen_utilization_max: f64,
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 address: same port space,
+/// and what an operator expects to read.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+type DestKey = (IpAddr, IpAddr, u16);
+
+/// Accumulates over one dump. Feed it every socket with [`PortAggregator::visit`];
+/// the kernel sends a family's listeners before its other sockets, which the
+/// server/client classification relies on.
+#[derive(Debug)]
+pub struct PortAggregator {
+    range: Option<(u16, u16)>,
+    /// One bit per port that has a listener: a cheap first test per socket.
+    listening: Box<[u64; 1024]>,
+    listeners: HashMap<(IpAddr, u16), (u64, u64)>,
+    dests: HashMap<DestKey, u64>,
+    port_states: HashMap<u16, [u64; 13]>,
+    bound: u64,
+    listen_util_max: f64,
+}
+
+impl Default for PortAggregator {
+    fn default() -> Self {
+        PortAggregator {
+            range: None,
+            listening: Box::new([0; 1024]),
+            listeners: HashMap::new(),
+            dests: HashMap::new(),
+            port_states: HashMap::new(),
+            bound: 0,
+            listen_util_max: 0.0,
+        }
+    }
+}
+
+impl PortAggregator {
+    /// Starts a new dump. `range` is `ip_local_port_range`, if known.
+    pub fn begin(&mut self, range: Option<(u16, u16)>) {
+        self.range = range;
+        self.listening.fill(0);
+        self.listeners.clear();
+        self.dests.clear();
+        self.port_states.clear();
+        self.bound = 0;
+        self.listen_util_max = 0.0;
+    }
+
+    fn has_listener_port(&self, port: u16) -> bool {
+        self.listening[usize::from(port >> 6)] & (1 << (port & 63)) != 0
+    }
+
+    /// Whether `(ip, port)` is served by a listener on that address or a wildcard one.
+    fn is_server_side(&self, ip: IpAddr, port: u16) -> bool {
+        self.has_listener_port(port)
+            && (self.listeners.contains_key(&(ip, port))
+                || self.listeners.contains_key(&(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+                || self.listeners.contains_key(&(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)))
+    }
+
+    pub fn visit(&mut self, m: &InetResponseHeader) {
+        let id = &m.socket_id;
+        let (local, port) = (canonical(id.source_address), id.source_port);
+        if m.state == TCP_LISTEN {
+            self.listening[usize::from(port >> 6)] |= 1 << (port & 63);
+            let (len, limit) = (u64::from(m.recv_queue), u64::from(m.send_queue));
+            let e = self.listeners.entry((local, port)).or_default();
+            e.0 += len;
+            e.1 += limit;
+            if limit > 0 {
+                self.listen_util_max = self.listen_util_max.max(len as f64 / limit as f64);
+            }
+            return;
+        }
+        if self.is_server_side(local, port) {
+            if let Some(n) = self.port_states.entry(port).or_insert([0; 13]).get_mut(usize::from(m.state)) {
+                *n += 1;
+            }
+            return;
+        }
+        let Some((lo, hi)) = self.range else { return };
+        if !(lo..=hi).contains(&port) {
+            return; // a client that bound a fixed port: not from the ephemeral pool
+        }
+        if m.state == TCP_CLOSE && id.destination_port == 0 && id.destination_address.is_unspecified() {
+            self.bound += 1;
+            return;
+        }
+        *self.dests.entry((local, canonical(id.destination_address), id.destination_port)).or_default() += 1;
+    }
+
+    /// Builds the bounded result.
+    pub fn finish(&self, cfg: &PortsConfig) -> PortUsage {
+        let ephemeral = self.range.map(|_| {
+            let busiest = self.dests.values().copied().max().unwrap_or(0) + self.bound;
+            let mut top = Vec::new();
+            for v4 in [true, false] {
+                let mut fam: Vec<(&DestKey, u64)> =
+                    self.dests.iter().filter(|((l, _, _), _)| l.is_ipv4() == v4).map(|(k, v)| (k, *v)).collect();
+                top_k_by(&mut fam, cfg.top_k, |(k, v)| (std::cmp::Reverse(*v), **k));
+                top.extend(fam.into_iter().map(|(&(local_ip, remote_ip, remote_port), n)| Destination {
+                    local_ip,
+                    remote_ip,
+                    remote_port,
+                    used: n + self.bound,
+                }));
+            }
+            Ephemeral { top, destinations: self.dests.len() as u64, bound: self.bound, busiest }
+        });
+
+        // Listening ports: the busiest K, plus the ones the operator asked for.
+        let mut ports: Vec<PortStates> = self
+            .listeners
+            .keys()
+            .map(|(_, p)| *p)
+            .chain(cfg.listener_ports.iter().copied())
+            .collect::<std::collections::BTreeSet<u16>>()
+            .into_iter()
+            .map(|port| PortStates { port, states: self.port_states.get(&port).copied().unwrap_or([0; 13]) })
+            .collect();
+        let wanted = |p: u16| cfg.listener_ports.contains(&p);
+        ports.sort_by_key(|p| (!wanted(p.port), std::cmp::Reverse(p.states.iter().sum::<u64>()), p.port));
+        let keep = cfg.listeners_top_k + cfg.listener_ports.len();
+        ports.truncate(keep);
+
+        let mut listeners: Vec<ListenQueue> = self
+            .listeners
+            .iter()
+            .map(|(&(local_ip, port), &(length, limit))| ListenQueue { local_ip, port, length, limit })
+            .collect();
+        listeners.sort_by_key(|l| (!wanted(l.port), std::cmp::Reverse(l.length), l.port, l.local_ip));
+        let extra = listeners.iter().filter(|l| wanted(l.port)).count();
+        listeners.truncate(cfg.listeners_top_k + extra);
+
+        PortUsage {
+            ephemeral,
+            ports,
+            listeners,
+            listener_count: self.listeners.len() as u64,
+            listen_utilization_max: self.listen_util_max,
+        }
+    }
+}
+
+/// Keeps the `k` smallest items by `key`, sorted: O(n) selection, then O(k log k).
+fn top_k_by<T, K: Ord>(items: &mut Vec<T>, k: usize, key: impl Fn(&T) -> K) {
+    if items.len() > k {
+        if k == 0 {
+            items.clear();
+            return;
+        }
+        items.select_nth_unstable_by(k - 1, |a, b| key(a).cmp(&key(b)));
+        items.truncate(k);
+    }
+    items.sort_by_key(|a| key(a));
+}
+
+/// State names for the per-port series: every state a server-side socket can be in.
+pub const SERVER_STATES: [u8; 9] = [1, 3, 4, 5, 6, 7, 8, 9, 11];
+
+pub fn state_name(state: u8) -> &'static str {
+    TCP_STATES[usize::from(state)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_sock_diag::inet::SocketId;
+
+    fn sock(state: u8, local: &str, lport: u16, remote: &str, rport: u16) -> InetResponseHeader {
+        let local: IpAddr = local.parse().unwrap();
+        let mut id = if local.is_ipv4() { SocketId::new_v4() } else { SocketId::new_v6() };
+        id.source_address = local;
+        id.source_port = lport;
+        id.destination_address = remote.parse().unwrap();
+        id.destination_port = rport;
+        InetResponseHeader {
+            family: if local.is_ipv4() { 2 } else { 10 },
+            state,
+            timer: None,
+            socket_id: id,
+            recv_queue: 0,
+            send_queue: 0,
+            uid: 0,
+            inode: 0,
+        }
+    }
+
+    fn listener(local: &str, port: u16, queue: u32, backlog: u32) -> InetResponseHeader {
+        let any = if local.contains(':') { "::" } else { "0.0.0.0" };
+        let mut m = sock(TCP_LISTEN, local, port, any, 0);
+        m.recv_queue = queue;
+        m.send_queue = backlog;
+        m
+    }
+
+    fn agg(range: (u16, u16), socks: &[InetResponseHeader]) -> PortAggregator {
+        let mut a = PortAggregator::default();
+        a.begin(Some(range));
+        for s in socks {
+            a.visit(s);
+        }
+        a
+    }
+
+    const RANGE: (u16, u16) = (32768, 60999);
+
+    #[test]
+    fn client_and_server_side() {
+        let a = agg(
+            RANGE,
+            &[
+                listener("0.0.0.0", 8080, 0, 128),
+                // Server side of two connections to the listener (local port 8080).
+                sock(1, "10.0.0.1", 8080, "10.0.0.9", 40001),
+                sock(6, "10.0.0.1", 8080, "10.0.0.9", 40002),
+                // Client side: ephemeral local ports toward 10.0.0.9:5774.
+                sock(1, "10.0.0.1", 40001, "10.0.0.9", 5774),
+                sock(6, "10.0.0.1", 40002, "10.0.0.9", 5774),
+                sock(2, "10.0.0.1", 40003, "10.0.0.9", 5774),
+                // Same remote, other port: another destination.
+                sock(6, "10.0.0.1", 40004, "10.0.0.9", 80),
+                // A client bound to a fixed low port: not from the pool.
+                sock(1, "10.0.0.1", 1022, "10.0.0.9", 22),
+            ],
+        );
+        let u = a.finish(&PortsConfig::default());
+        let e = u.ephemeral.unwrap();
+        assert_eq!(e.destinations, 2);
+        assert_eq!(e.busiest, 3);
+        assert_eq!(e.top[0].remote_port, 5774);
+        assert_eq!(e.top[0].used, 3);
+        assert_eq!(e.top[1].used, 1);
+        let p = u.ports.iter().find(|p| p.port == 8080).unwrap();
+        assert_eq!((p.states[1], p.states[6]), (1, 1));
+    }
+
+    #[test]
+    fn a_listener_port_in_the_ephemeral_range_is_server_side_only_on_its_address() {
+        let a = agg(
+            RANGE,
+            &[
+                listener("127.0.0.1", 45000, 0, 128),
+                sock(1, "127.0.0.1", 45000, "127.0.0.1", 50000), // server side
+                sock(1, "127.0.0.2", 45000, "127.0.0.3", 80),    // client side on another address
+            ],
+        );
+        let u = a.finish(&PortsConfig::default());
+        assert_eq!(u.ports[0].states[1], 1);
+        let e = u.ephemeral.unwrap();
+        assert_eq!(e.destinations, 1);
+        assert_eq!(e.top[0].local_ip, "127.0.0.2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn wildcard_ipv6_listener_covers_mapped_ipv4() {
+        let a =
+            agg(RANGE, &[listener("::", 45000, 0, 128), sock(1, "::ffff:10.0.0.1", 45000, "::ffff:10.0.0.2", 50000)]);
+        let u = a.finish(&PortsConfig::default());
+        assert_eq!(u.ports[0].states[1], 1);
+        assert_eq!(u.ephemeral.unwrap().destinations, 0);
+    }
+
+    #[test]
+    fn mapped_addresses_are_ipv4_and_share_the_port_space() {
+        let a = agg(
+            RANGE,
+            &[
+                sock(1, "10.0.0.1", 40001, "10.0.0.9", 443),
+                sock(1, "::ffff:10.0.0.1", 40002, "::ffff:10.0.0.9", 443),
+                sock(1, "2001:db8::1", 40003, "2001:db8::9", 443),
+            ],
+        );
+        let e = a.finish(&PortsConfig::default()).ephemeral.unwrap();
+        assert_eq!(e.destinations, 2);
+        let v4 = e.top.iter().find(|d| d.local_ip.is_ipv4()).unwrap();
+        assert_eq!(
+            (v4.local_ip.to_string(), v4.remote_ip.to_string(), v4.used),
+            ("10.0.0.1".into(), "10.0.0.9".into(), 2)
+        );
+        let v6 = e.top.iter().find(|d| d.local_ip.is_ipv6()).unwrap();
+        assert_eq!(v6.remote_ip.to_string(), "2001:db8::9");
+    }
+
+    #[test]
+    fn bound_only_sockets_count_against_every_destination() {
+        let a = agg(
+            RANGE,
+            &[
+                sock(1, "10.0.0.1", 40001, "10.0.0.9", 443),
+                sock(TCP_CLOSE, "10.0.0.1", 40100, "0.0.0.0", 0),
+                sock(TCP_CLOSE, "::", 40101, "::", 0),
+                sock(TCP_CLOSE, "10.0.0.1", 1000, "0.0.0.0", 0), // outside the range
+            ],
+        );
+        let e = a.finish(&PortsConfig::default()).ephemeral.unwrap();
+        assert_eq!(e.bound, 2);
+        assert_eq!(e.top[0].used, 3);
+        assert_eq!(e.busiest, 3);
+        // Only bound sockets: the busiest destination is any destination.
+        let e = agg(RANGE, &[sock(TCP_CLOSE, "10.0.0.1", 40100, "0.0.0.0", 0)]).finish(&PortsConfig::default());
+        assert_eq!(e.ephemeral.unwrap().busiest, 1);
+    }
+
+    #[test]
+    fn ports_outside_a_narrowed_range_are_not_ephemeral() {
+        let a = agg(
+            (40000, 40499),
+            &[sock(1, "10.0.0.1", 40500, "10.0.0.9", 443), sock(1, "10.0.0.1", 40499, "10.0.0.9", 443)],
+        );
+        assert_eq!(a.finish(&PortsConfig::default()).ephemeral.unwrap().busiest, 1);
+    }
+
+    #[test]
+    fn unknown_range_means_no_ephemeral_figures() {
+        let mut a = PortAggregator::default();
+        a.begin(None);
+        a.visit(&sock(1, "10.0.0.1", 40001, "10.0.0.9", 443));
+        assert_eq!(a.finish(&PortsConfig::default()).ephemeral, None);
+    }
+
+    #[test]
+    fn top_k_per_family_and_destination_count() {
+        let mut socks = Vec::new();
+        for d in 0..50u16 {
+            for i in 0..=d {
+                socks.push(sock(6, "10.0.0.1", 33000 + d * 100 + i, "10.0.1.1", 1000 + d));
+            }
+        }
+        for d in 0..5u16 {
+            socks.push(sock(6, "2001:db8::1", 50000 + d, "2001:db8::2", 2000 + d));
+        }
+        let cfg = PortsConfig { top_k: 3, ..PortsConfig::default() };
+        let e = agg(RANGE, &socks).finish(&cfg).ephemeral.unwrap();
+        assert_eq!(e.destinations, 55);
+        let v4: Vec<(u16, u64)> =
+            e.top.iter().filter(|d| d.local_ip.is_ipv4()).map(|d| (d.remote_port, d.used)).collect();
+        assert_eq!(v4, vec![(1049, 50), (1048, 49), (1047, 48)]);
+        assert_eq!(e.top.iter().filter(|d| d.local_ip.is_ipv6()).count(), 3);
+        assert_eq!(e.busiest, 50);
+    }
+
+    #[test]
+    fn accept_queues_and_reuseport_groups() {
+        let a = agg(
+            RANGE,
+            &[
+                listener("0.0.0.0", 80, 129, 128),
+                listener("0.0.0.0", 80, 3, 128), // SO_REUSEPORT sibling
+                listener("::1", 9000, 0, 4096),
+            ],
+        );
+        let u = a.finish(&PortsConfig::default());
+        assert_eq!(u.listener_count, 2);
+        let l80 = u.listeners.iter().find(|l| l.port == 80).unwrap();
+        assert_eq!((l80.length, l80.limit), (132, 256));
+        assert!((u.listen_utilization_max - 129.0 / 128.0).abs() < 1e-9);
+        assert_eq!(u.listeners[0].port, 80, "fullest first");
+    }
+
+    #[test]
+    fn listener_cut_keeps_requested_ports() {
+        let mut socks = Vec::new();
+        for p in 1..=30u16 {
+            socks.push(listener("0.0.0.0", p, u32::from(p), 128));
+            for _ in 0..p {
+                socks.push(sock(1, "10.0.0.1", p, "10.0.0.2", 40000));
+            }
+        }
+        let cfg = PortsConfig { top_k: 20, listeners_top_k: 5, listener_ports: vec![2, 9999] };
+        let u = agg(RANGE, &socks).finish(&cfg);
+        let ports: Vec<u16> = u.ports.iter().map(|p| p.port).collect();
+        assert_eq!(ports, vec![2, 9999, 30, 29, 28, 27, 26]);
+        assert_eq!(u.ports[1].states, [0; 13], "a requested port without a listener reads zero");
+        let lports: Vec<u16> = u.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(lports, vec![2, 30, 29, 28, 27, 26]);
+        assert_eq!(u.listener_count, 30);
+    }
+
+    #[test]
+    fn begin_resets_everything() {
+        let mut a = agg(RANGE, &[listener("0.0.0.0", 80, 5, 10), sock(1, "10.0.0.1", 40001, "10.0.0.9", 443)]);
+        a.begin(Some(RANGE));
+        let u = a.finish(&PortsConfig::default());
+        assert_eq!((u.listener_count, u.listen_utilization_max), (0, 0.0));
+        assert_eq!(u.ephemeral.unwrap().destinations, 0);
+        assert!(!a.has_listener_port(80));
+    }
+}
