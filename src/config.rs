@@ -243,12 +243,19 @@ impl Config {
                     20,
                     check_top_k,
                 )?,
-                listener_ports: setting(f.listener_ports, file.listeners.ports, "listeners.ports", path, vec![], |v| {
-                    if v.len() > MAX_TOP_K {
-                        return Err(format!("{} ports listed, at most {MAX_TOP_K}", v.len()));
-                    }
-                    Ok(v)
-                })?,
+                listener_ports: setting(
+                    f.listener_ports,
+                    file.listeners.ports,
+                    "listeners.ports",
+                    path,
+                    vec![],
+                    |v| {
+                        if v.len() > MAX_TOP_K {
+                            return Err(format!("{} ports listed, at most {MAX_TOP_K}", v.len()));
+                        }
+                        Ok(v)
+                    },
+                )?,
             },
         })
     }

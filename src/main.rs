@@ -32,7 +32,7 @@ fn main() -> ExitCode {
 }
 
 fn sample_once(config: &Config) -> ExitCode {
-    let published = Sampler::new(&config).sample_and_render();
+    let published = Sampler::new(config).sample_and_render();
     let mut out = std::io::stdout().lock();
     match out.write_all(&published.prometheus).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,

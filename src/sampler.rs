@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::config::Config;
 use crate::exporter::prometheus;
 use crate::snapshot::{Snapshot, Source, SourceStatus};
-use crate::config::Config;
 use crate::sources::ports::{PortAggregator, PortsConfig};
 use crate::sources::{self, sockets::SockDiag, SourceError};
 

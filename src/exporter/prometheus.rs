@@ -138,7 +138,8 @@ fn render_ports(out: &mut Families, pu: &PortUsage, range_size: Option<u32>) {
             })
         }),
     );
-    let listener_labels = |l: &ports::ListenQueue| vec![("local_ip", l.local_ip.to_string()), ("port", l.port.to_string())];
+    let listener_labels =
+        |l: &ports::ListenQueue| vec![("local_ip", l.local_ip.to_string()), ("port", l.port.to_string())];
     out.labelled(
         "sockwatch_listen_queue_length",
         "Connections waiting in a listener's accept queue (inet_diag idiag_rqueue of the LISTEN socket; SO_REUSEPORT \
@@ -158,7 +159,11 @@ fn render_ports(out: &mut Families, pu: &PortUsage, range_size: Option<u32>) {
          backlog, so a full queue reads slightly above 1; new connections are then dropped (ListenOverflows).",
         pu.listen_utilization_max,
     );
-    out.gauge("sockwatch_listeners", "Listening addresses (address, port) in all; only the fullest are exported.", f(pu.listener_count));
+    out.gauge(
+        "sockwatch_listeners",
+        "Listening addresses (address, port) in all; only the fullest are exported.",
+        f(pu.listener_count),
+    );
 }
 
 /// Renders the snapshot. Called once per sample by the sampler, never per scrape.
@@ -174,7 +179,7 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         out.labelled(
             "sockwatch_tcp_sockets",
             "TCP sockets by address family and state, from one inet_diag (NETLINK_SOCK_DIAG) dump per family. \
-             TIME_WAIT sockets are reported in their substate, as ss shows them; half-open request sockets count as syn_recv.",
+             TIME_WAIT sockets are reported in their substate, as ss shows them; half-open request sockets count as syn_recv; close counts sockets bound but neither connected nor listening (Linux 6.5+).",
             GAUGE,
             series,
         );

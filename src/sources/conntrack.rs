@@ -134,6 +134,7 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<ConntrackStats, SourceErro
 }
 
 #[cfg(test)]
+#[allow(clippy::identity_op)] // the sums spell out each CPU's value
 mod tests {
     use super::*;
     use std::path::PathBuf;

@@ -1,0 +1,222 @@
+//! Port and accept-queue exhaustion reproduced for real inside network namespaces, with
+//! sockwatch's numbers checked against `ss` and against the point where `connect()` fails.
+//!
+//! Needs root and iproute2.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use common::*;
+
+/// One connection to `to`, closed by the client first: the client's local port stays in
+/// TIME_WAIT for 60 s. Returns the connect error if there was one.
+fn churn_once(listener: &TcpListener, to: SocketAddr) -> std::io::Result<()> {
+    let c = TcpStream::connect(to)?;
+    let (mut a, _) = listener.accept().unwrap();
+    drop(c);
+    let mut buf = [0u8; 1];
+    assert_eq!(a.read(&mut buf).unwrap(), 0);
+    Ok(())
+}
+
+/// Counts `ss` sockets matching a filter expression (all states).
+fn ss_count(ns: &Netns, filter: &[&str]) -> f64 {
+    let mut args = vec!["-H", "-t", "-a", "-n"];
+    args.extend_from_slice(filter);
+    ns.exec_stdout("ss", &args).lines().filter(|l| !l.trim().is_empty()).count() as f64
+}
+
+fn sample(ns: &Netns, extra: &[&str]) -> HashMap<String, f64> {
+    let mut args = vec!["sample", "--log.level", "warn"];
+    args.extend_from_slice(extra);
+    parse_metrics(&ns.exec_stdout(BIN, &args))
+}
+
+fn used(m: &HashMap<String, f64>, local: &str, remote: &str, port: u16) -> f64 {
+    value(
+        m,
+        &format!(
+            "sockwatch_ephemeral_ports_used{{local_ip=\"{local}\",remote_ip=\"{remote}\",remote_port=\"{port}\"}}"
+        ),
+    )
+}
+
+#[test]
+fn port_exhaustion_is_seen_before_connect_fails() {
+    if !require("port_exhaustion_is_seen_before_connect_fails", &["ss", "sysctl"]) {
+        return;
+    }
+    const RANGE: usize = 500;
+    const BEFORE: usize = 490;
+    let ns = Netns::new("ports");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40499");
+
+    // Heavy churn toward 127.0.0.1:8080, light toward 127.0.0.1:9090; the listeners stay
+    // alive (and the second phase continues on them) through the namespace thread.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let ns_path_name = ns.name.clone();
+    let worker = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{ns_path_name}")).unwrap();
+        // SAFETY: valid fd; affects this thread only.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let heavy = TcpListener::bind("127.0.0.1:8080").unwrap();
+        let light = TcpListener::bind("127.0.0.1:9090").unwrap();
+        for _ in 0..5 {
+            churn_once(&light, "127.0.0.1:9090".parse().unwrap()).unwrap();
+        }
+        for _ in 0..BEFORE {
+            churn_once(&heavy, "127.0.0.1:8080".parse().unwrap()).unwrap();
+        }
+        done_tx.send(()).unwrap();
+        // Phase two, once the test has sampled: keep going until connect() fails.
+        rx.recv().unwrap();
+        let mut more = 0;
+        let err = loop {
+            match churn_once(&heavy, "127.0.0.1:8080".parse().unwrap()) {
+                Ok(()) => more += 1,
+                Err(e) => break e,
+            }
+            assert!(more <= RANGE, "connect() never failed");
+        };
+        (more, err)
+    });
+    done_rx.recv().unwrap();
+    ns.settle();
+
+    let m = sample(&ns, &[]);
+    let ss_heavy = ss_count(&ns, &["dst", "127.0.0.1:8080"]);
+    let ss_light = ss_count(&ns, &["dst", "127.0.0.1:9090"]);
+    assert_eq!(used(&m, "127.0.0.1", "127.0.0.1", 8080), ss_heavy);
+    assert_eq!(ss_heavy, BEFORE as f64);
+    assert_eq!(used(&m, "127.0.0.1", "127.0.0.1", 9090), ss_light);
+    assert_eq!(ss_light, 5.0);
+    assert_eq!(value(&m, "sockwatch_ephemeral_port_destinations"), 2.0);
+    assert_eq!(value(&m, "sockwatch_ephemeral_port_range_size"), RANGE as f64);
+    let utilization = value(&m, "sockwatch_ephemeral_port_utilization_max");
+    assert!(utilization >= 0.9, "utilization {utilization}");
+    assert_eq!(utilization, BEFORE as f64 / RANGE as f64);
+    // The listeners' ports (8080, 9090) are outside the range and server-side: they
+    // are per-port series, not destinations.
+    assert!(m.contains_key("sockwatch_tcp_port_sockets{port=\"8080\",state=\"time_wait\"}"));
+
+    tx.send(()).unwrap();
+    let (more, err) = worker.join().unwrap();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{err}");
+    // The sample was taken with exactly the headroom that was left.
+    assert_eq!(BEFORE + more, RANGE, "connect() failed after {more} more");
+    let m = sample(&ns, &[]);
+    assert_eq!(value(&m, "sockwatch_ephemeral_port_utilization_max"), 1.0);
+}
+
+/// Sets a listener's backlog (listen() may be called again on a listening socket).
+fn with_backlog(l: TcpListener, backlog: i32) -> TcpListener {
+    // SAFETY: valid listening socket fd.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), backlog) }, 0);
+    l
+}
+
+#[test]
+fn full_accept_queue_is_reported() {
+    if !require("full_accept_queue_is_reported", &["ss"]) {
+        return;
+    }
+    let ns = Netns::new("queue");
+    let held = ns.enter(|| {
+        let stuck = with_backlog(TcpListener::bind("127.0.0.1:7001").unwrap(), 4);
+        let fine = with_backlog(TcpListener::bind("127.0.0.1:7002").unwrap(), 4);
+        let mut clients = Vec::new();
+        // The application behind 7001 never accepts: its queue fills, then SYNs are dropped.
+        for _ in 0..8 {
+            if let Ok(c) = TcpStream::connect_timeout(&"127.0.0.1:7001".parse().unwrap(), Duration::from_millis(300)) {
+                clients.push(c);
+            }
+        }
+        let mut accepted = Vec::new();
+        for _ in 0..3 {
+            clients.push(TcpStream::connect("127.0.0.1:7002").unwrap());
+            accepted.push(fine.accept().unwrap().0);
+        }
+        (stuck, fine, clients, accepted)
+    });
+    let m = sample(&ns, &[]);
+    // ss shows a listener's accept queue as Recv-Q and its limit as Send-Q.
+    let ss_listener = |port: &str| -> (f64, f64) {
+        let out = ns.exec_stdout("ss", &["-H", "-l", "-t", "-n", "sport", "=", port]);
+        let cols: Vec<&str> = out.split_whitespace().collect();
+        (cols[1].parse().unwrap(), cols[2].parse().unwrap())
+    };
+    let (q1, lim1) = ss_listener(":7001");
+    let (q2, lim2) = ss_listener(":7002");
+    let len = |p: &str| value(&m, &format!("sockwatch_listen_queue_length{{local_ip=\"127.0.0.1\",port=\"{p}\"}}"));
+    let limit = |p: &str| value(&m, &format!("sockwatch_listen_queue_limit{{local_ip=\"127.0.0.1\",port=\"{p}\"}}"));
+    assert_eq!((len("7001"), limit("7001")), (q1, lim1));
+    assert_eq!(limit("7001"), 4.0);
+    assert!(len("7001") >= 4.0, "queue rose to the backlog: {}", len("7001"));
+    assert_eq!((len("7002"), limit("7002")), (q2, lim2));
+    assert_eq!(len("7002"), 0.0);
+    assert!(value(&m, "sockwatch_listen_queue_utilization_max") >= 1.0);
+    assert!(value(&m, "sockwatch_tcp_listen_overflows_total") > 0.0, "the kernel counted the overflow");
+    assert_eq!(value(&m, "sockwatch_listeners"), 2.0);
+    // Server-side established sockets per port: 3 accepted on 7002, the queued ones on 7001.
+    assert_eq!(value(&m, "sockwatch_tcp_port_sockets{port=\"7002\",state=\"established\"}"), 3.0);
+    assert_eq!(value(&m, "sockwatch_tcp_port_sockets{port=\"7001\",state=\"established\"}"), q1);
+    drop(held);
+}
+
+#[test]
+fn only_top_k_destinations_are_exported_but_all_are_counted() {
+    if !require("only_top_k_destinations_are_exported_but_all_are_counted", &["ss"]) {
+        return;
+    }
+    let ns = Netns::new("topk");
+    let listeners = ns.enter(|| {
+        let mut ls = Vec::new();
+        // Destination i (port 8000 + i) gets i + 1 client-side TIME_WAIT sockets.
+        for i in 0..8u16 {
+            let l = TcpListener::bind(("127.0.0.1", 8000 + i)).unwrap();
+            for _ in 0..=i {
+                churn_once(&l, l.local_addr().unwrap()).unwrap();
+            }
+            ls.push(l);
+        }
+        // Port 8100: the server closes first, so TIME_WAIT sits on the server side.
+        let s = TcpListener::bind("127.0.0.1:8100").unwrap();
+        for _ in 0..7 {
+            let mut c = TcpStream::connect("127.0.0.1:8100").unwrap();
+            drop(s.accept().unwrap().0);
+            let mut buf = [0u8; 1];
+            assert_eq!(c.read(&mut buf).unwrap(), 0);
+        }
+        ls.push(s);
+        ls
+    });
+    ns.settle();
+    let m = sample(&ns, &["--ports.top-k", "3", "--listeners.top-k", "2", "--listeners.ports", "8001"]);
+    let exported: Vec<&String> = m.keys().filter(|k| k.starts_with("sockwatch_ephemeral_ports_used{")).collect();
+    assert_eq!(exported.len(), 3, "{exported:?}");
+    for port in [8007u16, 8006, 8005] {
+        let ss = ss_count(&ns, &["dst", &format!("127.0.0.1:{port}")]);
+        assert_eq!(used(&m, "127.0.0.1", "127.0.0.1", port), ss);
+        assert_eq!(ss, f64::from(port - 8000 + 1));
+    }
+    assert_eq!(value(&m, "sockwatch_ephemeral_port_destinations"), 8.0);
+    // Listening ports: the 2 busiest (8100 with 7 server-side TIME_WAIT, then one with
+    // none: client-side TIME_WAIT is not on the listening port) and the one asked for.
+    let server_tw = ss_count(&ns, &["state", "time-wait", "sport", "=", ":8100"]);
+    assert_eq!(value(&m, "sockwatch_tcp_port_sockets{port=\"8100\",state=\"time_wait\"}"), server_tw);
+    assert_eq!(server_tw, 7.0);
+    let ports: std::collections::BTreeSet<&str> = m
+        .keys()
+        .filter_map(|k| k.strip_prefix("sockwatch_tcp_port_sockets{port=\""))
+        .map(|k| k.split('"').next().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 3, "{ports:?}");
+    assert!(ports.contains("8100") && ports.contains("8001"), "{ports:?}");
+    drop(listeners);
+}
