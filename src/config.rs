@@ -13,6 +13,12 @@
 //! ports.top-k = 20
 //! listeners.top-k = 20
 //! listeners.ports = [80, 443]
+//! conntrack.breakdown = false
+//! conntrack.breakdown-interval = "60s"
+//! munin.socket = "/run/sockwatch/munin.sock"   # "" disables it
+//! munin.listen-address = "127.0.0.1:4949"      # off unless set
+//! munin.max-clients = 64
+//! munin.idle-timeout = "60s"
 //! ```
 //!
 //! A flag given on the command line wins over the file; the file wins over the defaults.
@@ -85,6 +91,24 @@ pub struct Flags {
     /// Listening ports always exported, comma-separated (e.g. 80,443).
     #[arg(long = "listeners.ports", value_name = "PORTS", value_delimiter = ',', global = true)]
     pub listener_ports: Option<Vec<u16>>,
+    /// Count conntrack entries by state from a ctnetlink dump (needs CAP_NET_ADMIN).
+    #[arg(long = "conntrack.breakdown", global = true)]
+    pub conntrack_breakdown: bool,
+    /// Interval of the conntrack breakdown dump [default: 60s].
+    #[arg(long = "conntrack.breakdown-interval", value_name = "DURATION", global = true)]
+    pub conntrack_breakdown_interval: Option<String>,
+    /// Unix socket for the Munin protocol shim; "" disables it [default: /run/sockwatch/munin.sock].
+    #[arg(long = "munin.socket", value_name = "PATH", global = true)]
+    pub munin_socket: Option<PathBuf>,
+    /// Also speak the Munin protocol on this TCP address (off by default).
+    #[arg(long = "munin.listen-address", value_name = "ADDR", global = true)]
+    pub munin_listen_address: Option<String>,
+    /// Munin clients served at once; more are told to retry [default: 64].
+    #[arg(long = "munin.max-clients", value_name = "N", global = true)]
+    pub munin_max_clients: Option<usize>,
+    /// Close a Munin session idle this long [default: 60s].
+    #[arg(long = "munin.idle-timeout", value_name = "DURATION", global = true)]
+    pub munin_idle_timeout: Option<String>,
 }
 
 /// The settings after merging flags, file and defaults, all validated.
@@ -96,7 +120,21 @@ pub struct Config {
     pub log_level: String,
     pub procfs: PathBuf,
     pub ports: PortsConfig,
+    pub conntrack_breakdown: bool,
+    pub conntrack_breakdown_interval: Duration,
+    pub munin: MuninConfig,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MuninConfig {
+    /// `None`: the Unix socket is disabled.
+    pub socket: Option<PathBuf>,
+    pub listen_address: Option<SocketAddr>,
+    pub max_clients: usize,
+    pub idle_timeout: Duration,
+}
+
+pub const DEFAULT_MUNIN_SOCKET: &str = "/run/sockwatch/munin.sock";
 
 /// A configuration problem: names where (flag or file) and which key.
 #[derive(Debug)]
@@ -123,6 +161,26 @@ struct FileConfig {
     ports: PortsSection,
     #[serde(default)]
     listeners: ListenersSection,
+    #[serde(default)]
+    conntrack: ConntrackSection,
+    #[serde(default)]
+    munin: MuninSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConntrackSection {
+    breakdown: Option<bool>,
+    breakdown_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct MuninSection {
+    socket: Option<PathBuf>,
+    listen_address: Option<String>,
+    max_clients: Option<usize>,
+    idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,6 +313,62 @@ impl Config {
                         }
                         Ok(v)
                     },
+                )?,
+            },
+            conntrack_breakdown: setting(
+                f.conntrack_breakdown.then_some(true),
+                file.conntrack.breakdown,
+                "conntrack.breakdown",
+                path,
+                false,
+                Ok,
+            )?,
+            conntrack_breakdown_interval: setting(
+                f.conntrack_breakdown_interval,
+                file.conntrack.breakdown_interval,
+                "conntrack.breakdown-interval",
+                path,
+                Duration::from_secs(60),
+                |v| parse_interval(&v),
+            )?,
+            munin: MuninConfig {
+                socket: setting(
+                    f.munin_socket,
+                    file.munin.socket,
+                    "munin.socket",
+                    path,
+                    Some(PathBuf::from(DEFAULT_MUNIN_SOCKET)),
+                    |v| Ok((!v.as_os_str().is_empty()).then_some(v)),
+                )?,
+                listen_address: setting(
+                    f.munin_listen_address,
+                    file.munin.listen_address,
+                    "munin.listen-address",
+                    path,
+                    None,
+                    |v| parse_listen_address(&v).map(Some),
+                )?,
+                max_clients: setting(
+                    f.munin_max_clients,
+                    file.munin.max_clients,
+                    "munin.max-clients",
+                    path,
+                    64,
+                    |n| {
+                        if (1..=10_000).contains(&n) {
+                            Ok(n)
+                        } else {
+                            Err(format!("{n} is outside 1 to 10000"))
+                        }
+                    },
+                )?,
+                idle_timeout: setting(
+                    f.munin_idle_timeout,
+                    file.munin.idle_timeout,
+                    "munin.idle-timeout",
+                    path,
+                    Duration::from_secs(60),
+                    |v| parse_interval(&v),
                 )?,
             },
         })
@@ -402,6 +516,9 @@ mod tests {
             ("ports.top-k = 100000\n", "key `ports.top-k`: 100000 is above the maximum"),
             ("listeners.ports = [70000]\n", "listeners.ports"),
             ("listeners.port = [80]\n", "unknown field `port`"),
+            ("munin.max-clients = 0\n", "key `munin.max-clients`: 0 is outside"),
+            ("munin.listen-address = \"x\"\n", "key `munin.listen-address`"),
+            ("conntrack.breakdown = \"yes\"\n", "invalid type"),
         ] {
             let (_f, flags) = with_file(toml);
             let e = Config::load(&flags).unwrap_err().to_string();

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::exporter::prometheus;
 use crate::snapshot::{Snapshot, Source, SourceStatus};
+use crate::sources::ct_breakdown::{Breakdown, CtDump};
 use crate::sources::ports::{PortAggregator, PortsConfig};
 use crate::sources::{self, sockets::SockDiag, SourceError};
 
@@ -84,8 +85,21 @@ pub struct Sampler {
     ports_config: PortsConfig,
     ports: PortAggregator,
     trackers: [Tracker; Source::ALL.len()],
+    breakdown: BreakdownMode,
     samples_total: u64,
     inconsistent_total: u64,
+}
+
+/// The latest breakdown result, written by [`run_breakdown`], read by every sample.
+pub type BreakdownSlot = Arc<std::sync::Mutex<Option<(Option<Breakdown>, SourceStatus)>>>;
+
+/// How the optional ctnetlink breakdown is obtained.
+enum BreakdownMode {
+    Off,
+    /// Dumped within each sample: the one-shot `sample` and `doctor` commands.
+    Inline(CtDump, Tracker),
+    /// Dumped by [`run_breakdown`] on its own interval: the daemon.
+    Shared(BreakdownSlot),
 }
 
 impl Sampler {
@@ -97,8 +111,21 @@ impl Sampler {
             ports: PortAggregator::default(),
             sockdiag: SockDiag::new(),
             trackers: Default::default(),
+            breakdown: if config.conntrack_breakdown {
+                BreakdownMode::Inline(CtDump::default(), Tracker::default())
+            } else {
+                BreakdownMode::Off
+            },
             samples_total: 0,
             inconsistent_total: 0,
+        }
+    }
+
+    /// Has the breakdown come from `slot` (filled by [`run_breakdown`]) instead of
+    /// dumping it within every sample. No effect when the breakdown is off.
+    pub fn share_breakdown(&mut self, slot: BreakdownSlot) {
+        if !matches!(self.breakdown, BreakdownMode::Off) {
+            self.breakdown = BreakdownMode::Shared(slot);
         }
     }
 
@@ -117,6 +144,17 @@ impl Sampler {
         let (sockstat, s1) = t_sockstat.observe(Source::Sockstat, || sources::sockstat::read(root));
         let (conntrack, s2) = t_conntrack.observe(Source::Conntrack, || sources::conntrack::read(root));
         let (snmp, s3) = t_snmp.observe(Source::Snmp, || sources::snmp::read(root));
+        let mut statuses = vec![s0, s1, s2, s3, s4];
+        let latest_breakdown = match &mut self.breakdown {
+            BreakdownMode::Off => None,
+            BreakdownMode::Inline(dump, tracker) => Some(tracker.observe(Source::ConntrackBreakdown, || dump.read())),
+            // Absent until the first dump finishes, then the latest result.
+            BreakdownMode::Shared(slot) => slot.lock().map(|g| g.clone()).unwrap_or(None),
+        };
+        let conntrack_breakdown = latest_breakdown.and_then(|(b, status)| {
+            statuses.push(status);
+            b
+        });
         self.samples_total += 1;
         if sockets.as_ref().is_some_and(|s| s.interrupted) {
             self.inconsistent_total += 1;
@@ -132,7 +170,8 @@ impl Sampler {
             conntrack,
             snmp,
             limits,
-            sources: vec![s0, s1, s2, s3, s4],
+            conntrack_breakdown,
+            sources: statuses,
             samples_total: self.samples_total,
             inconsistent_total: self.inconsistent_total,
         }
@@ -179,6 +218,37 @@ pub async fn run(mut sampler: Sampler, tx: watch::Sender<Option<Arc<Published>>>
                 // Only a bug can get here (a panic in a source). main exits non-zero
                 // when this task ends, so the service manager restarts us.
                 tracing::error!("sampler stopped: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Dumps the conntrack table on its own (slower) interval into `slot`, so the walk of a
+/// large table never delays the other sources or a scrape.
+pub async fn run_breakdown(interval: Duration, slot: BreakdownSlot, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut state = (CtDump::default(), Tracker::default());
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let job = tokio::task::spawn_blocking(move || {
+            let (dump, tracker) = &mut state;
+            let result = tracker.observe(Source::ConntrackBreakdown, || dump.read());
+            (state, result)
+        });
+        match job.await {
+            Ok((s, result)) => {
+                state = s;
+                if let Ok(mut g) = slot.lock() {
+                    *g = Some(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!("conntrack breakdown stopped: {e}");
                 return;
             }
         }

@@ -6,7 +6,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::sources::{
-    conntrack::Conntrack, limits::Limits, ports::PortUsage, snmp::TcpCounters, sockets::Sockets, sockstat::Sockstat,
+    conntrack::Conntrack, ct_breakdown::Breakdown, limits::Limits, ports::PortUsage, snmp::TcpCounters,
+    sockets::Sockets, sockstat::Sockstat,
 };
 
 /// The kernel sources, in the order they are sampled and exported.
@@ -17,6 +18,8 @@ pub enum Source {
     Conntrack,
     Snmp,
     Limits,
+    /// The optional ctnetlink dump (`--conntrack.breakdown`), on its own interval.
+    ConntrackBreakdown,
 }
 
 impl Source {
@@ -30,6 +33,7 @@ impl Source {
             Source::Conntrack => "conntrack",
             Source::Snmp => "snmp",
             Source::Limits => "limits",
+            Source::ConntrackBreakdown => "conntrack_breakdown",
         }
     }
 }
@@ -61,8 +65,10 @@ pub struct Snapshot {
     pub sockstat: Option<Sockstat>,
     pub conntrack: Option<Conntrack>,
     pub snmp: Option<TcpCounters>,
+    /// The latest ctnetlink breakdown (it may be up to one breakdown interval old).
+    pub conntrack_breakdown: Option<Breakdown>,
     pub limits: Option<Limits>,
-    /// One entry per [`Source::ALL`], in that order.
+    /// One entry per [`Source::ALL`], in that order, then the breakdown's when it runs.
     pub sources: Vec<SourceStatus>,
     /// Samples taken since start, this one included.
     pub samples_total: u64,

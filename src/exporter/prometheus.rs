@@ -8,6 +8,7 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricT
 use prometheus::{Encoder, TextEncoder};
 
 use crate::snapshot::Snapshot;
+use crate::sources::ct_breakdown::CT_TCP_STATES;
 use crate::sources::ports::{self, PortUsage};
 use crate::sources::sockets::TCP_STATES;
 
@@ -250,6 +251,34 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
                 opt(cs.search_restart),
             );
         }
+    }
+
+    if let Some(b) = &s.conntrack_breakdown {
+        let src =
+            "from a ctnetlink dump on its own interval (--conntrack.breakdown-interval), never /proc/net/nf_conntrack";
+        out.labelled(
+            "sockwatch_conntrack_tcp_entries",
+            &format!("TCP conntrack entries by conntrack state, {src}."),
+            MetricType::GAUGE,
+            CT_TCP_STATES.iter().zip(b.tcp).map(|(st, n)| (vec![("state", (*st).to_owned())], f(n))),
+        );
+        out.labelled(
+            "sockwatch_conntrack_protocol_entries",
+            &format!("Conntrack entries by protocol, {src}."),
+            MetricType::GAUGE,
+            [("tcp", b.tcp_total()), ("udp", b.udp), ("icmp", b.icmp), ("other", b.other)]
+                .map(|(p, n)| (vec![("protocol", p.to_owned())], f(n))),
+        );
+        out.gauge(
+            "sockwatch_conntrack_assured_entries",
+            &format!("Conntrack entries that saw traffic both ways (ASSURED: not evicted by early drop), {src}."),
+            f(b.assured),
+        );
+        out.gauge(
+            "sockwatch_conntrack_nat_entries",
+            &format!("Conntrack entries whose reply addresses differ from the original's (NAT, as fw_conntrack counts), {src}."),
+            f(b.nated),
+        );
     }
 
     if let Some(t) = &s.snmp {

@@ -13,6 +13,7 @@
 //!   and its series is simply absent.
 
 pub mod conntrack;
+pub mod ct_breakdown;
 pub mod limits;
 pub mod ports;
 pub mod snmp;

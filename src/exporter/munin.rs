@@ -1,0 +1,404 @@
+//! Munin graphs rendered from a [`Snapshot`]: `config` and `fetch` text for each graph.
+//!
+//! The graphs and their fields are static, so a plugin can print `U` for every field
+//! without reaching the daemon. Values and thresholds that depend on kernel limits come
+//! from the snapshot. Field names follow munin's rules (`[A-Za-z_][A-Za-z0-9_]*`) and stay
+//! short and stable: they are the names of the RRD files on the munin master.
+
+use std::fmt::Write;
+
+use crate::snapshot::Snapshot;
+use crate::sources::sockets::TCP_STATES;
+
+/// How a field is stored and drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    /// A counter; munin stores its per-second rate.
+    Derive,
+}
+
+type ValueFn = fn(&Snapshot) -> Option<f64>;
+
+pub struct Field {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub info: &'static str,
+    pub draw: &'static str,
+    pub kind: Kind,
+    pub value: ValueFn,
+    /// Thresholds, computed from the snapshot (e.g. 80 % of nf_conntrack_max).
+    pub warning: Option<ValueFn>,
+    pub critical: Option<ValueFn>,
+}
+
+pub struct Graph {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub vlabel: &'static str,
+    pub args: &'static str,
+    pub info: &'static str,
+    pub fields: &'static [Field],
+    /// Only offered when the conntrack breakdown is enabled.
+    pub needs_breakdown: bool,
+}
+
+/// Munin's `clean_fieldname`: anything outside `[A-Za-z0-9_]` becomes `_`, and a
+/// leading digit gets a `_` in front.
+pub fn clean_fieldname(name: &str) -> String {
+    let mut out: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+macro_rules! field {
+    ($name:expr, $label:expr, $info:expr, $draw:expr, $kind:expr, $value:expr) => {
+        Field {
+            name: $name,
+            label: $label,
+            info: $info,
+            draw: $draw,
+            kind: $kind,
+            value: $value,
+            warning: None,
+            critical: None,
+        }
+    };
+}
+
+fn state(s: &Snapshot, i: usize) -> Option<f64> {
+    s.sockets.as_ref().map(|k| k.states.total(i) as f64)
+}
+
+macro_rules! state_field {
+    ($i:expr, $draw:expr, $info:expr) => {
+        field!(TCP_STATES[$i], TCP_STATES[$i], $info, $draw, Kind::Gauge, |s| state(s, $i))
+    };
+}
+
+fn tw_limit(s: &Snapshot) -> Option<f64> {
+    s.limits.as_ref()?.tcp_max_tw_buckets.map(|v| v as f64)
+}
+fn ct_limit(s: &Snapshot) -> Option<f64> {
+    s.conntrack.as_ref()?.limit.map(|v| v as f64)
+}
+fn ct_stat(s: &Snapshot, pick: fn(&crate::sources::conntrack::ConntrackStats) -> Option<u64>) -> Option<f64> {
+    pick(s.conntrack.as_ref()?.stats.as_ref()?).map(|v| v as f64)
+}
+fn snmp(s: &Snapshot, pick: fn(&crate::sources::snmp::TcpCounters) -> Option<u64>) -> Option<f64> {
+    pick(s.snmp.as_ref()?).map(|v| v as f64)
+}
+fn port_utilization_pct(s: &Snapshot) -> Option<f64> {
+    let e = s.ports.as_ref()?.ephemeral.as_ref()?;
+    let size = s.limits.as_ref()?.port_range_size();
+    Some(if size == 0 { 100.0 } else { (e.busiest as f64 * 100.0 / f64::from(size)).min(100.0) })
+}
+fn breakdown(s: &Snapshot, pick: fn(&crate::sources::ct_breakdown::Breakdown) -> u64) -> Option<f64> {
+    s.conntrack_breakdown.as_ref().map(|b| pick(b) as f64)
+}
+
+pub static GRAPHS: &[Graph] = &[
+    Graph {
+        name: "tcp_states",
+        title: "TCP sockets by state",
+        vlabel: "sockets",
+        args: "--base 1000 -l 0",
+        info: "TCP sockets of this host by state, IPv4 and IPv6, from the kernel's inet_diag dump (what ss -tan \
+               shows), sampled in the background by sockwatch. time_wait is drawn against tcp_max_tw_buckets.",
+        fields: &[
+            state_field!(1, "AREA", "Open connections."),
+            state_field!(2, "STACK", "Client connections waiting for the server's SYN-ACK."),
+            state_field!(3, "STACK", "Half-open server connections (SYN received); high under SYN floods."),
+            state_field!(4, "STACK", "Closed locally, FIN sent, not yet acknowledged."),
+            state_field!(5, "STACK", "Closed locally, waiting for the peer's FIN."),
+            Field {
+                warning: Some(|s| tw_limit(s).map(|l| l * 0.8)),
+                critical: Some(|s| tw_limit(s).map(|l| l * 0.9)),
+                ..state_field!(
+                    6,
+                    "STACK",
+                    "Closed by this side first; each holds its local port for 60 s whatever tcp_fin_timeout says."
+                )
+            },
+            state_field!(7, "STACK", "Bound but neither connected nor listening (reported by Linux 6.5+)."),
+            state_field!(8, "STACK", "Closed by the peer, waiting for the application to close: a leak if it grows."),
+            state_field!(9, "STACK", "Closed after the peer, waiting for the last ACK."),
+            state_field!(10, "STACK", "Listening sockets."),
+            state_field!(11, "STACK", "Both sides closed at once."),
+            field!(
+                "max_tw",
+                "tcp_max_tw_buckets",
+                "net.ipv4.tcp_max_tw_buckets: beyond it TIME_WAIT sockets are destroyed early.",
+                "LINE2",
+                Kind::Gauge,
+                tw_limit
+            ),
+        ],
+        needs_breakdown: false,
+    },
+    Graph {
+        name: "conntrack",
+        title: "Conntrack table",
+        vlabel: "entries",
+        args: "--base 1000 -l 0",
+        info: "Connection tracking entries from nf_conntrack_count, against nf_conntrack_max. When the table is \
+               full the kernel drops new packets (nf_conntrack: table full, dropping packet).",
+        fields: &[
+            Field {
+                warning: Some(|s| ct_limit(s).map(|l| l * 0.8)),
+                critical: Some(|s| ct_limit(s).map(|l| l * 0.9)),
+                ..field!(
+                    "entries",
+                    "entries",
+                    "nf_conntrack_count. Raise nf_conntrack_max together with the hash size if it nears the limit.",
+                    "AREA",
+                    Kind::Gauge,
+                    |s| s.conntrack.as_ref().map(|c| c.entries as f64)
+                )
+            },
+            field!("max", "nf_conntrack_max", "The table limit.", "LINE2", Kind::Gauge, ct_limit),
+        ],
+        needs_breakdown: false,
+    },
+    Graph {
+        name: "conntrack_errors",
+        title: "Conntrack drops",
+        vlabel: "events per ${graph_period}",
+        args: "--base 1000 -l 0",
+        info: "Per-CPU counters of /proc/net/stat/nf_conntrack, summed. Any drop means packets are being lost now.",
+        fields: &[
+            field!("drop", "dropped", "Packets dropped: no entry could be created.", "LINE2", Kind::Derive, |s| {
+                ct_stat(s, |c| c.drop)
+            }),
+            field!("early_drop", "early dropped", "Entries evicted to make room.", "LINE1", Kind::Derive, |s| ct_stat(
+                s,
+                |c| c.early_drop
+            )),
+            field!("insert_failed", "insert failed", "Entries that clashed on insert.", "LINE1", Kind::Derive, |s| {
+                ct_stat(s, |c| c.insert_failed)
+            }),
+        ],
+        needs_breakdown: false,
+    },
+    Graph {
+        name: "ephemeral_ports",
+        title: "Ephemeral ports of the busiest destination",
+        vlabel: "% of the port range",
+        args: "--base 1000 -l 0 -u 100",
+        info: "Local ports held toward the busiest destination (local IP, remote IP, remote port), as a share of \
+               ip_local_port_range minus reserved ports. At 100 % connect() fails with EADDRNOTAVAIL.",
+        fields: &[Field {
+            warning: Some(|_| Some(80.0)),
+            critical: Some(|_| Some(90.0)),
+            ..field!(
+                "busiest",
+                "busiest destination",
+                "Ports in use toward the busiest destination, including bound-only sockets.",
+                "AREA",
+                Kind::Gauge,
+                port_utilization_pct
+            )
+        }],
+        needs_breakdown: false,
+    },
+    Graph {
+        name: "listen_queue",
+        title: "Accept queue of the fullest listener",
+        vlabel: "% of the backlog",
+        args: "--base 1000 -l 0",
+        info: "Connections waiting to be accepted, as a share of the listener's backlog, for the fullest listener. \
+               Above 100 % the kernel drops new connections.",
+        fields: &[Field {
+            warning: Some(|_| Some(80.0)),
+            critical: Some(|_| Some(100.0)),
+            ..field!(
+                "fullest",
+                "fullest listener",
+                "Highest accept queue length / backlog over all listeners.",
+                "AREA",
+                Kind::Gauge,
+                |s| s.ports.as_ref().map(|p| p.listen_utilization_max * 100.0)
+            )
+        }],
+        needs_breakdown: false,
+    },
+    Graph {
+        name: "listen_drops",
+        title: "Listen queue overflows and drops",
+        vlabel: "connections per ${graph_period}",
+        args: "--base 1000 -l 0",
+        info: "TcpExt ListenOverflows (accept queue full) and ListenDrops (all SYNs dropped at a listener) from \
+               /proc/net/netstat.",
+        fields: &[
+            field!("overflows", "overflows", "Accept queue full.", "LINE2", Kind::Derive, |s| snmp(s, |t| t
+                .listen_overflows)),
+            field!("drops", "drops", "SYNs dropped at a listener, any reason.", "LINE1", Kind::Derive, |s| snmp(
+                s,
+                |t| t.listen_drops
+            )),
+        ],
+        needs_breakdown: false,
+    },
+    Graph {
+        name: "fw_conntrack",
+        title: "Connections through firewall",
+        vlabel: "Connections",
+        args: "-l 0",
+        info: "Conntrack entries by state, as munin's fw_conntrack plugin draws them, from a ctnetlink dump taken \
+               by sockwatch on its own slower interval (never /proc/net/nf_conntrack).",
+        fields: &[
+            field!("established", "Established", "TCP entries in ESTABLISHED.", "AREA", Kind::Gauge, |s| breakdown(
+                s,
+                |b| b.tcp[3]
+            )),
+            field!("fin_wait", "FIN_WAIT", "TCP entries in FIN_WAIT.", "STACK", Kind::Gauge, |s| breakdown(s, |b| b
+                .tcp[4])),
+            field!("time_wait", "TIME_WAIT", "TCP entries in TIME_WAIT.", "STACK", Kind::Gauge, |s| breakdown(
+                s,
+                |b| b.tcp[7]
+            )),
+            field!("syn_sent", "SYN_SENT", "TCP entries in SYN_SENT.", "STACK", Kind::Gauge, |s| breakdown(s, |b| b
+                .tcp[1])),
+            field!("udp", "UDP connections", "UDP entries.", "STACK", Kind::Gauge, |s| breakdown(s, |b| b.udp)),
+            field!("assured", "Assured", "Entries that saw traffic both ways.", "LINE2", Kind::Gauge, |s| breakdown(
+                s,
+                |b| b.assured
+            )),
+            field!(
+                "nated",
+                "NATed",
+                "Entries whose reply addresses differ from the original's.",
+                "LINE1",
+                Kind::Gauge,
+                |s| { breakdown(s, |b| b.nated) }
+            ),
+            Field {
+                warning: Some(|s| ct_limit(s).map(|l| l * 0.8)),
+                critical: Some(|s| ct_limit(s).map(|l| l * 0.9)),
+                ..field!("total", "Total", "All entries.", "no", Kind::Gauge, |s| breakdown(s, |b| b.total))
+            },
+        ],
+        needs_breakdown: true,
+    },
+];
+
+/// The graphs offered, given whether the conntrack breakdown runs.
+pub fn graphs(breakdown: bool) -> impl Iterator<Item = &'static Graph> {
+    GRAPHS.iter().filter(move |g| breakdown || !g.needs_breakdown)
+}
+
+pub fn find(name: &str, breakdown: bool) -> Option<&'static Graph> {
+    graphs(breakdown).find(|g| g.name == name)
+}
+
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// `config` output of one graph (without the final `.` line).
+pub fn config(g: &Graph, snap: Option<&Snapshot>, out: &mut String) {
+    let _ = writeln!(out, "graph_title {}", g.title);
+    let _ = writeln!(out, "graph_args {}", g.args);
+    let _ = writeln!(out, "graph_vlabel {}", g.vlabel);
+    let _ = writeln!(out, "graph_category network");
+    let _ = writeln!(out, "graph_info {}", g.info);
+    let order: Vec<String> = g.fields.iter().map(|f| clean_fieldname(f.name)).collect();
+    let _ = writeln!(out, "graph_order {}", order.join(" "));
+    for (f, name) in g.fields.iter().zip(&order) {
+        let _ = writeln!(out, "{name}.label {}", f.label);
+        let _ = writeln!(out, "{name}.info {}", f.info);
+        if f.draw == "no" {
+            let _ = writeln!(out, "{name}.graph no");
+        } else {
+            let _ = writeln!(out, "{name}.draw {}", f.draw);
+        }
+        match f.kind {
+            Kind::Gauge => {
+                let _ = writeln!(out, "{name}.type GAUGE");
+            }
+            Kind::Derive => {
+                let _ = writeln!(out, "{name}.type DERIVE\n{name}.min 0");
+            }
+        }
+        for (key, threshold) in [("warning", f.warning), ("critical", f.critical)] {
+            if let Some(v) = threshold.zip(snap).and_then(|(t, s)| t(s)) {
+                let _ = writeln!(out, "{name}.{key} {}", number(v));
+            }
+        }
+    }
+}
+
+/// `fetch` output of one graph: `field.value N`, or `U` when unknown (no snapshot yet,
+/// or the source is down).
+pub fn fetch(g: &Graph, snap: Option<&Snapshot>, out: &mut String) {
+    for f in g.fields {
+        let name = clean_fieldname(f.name);
+        match snap.and_then(f.value) {
+            Some(v) => {
+                let _ = writeln!(out, "{name}.value {}", number(v));
+            }
+            None => {
+                let _ = writeln!(out, "{name}.value U");
+            }
+        }
+    }
+}
+
+/// The multigraph form: every graph under its own `multigraph sockwatch_NAME` header.
+pub fn multigraph(snap: Option<&Snapshot>, breakdown: bool, with_config: bool, with_values: bool, out: &mut String) {
+    for g in graphs(breakdown) {
+        let _ = writeln!(out, "multigraph sockwatch_{}", g.name);
+        if with_config {
+            config(g, snap, out);
+        }
+        if with_values {
+            fetch(g, snap, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fieldnames_follow_munin_rules() {
+        assert_eq!(clean_fieldname("time_wait"), "time_wait");
+        assert_eq!(clean_fieldname("10.0.0.1:80"), "_10_0_0_1_80");
+        assert_eq!(clean_fieldname("a-b c"), "a_b_c");
+        assert_eq!(clean_fieldname(""), "_");
+        for g in GRAPHS {
+            for f in g.fields {
+                assert_eq!(clean_fieldname(f.name), f.name, "{}: field names are already clean", g.name);
+                assert!(f.name.len() <= 19, "{} is long", f.name);
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_snapshot_every_field_is_unknown() {
+        for g in GRAPHS {
+            let mut out = String::new();
+            fetch(g, None, &mut out);
+            assert_eq!(out.lines().count(), g.fields.len());
+            assert!(out.lines().all(|l| l.ends_with(".value U")), "{out}");
+            let mut cfg = String::new();
+            config(g, None, &mut cfg);
+            assert!(cfg.contains("graph_category network\n"));
+            assert!(!cfg.contains(".warning"), "no thresholds without limits: {cfg}");
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(number(28232.0), "28232");
+        assert_eq!(number(96.0), "96");
+        assert_eq!(number(97.25), "97.250");
+    }
+}

@@ -1,0 +1,344 @@
+//! Conntrack entries by protocol and TCP state, from a ctnetlink dump (`NETLINK_NETFILTER`,
+//! `IPCTNL_MSG_CT_GET` with `NLM_F_DUMP`): what munin's fw_conntrack plugin counts, without
+//! ever reading `/proc/net/nf_conntrack`.
+//!
+//! A full dump walks the whole table, so it runs on its own slower interval
+//! (`--conntrack.breakdown-interval`) and never delays the other sources. It needs
+//! CAP_NET_ADMIN: without it the kernel answers EPERM and the source is down.
+//!
+//! Each entry is parsed in place from the receive buffer (nested attributes walked with
+//! `NlasIterator` over slices): no allocation per entry.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use netlink_packet_core::{NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+use super::SourceError;
+
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const NFGENMSG_LEN: usize = 4;
+
+// Attribute numbers (include/uapi/linux/netfilter/nfnetlink_conntrack.h).
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_STATUS: u16 = 3;
+const CTA_PROTOINFO: u16 = 4;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+const IPS_ASSURED: u32 = 1 << 2;
+
+/// Conntrack's TCP states (`enum tcp_conntrack`), indexed by number.
+pub const CT_TCP_STATES: [&str; 10] = [
+    "none",
+    "syn_sent",
+    "syn_recv",
+    "established",
+    "fin_wait",
+    "close_wait",
+    "last_ack",
+    "time_wait",
+    "close",
+    "syn_sent2",
+];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Breakdown {
+    /// TCP entries by conntrack state number ([`CT_TCP_STATES`]).
+    pub tcp: [u64; 10],
+    pub udp: u64,
+    pub icmp: u64,
+    pub other: u64,
+    /// Entries that saw traffic in both directions (`IPS_ASSURED`).
+    pub assured: u64,
+    /// Entries whose reply tuple's addresses are not the original's swapped (NAT), as
+    /// fw_conntrack decides it.
+    pub nated: u64,
+    pub total: u64,
+}
+
+impl Breakdown {
+    pub fn tcp_total(&self) -> u64 {
+        self.tcp.iter().sum()
+    }
+}
+
+/// Addresses of one tuple, as slices of the receive buffer.
+#[derive(Default)]
+struct Tuple<'a> {
+    src: &'a [u8],
+    dst: &'a [u8],
+    proto: Option<u8>,
+}
+
+/// Walks one level of netlink attributes: `(type without flags, payload)`, zero-copy.
+/// A malformed attribute ends the walk of that level; the entry is still counted.
+fn nlas(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes([*buf.first()?, *buf.get(1)?]));
+        let kind = u16::from_ne_bytes([*buf.get(2)?, *buf.get(3)?]) & 0x3fff;
+        let value = buf.get(4..len)?;
+        buf = buf.get((len + 3) & !3..).unwrap_or(&[]);
+        Some((kind, value))
+    })
+}
+
+fn parse_tuple(buf: &[u8]) -> Tuple<'_> {
+    let mut t = Tuple::default();
+    for (kind, value) in nlas(buf) {
+        match kind {
+            CTA_TUPLE_IP => {
+                for (k, v) in nlas(value) {
+                    match k {
+                        CTA_IP_V4_SRC | CTA_IP_V6_SRC => t.src = v,
+                        CTA_IP_V4_DST | CTA_IP_V6_DST => t.dst = v,
+                        _ => {}
+                    }
+                }
+            }
+            CTA_TUPLE_PROTO => {
+                t.proto = nlas(value).find(|(k, _)| *k == CTA_PROTO_NUM).and_then(|(_, v)| v.first().copied())
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+/// Counts one entry (the attributes after the nfgenmsg header).
+pub fn count_entry(attrs: &[u8], b: &mut Breakdown) {
+    let (mut orig, mut reply, mut status, mut tcp_state) = (Tuple::default(), Tuple::default(), 0u32, None);
+    for (kind, value) in nlas(attrs) {
+        match kind {
+            CTA_TUPLE_ORIG => orig = parse_tuple(value),
+            CTA_TUPLE_REPLY => reply = parse_tuple(value),
+            CTA_STATUS if value.len() >= 4 => status = u32::from_be_bytes([value[0], value[1], value[2], value[3]]),
+            CTA_PROTOINFO => {
+                tcp_state = nlas(value)
+                    .find(|(k, _)| *k == CTA_PROTOINFO_TCP)
+                    .and_then(|(_, tcp)| nlas(tcp).find(|(k, _)| *k == CTA_PROTOINFO_TCP_STATE))
+                    .and_then(|(_, v)| v.first().copied())
+            }
+            _ => {}
+        }
+    }
+    b.total += 1;
+    match orig.proto {
+        Some(6) => {
+            if let Some(n) = tcp_state.and_then(|s| b.tcp.get_mut(usize::from(s))) {
+                *n += 1;
+            }
+        }
+        Some(17) => b.udp += 1,
+        Some(1) | Some(58) => b.icmp += 1,
+        _ => b.other += 1,
+    }
+    if status & IPS_ASSURED != 0 {
+        b.assured += 1;
+    }
+    if !reply.src.is_empty() && (orig.src != reply.dst || orig.dst != reply.src) {
+        b.nated += 1;
+    }
+}
+
+/// Parses one datagram of the dump. Returns true when the dump is complete.
+pub fn parse_datagram(data: &[u8], seq: u32, b: &mut Breakdown) -> Result<bool, SourceError> {
+    let mut off = 0;
+    while off < data.len() {
+        let nl = NetlinkBuffer::new_checked(&data[off..])
+            .map_err(|e| SourceError::Netlink(format!("ctnetlink: malformed message at offset {off}: {e}")))?;
+        let len = nl.length() as usize;
+        if nl.sequence_number() == seq {
+            let payload = nl.payload();
+            match nl.message_type() {
+                NLMSG_DONE => return Ok(true),
+                NLMSG_ERROR => {
+                    let code = payload.get(..4).map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]])).unwrap_or(0);
+                    if code == 0 {
+                        return Ok(true);
+                    }
+                    let err = io::Error::from_raw_os_error(code.saturating_neg());
+                    let hint = if -code == libc::EPERM { " (needs CAP_NET_ADMIN)" } else { "" };
+                    return Err(SourceError::Netlink(format!("ctnetlink dump refused: {err}{hint}")));
+                }
+                t if t >> 8 == NFNL_SUBSYS_CTNETLINK => {
+                    if let Some(attrs) = payload.get(NFGENMSG_LEN..) {
+                        count_entry(attrs, b);
+                    }
+                }
+                _ => {}
+            }
+        }
+        off += (len + 3) & !3;
+    }
+    Ok(false)
+}
+
+/// A ctnetlink socket and its reusable buffer.
+pub struct CtDump {
+    sock: Option<Socket>,
+    buf: Box<[u8]>,
+    seq: u32,
+}
+
+impl Default for CtDump {
+    fn default() -> Self {
+        CtDump { sock: None, buf: vec![0u8; 64 * 1024].into_boxed_slice(), seq: 0 }
+    }
+}
+
+impl CtDump {
+    fn open() -> io::Result<Socket> {
+        let mut sock = Socket::new(NETLINK_NETFILTER)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        let tv = libc::timeval { tv_sec: 30, tv_usec: 0 };
+        // SAFETY: valid fd and a correctly sized timeval.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sock)
+    }
+
+    fn request(seq: u32) -> [u8; 20] {
+        let mut r = [0u8; 20];
+        r[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        r[4..6].copy_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes());
+        r[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        r[8..12].copy_from_slice(&seq.to_ne_bytes());
+        // nfgenmsg: family AF_UNSPEC (every family), version 0, res_id 0.
+        r
+    }
+
+    /// Dumps the whole table of this network namespace.
+    pub fn read(&mut self) -> Result<Breakdown, SourceError> {
+        let result = self.try_read();
+        if result.is_err() {
+            self.sock = None;
+        }
+        result
+    }
+
+    fn try_read(&mut self) -> Result<Breakdown, SourceError> {
+        let err = |what: &str, e: io::Error| SourceError::Netlink(format!("ctnetlink {what}: {e}"));
+        if self.sock.is_none() {
+            self.sock = Some(Self::open().map_err(|e| err("socket", e))?);
+        }
+        let sock = self.sock.as_ref().expect("opened above");
+        self.seq = self.seq.wrapping_add(1);
+        sock.send(&Self::request(self.seq), 0).map_err(|e| err("send", e))?;
+        let mut b = Breakdown::default();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let mut window: &mut [u8] = &mut self.buf[..];
+            let n = sock.recv(&mut window, libc::MSG_TRUNC).map_err(|e| err("recv", e))?;
+            if n > self.buf.len() {
+                return Err(SourceError::Netlink(format!("ctnetlink datagram of {n} bytes truncated")));
+            }
+            if n == 0 {
+                return Err(SourceError::Netlink("ctnetlink socket closed mid-dump".into()));
+            }
+            if parse_datagram(&self.buf[..n], self.seq, &mut b)? {
+                return Ok(b);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(SourceError::Netlink("ctnetlink dump took longer than 120 s, abandoned".into()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds one attribute (type, payload), padded to 4 bytes.
+    fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let len = 4 + payload.len();
+        let mut v = (len as u16).to_ne_bytes().to_vec();
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(payload);
+        v.resize((len + 3) & !3, 0);
+        v
+    }
+    fn nested(kind: u16, children: &[Vec<u8>]) -> Vec<u8> {
+        nla(kind | 0x8000, &children.concat())
+    }
+    fn tuple(src: [u8; 4], dst: [u8; 4], proto: u8) -> Vec<u8> {
+        [
+            nested(CTA_TUPLE_IP, &[nla(CTA_IP_V4_SRC, &src), nla(CTA_IP_V4_DST, &dst)]),
+            nested(CTA_TUPLE_PROTO, &[nla(CTA_PROTO_NUM, &[proto])]),
+        ]
+        .concat()
+    }
+    fn entry(proto: u8, tcp_state: Option<u8>, status: u32, reply_src: [u8; 4]) -> Vec<u8> {
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let mut v = vec![
+            nested(CTA_TUPLE_ORIG, &[tuple(a, b, proto)]),
+            nested(CTA_TUPLE_REPLY, &[tuple(reply_src, a, proto)]),
+            nla(CTA_STATUS, &status.to_be_bytes()),
+        ];
+        if let Some(s) = tcp_state {
+            v.push(nested(CTA_PROTOINFO, &[nested(CTA_PROTOINFO_TCP, &[nla(CTA_PROTOINFO_TCP_STATE, &[s])])]));
+        }
+        v.concat()
+    }
+
+    #[test]
+    fn counts_like_fw_conntrack() {
+        let mut b = Breakdown::default();
+        count_entry(&entry(6, Some(3), IPS_ASSURED, [10, 0, 0, 2]), &mut b);
+        count_entry(&entry(6, Some(7), IPS_ASSURED, [10, 0, 0, 2]), &mut b);
+        count_entry(&entry(6, Some(1), 0, [10, 0, 0, 2]), &mut b);
+        count_entry(&entry(17, None, 0, [10, 0, 0, 2]), &mut b);
+        // DNAT: the reply comes from another address.
+        count_entry(&entry(6, Some(3), IPS_ASSURED, [192, 168, 9, 9]), &mut b);
+        count_entry(&entry(1, None, 0, [10, 0, 0, 2]), &mut b);
+        assert_eq!(b.tcp[3], 2);
+        assert_eq!(b.tcp[7], 1);
+        assert_eq!(b.tcp[1], 1);
+        assert_eq!((b.udp, b.icmp, b.other, b.total), (1, 1, 0, 6));
+        assert_eq!(b.assured, 3);
+        assert_eq!(b.nated, 1);
+    }
+
+    #[test]
+    fn garbage_never_panics_and_still_counts() {
+        let mut b = Breakdown::default();
+        for junk in [&[][..], &[1, 2, 3], &[255; 64], &[4, 0, 1, 0, 9, 9, 9, 9]] {
+            count_entry(junk, &mut b);
+        }
+        assert_eq!(b.total, 4);
+        assert_eq!(b.other, 4);
+    }
+
+    #[test]
+    fn eperm_names_the_capability() {
+        let mut msg = vec![0u8; 36];
+        msg[0..4].copy_from_slice(&36u32.to_ne_bytes());
+        msg[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        msg[8..12].copy_from_slice(&5u32.to_ne_bytes());
+        msg[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
+        let e = parse_datagram(&msg, 5, &mut Breakdown::default()).unwrap_err().to_string();
+        assert!(e.contains("CAP_NET_ADMIN"), "{e}");
+    }
+}
