@@ -54,12 +54,19 @@ pub struct Cli {
     pub flags: Flags,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Run the daemon: sample in the background, serve /metrics (the default).
     Serve,
     /// Take one sample, print it in Prometheus text format, exit.
     Sample,
+    /// Act as a munin-node plugin (what munin-plugin/sockwatch_ runs).
+    MuninPlugin {
+        /// The plugin's name or path: sockwatch_<graph> or sockwatch_multigraph.
+        plugin: String,
+        /// config, autoconf, suggest, or nothing to fetch.
+        action: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -99,7 +106,7 @@ pub struct Flags {
     pub conntrack_breakdown_interval: Option<String>,
     /// Unix socket for the Munin protocol shim; "" disables it [default: /run/sockwatch/munin.sock].
     #[arg(long = "munin.socket", value_name = "PATH", global = true)]
-    pub munin_socket: Option<PathBuf>,
+    pub munin_socket: Option<String>,
     /// Also speak the Munin protocol on this TCP address (off by default).
     #[arg(long = "munin.listen-address", value_name = "ADDR", global = true)]
     pub munin_listen_address: Option<String>,
@@ -177,7 +184,7 @@ struct ConntrackSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct MuninSection {
-    socket: Option<PathBuf>,
+    socket: Option<String>,
     listen_address: Option<String>,
     max_clients: Option<usize>,
     idle_timeout: Option<String>,
@@ -338,7 +345,7 @@ impl Config {
                     "munin.socket",
                     path,
                     Some(PathBuf::from(DEFAULT_MUNIN_SOCKET)),
-                    |v| Ok((!v.as_os_str().is_empty()).then_some(v)),
+                    |v| Ok((!v.is_empty()).then(|| PathBuf::from(v))),
                 )?,
                 listen_address: setting(
                     f.munin_listen_address,

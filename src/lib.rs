@@ -7,6 +7,8 @@
 pub mod config;
 pub mod exporter;
 pub mod http;
+pub mod munin;
+pub mod munin_plugin;
 pub mod sampler;
 pub mod snapshot;
 pub mod sources;

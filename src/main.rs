@@ -9,10 +9,21 @@ use tokio::sync::watch;
 
 use sockwatch::config::{Cli, Command, Config};
 use sockwatch::http::{self, Web};
+use sockwatch::munin::{self, Shim};
+use sockwatch::munin_plugin;
 use sockwatch::sampler::{self, Sampler};
 
 fn main() -> ExitCode {
+    // Linked as a munin plugin (sockwatch_<graph>): munin-node passes only the action.
+    let argv0 = std::env::args().next().unwrap_or_default();
+    if argv0.rsplit('/').next().is_some_and(|n| n.starts_with("sockwatch_")) {
+        let action = std::env::args().nth(1);
+        return munin_plugin::run(&argv0, action.as_deref());
+    }
     let cli = Cli::parse(); // usage errors exit 2 with clap's message
+    if let Some(Command::MuninPlugin { plugin, action }) = &cli.command {
+        return munin_plugin::run(plugin, action.as_deref());
+    }
     let config = match Config::load(&cli.flags) {
         Ok(c) => c,
         Err(e) => {
@@ -28,6 +39,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Sample => sample_once(&config),
         Command::Serve => serve(config),
+        Command::MuninPlugin { .. } => unreachable!("handled before logging is set up"),
     }
 }
 
@@ -71,7 +83,13 @@ fn serve(config: Config) -> ExitCode {
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (latest_tx, latest_rx) = watch::channel(None);
-        let sampler = Sampler::new(&config);
+        let mut sampler = Sampler::new(&config);
+        if config.conntrack_breakdown {
+            let slot = sampler::BreakdownSlot::default();
+            sampler.share_breakdown(slot.clone());
+            tokio::spawn(sampler::run_breakdown(config.conntrack_breakdown_interval, slot, shutdown_rx.clone()));
+        }
+        let munin_tasks = start_munin(&config, latest_rx.clone(), &shutdown_rx).await;
         let mut sampler_task = tokio::spawn(sampler::run(sampler, latest_tx, shutdown_rx.clone()));
         let web = Arc::new(Web { latest: latest_rx, telemetry_path: config.telemetry_path.clone() });
         let http_task = tokio::spawn(http::serve(listener, web, shutdown_rx));
@@ -88,8 +106,46 @@ fn serve(config: Config) -> ExitCode {
         };
         let _ = shutdown_tx.send(true);
         let _ = http_task.await;
+        for task in munin_tasks {
+            let _ = task.await; // removes the Munin socket file
+        }
         code
     })
+}
+
+/// Starts the Munin shim's listeners. A socket that cannot be created is one warning,
+/// not a failure: HTTP keeps serving (e.g. `cargo run` as a user cannot write /run).
+async fn start_munin(
+    config: &Config,
+    latest: sampler::Latest,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let m = &config.munin;
+    let mut tasks = Vec::new();
+    if m.socket.is_none() && m.listen_address.is_none() {
+        return tasks;
+    }
+    let shim =
+        Arc::new(Shim::new(latest, munin::hostname(), config.conntrack_breakdown, m.max_clients, m.idle_timeout));
+    if let Some(path) = &m.socket {
+        match munin::bind_unix(path) {
+            Ok(listener) => {
+                tracing::info!(socket = %path.display(), "munin shim listening");
+                tasks.push(tokio::spawn(munin::serve_unix(listener, path.clone(), shim.clone(), shutdown.clone())));
+            }
+            Err(e) => tracing::warn!("munin socket disabled: {e} (set --munin.socket, or \"\" to silence this)"),
+        }
+    }
+    if let Some(addr) = m.listen_address {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(address = %listener.local_addr().map_or(addr, |a| a), "munin shim listening");
+                tasks.push(tokio::spawn(munin::serve_tcp(listener, shim, shutdown.clone())));
+            }
+            Err(e) => tracing::warn!("munin TCP listener disabled: cannot listen on {addr}: {e}"),
+        }
+    }
+    tasks
 }
 
 /// Resolves on SIGTERM or SIGINT, naming which.

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -126,45 +125,6 @@ fn sample_output_passes_promtool() {
             .unwrap();
         let printed = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
         assert!(o.status.success() && printed.trim().is_empty(), "promtool on {procfs}: {printed}");
-    }
-}
-
-/// The daemon on 127.0.0.1, an ephemeral port read back from its log.
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Served {
-    fn start(extra: &[&str]) -> Served {
-        let interval = if extra.contains(&"--interval") { &[][..] } else { &["--interval", "1s"][..] };
-        let mut child = Command::new(BIN)
-            .args(["--web.listen-address", "127.0.0.1:0"])
-            .args(interval)
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut addr = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(rest) = line.split("address=").nth(1) {
-                addr = Some(rest.split_whitespace().next().unwrap().to_owned());
-            }
-            if line.contains("first sample published") {
-                break;
-            }
-        }
-        std::thread::spawn(move || lines.for_each(drop));
-        Served { child, addr: addr.expect("daemon logged its address") }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

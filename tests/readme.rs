@@ -10,9 +10,13 @@ fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
 }
 
-/// Metric names in the README's metrics table (rows starting with "| `sockwatch_").
+/// Metric names in the README's metrics table (rows starting with "| `sockwatch_" in the
+/// "## Metrics" section).
 fn documented() -> BTreeSet<String> {
-    readme()
+    let text = readme();
+    let section = text.split("\n## Metrics\n").nth(1).expect("a ## Metrics section");
+    let section = section.split("\n## ").next().unwrap();
+    section
         .lines()
         .filter_map(|l| l.strip_prefix("| `sockwatch_"))
         .map(|rest| format!("sockwatch_{}", rest.split('`').next().unwrap()))
@@ -34,6 +38,18 @@ fn every_emitted_metric_is_documented() {
     let docs = documented();
     let missing: Vec<_> = emitted.difference(&docs).collect();
     assert!(missing.is_empty(), "emitted but not in README's metric table: {missing:?}");
+    // Also every name the exporter can emit (some need privileges or options to appear).
+    let code = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/exporter/prometheus.rs")).unwrap();
+    let literals: BTreeSet<String> = code
+        .split('"')
+        .filter(|s| {
+            s.starts_with("sockwatch_") && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(literals.len() >= emitted.len(), "{literals:?}");
+    let missing: Vec<_> = literals.difference(&docs).collect();
+    assert!(missing.is_empty(), "in the exporter but not in README's metric table: {missing:?}");
 }
 
 #[test]

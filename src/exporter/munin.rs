@@ -293,12 +293,9 @@ pub fn find(name: &str, breakdown: bool) -> Option<&'static Graph> {
     graphs(breakdown).find(|g| g.name == name)
 }
 
+/// Shortest decimal form: `28232`, `209715.2`.
 fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v:.3}")
-    }
+    format!("{v}")
 }
 
 /// `config` output of one graph (without the final `.` line).
@@ -399,6 +396,7 @@ mod tests {
     fn numbers() {
         assert_eq!(number(28232.0), "28232");
         assert_eq!(number(96.0), "96");
-        assert_eq!(number(97.25), "97.250");
+        assert_eq!(number(97.25), "97.25");
+        assert_eq!(number(262144.0 * 0.8), "209715.2");
     }
 }

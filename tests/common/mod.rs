@@ -156,6 +156,16 @@ impl Drop for Netns {
     }
 }
 
+/// Test daemons share the host's filesystem: unless a test names a Munin socket, none is
+/// created (the default /run/sockwatch/munin.sock would be contended).
+fn default_munin_off(extra: &[&str]) -> &'static [&'static str] {
+    if extra.contains(&"--munin.socket") {
+        &[]
+    } else {
+        &["--munin.socket", ""]
+    }
+}
+
 /// The daemon running inside a namespace; killed on drop.
 pub struct Daemon {
     pub child: Child,
@@ -170,6 +180,7 @@ impl Daemon {
         let addr = format!("127.0.0.1:{port}");
         let mut args = vec!["netns", "exec", &ns.name, BIN, "serve", "--web.listen-address", &addr];
         args.extend_from_slice(extra);
+        args.extend_from_slice(default_munin_off(extra));
         let mut child = Command::new("ip")
             .args(&args)
             .stdout(Stdio::null())
@@ -263,4 +274,44 @@ pub fn sockstat_field(ns: &Netns, file: &str, prefix: &str, field: &str) -> u64 
     let toks: Vec<&str> = line.split_whitespace().collect();
     let i = toks.iter().position(|t| *t == field).unwrap_or_else(|| panic!("no {field} in {line}"));
     toks[i + 1].parse().unwrap()
+}
+
+/// The daemon on 127.0.0.1, an ephemeral port read back from its log.
+pub struct Served {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Served {
+    pub fn start(extra: &[&str]) -> Served {
+        let interval = if extra.contains(&"--interval") { &[][..] } else { &["--interval", "1s"][..] };
+        let mut child = Command::new(BIN)
+            .args(["--web.listen-address", "127.0.0.1:0"])
+            .args(interval)
+            .args(default_munin_off(extra))
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split(" serving address=").nth(1) {
+                addr = Some(rest.split_whitespace().next().unwrap().to_owned());
+            }
+            if line.contains("first sample published") {
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        Served { child, addr: addr.expect("daemon logged its address") }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,177 @@
+//! The munin-node plugin: the `sockwatch` binary itself, run by munin-node through the
+//! wildcard wrapper `munin-plugin/sockwatch_` (or linked directly as `sockwatch_<graph>`).
+//!
+//! It relays `config` and fetch to the daemon's Munin socket with a hard deadline of
+//! [`DEADLINE`]. When the daemon is down or slow it still answers at once: `config` from
+//! the static graph definitions, fetch with `U` for every field, exit status 0, so it
+//! never hangs munin-node and the graphs show a gap instead of stale numbers.
+//!
+//! Environment (set in plugin-conf.d): `socket`, the daemon's Munin socket
+//! (default `/run/sockwatch/munin.sock`); `MUNIN_CAP_MULTIGRAPH`, set by munin-node.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::config::DEFAULT_MUNIN_SOCKET;
+use crate::exporter::munin::{self as graphs, Graph};
+use crate::munin::MULTIGRAPH_SERVICE;
+
+/// The longest the plugin waits for the daemon, all steps together.
+pub const DEADLINE: Duration = Duration::from_secs(2);
+/// The link name of the multigraph form.
+pub const MULTIGRAPH_PLUGIN: &str = "sockwatch_multigraph";
+
+enum Target {
+    One(&'static Graph),
+    Multigraph,
+}
+
+fn socket_path() -> String {
+    std::env::var("socket").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_MUNIN_SOCKET.to_owned())
+}
+
+/// Asks the daemon: sends `commands`, returns the lines of the last answer (up to `.`).
+fn ask(path: &str, commands: &[String]) -> Result<Vec<String>, String> {
+    let start = Instant::now();
+    let left = || DEADLINE.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+    let stream = UnixStream::connect(path).map_err(|e| format!("cannot connect to {path}: {e}"))?;
+    stream.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+    let mut w = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| format!("no greeting from {path}: {e}"))?;
+    if !line.starts_with("# munin node at ") {
+        return Err(format!("{path} did not greet like a munin node: {line:?}"));
+    }
+    let mut answer = Vec::new();
+    for (i, cmd) in commands.iter().enumerate() {
+        w.write_all(format!("{cmd}\n").as_bytes()).map_err(|e| format!("writing to {path}: {e}"))?;
+        let multiline = cmd.starts_with("config") || cmd.starts_with("fetch");
+        answer.clear();
+        loop {
+            r.get_ref().set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+            line.clear();
+            let n = r.read_line(&mut line).map_err(|e| format!("reading from {path}: {e}"))?;
+            if n == 0 {
+                return Err(format!("{path} closed the connection"));
+            }
+            let l = line.trim_end_matches('\n');
+            if multiline && l == "." {
+                break;
+            }
+            answer.push(l.to_owned());
+            if !multiline {
+                break;
+            }
+        }
+        if i + 1 == commands.len() {
+            let _ = w.write_all(b"quit\n");
+        }
+    }
+    Ok(answer)
+}
+
+/// `ask` with a hard deadline: a daemon that accepts and never answers, or a connect
+/// stuck on a full backlog, cannot hold the plugin past [`DEADLINE`].
+fn ask_with_deadline(commands: Vec<String>) -> Result<Vec<String>, String> {
+    let path = socket_path();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(ask(&path, &commands));
+    });
+    rx.recv_timeout(DEADLINE + Duration::from_millis(100))
+        .unwrap_or_else(|_| Err(format!("the daemon did not answer within {}s", DEADLINE.as_secs())))
+}
+
+/// Runs the plugin. `name` is the plugin's file name (argv[0] or the wrapper's `$0`);
+/// `action` is munin's argument: `config`, `autoconf`, `suggest`, or none for fetch.
+pub fn run(name: &str, action: Option<&str>) -> ExitCode {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let multigraph_cap = std::env::var("MUNIN_CAP_MULTIGRAPH").is_ok_and(|v| v == "1");
+    let mut out = String::new();
+    match action.unwrap_or("fetch") {
+        "autoconf" => {
+            match ask_with_deadline(vec!["version".into()]) {
+                Ok(_) => out.push_str("yes\n"),
+                Err(e) => out.push_str(&format!("no ({e})\n")),
+            }
+            print!("{out}");
+            return ExitCode::SUCCESS;
+        }
+        "suggest" => {
+            // The daemon knows whether the breakdown graph exists; without it, the static set.
+            let names = match ask_with_deadline(vec!["list".into()]) {
+                Ok(lines) => lines.first().cloned().unwrap_or_default(),
+                Err(_) => graphs::graphs(false).map(|g| format!("sockwatch_{}", g.name)).collect::<Vec<_>>().join(" "),
+            };
+            for n in names.split_whitespace() {
+                if let Some(suffix) = n.strip_prefix("sockwatch_") {
+                    out.push_str(suffix);
+                    out.push('\n');
+                }
+            }
+            print!("{out}");
+            return ExitCode::SUCCESS;
+        }
+        "config" | "fetch" => {}
+        other => {
+            eprintln!("{base}: unknown argument {other:?} (expected config, autoconf, suggest or none)");
+            return ExitCode::from(1);
+        }
+    }
+    let config = action == Some("config");
+    let target = if base == MULTIGRAPH_PLUGIN {
+        if !multigraph_cap {
+            println!("# {base} needs a multigraph-capable munin-node (MUNIN_CAP_MULTIGRAPH=1)");
+            return ExitCode::SUCCESS;
+        }
+        Target::Multigraph
+    } else {
+        let graph = base.strip_prefix("sockwatch_").and_then(|g| graphs::find(g, true));
+        match graph {
+            Some(g) => Target::One(g),
+            None => {
+                eprintln!(
+                    "{base}: not a sockwatch graph; link the plugin as sockwatch_<graph> (see `{base} suggest`) \
+                     or {MULTIGRAPH_PLUGIN}"
+                );
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let verb = if config { "config" } else { "fetch" };
+    let (commands, service) = match &target {
+        Target::One(g) => (vec![format!("{verb} sockwatch_{}", g.name)], format!("sockwatch_{}", g.name)),
+        Target::Multigraph => {
+            (vec!["cap multigraph".into(), format!("{verb} {MULTIGRAPH_SERVICE}")], MULTIGRAPH_SERVICE.to_owned())
+        }
+    };
+    match ask_with_deadline(commands) {
+        Ok(lines) if lines.first().is_none_or(|l| !l.starts_with("# Unknown")) => {
+            for l in lines {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+        result => {
+            let why = match result {
+                Err(e) => e,
+                Ok(_) => format!("the daemon does not serve {service} (conntrack breakdown off?)"),
+            };
+            // stderr lines starting with "# " are not logged as errors by munin-node.
+            eprintln!("# {base}: {why}; answering without it");
+            match target {
+                Target::One(g) if config => graphs::config(g, None, &mut out),
+                Target::One(g) => graphs::fetch(g, None, &mut out),
+                Target::Multigraph => graphs::multigraph(None, false, config, !config, &mut out),
+            }
+        }
+    }
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+    ExitCode::SUCCESS
+}

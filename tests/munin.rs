@@ -1,0 +1,501 @@
+//! The Munin side: the protocol shim spoken raw (limits included), the plugin with the
+//! daemon up, down and stuck, a real munin-node running our plugin, and the conntrack
+//! breakdown against `conntrack -L`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PLUGIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/munin-plugin/sockwatch_");
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sockwatch-munin-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A session on the shim's Unix socket.
+struct Session {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl Session {
+    fn open(path: &Path) -> Session {
+        let s = UnixStream::connect(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut session = Session { w: s.try_clone().unwrap(), r: BufReader::new(s) };
+        let greeting = session.line();
+        assert!(greeting.starts_with("# munin node at "), "{greeting:?}");
+        session
+    }
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).unwrap();
+        l
+    }
+    fn send(&mut self, cmd: &[u8]) {
+        self.w.write_all(cmd).unwrap();
+    }
+    /// Sends a command answered by one line.
+    fn ask_line(&mut self, cmd: &str) -> String {
+        self.send(format!("{cmd}\n").as_bytes());
+        self.line()
+    }
+    /// Sends a command answered by lines up to ".".
+    fn ask(&mut self, cmd: &str) -> Vec<String> {
+        self.send(format!("{cmd}\n").as_bytes());
+        let mut out = Vec::new();
+        loop {
+            let l = self.line();
+            assert!(!l.is_empty(), "connection closed during {cmd}");
+            if l == ".\n" {
+                return out;
+            }
+            out.push(l.trim_end().to_owned());
+        }
+    }
+}
+
+/// `field.value N` lines into a map (`U` as NaN).
+fn values(lines: &[String]) -> HashMap<String, f64> {
+    lines
+        .iter()
+        .filter_map(|l| l.split_once(".value "))
+        .map(|(k, v)| (k.to_owned(), if v == "U" { f64::NAN } else { v.parse().unwrap() }))
+        .collect()
+}
+
+fn metric_sum(m: &HashMap<String, f64>, prefix: &str) -> f64 {
+    m.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum()
+}
+
+/// The munin fetch values must be the Prometheus values of the same snapshot.
+fn assert_same_snapshot(tcp: &HashMap<String, f64>, ct: &HashMap<String, f64>, m: &HashMap<String, f64>) {
+    for state in ["established", "time_wait", "listen", "close_wait", "syn_recv"] {
+        let prom = metric_sum(m, &format!("sockwatch_tcp_sockets{{family=\"ipv4\",state=\"{state}\"}}"))
+            + metric_sum(m, &format!("sockwatch_tcp_sockets{{family=\"ipv6\",state=\"{state}\"}}"));
+        assert_eq!(tcp[state], prom, "{state}");
+    }
+    assert_eq!(tcp["max_tw"], value(m, "sockwatch_tcp_max_tw_buckets"));
+    assert_eq!(ct["entries"], value(m, "sockwatch_conntrack_entries"));
+    assert_eq!(ct["max"], value(m, "sockwatch_conntrack_entries_limit"));
+}
+
+#[test]
+fn shim_speaks_the_munin_protocol() {
+    let dir = tmpdir("proto");
+    let sock = dir.join("munin.sock");
+    let d = Served::start(&["--interval", "1h", "--munin.socket", sock.to_str().unwrap()]);
+    let mut s = Session::open(&sock);
+    let list = s.ask_line("list");
+    for g in ["tcp_states", "conntrack", "conntrack_errors", "ephemeral_ports", "listen_queue", "listen_drops"] {
+        assert!(list.split_whitespace().any(|n| n == format!("sockwatch_{g}")), "{g} in {list}");
+    }
+    assert!(s.ask_line("version").starts_with("munins node on "));
+    assert!(s.ask_line("\u{1}\u{ff}garbage").starts_with("# Unknown command"));
+    assert_eq!(s.ask("fetch sockwatch_nope"), vec!["# Unknown service"]);
+    let config = s.ask("config sockwatch_conntrack");
+    assert!(config.contains(&"graph_category network".to_owned()), "{config:?}");
+    let limit = value(&parse_metrics(&http_get(&d.addr, "/metrics").1), "sockwatch_conntrack_entries_limit");
+    assert!(config.contains(&format!("entries.warning {}", limit * 0.8)), "80 % of nf_conntrack_max: {config:?}");
+    assert!(config.contains(&format!("entries.critical {}", limit * 0.9)), "{config:?}");
+    let tcp = values(&s.ask("fetch sockwatch_tcp_states"));
+    let ct = values(&s.ask("fetch sockwatch_conntrack"));
+    let m = parse_metrics(&http_get(&d.addr, "/metrics").1);
+    assert_same_snapshot(&tcp, &ct, &m);
+    let pct = values(&s.ask("fetch sockwatch_ephemeral_ports"))["busiest"];
+    assert!((pct - 100.0 * value(&m, "sockwatch_ephemeral_port_utilization_max")).abs() < 1e-3);
+    // Multigraph negotiation.
+    assert_eq!(s.ask_line("cap multigraph dirtyconfig"), "cap multigraph dirtyconfig\n");
+    assert_eq!(s.ask_line("list"), "sockwatch\n");
+    let mg = s.ask("fetch sockwatch");
+    assert_eq!(mg.iter().filter(|l| l.starts_with("multigraph sockwatch_")).count(), 6, "{mg:?}");
+    s.send(b"quit\n");
+    assert_eq!(s.line(), "", "quit closes the session");
+}
+
+#[test]
+fn shim_limits_line_length_and_idle_clients() {
+    let dir = tmpdir("limits");
+    let sock = dir.join("munin.sock");
+    let _d = Served::start(&["--munin.socket", sock.to_str().unwrap(), "--munin.idle-timeout", "1s"]);
+    // An over-long line: a message, then the session ends.
+    let mut s = Session::open(&sock);
+    s.send(&[b'x'; 5000]);
+    assert!(s.line().starts_with("# line too long"));
+    assert_eq!(s.line(), "");
+    // A client that never sends: closed after the idle timeout.
+    let mut s = Session::open(&sock);
+    let start = Instant::now();
+    assert!(s.line().starts_with("# idle timeout"));
+    assert_eq!(s.line(), "");
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(3), "{waited:?}");
+}
+
+#[test]
+fn flood_of_clients_is_capped_and_metrics_stay_fast() {
+    let dir = tmpdir("flood");
+    let sock = dir.join("munin.sock");
+    let d = Served::start(&["--munin.socket", sock.to_str().unwrap(), "--munin.max-clients", "50"]);
+    let mut held = Vec::new();
+    let (mut greeted, mut refused) = (0, 0);
+    for _ in 0..200 {
+        let s = UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut first = String::new();
+        r.read_line(&mut first).unwrap();
+        if first.starts_with("# munin node at ") {
+            greeted += 1;
+        } else {
+            assert_eq!(first, "# too many connections, try again later\n");
+            refused += 1;
+        }
+        held.push(s);
+    }
+    assert_eq!((greeted, refused), (50, 150));
+    let start = Instant::now();
+    assert_eq!(http_get(&d.addr, "/metrics").0, 200);
+    assert!(start.elapsed() < Duration::from_secs(1), "/metrics took {:?} during the flood", start.elapsed());
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut s = Session::open(&sock); // slots are released
+    assert!(s.ask_line("list").contains("sockwatch_tcp_states"));
+}
+
+fn plugin(args: &[&str], socket: &Path, env: &[(&str, &str)]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = Command::new(PLUGIN)
+        .args(args)
+        .env("sockwatch_bin", BIN)
+        .env("socket", socket)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out, start.elapsed())
+}
+
+#[test]
+fn plugin_relays_to_the_daemon() {
+    let dir = tmpdir("plugin");
+    let sock = dir.join("munin.sock");
+    let d = Served::start(&["--interval", "1h", "--munin.socket", sock.to_str().unwrap()]);
+    let link = dir.join("sockwatch_tcp_states");
+    std::os::unix::fs::symlink(PLUGIN, &link).unwrap();
+    let run = |arg: Option<&str>| {
+        let out = Command::new(&link).args(arg).env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(run(Some("autoconf")), "yes\n");
+    let suggest = run(Some("suggest"));
+    assert_eq!(
+        suggest.lines().collect::<Vec<_>>(),
+        vec!["tcp_states", "conntrack", "conntrack_errors", "ephemeral_ports", "listen_queue", "listen_drops"]
+    );
+    assert!(run(Some("config")).contains("time_wait.warning "), "thresholds come from the daemon");
+    let tcp = values(&run(None).lines().map(str::to_owned).collect::<Vec<_>>());
+    let ct_link = dir.join("sockwatch_conntrack");
+    std::os::unix::fs::symlink(PLUGIN, &ct_link).unwrap();
+    let out = Command::new(&ct_link).env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    let ct = values(&String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect::<Vec<_>>());
+    assert_same_snapshot(&tcp, &ct, &parse_metrics(&http_get(&d.addr, "/metrics").1));
+    // The multigraph form, as munin-node runs it for a multigraph-capable master.
+    let mg = dir.join("sockwatch_multigraph");
+    std::os::unix::fs::symlink(PLUGIN, &mg).unwrap();
+    let out = Command::new(&mg)
+        .env("sockwatch_bin", BIN)
+        .env("socket", &sock)
+        .env("MUNIN_CAP_MULTIGRAPH", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.matches("multigraph sockwatch_").count(), 6, "{text}");
+    assert!(!text.contains("U\n"), "{text}");
+    let out = Command::new(&mg).env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("needs a multigraph-capable"));
+}
+
+#[test]
+fn plugin_without_daemon_prints_unknown_at_once() {
+    let dir = tmpdir("nodaemon");
+    let sock = dir.join("absent.sock");
+    let (out, took) = plugin(&["sockwatch_conntrack"], &sock, &[]);
+    // Through the wrapper with $0 = the wrapper itself: not a graph name.
+    assert!(!out.status.success());
+    let link = dir.join("sockwatch_conntrack");
+    std::os::unix::fs::symlink(PLUGIN, &link).unwrap();
+    let start = Instant::now();
+    let out = Command::new(&link).env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    let took2 = start.elapsed();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "entries.value U\nmax.value U\n");
+    assert!(took < Duration::from_secs(2) && took2 < Duration::from_secs(2), "{took:?} {took2:?}");
+    let out = Command::new(&link).arg("config").env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("entries.label "));
+    let out = Command::new(&link).arg("autoconf").env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("no ("), "{out:?}");
+}
+
+#[test]
+fn plugin_gives_up_on_a_stuck_daemon_within_the_deadline() {
+    let dir = tmpdir("stuck");
+    let sock = dir.join("stuck.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    // Accepts and never says a word.
+    let _hold = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().take(2) {
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let link = dir.join("sockwatch_tcp_states");
+    std::os::unix::fs::symlink(PLUGIN, &link).unwrap();
+    let start = Instant::now();
+    let out = Command::new(&link).env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    let took = start.elapsed();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 12);
+    assert!(text.lines().all(|l| l.ends_with(".value U")), "{text}");
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_millis(2600), "took {took:?}");
+}
+
+/// munin-node reads its plugins from /etc/munin/plugins and /etc/munin/plugin-conf.d with
+/// no option to move them, so it runs in a private mount namespace with our directories
+/// bind-mounted there: the host's munin configuration is never touched.
+#[test]
+fn real_munin_node_serves_our_values() {
+    if !require("real_munin_node_serves_our_values", &["munin-node", "munin-run", "unshare", "mount"]) {
+        return;
+    }
+    let dir = tmpdir("node");
+    let sock = dir.join("munin.sock");
+    let plugins = dir.join("plugins");
+    let conf_d = dir.join("plugin-conf.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&conf_d).unwrap();
+    for g in ["tcp_states", "conntrack", "ephemeral_ports"] {
+        std::os::unix::fs::symlink(PLUGIN, plugins.join(format!("sockwatch_{g}"))).unwrap();
+    }
+    std::fs::write(
+        conf_d.join("sockwatch"),
+        format!("[sockwatch_*]\nuser root\nenv.socket {}\nenv.sockwatch_bin {BIN}\n", sock.display()),
+    )
+    .unwrap();
+    let node_conf = dir.join("munin-node.conf");
+    std::fs::write(
+        &node_conf,
+        format!(
+            "log_level 4\nlog_file {d}/node.log\npid_file {d}/node.pid\nbackground 0\nsetsid 0\nuser root\ngroup root\n\
+             host 127.0.0.1\nport 4949\nallow ^127\\.0\\.0\\.1$\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+
+    let ns = Netns::new("munin");
+    let daemon = Daemon::start(&ns, 9822, &["--interval", "1h", "--munin.socket", sock.to_str().unwrap()]);
+
+    // munin-run: config and fetch of an installed plugin.
+    let munin_run = |plugin: &str, arg: &[&str]| -> String {
+        let out = Command::new("munin-run")
+            .args(["--config", node_conf.to_str().unwrap(), "--servicedir", plugins.to_str().unwrap()])
+            .args(["--sconfdir", conf_d.to_str().unwrap(), plugin])
+            .args(arg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "munin-run {plugin} {arg:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let config = munin_run("sockwatch_tcp_states", &["config"]);
+    assert!(config.contains("graph_title TCP sockets by state\n") && config.contains("time_wait.warning "), "{config}");
+    for line in config.lines() {
+        let key = line.split_whitespace().next().unwrap();
+        assert!(key.starts_with("graph_") || key.contains('.'), "not a munin config line: {line:?}");
+    }
+    let fetched = munin_run("sockwatch_tcp_states", &[]);
+    assert_eq!(fetched.lines().count(), 12);
+    assert!(fetched.lines().all(|l| l.contains(".value ") && !l.ends_with(" U")), "{fetched}");
+
+    // munin-node itself, inside the namespace, in a private mount namespace.
+    let script = format!(
+        "mount --bind {p} /etc/munin/plugins && mount --bind {c} /etc/munin/plugin-conf.d && \
+         exec munin-node --config {n} --foreground",
+        p = plugins.display(),
+        c = conf_d.display(),
+        n = node_conf.display()
+    );
+    let node = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "unshare", "-m", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let node_guard = Kill(node);
+    let ns_name = ns.name.clone();
+    let (list, tcp, ct) = ns.enter(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            match std::net::TcpStream::connect("127.0.0.1:4949") {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "munin-node in {ns_name} did not listen: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("# munin node at "), "{line}");
+        let mut ask = |cmd: &str, multi: bool| -> Vec<String> {
+            w.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+            let mut out = Vec::new();
+            loop {
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                if !multi {
+                    return vec![l.trim_end().to_owned()];
+                }
+                if l == ".\n" || l.is_empty() {
+                    return out;
+                }
+                out.push(l.trim_end().to_owned());
+            }
+        };
+        let list = ask("list", false).remove(0);
+        let tcp = ask("fetch sockwatch_tcp_states", true);
+        let ct = ask("fetch sockwatch_conntrack", true);
+        (list, tcp, ct)
+    });
+    drop(node_guard);
+    for g in ["sockwatch_tcp_states", "sockwatch_conntrack", "sockwatch_ephemeral_ports"] {
+        assert!(list.split_whitespace().any(|n| n == g), "{g} not in munin-node's list: {list}");
+    }
+    let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
+    assert_same_snapshot(&values(&tcp), &values(&ct), &m);
+    // The values describe the namespace: exactly the daemon's own listener.
+    assert_eq!(values(&tcp)["listen"], 1.0);
+}
+
+/// Parses `conntrack -L` lines the way munin's fw_conntrack does.
+#[derive(Default, Debug, PartialEq)]
+struct CtList {
+    total: f64,
+    udp: f64,
+    assured: f64,
+    nated: f64,
+    tcp: HashMap<String, f64>,
+}
+
+fn conntrack_list(ns: &Netns) -> CtList {
+    let out = ns.exec_stdout("conntrack", &["-L"]);
+    let mut c = CtList::default();
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        c.total += 1.0;
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        match toks[0] {
+            "tcp" => *c.tcp.entry(toks[3].to_lowercase()).or_default() += 1.0,
+            "udp" => c.udp += 1.0,
+            _ => {}
+        }
+        if line.contains("[ASSURED]") {
+            c.assured += 1.0;
+        }
+        let addrs: Vec<&str> =
+            toks.iter().filter(|t| t.starts_with("src=") || t.starts_with("dst=")).map(|t| &t[4..]).collect();
+        if addrs.len() == 4 && (addrs[0] != addrs[3] || addrs[1] != addrs[2]) {
+            c.nated += 1.0;
+        }
+    }
+    c
+}
+
+#[test]
+fn breakdown_matches_conntrack_list() {
+    if !require("breakdown_matches_conntrack_list", &["nft", "conntrack"]) {
+        return;
+    }
+    let ns = Netns::new("ctlist");
+    ns.enable_conntrack();
+    // DNAT 127.0.0.1:9999 to 127.0.0.2:8888: entries whose reply comes from another address.
+    let nat = "table ip sockwatch_nat {\n chain out {\n  type nat hook output priority -100; policy accept;\n  \
+               ip daddr 127.0.0.1 tcp dport 9999 dnat to 127.0.0.2:8888\n }\n}\n";
+    let mut child =
+        Command::new("ip").args(["netns", "exec", &ns.name, "nft", "-f", "-"]).stdin(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(nat.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let _held = ns.enter(|| {
+        use std::net::{TcpListener, TcpStream, UdpSocket};
+        let mut held: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+        let direct = TcpListener::bind("127.0.0.1:8080").unwrap();
+        let natted = TcpListener::bind("127.0.0.2:8888").unwrap();
+        for _ in 0..6 {
+            held.push(Box::new(TcpStream::connect("127.0.0.1:8080").unwrap()));
+            held.push(Box::new(direct.accept().unwrap().0));
+        }
+        for _ in 0..3 {
+            held.push(Box::new(TcpStream::connect("127.0.0.1:9999").unwrap()));
+            held.push(Box::new(natted.accept().unwrap().0));
+        }
+        for _ in 0..9 {
+            let c = TcpStream::connect("127.0.0.1:8080").unwrap();
+            let (mut a, _) = direct.accept().unwrap();
+            drop(c);
+            let mut b = [0u8; 1];
+            assert_eq!(a.read(&mut b).unwrap(), 0);
+        }
+        let server = UdpSocket::bind("127.0.0.1:5353").unwrap();
+        for _ in 0..4 {
+            let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.send_to(b"q", "127.0.0.1:5353").unwrap();
+            held.push(Box::new(c));
+        }
+        let mut b = [0u8; 8];
+        for _ in 0..4 {
+            server.recv_from(&mut b).unwrap();
+        }
+        held.push(Box::new(direct));
+        held.push(Box::new(natted));
+        held.push(Box::new(server));
+        held
+    });
+    ns.settle();
+    let m = parse_metrics(&ns.exec_stdout(BIN, &["sample", "--conntrack.breakdown", "--log.level", "warn"]));
+    let truth = conntrack_list(&ns);
+    assert_eq!(value(&m, "sockwatch_source_up{source=\"conntrack_breakdown\"}"), 1.0);
+    for state in ["established", "time_wait", "syn_sent", "fin_wait", "close_wait"] {
+        let ours = value(&m, &format!("sockwatch_conntrack_tcp_entries{{state=\"{state}\"}}"));
+        assert_eq!(ours, truth.tcp.get(state).copied().unwrap_or(0.0), "{state}");
+    }
+    assert_eq!(truth.tcp["established"], 9.0);
+    assert_eq!(truth.tcp["time_wait"], 9.0);
+    assert_eq!(value(&m, "sockwatch_conntrack_protocol_entries{protocol=\"udp\"}"), truth.udp);
+    assert_eq!(truth.udp, 4.0);
+    assert_eq!(value(&m, "sockwatch_conntrack_assured_entries"), truth.assured);
+    assert_eq!(value(&m, "sockwatch_conntrack_nat_entries"), truth.nated);
+    assert_eq!(truth.nated, 3.0);
+    assert_eq!(metric_sum(&m, "sockwatch_conntrack_protocol_entries{"), truth.total);
+    assert_eq!(truth.total, value(&m, "sockwatch_conntrack_entries"));
+}
