@@ -329,6 +329,19 @@ fn real_munin_node_serves_our_values() {
     assert_eq!(fetched.lines().count(), 12);
     assert!(fetched.lines().all(|l| l.contains(".value ") && !l.ends_with(" U")), "{fetched}");
 
+    // munin-node-configure finds the wildcard plugin by its magic markers and asks it.
+    let libdir = dir.join("lib");
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::fs::copy(PLUGIN, libdir.join("sockwatch_")).unwrap();
+    let out = Command::new("munin-node-configure")
+        .args(["--suggest", "--libdir", libdir.to_str().unwrap(), "--servicedir", plugins.to_str().unwrap()])
+        .args(["--sconfdir", conf_d.to_str().unwrap(), "--config", node_conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let suggest = String::from_utf8_lossy(&out.stdout);
+    let row = suggest.lines().find(|l| l.starts_with("sockwatch_")).unwrap_or_else(|| panic!("{suggest}"));
+    assert!(row.contains("yes") && row.contains("listen_queue"), "munin-node-configure --suggest: {row}");
+
     // munin-node itself, inside the namespace, in a private mount namespace.
     let script = format!(
         "mount --bind {p} /etc/munin/plugins && mount --bind {c} /etc/munin/plugin-conf.d && \
@@ -498,4 +511,61 @@ fn breakdown_matches_conntrack_list() {
     assert_eq!(truth.nated, 3.0);
     assert_eq!(metric_sum(&m, "sockwatch_conntrack_protocol_entries{"), truth.total);
     assert_eq!(truth.total, value(&m, "sockwatch_conntrack_entries"));
+}
+
+/// Without CAP_NET_ADMIN the kernel refuses the ctnetlink dump: the breakdown source is
+/// down, the rest works, and the daemon says why once, not at every dump.
+#[test]
+fn breakdown_without_cap_net_admin_is_down_and_logged_once() {
+    if !require("breakdown_without_cap_net_admin_is_down_and_logged_once", &["setpriv"]) {
+        return;
+    }
+    let unprivileged = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"];
+    let bin = bin_for_any_user();
+    let out = Command::new("setpriv")
+        .args(unprivileged)
+        .args([&bin, "sample", "--conntrack.breakdown", "--munin.socket", ""])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let m = parse_metrics(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(value(&m, "sockwatch_source_up{source=\"conntrack_breakdown\"}"), 0.0);
+    assert_eq!(value(&m, "sockwatch_source_up{source=\"sockets\"}"), 1.0, "inet_diag needs no privilege");
+    assert!(!m.keys().any(|k| k.starts_with("sockwatch_conntrack_tcp_entries")));
+    // The daemon: three dumps at a 1 s interval, one log line.
+    let out = Command::new("timeout")
+        .args(["-s", "TERM", "3.5", "setpriv"])
+        .args(unprivileged)
+        .args([&bin, "--web.listen-address", "127.0.0.1:0", "--munin.socket", "", "--conntrack.breakdown"])
+        .args(["--conntrack.breakdown-interval", "1s"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(log.matches("CAP_NET_ADMIN").count(), 1, "{log}");
+    assert!(log.contains("source=\"conntrack_breakdown\"") || log.contains("conntrack_breakdown"), "{log}");
+}
+
+/// `cargo run` as an ordinary user cannot create /run/sockwatch: one warning naming the
+/// problem, and the daemon serves HTTP regardless.
+#[test]
+fn unusable_munin_socket_directory_is_one_warning() {
+    if !require("unusable_munin_socket_directory_is_one_warning", &["setpriv"]) {
+        return;
+    }
+    let dir = tmpdir("nodir");
+    // A directory nobody may write to, as /run is for an ordinary user.
+    let locked = dir.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    let sock = locked.join("sub/munin.sock");
+    let out = Command::new("timeout")
+        .args(["-s", "TERM", "1.5", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin_for_any_user())
+        .args(["--web.listen-address", "127.0.0.1:0", "--munin.socket", sock.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(log.matches("munin socket disabled").count(), 1, "{log}");
+    assert!(log.contains(&format!("cannot create {}", sock.parent().unwrap().display())), "{log}");
+    assert!(log.contains("first sample published"), "HTTP side kept going: {log}");
+    assert_eq!(out.status.code(), Some(124), "ran until timeout stopped it: {log}");
 }

@@ -16,6 +16,23 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sockwatch");
 
+/// A copy of the binary that any user can execute, for tests that drop privileges (the
+/// checkout may sit under a directory an unprivileged user cannot enter).
+pub fn bin_for_any_user() -> String {
+    use std::os::unix::fs::PermissionsExt;
+    static COPY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sockwatch-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("sockwatch");
+        std::fs::copy(BIN, &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.to_str().unwrap().to_owned()
+    })
+    .clone()
+}
+
 pub fn strict() -> bool {
     std::env::var("SOCKWATCH_STRICT_TESTS").is_ok_and(|v| v == "1")
 }
