@@ -60,6 +60,13 @@ pub enum Command {
     Serve,
     /// Take one sample, print it in Prometheus text format, exit.
     Sample,
+    /// Sample twice, a second apart, and explain in plain words what is near its limit.
+    /// Exit status 0 healthy, 1 warnings, 2 critical.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Act as a munin-node plugin (what munin-plugin/sockwatch_ runs).
     MuninPlugin {
         /// The plugin's name or path: sockwatch_<graph> or sockwatch_multigraph.

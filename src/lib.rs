@@ -5,6 +5,7 @@
 //! reads the latest published snapshot; it never triggers a sample.
 
 pub mod config;
+pub mod doctor;
 pub mod exporter;
 pub mod http;
 pub mod munin;

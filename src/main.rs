@@ -7,11 +7,12 @@ use std::sync::Arc;
 use clap::Parser;
 use tokio::sync::watch;
 
-use sockwatch::config::{Cli, Command, Config};
+use sockwatch::config::{Cli, Command, Config, Flags};
 use sockwatch::http::{self, Web};
 use sockwatch::munin::{self, Shim};
 use sockwatch::munin_plugin;
 use sockwatch::sampler::{self, Sampler};
+use tracing_subscriber::{prelude::*, reload, EnvFilter};
 
 fn main() -> ExitCode {
     // Linked as a munin plugin (sockwatch_<graph>): munin-node passes only the action.
@@ -31,14 +32,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("sockwatch={}", config.log_level)))
+    // The filter is reloadable: SIGHUP can change log.level.
+    let (filter, log_filter) = reload::Layer::new(log_filter_for(&config));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
-    match cli.command.unwrap_or(Command::Serve) {
+    match cli.command.clone().unwrap_or(Command::Serve) {
         Command::Sample => sample_once(&config),
-        Command::Serve => serve(config),
+        Command::Serve => serve(config, cli.flags, log_filter),
+        Command::Doctor { json } => doctor(&config, json),
         Command::MuninPlugin { .. } => unreachable!("handled before logging is set up"),
     }
 }
@@ -56,7 +63,62 @@ fn sample_once(config: &Config) -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+fn doctor(config: &Config, json: bool) -> ExitCode {
+    let mut sampler = Sampler::new(config);
+    let before = sampler.sample();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let now = sampler.sample();
+    let report = sockwatch::doctor::diagnose(&before, &now);
+    let text = if json {
+        serde_json::to_string_pretty(&report).map(|j| j + "\n").unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}\n"))
+    } else {
+        sockwatch::doctor::render_text(&report)
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    ExitCode::from(report.status.exit_code())
+}
+
+type LogFilter = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+fn log_filter_for(config: &Config) -> EnvFilter {
+    EnvFilter::new(format!("sockwatch={}", config.log_level))
+}
+
+/// SIGHUP: reads the config file again. A bad file is rejected and the running
+/// configuration kept; settings that need new listeners are applied at the next restart.
+fn reload(flags: &Flags, running: &watch::Sender<Config>, log_filter: &LogFilter) {
+    let new = match Config::load(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: reload rejected, keeping the running configuration: {e}");
+            return;
+        }
+    };
+    let old = running.borrow().clone();
+    let restart_only: Vec<&str> = [
+        ("web.listen-address", old.listen_address != new.listen_address),
+        ("web.telemetry-path", old.telemetry_path != new.telemetry_path),
+        ("munin.*", old.munin != new.munin),
+        (
+            "conntrack.*",
+            old.conntrack_breakdown != new.conntrack_breakdown
+                || old.conntrack_breakdown_interval != new.conntrack_breakdown_interval,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect();
+    if !restart_only.is_empty() {
+        tracing::warn!("SIGHUP: {} changed; restart sockwatch to apply (kept as running)", restart_only.join(", "));
+    }
+    if let Err(e) = log_filter.modify(|f| *f = log_filter_for(&new)) {
+        tracing::warn!("SIGHUP: cannot change the log level: {e}");
+    }
+    tracing::info!(interval = %humantime::format_duration(new.interval), "SIGHUP: configuration reloaded");
+    running.send_replace(new);
+}
+
+fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -90,18 +152,25 @@ fn serve(config: Config) -> ExitCode {
             tokio::spawn(sampler::run_breakdown(config.conntrack_breakdown_interval, slot, shutdown_rx.clone()));
         }
         let munin_tasks = start_munin(&config, latest_rx.clone(), &shutdown_rx).await;
-        let mut sampler_task = tokio::spawn(sampler::run(sampler, latest_tx, shutdown_rx.clone()));
+        let (config_tx, config_rx) = watch::channel(config.clone());
+        let mut sampler_task = tokio::spawn(sampler::run(sampler, latest_tx, config_rx, shutdown_rx.clone()));
         let web = Arc::new(Web { latest: latest_rx, telemetry_path: config.telemetry_path.clone() });
         let http_task = tokio::spawn(http::serve(listener, web, shutdown_rx));
 
-        let code = tokio::select! {
-            signal = shutdown_signal() => {
-                tracing::info!("{signal}: shutting down");
-                ExitCode::SUCCESS
-            }
-            _ = &mut sampler_task => {
-                tracing::error!("the sampler stopped unexpectedly; exiting so the service manager restarts us");
-                ExitCode::FAILURE
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        let code = loop {
+            tokio::select! {
+                signal = &mut shutdown => {
+                    tracing::info!("{signal}: shutting down");
+                    break ExitCode::SUCCESS;
+                }
+                Some(()) = async { hangup.as_mut()?.recv().await } => reload(&flags, &config_tx, &log_filter),
+                _ = &mut sampler_task => {
+                    tracing::error!("the sampler stopped unexpectedly; exiting so the service manager restarts us");
+                    break ExitCode::FAILURE;
+                }
             }
         };
         let _ = shutdown_tx.send(true);

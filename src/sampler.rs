@@ -121,6 +121,15 @@ impl Sampler {
         }
     }
 
+    /// Applies a reloaded configuration; returns whether the interval changed.
+    pub fn reconfigure(&mut self, config: &Config) -> bool {
+        self.proc_root = config.procfs.clone();
+        self.ports_config = config.ports.clone();
+        let changed = self.interval != config.interval;
+        self.interval = config.interval;
+        changed
+    }
+
     /// Has the breakdown come from `slot` (filled by [`run_breakdown`]) instead of
     /// dumping it within every sample. No effect when the breakdown is off.
     pub fn share_breakdown(&mut self, slot: BreakdownSlot) {
@@ -185,14 +194,36 @@ impl Sampler {
     }
 }
 
-/// Runs the sampler forever (until `shutdown` flips), publishing into `tx`.
-pub async fn run(mut sampler: Sampler, tx: watch::Sender<Option<Arc<Published>>>, mut shutdown: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(sampler.interval);
+fn ticker(interval: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(interval);
     // A slow sample delays the next tick instead of causing a burst of catch-up samples.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
+/// Runs the sampler until `shutdown` flips, publishing into `tx`. A new configuration on
+/// `config` (SIGHUP) is applied between samples.
+pub async fn run(
+    mut sampler: Sampler,
+    tx: watch::Sender<Option<Arc<Published>>>,
+    mut config: watch::Receiver<Config>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks = ticker(sampler.interval);
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            _ = ticks.tick() => {}
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return; // the daemon is going away
+                }
+                let new = config.borrow_and_update().clone();
+                if sampler.reconfigure(&new) {
+                    ticks = ticker(sampler.interval);
+                    ticks.tick().await; // the first tick is immediate: keep the rhythm
+                }
+                continue;
+            }
             _ = shutdown.changed() => return,
         }
         let job = tokio::task::spawn_blocking(move || {
@@ -227,8 +258,7 @@ pub async fn run(mut sampler: Sampler, tx: watch::Sender<Option<Arc<Published>>>
 /// Dumps the conntrack table on its own (slower) interval into `slot`, so the walk of a
 /// large table never delays the other sources or a scrape.
 pub async fn run_breakdown(interval: Duration, slot: BreakdownSlot, mut shutdown: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = ticker(interval);
     let mut state = (CtDump::default(), Tracker::default());
     loop {
         tokio::select! {

@@ -251,6 +251,15 @@ pub fn http_get_in(ns: &Netns, port: u16, path: &str) -> (u16, String) {
     ns.enter(move || http_get(&format!("127.0.0.1:{port}"), &path))
 }
 
+/// Like [`http_get_in`], but `None` while nothing listens yet.
+pub fn try_http_get_in(ns: &Netns, port: u16, path: &str) -> Option<(u16, String)> {
+    let path = path.to_owned();
+    ns.enter(move || {
+        TcpStream::connect(("127.0.0.1", port)).ok()?;
+        Some(http_get(&format!("127.0.0.1:{port}"), &path))
+    })
+}
+
 /// A minimal HTTP/1.0 client: enough to assert on status and body.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
@@ -301,7 +310,9 @@ pub struct Served {
 
 impl Served {
     pub fn start(extra: &[&str]) -> Served {
-        let interval = if extra.contains(&"--interval") { &[][..] } else { &["--interval", "1s"][..] };
+        // Flags win over a config file: leave the interval to the file when there is one.
+        let own_interval = extra.contains(&"--interval") || extra.contains(&"--config");
+        let interval = if own_interval { &[][..] } else { &["--interval", "1s"][..] };
         let mut child = Command::new(BIN)
             .args(["--web.listen-address", "127.0.0.1:0"])
             .args(interval)

@@ -1,0 +1,294 @@
+//! `sockwatch doctor`: one look at the host in plain words. Each resource against its
+//! limit, the busiest destination and the fullest listener, and for anything at 80 % or
+//! more what it means and what to do. Takes two samples a second apart, so that rates
+//! (new connections, drops, overflows) are what is happening now, not since boot.
+//!
+//! Exit status: 0 healthy, 1 warnings, 2 critical.
+
+use serde::Serialize;
+
+use crate::snapshot::Snapshot;
+
+pub const WARN: f64 = 0.8;
+pub const CRIT: f64 = 0.9;
+/// `TCP_TIMEWAIT_LEN`: compiled into the kernel.
+const TIME_WAIT_SECONDS: f64 = 60.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warning,
+    Critical,
+}
+
+impl Level {
+    fn of(utilization: f64) -> Level {
+        if utilization >= CRIT {
+            Level::Critical
+        } else if utilization >= WARN {
+            Level::Warning
+        } else {
+            Level::Ok
+        }
+    }
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Level::Ok => 0,
+            Level::Warning => 1,
+            Level::Critical => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub resource: &'static str,
+    pub level: Level,
+    pub used: Option<f64>,
+    pub limit: Option<f64>,
+    pub utilization: Option<f64>,
+    /// What was seen, in words.
+    pub detail: String,
+    /// What it means and what to do; only when not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub status: Level,
+    pub checks: Vec<Check>,
+    /// Connections opened per second between the two samples (active + passive).
+    pub new_connections_per_second: Option<f64>,
+    pub facts: Vec<&'static str>,
+}
+
+pub const FACTS: [&str; 5] = [
+    "TIME_WAIT lasts 60 s (TCP_TIMEWAIT_LEN, compiled in) whatever net.ipv4.tcp_fin_timeout says: that sysctl is the FIN_WAIT_2 timeout of orphaned sockets.",
+    "net.ipv4.tcp_tw_recycle broke clients behind NAT and was removed in Linux 4.12; do not look for it.",
+    "net.ipv4.tcp_tw_reuse (1) lets new outgoing connections take over TIME_WAIT ports (needs TCP timestamps); it does nothing for incoming connections.",
+    "The steady-state TIME_WAIT count is about the rate of connections this host closes first x 60 s.",
+    "Conntrack needs nf_conntrack_max and the hash size (nf_conntrack_buckets) raised together, or lookups slow down on long chains.",
+];
+
+fn pct(u: f64) -> String {
+    format!("{:.0}%", u * 100.0)
+}
+
+fn rate(before: Option<u64>, after: Option<u64>, seconds: f64) -> Option<f64> {
+    Some(after?.saturating_sub(before?) as f64 / seconds)
+}
+
+/// Builds the report from two snapshots of the same host, `before` taken first.
+pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
+    let mut checks = Vec::new();
+    let seconds = now.timestamp.duration_since(before.timestamp).map(|d| d.as_secs_f64()).unwrap_or(1.0).max(0.001);
+    let opens = |s: &Snapshot| s.snmp.as_ref().and_then(|t| Some(t.active_opens? + t.passive_opens?));
+    let new_conns = rate(opens(before), opens(now), seconds);
+
+    // Ephemeral ports: the busiest destination.
+    if let (Some(e), Some(l)) = (now.ports.as_ref().and_then(|p| p.ephemeral.as_ref()), now.limits.as_ref()) {
+        let size = f64::from(l.port_range_size());
+        let u = if size > 0.0 { e.busiest as f64 / size } else { 1.0 };
+        let level = Level::of(u);
+        let busiest = e.top.iter().max_by_key(|d| d.used);
+        let dest = busiest.map_or("(no client connections)".to_owned(), |d| {
+            format!("{} -> {}:{}", d.local_ip, d.remote_ip, d.remote_port)
+        });
+        checks.push(Check {
+            resource: "ephemeral ports",
+            level,
+            used: Some(e.busiest as f64),
+            limit: Some(size),
+            utilization: Some(u),
+            detail: format!(
+                "busiest destination {dest} holds {} of {} ports ({}); {} destinations, range {}-{}{}",
+                e.busiest,
+                size,
+                pct(u),
+                e.destinations,
+                l.port_range_low,
+                l.port_range_high,
+                if e.bound > 0 { format!(", {} ports held by bound-only sockets", e.bound) } else { String::new() }
+            ),
+            advice: (level > Level::Ok).then(|| {
+                format!(
+                    "connect() to {dest} fails with EADDRNOTAVAIL when every port is held. Each connection this host \
+                     closes first keeps its port 60 s in TIME_WAIT. Use keep-alive or a connection pool, let the \
+                     server close first, spread over more destination addresses or ports, widen \
+                     net.ipv4.ip_local_port_range (e.g. \"1024 65535\"), or set net.ipv4.tcp_tw_reuse=1 (outgoing only)."
+                )
+            }),
+        });
+    }
+
+    // TIME_WAIT against tcp_max_tw_buckets.
+    if let (Some(st), Some(max)) = (now.sockstat.as_ref(), now.limits.as_ref().and_then(|l| l.tcp_max_tw_buckets)) {
+        let u = if max > 0 { st.tw as f64 / max as f64 } else { 0.0 };
+        let overflow = rate(
+            before.snmp.as_ref().and_then(|t| t.time_wait_overflow),
+            now.snmp.as_ref().and_then(|t| t.time_wait_overflow),
+            seconds,
+        )
+        .unwrap_or(0.0);
+        let level = if overflow > 0.0 { Level::Critical } else { Level::of(u) };
+        let steady = new_conns.map_or(String::new(), |r| {
+            format!(
+                "; at {r:.0} new connections/s, if this host closes them first TIME_WAIT settles near {:.0}",
+                r * TIME_WAIT_SECONDS
+            )
+        });
+        checks.push(Check {
+            resource: "TIME_WAIT buckets",
+            level,
+            used: Some(st.tw as f64),
+            limit: Some(max as f64),
+            utilization: Some(u),
+            detail: format!("{} TIME_WAIT sockets of tcp_max_tw_buckets {} ({}){steady}", st.tw, max, pct(u)),
+            advice: (level > Level::Ok).then(|| {
+                format!(
+                    "Beyond tcp_max_tw_buckets the kernel destroys TIME_WAIT sockets early{} (\"time wait bucket \
+                     table overflow\"). Raise net.ipv4.tcp_max_tw_buckets or close fewer connections from this side; \
+                     lowering tcp_fin_timeout does not help.",
+                    if overflow > 0.0 { format!(", {overflow:.0}/s right now") } else { String::new() }
+                )
+            }),
+        });
+    }
+
+    // Orphans.
+    if let (Some(st), Some(max)) = (now.sockstat.as_ref(), now.limits.as_ref().and_then(|l| l.tcp_max_orphans)) {
+        let u = if max > 0 { st.orphan as f64 / max as f64 } else { 0.0 };
+        let level = Level::of(u);
+        checks.push(Check {
+            resource: "orphaned sockets",
+            level,
+            used: Some(st.orphan as f64),
+            limit: Some(max as f64),
+            utilization: Some(u),
+            detail: format!("{} orphans of tcp_max_orphans {} ({})", st.orphan, max, pct(u)),
+            advice: (level > Level::Ok).then(|| {
+                "Past tcp_max_orphans the kernel resets connections (\"too many orphaned sockets\"). Look for \
+                 peers that never acknowledge the close; raise net.ipv4.tcp_max_orphans if memory allows."
+                    .to_owned()
+            }),
+        });
+    }
+
+    // Conntrack.
+    if let Some(ct) = &now.conntrack {
+        let dropping = rate(
+            before.conntrack.as_ref().and_then(|c| c.stats.as_ref()?.drop),
+            ct.stats.as_ref().and_then(|s| s.drop),
+            seconds,
+        )
+        .unwrap_or(0.0);
+        let u = ct.limit.filter(|&m| m > 0).map(|m| ct.entries as f64 / m as f64);
+        let level = if dropping > 0.0 { Level::Critical } else { u.map_or(Level::Ok, Level::of) };
+        checks.push(Check {
+            resource: "conntrack table",
+            level,
+            used: Some(ct.entries as f64),
+            limit: ct.limit.map(|m| m as f64),
+            utilization: u,
+            detail: format!(
+                "{} entries of nf_conntrack_max {} ({}), {} hash buckets{}",
+                ct.entries,
+                ct.limit.map_or("unknown".to_owned(), |m| m.to_string()),
+                u.map_or("?".to_owned(), pct),
+                ct.buckets.map_or("unknown".to_owned(), |b| b.to_string()),
+                if dropping > 0.0 { format!(", dropping {dropping:.0} packets/s") } else { String::new() }
+            ),
+            advice: (level > Level::Ok).then(|| {
+                "When the table is full the kernel drops new packets (\"nf_conntrack: table full, dropping \
+                 packet\") and the host looks dead from outside. Raise net.netfilter.nf_conntrack_max and the hash \
+                 size together (echo $((max/4)) > /sys/module/nf_conntrack/parameters/hashsize), shorten \
+                 timeouts (nf_conntrack_tcp_timeout_time_wait), or exempt traffic that needs no tracking (notrack)."
+                    .to_owned()
+            }),
+        });
+    }
+
+    // Accept queues.
+    if let Some(p) = &now.ports {
+        let overflows = rate(
+            before.snmp.as_ref().and_then(|t| t.listen_overflows),
+            now.snmp.as_ref().and_then(|t| t.listen_overflows),
+            seconds,
+        )
+        .unwrap_or(0.0);
+        let u = p.listen_utilization_max;
+        let level = if u >= 1.0 || overflows > 0.0 { Level::Critical } else { Level::of(u) };
+        let fullest = p
+            .listeners
+            .iter()
+            .filter(|l| l.limit > 0)
+            .max_by(|a, b| (a.length as f64 / a.limit as f64).total_cmp(&(b.length as f64 / b.limit as f64)));
+        let who = fullest.map_or("no listener".to_owned(), |l| {
+            format!("{}:{} with {} of {} queued", l.local_ip, l.port, l.length, l.limit)
+        });
+        checks.push(Check {
+            resource: "accept queues",
+            level,
+            used: fullest.map(|l| l.length as f64),
+            limit: fullest.map(|l| l.limit as f64),
+            utilization: Some(u),
+            detail: format!(
+                "fullest listener {who} ({}); {} listeners{}",
+                pct(u),
+                p.listener_count,
+                if overflows > 0.0 { format!(", {overflows:.0} connections/s dropped on full queues") } else { String::new() }
+            ),
+            advice: (level > Level::Ok).then(|| {
+                format!(
+                    "A full accept queue drops new connections (ListenOverflows). The application behind {who} does \
+                     not accept() fast enough: check that it is alive, raise its listen() backlog and net.core.somaxconn."
+                )
+            }),
+        });
+    }
+
+    for s in now.sources.iter().filter(|s| !s.up) {
+        if let Some(e) = &s.error {
+            checks.push(Check {
+                resource: s.source.name(),
+                level: Level::Ok,
+                used: None,
+                limit: None,
+                utilization: None,
+                detail: format!("not read: {e}"),
+                advice: None,
+            });
+        }
+    }
+
+    let status = checks.iter().map(|c| c.level).max().unwrap_or(Level::Ok);
+    Report { status, checks, new_connections_per_second: new_conns, facts: FACTS.to_vec() }
+}
+
+/// The report for a person at a terminal.
+pub fn render_text(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let word = |l: Level| match l {
+        Level::Ok => "ok",
+        Level::Warning => "WARNING",
+        Level::Critical => "CRITICAL",
+    };
+    let _ = writeln!(out, "sockwatch doctor: {}\n", word(r.status));
+    for c in &r.checks {
+        let _ = writeln!(out, "[{:>8}] {}: {}", word(c.level), c.resource, c.detail);
+        if let Some(a) = &c.advice {
+            let _ = writeln!(out, "           -> {a}");
+        }
+    }
+    if let Some(n) = r.new_connections_per_second {
+        let _ = writeln!(out, "\nNew TCP connections: {n:.0}/s (over the last second).");
+    }
+    let _ = writeln!(out, "\nGood to know:");
+    for f in &r.facts {
+        let _ = writeln!(out, "  - {f}");
+    }
+    out
+}

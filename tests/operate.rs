@@ -1,0 +1,384 @@
+//! Operating sockwatch: alert rules (promtool and a real Prometheus), the systemd unit,
+//! SIGHUP reload, `sockwatch doctor` on reproduced exhaustion, and the Debian package.
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn output_text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn alert_rules_pass_promtool() {
+    if !have_command("promtool") {
+        skip("alert_rules_pass_promtool", "needs promtool (Debian package prometheus)");
+        return;
+    }
+    let check =
+        Command::new("promtool").args(["check", "rules", &format!("{ROOT}/prometheus/alerts.yml")]).output().unwrap();
+    assert!(check.status.success(), "{}", output_text(&check));
+    assert!(output_text(&check).contains("SUCCESS: 10 rules found"), "{}", output_text(&check));
+    let test = Command::new("promtool")
+        .args(["test", "rules", &format!("{ROOT}/prometheus/alerts_test.yml")])
+        .output()
+        .unwrap();
+    assert!(test.status.success(), "{}", output_text(&test));
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    if !have_command("systemd-analyze") {
+        skip("systemd_unit_verifies", "needs systemd-analyze (Debian package systemd)");
+        return;
+    }
+    // verify checks that ExecStart's binary exists: point it at the one just built.
+    let dir = std::env::temp_dir().join(format!("sockwatch-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unit = std::fs::read_to_string(format!("{ROOT}/systemd/sockwatch.service")).unwrap();
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID") && unit.contains("DynamicUser=yes"));
+    let path = dir.join("sockwatch.service");
+    std::fs::write(&path, unit.replace("/usr/bin/sockwatch", BIN)).unwrap();
+    let verify = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    assert!(verify.status.success() && output_text(&verify).trim().is_empty(), "{}", output_text(&verify));
+    let security = Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&path).output().unwrap();
+    let text = output_text(&security);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for sockwatch.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    assert!(exposure <= 2.0, "exposure {exposure} (README records 1.3)");
+}
+
+#[test]
+fn sighup_reloads_and_rejects_a_bad_file() {
+    let dir = std::env::temp_dir().join(format!("sockwatch-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("sockwatch.toml");
+    std::fs::write(&conf, "interval = \"1h\"\nports.top-k = 5\n").unwrap();
+    let mut d = Served::start(&["--config", conf.to_str().unwrap()]);
+    let samples = |d: &Served| value(&parse_metrics(&http_get(&d.addr, "/metrics").1), "sockwatch_samples_total");
+    let interval =
+        |d: &Served| value(&parse_metrics(&http_get(&d.addr, "/metrics").1), "sockwatch_sample_interval_seconds");
+    assert_eq!(interval(&d), 3600.0);
+    let hup = |d: &Served| {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(d.child.id() as libc::pid_t, libc::SIGHUP) }, 0);
+    };
+    // A valid change: the interval drops to 1 s and samples start coming.
+    std::fs::write(&conf, "interval = \"1s\"\nports.top-k = 5\n").unwrap();
+    hup(&d);
+    std::thread::sleep(Duration::from_millis(2600));
+    assert!(samples(&d) >= 3.0, "samples {}", samples(&d));
+    assert_eq!(interval(&d), 1.0);
+    // A bad file: rejected, the 1 s interval keeps running.
+    std::fs::write(&conf, "interval = \"1s\"\nports.top-kk = 5\n").unwrap();
+    hup(&d);
+    let before = samples(&d);
+    std::thread::sleep(Duration::from_millis(2200));
+    assert!(samples(&d) >= before + 2.0);
+    assert_eq!(interval(&d), 1.0);
+    assert!(d.child.try_wait().unwrap().is_none(), "still running");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sighup_rejection_is_logged_with_the_key() {
+    let dir = std::env::temp_dir().join(format!("sockwatch-hup-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("sockwatch.toml");
+    std::fs::write(&conf, "interval = \"1s\"\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--web.listen-address", "127.0.0.1:0", "--munin.socket", "", "--config", conf.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&conf, "interval = \"1s\"\nmunin.max-clients = 10\n").unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&conf, "interval = \"forever\"\n").unwrap();
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(child.wait().unwrap().success(), "{log}");
+    assert!(log.contains("munin.* changed; restart sockwatch to apply"), "{log}");
+    assert!(log.contains("reload rejected, keeping the running configuration"), "{log}");
+    assert!(log.contains("key `interval`: \"forever\""), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One connection closed by the client first: its port stays in TIME_WAIT for 60 s.
+fn churn_once(listener: &TcpListener, to: SocketAddr) -> std::io::Result<()> {
+    let c = TcpStream::connect(to)?;
+    let (mut a, _) = listener.accept().unwrap();
+    drop(c);
+    let mut buf = [0u8; 1];
+    assert_eq!(a.read(&mut buf).unwrap(), 0);
+    Ok(())
+}
+
+fn doctor(ns: &Netns) -> (i32, String, serde_json::Value) {
+    let run = |json: bool| {
+        let mut args = vec!["netns", "exec", &ns.name, BIN, "doctor", "--munin.socket", ""];
+        if json {
+            args.push("--json");
+        }
+        Command::new("ip").args(&args).output().unwrap()
+    };
+    let text = run(false);
+    let json = run(true);
+    assert_eq!(text.status.code(), json.status.code());
+    (
+        text.status.code().unwrap(),
+        String::from_utf8(text.stdout).unwrap(),
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}: {}", output_text(&json))),
+    )
+}
+
+fn check<'a>(report: &'a serde_json::Value, resource: &str) -> &'a serde_json::Value {
+    report["checks"].as_array().unwrap().iter().find(|c| c["resource"] == resource).unwrap()
+}
+
+#[test]
+fn doctor_names_the_exhausted_destination() {
+    if !require("doctor_names_the_exhausted_destination", &["sysctl"]) {
+        return;
+    }
+    let ns = Netns::new("doc-ports");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40499");
+    let (code, text, json) = doctor(&ns);
+    assert_eq!(code, 0, "an idle namespace is healthy: {text}");
+    assert_eq!(json["status"], "ok");
+    let _held = ns.enter(|| {
+        let l = TcpListener::bind("127.0.0.1:8080").unwrap();
+        let to = l.local_addr().unwrap();
+        for _ in 0..460 {
+            churn_once(&l, to).unwrap();
+        }
+        l
+    });
+    ns.settle();
+    let (code, text, json) = doctor(&ns);
+    assert_eq!(code, 2, "92 % of the port range is critical: {text}");
+    assert!(text.contains("busiest destination 127.0.0.1 -> 127.0.0.1:8080 holds 460 of 500 ports (92%)"), "{text}");
+    assert!(text.contains("EADDRNOTAVAIL"), "{text}");
+    assert!(text.contains("whatever net.ipv4.tcp_fin_timeout says"), "{text}");
+    assert!(text.contains("removed in Linux 4.12"), "{text}");
+    let ports = check(&json, "ephemeral ports");
+    assert_eq!(
+        (ports["level"].as_str(), ports["used"].as_f64(), ports["limit"].as_f64()),
+        (Some("critical"), Some(460.0), Some(500.0))
+    );
+    assert!(ports["advice"].as_str().unwrap().contains("ip_local_port_range"));
+    assert_eq!(json["status"], "critical");
+}
+
+/// Restores a sysctl when dropped, even if the test panics.
+struct Restore(&'static str, String);
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0, &self.1);
+    }
+}
+
+#[test]
+fn doctor_sees_the_conntrack_table_filling() {
+    if !require("doctor_sees_the_conntrack_table_filling", &["nft"]) {
+        return;
+    }
+    // nf_conntrack_max is global (writable only from the initial namespace): shrink it
+    // for the test and put it back afterwards. The count is per namespace.
+    const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+    let saved = std::fs::read_to_string(MAX).unwrap().trim().to_owned();
+    let _restore = Restore(MAX, saved.clone());
+    std::fs::write(MAX, "100").unwrap();
+    let ns = Netns::new("doc-ct");
+    ns.enable_conntrack();
+    let pairs = |n: usize| {
+        ns.enter(move || {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let to = l.local_addr().unwrap();
+            let mut held = Vec::new();
+            for _ in 0..n {
+                held.push(TcpStream::connect(to).unwrap());
+                held.push(l.accept().unwrap().0);
+            }
+            (l, held)
+        })
+    };
+    let _a = pairs(84);
+    let (code, text, json) = doctor(&ns);
+    let ct = check(&json, "conntrack table");
+    assert_eq!(ct["used"].as_f64(), Some(84.0), "{text}");
+    assert_eq!(ct["limit"].as_f64(), Some(100.0));
+    assert_eq!((code, ct["level"].as_str()), (1, Some("warning")), "{text}");
+    assert!(text.contains("nf_conntrack_max and the hash size together"), "{text}");
+    let _b = pairs(8);
+    let (code, text, json) = doctor(&ns);
+    assert_eq!((code, check(&json, "conntrack table")["level"].as_str()), (2, Some("critical")), "{text}");
+    assert!(text.contains("92 entries of nf_conntrack_max 100 (92%)"), "{text}");
+}
+
+/// A real Prometheus with the shipped rules, scraping the daemon in a namespace, fires
+/// the port exhaustion alert before the first connect() fails.
+#[test]
+fn prometheus_fires_before_connect_fails() {
+    if !require("prometheus_fires_before_connect_fails", &["prometheus", "sysctl"]) {
+        return;
+    }
+    const RANGE: usize = 200;
+    const FILL: usize = 186; // 93 %
+    let ns = Netns::new("prom");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40199");
+    let dir = std::env::temp_dir().join(format!("sockwatch-prom-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {ROOT}/prometheus/alerts.yml\n\
+             scrape_configs:\n  - job_name: sockwatch\n    static_configs:\n      - targets: ['127.0.0.1:9822']\n"
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon::start(&ns, 9822, &["--interval", "1s"]);
+    let prom = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "prometheus", "--config.file", config.to_str().unwrap()])
+        .args(["--storage.tsdb.path", dir.join("data").to_str().unwrap(), "--web.listen-address", "127.0.0.1:9090"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prom = Kill(prom);
+
+    // Fill the destination to 93 %, then stop and ask Prometheus.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (filled_tx, filled_rx) = std::sync::mpsc::channel();
+    let ns_name = ns.name.clone();
+    let worker = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{ns_name}")).unwrap();
+        // SAFETY: valid fd; affects only this thread.
+        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
+        let l = TcpListener::bind("127.0.0.1:8080").unwrap();
+        let to = l.local_addr().unwrap();
+        for _ in 0..FILL {
+            churn_once(&l, to).unwrap();
+        }
+        filled_tx.send(()).unwrap();
+        rx.recv().unwrap();
+        let mut more = 0;
+        loop {
+            match churn_once(&l, to) {
+                Ok(()) => more += 1,
+                Err(e) => return (more, e),
+            }
+        }
+    });
+    filled_rx.recv().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let state = loop {
+        let (status, body) = try_http_get_in(&ns, 9090, "/api/v1/alerts").unwrap_or((0, "not listening yet".into()));
+        if status == 200 {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let found = v["data"]["alerts"].as_array().unwrap().iter().find_map(|a| {
+                (a["labels"]["alertname"] == "EphemeralPortsExhaustionCritical")
+                    .then(|| a["state"].as_str().unwrap().to_owned())
+            });
+            if let Some(state) = found {
+                break state;
+            }
+        }
+        assert!(Instant::now() < deadline, "no alert within 45 s; last answer {status}: {body}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(state == "firing" || state == "pending", "{state}");
+    // Only now exhaust the range: the alert came first, with headroom left.
+    tx.send(()).unwrap();
+    let (more, err) = worker.join().unwrap();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{err}");
+    assert_eq!(FILL + more, RANGE, "the alert fired with {more} ports still free");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Debian package that .ci/run builds with `cargo deb`: its contents, installed for
+/// real with dpkg -i (root), listed, the installed binary run, then purged.
+#[test]
+fn debian_package_installs_and_runs() {
+    let test = "debian_package_installs_and_runs";
+    let deb = std::fs::read_dir(format!("{ROOT}/target/debian"))
+        .ok()
+        .and_then(|d| d.filter_map(Result::ok).map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "deb")));
+    let Some(deb) = deb else {
+        skip(test, "no target/debian/*.deb (built by `cargo deb` in .ci/run)");
+        return;
+    };
+    if !require(test, &["dpkg", "dpkg-deb"]) {
+        return;
+    }
+    let listing = Command::new("dpkg-deb").arg("--contents").arg(&deb).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let expected = [
+        "/usr/bin/sockwatch",
+        "/usr/lib/systemd/system/sockwatch.service",
+        "/etc/sockwatch/sockwatch.toml",
+        "/usr/share/munin/plugins/sockwatch_",
+        "/etc/munin/plugin-conf.d/sockwatch",
+        "/usr/share/sockwatch/prometheus/alerts.yml",
+    ];
+    for file in expected {
+        assert!(
+            listing.lines().any(|l| l.ends_with(&format!(".{file}"))),
+            "{file} missing from {}:\n{listing}",
+            deb.display()
+        );
+    }
+    let install = Command::new("dpkg").arg("-i").arg(&deb).output().unwrap();
+    struct Purge;
+    impl Drop for Purge {
+        fn drop(&mut self) {
+            let _ = Command::new("dpkg").args(["--purge", "sockwatch"]).output();
+        }
+    }
+    let _purge = Purge;
+    assert!(install.status.success(), "dpkg -i: {}", output_text(&install));
+    let files = String::from_utf8(Command::new("dpkg").args(["-L", "sockwatch"]).output().unwrap().stdout).unwrap();
+    for file in expected {
+        assert!(files.lines().any(|l| l == file), "dpkg -L lacks {file}:\n{files}");
+        assert!(Path::new(file).exists(), "{file} not installed");
+    }
+    let out = Command::new("/usr/bin/sockwatch")
+        .args(["sample", "--config", "/etc/sockwatch/sockwatch.toml"])
+        .args(["--munin.socket", ""])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let m = parse_metrics(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(value(&m, "sockwatch_source_up{source=\"sockets\"}"), 1.0);
+    let plugin = Command::new("/usr/share/munin/plugins/sockwatch_")
+        .arg("suggest")
+        .env("socket", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&plugin.stdout).contains("tcp_states"), "{}", output_text(&plugin));
+}
