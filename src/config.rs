@@ -81,6 +81,9 @@ pub struct Flags {
     /// Address to serve HTTP on [default: 127.0.0.1:9822]. ":PORT" means all interfaces.
     #[arg(long = "web.listen-address", value_name = "ADDR", global = true)]
     pub listen_address: Option<String>,
+    /// TLS and basic auth, in the Prometheus exporter-toolkit web config format.
+    #[arg(long = "web.config.file", value_name = "FILE", global = true)]
+    pub web_config_file: Option<PathBuf>,
     /// Path under which to expose metrics [default: /metrics].
     #[arg(long = "web.telemetry-path", value_name = "PATH", global = true)]
     pub telemetry_path: Option<String>,
@@ -129,6 +132,8 @@ pub struct Flags {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen_address: SocketAddr,
+    /// `--web.config.file`: TLS and basic auth (checked when the server starts).
+    pub web_config_file: Option<PathBuf>,
     pub telemetry_path: String,
     pub interval: Duration,
     pub log_level: String,
@@ -215,6 +220,15 @@ struct ListenersSection {
 struct WebSection {
     listen_address: Option<String>,
     telemetry_path: Option<String>,
+    #[serde(default)]
+    config: WebConfigKey,
+}
+
+/// `web.config.file = "..."`, the TOML spelling of `--web.config.file`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebConfigKey {
+    file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,6 +296,13 @@ impl Config {
                 DEFAULT_LISTEN.parse().expect("valid default"),
                 |v| parse_listen_address(&v),
             )?,
+            web_config_file: setting(f.web_config_file, file.web.config.file, "web.config.file", path, None, |v| {
+                if v.is_file() {
+                    Ok(Some(v))
+                } else {
+                    Err(format!("{} is not a readable file", v.display()))
+                }
+            })?,
             telemetry_path: setting(
                 f.telemetry_path,
                 file.web.telemetry_path,

@@ -13,3 +13,4 @@ pub mod munin_plugin;
 pub mod sampler;
 pub mod snapshot;
 pub mod sources;
+pub mod webconfig;

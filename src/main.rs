@@ -12,6 +12,7 @@ use sockwatch::http::{self, Web};
 use sockwatch::munin::{self, Shim};
 use sockwatch::munin_plugin;
 use sockwatch::sampler::{self, Sampler};
+use sockwatch::webconfig::WebConfig;
 use tracing_subscriber::{prelude::*, reload, EnvFilter};
 
 fn main() -> ExitCode {
@@ -98,6 +99,7 @@ fn reload(flags: &Flags, running: &watch::Sender<Config>, log_filter: &LogFilter
     let restart_only: Vec<&str> = [
         ("web.listen-address", old.listen_address != new.listen_address),
         ("web.telemetry-path", old.telemetry_path != new.telemetry_path),
+        ("web.config.file", old.web_config_file != new.web_config_file),
         ("munin.*", old.munin != new.munin),
         (
             "conntrack.*",
@@ -126,6 +128,14 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A bad web config is a start-up error, before anything listens.
+    let web_config = match config.web_config_file.as_deref().map(WebConfig::load).transpose() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("sockwatch: {e}");
+            return ExitCode::from(2);
+        }
+    };
     runtime.block_on(async move {
         // Bind first, so a taken or impossible address fails at once with a clear message.
         let listener = match tokio::net::TcpListener::bind(config.listen_address).await {
@@ -138,6 +148,8 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
         let address = listener.local_addr().map_or(config.listen_address, |a| a);
         tracing::info!(
             %address,
+            tls = web_config.as_ref().is_some_and(|w| w.tls.is_some()),
+            basic_auth = web_config.as_ref().is_some_and(|w| w.auth.is_some()),
             path = %config.telemetry_path,
             interval = %humantime::format_duration(config.interval),
             "sockwatch {} serving",
@@ -154,8 +166,12 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
         let munin_tasks = start_munin(&config, latest_rx.clone(), &shutdown_rx).await;
         let (config_tx, config_rx) = watch::channel(config.clone());
         let mut sampler_task = tokio::spawn(sampler::run(sampler, latest_tx, config_rx, shutdown_rx.clone()));
-        let web = Arc::new(Web { latest: latest_rx, telemetry_path: config.telemetry_path.clone() });
-        let http_task = tokio::spawn(http::serve(listener, web, shutdown_rx));
+        let web = Arc::new(Web::new(
+            latest_rx,
+            config.telemetry_path.clone(),
+            web_config.as_ref().and_then(|w| w.auth.clone()),
+        ));
+        let http_task = tokio::spawn(http::serve(listener, web, web_config, shutdown_rx));
 
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let shutdown = shutdown_signal();

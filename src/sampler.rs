@@ -18,11 +18,21 @@ use crate::sources::ct_breakdown::{Breakdown, CtDump};
 use crate::sources::ports::{PortAggregator, PortsConfig};
 use crate::sources::{self, sockets::SockDiag, SourceError};
 
-/// What readers see: the snapshot and its pre-rendered Prometheus text.
+/// What readers see: the snapshot and its pre-rendered Prometheus text, plain and
+/// gzip-compressed (compressed once per sample, never per scrape).
 #[derive(Debug)]
 pub struct Published {
     pub snapshot: Arc<Snapshot>,
     pub prometheus: Bytes,
+    pub prometheus_gzip: Bytes,
+}
+
+fn gzip(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(data);
+    Bytes::from(enc.finish().unwrap_or_default())
 }
 
 pub type Latest = watch::Receiver<Option<Arc<Published>>>;
@@ -190,7 +200,8 @@ impl Sampler {
     pub fn sample_and_render(&mut self) -> Published {
         let snapshot = self.sample();
         let prometheus = Bytes::from(prometheus::render(&snapshot));
-        Published { snapshot: Arc::new(snapshot), prometheus }
+        let prometheus_gzip = gzip(&prometheus);
+        Published { snapshot: Arc::new(snapshot), prometheus, prometheus_gzip }
     }
 }
 

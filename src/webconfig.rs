@@ -1,0 +1,243 @@
+//! `--web.config.file`: TLS and basic auth, in the format of the Prometheus
+//! exporter-toolkit, so the file an operator already has for node_exporter works here:
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: /etc/sockwatch/tls.crt
+//!   key_file: /etc/sockwatch/tls.key
+//!   min_version: TLS12          # or TLS13
+//! basic_auth_users:
+//!   prometheus: $2y$10$...      # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\n')
+//! ```
+//!
+//! A setting of that format sockwatch does not implement (client certificates, cipher
+//! suites, HTTP/2 options) is refused with a message naming it: silently ignoring a
+//! security setting would be worse than failing to start.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    tls_server_config: Option<TlsSection>,
+    #[serde(default)]
+    basic_auth_users: HashMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TlsSection {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    min_version: Option<String>,
+    /// Everything else of the exporter-toolkit format, refused by name.
+    #[serde(flatten)]
+    other: HashMap<String, serde_yaml_ng::Value>,
+}
+
+/// What the HTTP server needs: a TLS acceptor and the users allowed in.
+pub struct WebConfig {
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub auth: Option<BasicAuth>,
+}
+
+impl WebConfig {
+    pub fn load(path: &Path) -> Result<WebConfig, String> {
+        let ctx = |e: String| format!("web config {}: {e}", path.display());
+        let text = std::fs::read_to_string(path).map_err(|e| ctx(format!("cannot read: {e}")))?;
+        let file: File = serde_yaml_ng::from_str(&text).map_err(|e| ctx(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let tls = file.tls_server_config.map(|t| tls_acceptor(t, base)).transpose().map_err(ctx)?;
+        let auth = if file.basic_auth_users.is_empty() {
+            None
+        } else {
+            for (user, hash) in &file.basic_auth_users {
+                // Parse now, so a broken hash fails at start-up, not at the first scrape.
+                hash.parse::<bcrypt::HashParts>()
+                    .map_err(|e| ctx(format!("basic_auth_users.{user}: not a bcrypt hash ({e})")))?;
+            }
+            Some(BasicAuth { users: file.basic_auth_users, verified: Arc::new(Mutex::new(HashMap::new())) })
+        };
+        Ok(WebConfig { tls, auth })
+    }
+}
+
+/// Relative paths in the file are relative to the file, as in exporter-toolkit.
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+fn tls_acceptor(t: TlsSection, base: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    if let Some(key) = t.other.keys().next() {
+        return Err(format!(
+            "tls_server_config.{key} is not supported by sockwatch (remove it, or terminate TLS in front)"
+        ));
+    }
+    let cert = resolve(base, &t.cert_file.ok_or("tls_server_config.cert_file is required")?);
+    let key = resolve(base, &t.key_file.ok_or("tls_server_config.key_file is required")?);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("tls_server_config.cert_file {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("tls_server_config.cert_file {}: no certificate in it", cert.display()));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(&key).map_err(|e| format!("tls_server_config.key_file {}: {e}", key.display()))?;
+    let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
+        None | Some("TLS12") => &[&rustls::version::TLS12, &rustls::version::TLS13],
+        Some("TLS13") => &[&rustls::version::TLS13],
+        Some(v) => return Err(format!("tls_server_config.min_version {v:?}: sockwatch supports TLS12 and TLS13")),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| format!("tls_server_config: certificate and key do not fit together: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Basic auth against bcrypt hashes. bcrypt is slow on purpose (tens of ms), so a
+/// verified `Authorization` header is remembered: a scrape every 15 s costs one hash
+/// per process lifetime, not one per scrape.
+#[derive(Clone)]
+pub struct BasicAuth {
+    users: HashMap<String, String>,
+    verified: Arc<Mutex<HashMap<String, bool>>>,
+}
+
+const CACHE_LIMIT: usize = 256;
+
+impl BasicAuth {
+    /// Checks an `Authorization` header value. Blocking (bcrypt): call off the runtime.
+    pub fn check(&self, header: Option<&str>) -> bool {
+        let Some(header) = header else { return false };
+        if let Some(&ok) = self.verified.lock().ok().and_then(|c| c.get(header).copied()).as_ref() {
+            return ok;
+        }
+        let ok = self.verify(header);
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            // Only successes are remembered: a guesser pays bcrypt for every attempt.
+            if ok {
+                cache.insert(header.to_owned(), true);
+            }
+        }
+        ok
+    }
+
+    fn verify(&self, header: &str) -> bool {
+        use base64_decode as b64;
+        let Some(encoded) = header.strip_prefix("Basic ") else { return false };
+        let Some(decoded) = b64::decode(encoded.trim()) else { return false };
+        let Ok(pair) = String::from_utf8(decoded) else { return false };
+        let Some((user, password)) = pair.split_once(':') else { return false };
+        match self.users.get(user) {
+            Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            None => {
+                // Same cost as a real check, so timing does not reveal which users exist.
+                if let Some(any) = self.users.values().next() {
+                    let _ = bcrypt::verify(password, any);
+                }
+                false
+            }
+        }
+    }
+}
+
+/// A small standard base64 decoder (RFC 4648), for the Authorization header only.
+mod base64_decode {
+    pub fn decode(s: &str) -> Option<Vec<u8>> {
+        let s = s.trim_end_matches('=');
+        let mut out = Vec::with_capacity(s.len() * 3 / 4);
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for c in s.bytes() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                _ => return None,
+            };
+            acc = (acc << 6) | u32::from(v);
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn decodes() {
+        assert_eq!(decode("YWxpY2U6c2VjcmV0").unwrap(), b"alice:secret");
+        assert_eq!(decode("YQ==").unwrap(), b"a");
+        assert_eq!(decode("YWI=").unwrap(), b"ab");
+        assert!(decode("!!").is_none());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sockwatch-webcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn bad_files_are_named_errors() {
+        for (text, want) in [
+            ("basic_auth_user:\n  a: b\n", "unknown field `basic_auth_user`"),
+            ("basic_auth_users:\n  alice: plaintext\n", "basic_auth_users.alice: not a bcrypt hash"),
+            ("tls_server_config:\n  key_file: k\n", "cert_file is required"),
+            ("tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: k\n", "cert_file /nonexistent.crt"),
+            (
+                "tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: RequireAndVerifyClientCert\n",
+                "client_auth_type is not supported",
+            ),
+            ("tls_server_config:\n  cert_file: c\n  key_file: k\n  min_version: SSL3\n", "min_version \"SSL3\""),
+            ("[not yaml", "web config"),
+        ] {
+            let p = write("bad.yml", text);
+            let e = WebConfig::load(&p).err().unwrap_or_else(|| panic!("{text:?} accepted"));
+            assert!(e.contains(want) && e.contains("bad.yml"), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn basic_auth_checks_and_caches() {
+        let hash = bcrypt::hash("secret", 4).unwrap();
+        let p = write("auth.yml", &format!("basic_auth_users:\n  alice: {hash}\n"));
+        let auth = WebConfig::load(&p).unwrap().auth.unwrap();
+        let good = "Basic YWxpY2U6c2VjcmV0"; // alice:secret
+        assert!(auth.check(Some(good)));
+        assert!(auth.verified.lock().unwrap().contains_key(good));
+        assert!(auth.check(Some(good)));
+        assert!(!auth.check(Some("Basic YWxpY2U6d3Jvbmc="))); // alice:wrong
+        assert!(!auth.check(Some("Basic Ym9iOnNlY3JldA=="))); // bob:secret
+        assert!(!auth.check(Some("Bearer x")));
+        assert!(!auth.check(Some("Basic !!!")));
+        assert!(!auth.check(None));
+        assert_eq!(auth.verified.lock().unwrap().len(), 1, "failures are not cached");
+    }
+}
