@@ -143,3 +143,92 @@ fn bad_web_config_is_a_startup_error() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Copies a directory tree (the fixture procfs) so a test can break it.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
+/// Waits until `cond` holds on a fresh scrape, for at most 5 s.
+fn eventually(d: &Served, what: &str, cond: impl Fn(&std::collections::HashMap<String, f64>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if cond(&d.metrics()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} did not happen within 5 s; log: {:?}", d.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn up(m: &std::collections::HashMap<String, f64>, source: &str) -> f64 {
+    value(m, &format!("sockwatch_source_up{{source=\"{source}\"}}"))
+}
+fn errors(m: &std::collections::HashMap<String, f64>, source: &str) -> f64 {
+    value(m, &format!("sockwatch_source_errors_total{{source=\"{source}\"}}"))
+}
+
+#[test]
+fn proc_faults_mark_sources_down_log_once_and_recover() {
+    let root = std::env::temp_dir().join(format!("sockwatch-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    copy_tree(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proc/linux-6.18")), &root);
+    let d = Served::start(&["--path.procfs", root.to_str().unwrap()]);
+    let m = d.metrics();
+    for s in ["sockets", "sockstat", "conntrack", "snmp", "limits"] {
+        assert_eq!(up(&m, s), 1.0, "{s}");
+    }
+    let snmp = root.join("net/snmp");
+    let good_snmp = std::fs::read_to_string(&snmp).unwrap();
+
+    // Truncated /proc/net/snmp: the header line without its values.
+    std::fs::write(&snmp, good_snmp.lines().take(5).collect::<Vec<_>>().join("\n")).unwrap();
+    eventually(&d, "snmp down", |m| up(m, "snmp") == 0.0);
+    eventually(&d, "3 snmp errors", |m| errors(m, "snmp") >= 3.0);
+    let m = d.metrics();
+    assert!(!m.contains_key("sockwatch_tcp_active_opens_total"), "stale values must not be served as fresh");
+    assert_eq!((up(&m, "sockstat"), up(&m, "conntrack"), up(&m, "sockets")), (1.0, 1.0, 1.0), "the others carry on");
+    assert_eq!(d.log_count("source=\"snmp\""), 1, "one line per state change: {:?}", d.log.lock().unwrap());
+    assert_eq!(d.log_count("no value line"), 1, "the line says why");
+
+    // The kernel comes back: the source recovers, once logged.
+    std::fs::write(&snmp, &good_snmp).unwrap();
+    eventually(&d, "snmp up", |m| up(m, "snmp") == 1.0 && m.contains_key("sockwatch_tcp_active_opens_total"));
+    assert_eq!(d.log_count("source is up again"), 1);
+
+    // An unexpected header in the conntrack statistics.
+    let stat = root.join("net/stat/nf_conntrack");
+    let good_stat = std::fs::read_to_string(&stat).unwrap();
+    std::fs::write(&stat, "cpu entries found\n0 0 0\n").unwrap();
+    eventually(&d, "conntrack down on a bad header", |m| up(m, "conntrack") == 0.0 && errors(m, "conntrack") >= 1.0);
+    assert!(!d.metrics().contains_key("sockwatch_conntrack_entries"));
+    std::fs::write(&stat, &good_stat).unwrap();
+    eventually(&d, "conntrack back", |m| up(m, "conntrack") == 1.0);
+
+    // The conntrack module unloaded at run time: down, series gone, not an error.
+    let before = errors(&d.metrics(), "conntrack");
+    std::fs::remove_dir_all(root.join("sys/net/netfilter")).unwrap();
+    std::fs::remove_file(&stat).unwrap();
+    eventually(&d, "conntrack absent", |m| up(m, "conntrack") == 0.0);
+    std::thread::sleep(Duration::from_millis(2100));
+    let m = d.metrics();
+    assert_eq!(errors(&m, "conntrack"), before, "an absent module is not an error");
+    assert!(!m.keys().any(|k| k.starts_with("sockwatch_conntrack_")), "conntrack series absent");
+    assert_eq!(d.log_count("conntrack module not loaded"), 1);
+
+    // A file that is missing altogether.
+    std::fs::remove_file(root.join("net/sockstat")).unwrap();
+    eventually(&d, "sockstat down", |m| up(m, "sockstat") == 0.0);
+    assert!(!d.metrics().contains_key("sockwatch_sockstat_tcp_memory_bytes"));
+    assert_eq!(up(&d.metrics(), "sockets"), 1.0);
+    let _ = std::fs::remove_dir_all(&root);
+}

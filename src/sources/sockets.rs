@@ -230,21 +230,7 @@ impl SockDiag {
         let mut interrupted = false;
         loop {
             let mut window: &mut [u8] = &mut self.buf[..];
-            let n = match sock.recv(&mut window, libc::MSG_TRUNC) {
-                Ok(n) => n,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    return Err(SourceError::Netlink(
-                        "receive buffer overrun (ENOBUFS): the kernel dropped part of the dump".into(),
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err(SourceError::Netlink(format!(
-                        "no answer from the kernel within {}s",
-                        RECV_TIMEOUT.as_secs()
-                    )))
-                }
-                Err(e) => return Err(net_err("recv", e)),
-            };
+            let n = sock.recv(&mut window, libc::MSG_TRUNC).map_err(recv_error)?;
             if n > self.buf.len() {
                 return Err(SourceError::Netlink(format!(
                     "datagram of {n} bytes truncated to the {}-byte buffer",
@@ -279,6 +265,15 @@ impl SockDiag {
         }
         Ok(out)
     }
+}
+
+/// Names what a failed read of the dump means for an operator.
+fn recv_error(e: io::Error) -> SourceError {
+    SourceError::Netlink(match e.raw_os_error() {
+        Some(libc::ENOBUFS) => "receive buffer overrun (ENOBUFS): the kernel dropped part of the dump".into(),
+        Some(libc::EAGAIN) => format!("no answer from the kernel within {}s", RECV_TIMEOUT.as_secs()),
+        _ => format!("recv: {e}"),
+    })
 }
 
 fn is_no_family(msg: &str) -> bool {
@@ -395,6 +390,16 @@ mod tests {
         let mut bad = d[..64].to_vec();
         bad[0..4].copy_from_slice(&1000u32.to_ne_bytes());
         assert!(parse_datagram(&bad, seq, &mut intr, &mut |_| {}).is_err());
+    }
+
+    #[test]
+    fn receive_errors_are_named() {
+        let e = recv_error(io::Error::from_raw_os_error(libc::ENOBUFS)).to_string();
+        assert!(e.contains("ENOBUFS") && e.contains("dropped part of the dump"), "{e}");
+        let e = recv_error(io::Error::from_raw_os_error(libc::EAGAIN)).to_string();
+        assert!(e.contains("no answer from the kernel within 10s"), "{e}");
+        let e = recv_error(io::Error::from_raw_os_error(libc::EBADF)).to_string();
+        assert!(e.starts_with("netlink sock_diag: recv: "), "{e}");
     }
 
     #[test]

@@ -306,6 +306,8 @@ pub fn sockstat_field(ns: &Netns, file: &str, prefix: &str, field: &str) -> u64 
 pub struct Served {
     pub child: Child,
     pub addr: String,
+    /// Every line the daemon logged so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Served {
@@ -322,18 +324,32 @@ impl Served {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut addr = None;
         for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(rest) = line.split(" serving address=").nth(1) {
                 addr = Some(rest.split_whitespace().next().unwrap().to_owned());
             }
-            if line.contains("first sample published") {
+            let first = line.contains("first sample published");
+            log.lock().unwrap().push(line);
+            if first {
                 break;
             }
         }
-        std::thread::spawn(move || lines.for_each(drop));
-        Served { child, addr: addr.expect("daemon logged its address") }
+        let sink = log.clone();
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| sink.lock().unwrap().push(l)));
+        let addr = addr.unwrap_or_else(|| panic!("daemon logged no address: {:?}", log.lock().unwrap()));
+        Served { child, addr, log }
+    }
+
+    /// Log lines containing `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    pub fn metrics(&self) -> std::collections::HashMap<String, f64> {
+        parse_metrics(&http_get(&self.addr, "/metrics").1)
     }
 }
 
