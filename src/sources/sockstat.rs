@@ -45,7 +45,8 @@ fn fields<'a>(text: &'a str, prefix: &str) -> Option<impl Iterator<Item = (&'a s
     Some(std::iter::from_fn(move || Some((it.next()?, it.next()?))))
 }
 
-fn parse_v4(text: &str, path: &Path) -> Result<Sockstat, SourceError> {
+/// Parses `/proc/net/sockstat` (the `TCP:` line).
+pub fn parse_v4(text: &str, path: &Path) -> Result<Sockstat, SourceError> {
     let pairs = fields(text, "TCP").ok_or_else(|| SourceError::parse(path, "no \"TCP:\" line"))?;
     let (mut inuse, mut orphan, mut tw, mut alloc, mut mem) = (None, None, None, None, None);
     for (name, value) in pairs {
@@ -71,7 +72,8 @@ fn parse_v4(text: &str, path: &Path) -> Result<Sockstat, SourceError> {
     })
 }
 
-fn parse_v6_inuse(text: &str, path: &Path) -> Result<u64, SourceError> {
+/// Parses `/proc/net/sockstat6` (`TCP6: inuse`).
+pub fn parse_v6_inuse(text: &str, path: &Path) -> Result<u64, SourceError> {
     let mut pairs = fields(text, "TCP6").ok_or_else(|| SourceError::parse(path, "no \"TCP6:\" line"))?;
     match pairs.find(|(name, _)| *name == "inuse") {
         Some((_, v)) => super::parse_u64(v, path),

@@ -1,0 +1,25 @@
+//! Netlink replies: the inet_diag dump parser and the ctnetlink breakdown parser must
+//! never panic, whatever the kernel (or a corrupted buffer) hands them.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use sockwatch::sources::{ct_breakdown, ports::PortAggregator, sockets};
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 4 {
+        return;
+    }
+    let seq = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+    let body = &data[4..];
+    let mut states = sockets::TcpStates::default();
+    let mut ports = PortAggregator::default();
+    ports.begin(Some((1024, 65535)));
+    let mut intr = false;
+    let _ = sockets::parse_datagram(body, seq, &mut intr, &mut |m| {
+        states.count(m);
+        ports.visit(m);
+    });
+    let _ = ports.finish(&Default::default());
+    let mut b = ct_breakdown::Breakdown::default();
+    let _ = ct_breakdown::parse_datagram(body, seq, &mut b);
+    ct_breakdown::count_entry(body, &mut b);
+});
