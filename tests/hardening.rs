@@ -232,3 +232,221 @@ fn proc_faults_mark_sources_down_log_once_and_recover() {
     assert_eq!(up(&d.metrics(), "sockets"), 1.0);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// One keep-alive HTTP/1.1 GET on an open connection: returns the status, or None when
+/// the exchange failed.
+fn keepalive_get(r: &mut std::io::BufReader<TcpStream>, w: &mut TcpStream, path: &str) -> Option<u16> {
+    use std::io::BufRead;
+    w.write_all(format!("GET {path} HTTP/1.1\r\nHost: sockwatch\r\n\r\n").as_bytes()).ok()?;
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let status = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0u8; length];
+    r.read_exact(&mut body).ok()?;
+    Some(status)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// 200 concurrent clients on /metrics for 30 s while the sampler dumps 500,000 sockets
+/// every second and 200 Munin clients come and go: no request fails. Latencies are
+/// printed (the benchmark harness is where speed is judged, not this test).
+#[test]
+fn load_with_half_a_million_sockets() {
+    if !require("load_with_half_a_million_sockets", &["sysctl"]) {
+        return;
+    }
+    const SOCKETS: usize = 500_000;
+    let sockets: usize = std::env::var("SOCKWATCH_LOAD_SOCKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(SOCKETS);
+    const CLIENTS: usize = 200;
+    const MUNIN: usize = 200;
+    const DURATION: Duration = Duration::from_secs(30);
+    let ns = Netns::new("load");
+    let start = Instant::now();
+    let _listeners = time_wait_population(&ns, sockets, 20_000, 4);
+    eprintln!("load: {sockets} TIME_WAIT sockets made in {:?}", start.elapsed());
+    let dir = std::env::temp_dir().join(format!("sockwatch-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("munin.sock");
+    let daemon = Daemon::start(
+        &ns,
+        9822,
+        &["--interval", "1s", "--munin.socket", sock.to_str().unwrap(), "--munin.max-clients", "256"],
+    );
+    let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
+    let tw = value(&m, "sockwatch_tcp_sockets{family=\"ipv4\",state=\"time_wait\"}");
+    assert!(tw >= sockets as f64 * 0.99, "the sampler sees the population: {tw}");
+
+    let path = format!("/run/netns/{}", ns.name);
+    let deadline = Instant::now() + DURATION;
+    let (latencies, failures, munin_sessions, munin_failures) = std::thread::scope(|scope| {
+        let http: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let path = &path;
+                scope.spawn(move || {
+                    let f = std::fs::File::open(path).unwrap();
+                    // SAFETY: valid fd; affects only this thread.
+                    assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
+                    let (mut lat, mut failed) = (Vec::new(), 0usize);
+                    let mut conn: Option<(std::io::BufReader<TcpStream>, TcpStream)> = None;
+                    while Instant::now() < deadline {
+                        if conn.is_none() {
+                            match TcpStream::connect("127.0.0.1:9822") {
+                                Ok(s) => {
+                                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                                    conn = Some((std::io::BufReader::new(s.try_clone().unwrap()), s));
+                                }
+                                Err(_) => {
+                                    failed += 1;
+                                    continue;
+                                }
+                            }
+                        }
+                        let (r, w) = conn.as_mut().unwrap();
+                        let t = Instant::now();
+                        match keepalive_get(r, w, "/metrics") {
+                            Some(200) => lat.push(t.elapsed()),
+                            _ => {
+                                failed += 1;
+                                conn = None;
+                            }
+                        }
+                    }
+                    (lat, failed)
+                })
+            })
+            .collect();
+        let munin: Vec<_> = (0..MUNIN)
+            .map(|_| {
+                let sock = &sock;
+                scope.spawn(move || {
+                    let (mut ok, mut failed) = (0usize, 0usize);
+                    while Instant::now() < deadline {
+                        let session = (|| -> Option<()> {
+                            use std::io::BufRead;
+                            let s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+                            s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+                            let mut w = s.try_clone().ok()?;
+                            let mut r = std::io::BufReader::new(s);
+                            let mut line = String::new();
+                            r.read_line(&mut line).ok()?;
+                            line.starts_with("# munin node").then_some(())?;
+                            w.write_all(b"fetch sockwatch_tcp_states\n").ok()?;
+                            loop {
+                                line.clear();
+                                r.read_line(&mut line).ok()?;
+                                if line == ".\n" {
+                                    break;
+                                }
+                                line.contains(".value ").then_some(())?;
+                            }
+                            w.write_all(b"quit\n").ok()
+                        })();
+                        match session {
+                            Some(()) => ok += 1,
+                            None => failed += 1,
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        let (mut lat, mut failed) = (Vec::new(), 0);
+        for h in http {
+            let (l, f) = h.join().unwrap();
+            lat.extend(l);
+            failed += f;
+        }
+        let (mut ok, mut mfailed) = (0, 0);
+        for h in munin {
+            let (o, f) = h.join().unwrap();
+            ok += o;
+            mfailed += f;
+        }
+        (lat, failed, ok, mfailed)
+    });
+    let mut sorted = latencies;
+    sorted.sort();
+    let samples = value(&parse_metrics(&daemon.get(&ns, "/metrics").1), "sockwatch_samples_total");
+    eprintln!(
+        "load: {} scrapes, p50 {:?}, p99 {:?}, max {:?}; {munin_sessions} Munin sessions; {samples} samples of {sockets} sockets",
+        sorted.len(),
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.99),
+        sorted.last().unwrap()
+    );
+    assert_eq!(failures, 0, "failed /metrics requests");
+    assert_eq!(munin_failures, 0, "failed Munin sessions");
+    assert!(sorted.len() > CLIENTS * 10, "only {} scrapes in 30 s", sorted.len());
+    assert!(munin_sessions > MUNIN * 10, "only {munin_sessions} Munin sessions");
+    assert!(samples >= 5.0, "the sampler kept sampling under load: {samples}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 500 connections each send half a request header and stall; a normal scrape is still
+/// answered at once, and the stalled ones are closed after the header read timeout.
+#[test]
+fn slowloris_does_not_block_scrapes() {
+    let d = Served::start(&[]);
+    let mut stalled = Vec::new();
+    for _ in 0..500 {
+        let mut s = TcpStream::connect(&d.addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sockwatch\r\nX-Slow: ").unwrap();
+        stalled.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let (status, body) = http_get(&d.addr, "/metrics");
+    let took = t.elapsed();
+    eprintln!("slowloris: a scrape with 500 stalled connections took {took:?}");
+    assert_eq!(status, 200);
+    assert!(body.contains("sockwatch_samples_total"));
+    // Well under the 10 s header timeout: it did not wait for stalled connections to be dropped.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The stalled connections are closed by the server after the header read timeout.
+    let s = &mut stalled[0];
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let waited = t.elapsed();
+    assert!(waited < Duration::from_secs(14), "a stalled connection lived {waited:?}");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+#[test]
+fn sigterm_removes_the_munin_socket_and_exits_zero() {
+    let dir = std::env::temp_dir().join(format!("sockwatch-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("munin.sock");
+    let mut d = Served::start(&["--munin.socket", sock.to_str().unwrap()]);
+    assert!(sock.exists());
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(d.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "still running 5 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!sock.exists(), "the Munin socket file is removed");
+    let _ = std::fs::remove_dir_all(&dir);
+}

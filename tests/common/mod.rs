@@ -359,3 +359,42 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// Fills `ns` with `n` TIME_WAIT sockets: `threads` workers churn connections (client
+/// closes first) to 127.0.0.1:`first_port`.. with one listener per 10,000 sockets: a
+/// destination has at most ~55k ports here, and connect()'s search for a free port slows
+/// sharply as a destination's range fills. Raises the namespace's port range and
+/// tcp_max_tw_buckets to fit. Returns the listeners, to keep the ports busy.
+pub fn time_wait_population(ns: &Netns, n: usize, first_port: u16, threads: usize) -> Vec<std::net::TcpListener> {
+    ns.sysctl("net.ipv4.ip_local_port_range", "10000 65000");
+    ns.sysctl("net.ipv4.tcp_max_tw_buckets", &(2 * n).max(1 << 16).to_string());
+    let per_dest = 10_000;
+    let dests = n.div_ceil(per_dest);
+    let listeners: Vec<std::net::TcpListener> = (0..dests)
+        .map(|i| {
+            let port = first_port + i as u16;
+            ns.enter(move || std::net::TcpListener::bind(("127.0.0.1", port)).unwrap())
+        })
+        .collect();
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (path, listeners) = (&path, &listeners);
+            scope.spawn(move || {
+                let f = std::fs::File::open(path).unwrap();
+                // SAFETY: valid fd; affects only this thread.
+                assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+                let mut buf = [0u8; 1];
+                for i in (t..n).step_by(threads) {
+                    let l = &listeners[i / per_dest];
+                    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                    // accept() may hand us another worker's connection: fine, any one will do.
+                    let (mut a, _) = l.accept().unwrap();
+                    drop(c);
+                    let _ = a.read(&mut buf);
+                }
+            });
+        }
+    });
+    listeners
+}
