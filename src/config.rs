@@ -19,6 +19,7 @@
 //! munin.listen-address = "127.0.0.1:4949"      # off unless set
 //! munin.max-clients = 64
 //! munin.idle-timeout = "60s"
+//! sampler.max-share = 0.25                     # self-protection
 //! ```
 //!
 //! A flag given on the command line wins over the file; the file wins over the defaults.
@@ -108,6 +109,10 @@ pub struct Flags {
     /// Listening ports always exported, comma-separated (e.g. 80,443).
     #[arg(long = "listeners.ports", value_name = "PORTS", value_delimiter = ',', global = true)]
     pub listener_ports: Option<Vec<u16>>,
+    /// Largest share of the interval a sample may take; slower samples stretch the
+    /// interval (self-protection) [default: 0.25].
+    #[arg(long = "sampler.max-share", value_name = "FRACTION", global = true)]
+    pub max_share: Option<f64>,
     /// Count conntrack entries by state from a ctnetlink dump (needs CAP_NET_ADMIN).
     #[arg(long = "conntrack.breakdown", global = true)]
     pub conntrack_breakdown: bool,
@@ -142,6 +147,8 @@ pub struct Config {
     pub conntrack_breakdown: bool,
     pub conntrack_breakdown_interval: Duration,
     pub munin: MuninConfig,
+    /// Self-protection: the share of the interval a sample may take.
+    pub max_share: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -184,6 +191,14 @@ struct FileConfig {
     conntrack: ConntrackSection,
     #[serde(default)]
     munin: MuninSection,
+    #[serde(default)]
+    sampler: SamplerSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SamplerSection {
+    max_share: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -366,6 +381,13 @@ impl Config {
                 Duration::from_secs(60),
                 |v| parse_interval(&v),
             )?,
+            max_share: setting(f.max_share, file.sampler.max_share, "sampler.max-share", path, 0.25, |v| {
+                if (0.01..=1.0).contains(&v) {
+                    Ok(v)
+                } else {
+                    Err(format!("{v} is outside 0.01 to 1"))
+                }
+            })?,
             munin: MuninConfig {
                 socket: setting(
                     f.munin_socket,

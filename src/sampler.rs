@@ -90,7 +90,12 @@ impl Tracker {
 /// Owns everything a sample needs and reuses it: the netlink socket and its buffer.
 pub struct Sampler {
     proc_root: PathBuf,
+    /// The interval asked for (`--interval`).
+    configured_interval: Duration,
+    /// The interval in force: the configured one, or longer while samples are slow.
     interval: Duration,
+    /// Largest share of the interval a sample may take before the interval stretches.
+    max_share: f64,
     sockdiag: SockDiag,
     ports_config: PortsConfig,
     ports: PortAggregator,
@@ -116,7 +121,9 @@ impl Sampler {
     pub fn new(config: &Config) -> Self {
         Sampler {
             proc_root: config.procfs.clone(),
+            configured_interval: config.interval,
             interval: config.interval,
+            max_share: config.max_share,
             ports_config: config.ports.clone(),
             ports: PortAggregator::default(),
             sockdiag: SockDiag::new(),
@@ -135,9 +142,39 @@ impl Sampler {
     pub fn reconfigure(&mut self, config: &Config) -> bool {
         self.proc_root = config.procfs.clone();
         self.ports_config = config.ports.clone();
-        let changed = self.interval != config.interval;
+        self.max_share = config.max_share;
+        let changed = self.interval != config.interval || self.configured_interval != config.interval;
+        self.configured_interval = config.interval;
         self.interval = config.interval;
         changed
+    }
+
+    /// Self-protection: the monitor must not hurt the host it watches. When a sample
+    /// takes more than `max_share` of the interval, the interval stretches so that it
+    /// does not; when samples are quick again it returns to the configured one.
+    /// Returns whether the interval changed.
+    pub fn adapt(&mut self, took: Duration) -> bool {
+        let needed = took.div_f64(self.max_share);
+        // Whole tenths of a second, so the exported value does not jitter.
+        let needed = Duration::from_millis(needed.as_millis().div_ceil(100) as u64 * 100);
+        let want = self.configured_interval.max(needed);
+        // Shrink only with a clear margin, so the interval does not flap.
+        if want > self.interval || want < self.interval.mul_f64(0.8) {
+            if want > self.configured_interval && self.interval == self.configured_interval {
+                tracing::warn!(
+                    "a sample took {} ms, more than {:.0}% of the {} interval: sampling every {} until samples are quicker",
+                    took.as_millis(),
+                    self.max_share * 100.0,
+                    humantime::format_duration(self.configured_interval),
+                    humantime::format_duration(want)
+                );
+            } else if want == self.configured_interval {
+                tracing::info!("samples are quick again: back to the {} interval", humantime::format_duration(want));
+            }
+            self.interval = want;
+            return true;
+        }
+        false
     }
 
     /// Has the breakdown come from `slot` (filled by [`run_breakdown`]) instead of
@@ -196,9 +233,12 @@ impl Sampler {
         }
     }
 
-    /// Samples and renders: the unit of work the loop runs on a blocking thread.
+    /// Samples and renders: the unit of work the loop runs on a blocking thread. The
+    /// snapshot carries the interval in force after this sample (stretched if it was slow).
     pub fn sample_and_render(&mut self) -> Published {
-        let snapshot = self.sample();
+        let mut snapshot = self.sample();
+        self.adapt(snapshot.duration);
+        snapshot.interval = self.interval;
         let prometheus = Bytes::from(prometheus::render(&snapshot));
         let prometheus_gzip = gzip(&prometheus);
         Published { snapshot: Arc::new(snapshot), prometheus, prometheus_gzip }
@@ -237,6 +277,7 @@ pub async fn run(
             }
             _ = shutdown.changed() => return,
         }
+        let before = sampler.interval;
         let job = tokio::task::spawn_blocking(move || {
             let published = sampler.sample_and_render();
             (sampler, published)
@@ -244,6 +285,10 @@ pub async fn run(
         match job.await {
             Ok((s, published)) => {
                 sampler = s;
+                if sampler.interval != before {
+                    ticks = ticker(sampler.interval);
+                    ticks.tick().await; // immediate: the next sample comes one interval from now
+                }
                 let published = Arc::new(published);
                 tx.send_replace(Some(published.clone()));
                 if published.snapshot.samples_total == 1 {
@@ -293,5 +338,31 @@ pub async fn run_breakdown(interval: Duration, slot: BreakdownSlot, mut shutdown
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampler(interval_s: u64, share: f64) -> Sampler {
+        let mut c = Config::load(&crate::config::Flags::default()).unwrap();
+        c.interval = Duration::from_secs(interval_s);
+        c.max_share = share;
+        Sampler::new(&c)
+    }
+
+    #[test]
+    fn slow_samples_stretch_the_interval_and_quick_ones_restore_it() {
+        let mut s = sampler(10, 0.25);
+        assert!(!s.adapt(Duration::from_millis(2400)), "24% of 10 s is fine");
+        assert_eq!(s.interval, Duration::from_secs(10));
+        assert!(s.adapt(Duration::from_millis(3000)), "30% is too much");
+        assert_eq!(s.interval, Duration::from_secs(12), "3 s is 25% of 12 s");
+        assert!(s.adapt(Duration::from_millis(5010)));
+        assert_eq!(s.interval, Duration::from_millis(20100), "rounded up to a tenth");
+        assert!(!s.adapt(Duration::from_millis(4500)), "within the margin: no flapping");
+        assert!(s.adapt(Duration::from_millis(100)));
+        assert_eq!(s.interval, Duration::from_secs(10), "never below the configured interval");
     }
 }

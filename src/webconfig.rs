@@ -82,6 +82,11 @@ fn tls_acceptor(t: TlsSection, base: &Path) -> Result<tokio_rustls::TlsAcceptor,
             "tls_server_config.{key} is not supported by sockwatch (remove it, or terminate TLS in front)"
         ));
     }
+    let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
+        None | Some("TLS12") => &[&rustls::version::TLS12, &rustls::version::TLS13],
+        Some("TLS13") => &[&rustls::version::TLS13],
+        Some(v) => return Err(format!("tls_server_config.min_version {v:?}: sockwatch supports TLS12 and TLS13")),
+    };
     let cert = resolve(base, &t.cert_file.ok_or("tls_server_config.cert_file is required")?);
     let key = resolve(base, &t.key_file.ok_or("tls_server_config.key_file is required")?);
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
@@ -92,11 +97,6 @@ fn tls_acceptor(t: TlsSection, base: &Path) -> Result<tokio_rustls::TlsAcceptor,
     }
     let key_der =
         PrivateKeyDer::from_pem_file(&key).map_err(|e| format!("tls_server_config.key_file {}: {e}", key.display()))?;
-    let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
-        None | Some("TLS12") => &[&rustls::version::TLS12, &rustls::version::TLS13],
-        Some("TLS13") => &[&rustls::version::TLS13],
-        Some(v) => return Err(format!("tls_server_config.min_version {v:?}: sockwatch supports TLS12 and TLS13")),
-    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)

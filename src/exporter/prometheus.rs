@@ -398,7 +398,11 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         "Time the latest sample took, all sources.",
         s.duration.as_secs_f64(),
     );
-    out.gauge("sockwatch_sample_interval_seconds", "Interval the sampler runs at.", s.interval.as_secs_f64());
+    out.gauge(
+        "sockwatch_sample_interval_seconds",
+        "Interval the sampler runs at: --interval, or longer while samples take more than --sampler.max-share of it (self-protection).",
+        s.interval.as_secs_f64(),
+    );
     out.counter("sockwatch_samples_total", "Samples taken since sockwatch started.", f(s.samples_total));
     out.counter(
         "sockwatch_sample_inconsistent_total",
