@@ -233,30 +233,6 @@ fn proc_faults_mark_sources_down_log_once_and_recover() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// One keep-alive HTTP/1.1 GET on an open connection: returns the status, or None when
-/// the exchange failed.
-fn keepalive_get(r: &mut std::io::BufReader<TcpStream>, w: &mut TcpStream, path: &str) -> Option<u16> {
-    use std::io::BufRead;
-    w.write_all(format!("GET {path} HTTP/1.1\r\nHost: sockwatch\r\n\r\n").as_bytes()).ok()?;
-    let mut line = String::new();
-    r.read_line(&mut line).ok()?;
-    let status = line.split_whitespace().nth(1)?.parse().ok()?;
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        r.read_line(&mut line).ok()?;
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0u8; length];
-    r.read_exact(&mut body).ok()?;
-    Some(status)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }

@@ -19,9 +19,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use netlink_packet_sock_diag::inet::InetResponseHeader;
+use std::hash::{BuildHasherDefault, Hasher};
 
-use super::sockets::{TCP_LISTEN, TCP_STATES};
+use super::sockets::{DiagMsg, TCP_LISTEN, TCP_STATES};
 
 const TCP_CLOSE: u8 = 7;
 
@@ -103,6 +103,43 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 type DestKey = (IpAddr, IpAddr, u16);
 
+/// Fx-style multiply-rotate hasher (as in rustc). The maps here are keyed by local
+/// addresses and ports and by destinations this host connects to, not by what a remote
+/// peer chooses, so SipHash's flooding resistance buys nothing and costs a third of the
+/// per-socket time.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
 /// Accumulates over one dump. Feed it every socket with [`PortAggregator::visit`];
 /// the kernel sends a family's listeners before its other sockets, which the
 /// server/client classification relies on.
@@ -111,9 +148,9 @@ pub struct PortAggregator {
     range: Option<(u16, u16)>,
     /// One bit per port that has a listener: a cheap first test per socket.
     listening: Box<[u64; 1024]>,
-    listeners: HashMap<(IpAddr, u16), (u64, u64)>,
-    dests: HashMap<DestKey, u64>,
-    port_states: HashMap<u16, [u64; 13]>,
+    listeners: FxMap<(IpAddr, u16), (u64, u64)>,
+    dests: FxMap<DestKey, u64>,
+    port_states: FxMap<u16, [u64; 13]>,
     bound: u64,
     listen_util_max: f64,
 }
@@ -123,9 +160,9 @@ impl Default for PortAggregator {
         PortAggregator {
             range: None,
             listening: Box::new([0; 1024]),
-            listeners: HashMap::new(),
-            dests: HashMap::new(),
-            port_states: HashMap::new(),
+            listeners: FxMap::default(),
+            dests: FxMap::default(),
+            port_states: FxMap::default(),
             bound: 0,
             listen_util_max: 0.0,
         }
@@ -149,20 +186,19 @@ impl PortAggregator {
     }
 
     /// Whether `(ip, port)` is served by a listener on that address or a wildcard one.
+    /// Callers test [`Self::has_listener_port`] first, which rules out most sockets cheaply.
     fn is_server_side(&self, ip: IpAddr, port: u16) -> bool {
-        self.has_listener_port(port)
-            && (self.listeners.contains_key(&(ip, port))
-                || self.listeners.contains_key(&(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
-                || self.listeners.contains_key(&(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)))
+        self.listeners.contains_key(&(ip, port))
+            || self.listeners.contains_key(&(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+            || self.listeners.contains_key(&(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))
     }
 
-    pub fn visit(&mut self, m: &InetResponseHeader) {
-        let id = &m.socket_id;
-        let (local, port) = (canonical(id.source_address), id.source_port);
-        if m.state == TCP_LISTEN {
+    pub fn visit(&mut self, m: &DiagMsg<'_>) {
+        let (state, port) = (m.state(), m.src_port());
+        if state == TCP_LISTEN {
             self.listening[usize::from(port >> 6)] |= 1 << (port & 63);
-            let (len, limit) = (u64::from(m.recv_queue), u64::from(m.send_queue));
-            let e = self.listeners.entry((local, port)).or_default();
+            let (len, limit) = (u64::from(m.rqueue()), u64::from(m.wqueue()));
+            let e = self.listeners.entry((canonical(m.src_addr()), port)).or_default();
             e.0 += len;
             e.1 += limit;
             if limit > 0 {
@@ -170,8 +206,9 @@ impl PortAggregator {
             }
             return;
         }
-        if self.is_server_side(local, port) {
-            if let Some(n) = self.port_states.entry(port).or_insert([0; 13]).get_mut(usize::from(m.state)) {
+        // Addresses are decoded only for sockets that need them.
+        if self.has_listener_port(port) && self.is_server_side(canonical(m.src_addr()), port) {
+            if let Some(n) = self.port_states.entry(port).or_insert([0; 13]).get_mut(usize::from(state)) {
                 *n += 1;
             }
             return;
@@ -180,11 +217,12 @@ impl PortAggregator {
         if !(lo..=hi).contains(&port) {
             return; // a client that bound a fixed port: not from the ephemeral pool
         }
-        if m.state == TCP_CLOSE && id.destination_port == 0 && id.destination_address.is_unspecified() {
+        let remote = m.dst_addr();
+        if state == TCP_CLOSE && m.dst_port() == 0 && remote.is_unspecified() {
             self.bound += 1;
             return;
         }
-        *self.dests.entry((local, canonical(id.destination_address), id.destination_port)).or_default() += 1;
+        *self.dests.entry((canonical(m.src_addr()), canonical(remote), m.dst_port())).or_default() += 1;
     }
 
     /// Builds the bounded result.
@@ -263,40 +301,38 @@ pub fn state_name(state: u8) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_sock_diag::inet::SocketId;
+    use crate::sources::sockets::DIAG_MSG_LEN;
 
-    fn sock(state: u8, local: &str, lport: u16, remote: &str, rport: u16) -> InetResponseHeader {
-        let local: IpAddr = local.parse().unwrap();
-        let mut id = if local.is_ipv4() { SocketId::new_v4() } else { SocketId::new_v6() };
-        id.source_address = local;
-        id.source_port = lport;
-        id.destination_address = remote.parse().unwrap();
-        id.destination_port = rport;
-        InetResponseHeader {
-            family: if local.is_ipv4() { 2 } else { 10 },
-            state,
-            timer: None,
-            socket_id: id,
-            recv_queue: 0,
-            send_queue: 0,
-            uid: 0,
-            inode: 0,
+    /// A raw `inet_diag_msg`, as the kernel would send it.
+    fn sock(state: u8, local: &str, lport: u16, remote: &str, rport: u16) -> Vec<u8> {
+        let (local, remote): (IpAddr, IpAddr) = (local.parse().unwrap(), remote.parse().unwrap());
+        let mut m = vec![0u8; DIAG_MSG_LEN];
+        m[0] = if local.is_ipv4() { 2 } else { 10 };
+        m[1] = state;
+        m[4..6].copy_from_slice(&lport.to_be_bytes());
+        m[6..8].copy_from_slice(&rport.to_be_bytes());
+        for (at, ip) in [(8, local), (24, remote)] {
+            match ip {
+                IpAddr::V4(v4) => m[at..at + 4].copy_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => m[at..at + 16].copy_from_slice(&v6.octets()),
+            }
         }
-    }
-
-    fn listener(local: &str, port: u16, queue: u32, backlog: u32) -> InetResponseHeader {
-        let any = if local.contains(':') { "::" } else { "0.0.0.0" };
-        let mut m = sock(TCP_LISTEN, local, port, any, 0);
-        m.recv_queue = queue;
-        m.send_queue = backlog;
         m
     }
 
-    fn agg(range: (u16, u16), socks: &[InetResponseHeader]) -> PortAggregator {
+    fn listener(local: &str, port: u16, queue: u32, backlog: u32) -> Vec<u8> {
+        let any = if local.contains(':') { "::" } else { "0.0.0.0" };
+        let mut m = sock(TCP_LISTEN, local, port, any, 0);
+        m[56..60].copy_from_slice(&queue.to_ne_bytes());
+        m[60..64].copy_from_slice(&backlog.to_ne_bytes());
+        m
+    }
+
+    fn agg(range: (u16, u16), socks: &[Vec<u8>]) -> PortAggregator {
         let mut a = PortAggregator::default();
         a.begin(Some(range));
         for s in socks {
-            a.visit(s);
+            a.visit(&DiagMsg::new(s).unwrap());
         }
         a
     }
@@ -413,7 +449,7 @@ mod tests {
     fn unknown_range_means_no_ephemeral_figures() {
         let mut a = PortAggregator::default();
         a.begin(None);
-        a.visit(&sock(1, "10.0.0.1", 40001, "10.0.0.9", 443));
+        a.visit(&DiagMsg::new(&sock(1, "10.0.0.1", 40001, "10.0.0.9", 443)).unwrap());
         assert_eq!(a.finish(&PortsConfig::default()).ephemeral, None);
     }
 

@@ -22,10 +22,10 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Parseable, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN,
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
-use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags};
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::{SockDiagMessage, AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY};
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
@@ -57,6 +57,61 @@ const RECV_BUF: usize = 64 * 1024;
 /// How long one read may wait for the kernel before the dump is abandoned.
 const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Size of the fixed part of `struct inet_diag_msg`.
+pub const DIAG_MSG_LEN: usize = 72;
+
+/// One `struct inet_diag_msg`, read in place from the receive buffer: fields are decoded
+/// only when asked for, so counting states costs two byte loads per socket.
+///
+/// Layout: family, state, timer, retrans (u8 each); sockid { sport, dport (be16),
+/// src[16], dst[16], if (u32), cookie[8] }; expires, rqueue, wqueue, uid, inode (u32).
+#[derive(Clone, Copy)]
+pub struct DiagMsg<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> DiagMsg<'a> {
+    pub fn new(raw: &'a [u8]) -> Option<DiagMsg<'a>> {
+        (raw.len() >= DIAG_MSG_LEN).then_some(DiagMsg { raw })
+    }
+    pub fn family(&self) -> u8 {
+        self.raw[0]
+    }
+    pub fn state(&self) -> u8 {
+        self.raw[1]
+    }
+    pub fn src_port(&self) -> u16 {
+        u16::from_be_bytes([self.raw[4], self.raw[5]])
+    }
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be_bytes([self.raw[6], self.raw[7]])
+    }
+    fn addr(&self, at: usize) -> std::net::IpAddr {
+        let b = &self.raw[at..at + 16];
+        if self.family() == AF_INET6 {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            std::net::IpAddr::from(a)
+        } else {
+            std::net::IpAddr::from([b[0], b[1], b[2], b[3]])
+        }
+    }
+    pub fn src_addr(&self) -> std::net::IpAddr {
+        self.addr(8)
+    }
+    pub fn dst_addr(&self) -> std::net::IpAddr {
+        self.addr(24)
+    }
+    /// For a listener: its accept queue length. Otherwise bytes in the receive queue.
+    pub fn rqueue(&self) -> u32 {
+        u32::from_ne_bytes([self.raw[56], self.raw[57], self.raw[58], self.raw[59]])
+    }
+    /// For a listener: its backlog limit. Otherwise bytes in the send queue.
+    pub fn wqueue(&self) -> u32 {
+        u32::from_ne_bytes([self.raw[60], self.raw[61], self.raw[62], self.raw[63]])
+    }
+}
+
 /// Socket counts by family and state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TcpStates {
@@ -65,9 +120,9 @@ pub struct TcpStates {
 }
 
 impl TcpStates {
-    pub fn count(&mut self, msg: &InetResponseHeader) {
-        let by_state = if msg.family == AF_INET6 { &mut self.ipv6 } else { &mut self.ipv4 };
-        if let Some(n) = by_state.get_mut(usize::from(msg.state)) {
+    pub fn count(&mut self, msg: &DiagMsg<'_>) {
+        let by_state = if msg.family() == AF_INET6 { &mut self.ipv6 } else { &mut self.ipv4 };
+        if let Some(n) = by_state.get_mut(usize::from(msg.state())) {
             *n += 1;
         }
     }
@@ -101,7 +156,7 @@ pub fn parse_datagram(
     data: &[u8],
     seq: u32,
     interrupted: &mut bool,
-    visit: &mut dyn FnMut(&InetResponseHeader),
+    visit: &mut dyn FnMut(&DiagMsg<'_>),
 ) -> Result<Progress, SourceError> {
     let mut off = 0;
     while off < data.len() {
@@ -134,8 +189,12 @@ pub fn parse_datagram(
                 }
                 NLMSG_OVERRUN => return Err(SourceError::Netlink("kernel reported NLMSG_OVERRUN".into())),
                 SOCK_DIAG_BY_FAMILY => {
-                    let msg = InetResponseHeader::parse(payload)
-                        .map_err(|e| SourceError::Netlink(format!("malformed inet_diag_msg at offset {off}: {e}")))?;
+                    let msg = DiagMsg::new(payload).ok_or_else(|| {
+                        SourceError::Netlink(format!(
+                            "malformed inet_diag_msg at offset {off}: {} bytes, expected at least {DIAG_MSG_LEN}",
+                            payload.len()
+                        ))
+                    })?;
                     visit(&msg);
                 }
                 _ => {} // NLMSG_NOOP and anything new: not ours to interpret
@@ -211,7 +270,7 @@ impl SockDiag {
     /// Dumps every TCP socket of `family` (`AF_INET` or `AF_INET6`), calling `visit` for
     /// each. Returns whether the kernel flagged the dump as interrupted. On any error the
     /// socket is dropped, so leftovers of a failed dump never leak into the next one.
-    pub fn dump_tcp(&mut self, family: u8, visit: &mut dyn FnMut(&InetResponseHeader)) -> Result<bool, SourceError> {
+    pub fn dump_tcp(&mut self, family: u8, visit: &mut dyn FnMut(&DiagMsg<'_>)) -> Result<bool, SourceError> {
         let result = self.try_dump(family, visit);
         if result.is_err() {
             self.sock = None;
@@ -219,7 +278,7 @@ impl SockDiag {
         result
     }
 
-    fn try_dump(&mut self, family: u8, visit: &mut dyn FnMut(&InetResponseHeader)) -> Result<bool, SourceError> {
+    fn try_dump(&mut self, family: u8, visit: &mut dyn FnMut(&DiagMsg<'_>)) -> Result<bool, SourceError> {
         let net_err = |what: &str, e: io::Error| SourceError::Netlink(format!("{what}: {e}"));
         if self.sock.is_none() {
             self.sock = Some(Self::open().map_err(|e| net_err("cannot open NETLINK_SOCK_DIAG socket", e))?);
@@ -248,11 +307,11 @@ impl SockDiag {
 
     /// The sockets source: one dump per family, counted by state. `visit` sees every
     /// socket too, so later aggregations ride on the same single walk.
-    pub fn read(&mut self, visit: &mut dyn FnMut(&InetResponseHeader)) -> Result<Sockets, SourceError> {
+    pub fn read(&mut self, visit: &mut dyn FnMut(&DiagMsg<'_>)) -> Result<Sockets, SourceError> {
         let mut out = Sockets::default();
         for family in [AF_INET, AF_INET6] {
             let states = &mut out.states;
-            let mut both = |m: &InetResponseHeader| {
+            let mut both = |m: &DiagMsg<'_>| {
                 states.count(m);
                 visit(m);
             };
@@ -276,6 +335,22 @@ fn recv_error(e: io::Error) -> SourceError {
     })
 }
 
+/// Splits a dump recorded by `examples/record_sockdiag.rs` (the request's sequence number,
+/// then each datagram prefixed with its length, all u32 little-endian) into its parts.
+/// For tests and benchmarks; `None` if the recording is truncated.
+#[doc(hidden)]
+pub fn recorded_datagrams(raw: &[u8]) -> Option<(u32, Vec<&[u8]>)> {
+    let seq = u32::from_le_bytes(raw.get(..4)?.try_into().ok()?);
+    let mut out = Vec::new();
+    let mut off = 4;
+    while off < raw.len() {
+        let n = u32::from_le_bytes(raw.get(off..off + 4)?.try_into().ok()?) as usize;
+        out.push(raw.get(off + 4..off + 4 + n)?);
+        off += 4 + n;
+    }
+    Some((seq, out))
+}
+
 fn is_no_family(msg: &str) -> bool {
     let enoent = io::Error::from_raw_os_error(libc::ENOENT).to_string();
     msg.ends_with(&enoent)
@@ -290,15 +365,8 @@ mod tests {
     fn datagrams(name: &str) -> (u32, Vec<Vec<u8>>) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sockdiag").join(name);
         let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let seq = u32::from_le_bytes(raw[..4].try_into().unwrap());
-        let mut out = Vec::new();
-        let mut off = 4;
-        while off < raw.len() {
-            let n = u32::from_le_bytes(raw[off..off + 4].try_into().unwrap()) as usize;
-            out.push(raw[off + 4..off + 4 + n].to_vec());
-            off += 4 + n;
-        }
-        (seq, out)
+        let (seq, parts) = recorded_datagrams(&raw).expect("a complete recording");
+        (seq, parts.into_iter().map(<[u8]>::to_vec).collect())
     }
 
     fn run(name: &str) -> (Result<Progress, SourceError>, TcpStates, bool, usize) {

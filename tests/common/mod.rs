@@ -398,3 +398,27 @@ pub fn time_wait_population(ns: &Netns, n: usize, first_port: u16, threads: usiz
     });
     listeners
 }
+
+/// One keep-alive HTTP/1.1 GET on an open connection: returns the status, or None when
+/// the exchange failed.
+pub fn keepalive_get(r: &mut std::io::BufReader<TcpStream>, w: &mut TcpStream, path: &str) -> Option<u16> {
+    use std::io::BufRead;
+    w.write_all(format!("GET {path} HTTP/1.1\r\nHost: sockwatch\r\n\r\n").as_bytes()).ok()?;
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let status = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0u8; length];
+    r.read_exact(&mut body).ok()?;
+    Some(status)
+}

@@ -1,0 +1,383 @@
+//! End-to-end benchmark: sockwatch side by side with the tools it replaces, on one socket
+//! population per size, inside a network namespace this harness creates (loopback only).
+//!
+//! ```sh
+//! cargo bench --bench e2e -- --sizes 10000,100000,500000,1000000
+//! cargo bench --bench e2e -- --smoke          # N = 100k, checks only that every tool gave a figure
+//! ```
+//!
+//! Needs root (namespaces, sysctls), iproute2, nftables, prometheus-node-exporter and
+//! munin-node (for munin's fw_conntrack). For every N it builds N TIME_WAIT sockets (with
+//! their conntrack entries) and measures, as CPU time read from the kernel (task schedstat
+//! or rusage), never self-reported:
+//! - floor: a minimal client doing one inet_diag dump per family and counting states;
+//! - `ss -tan state all | wc -l`;
+//! - sockwatch: CPU per sample of the daemon, /metrics latency while it samples, peak RSS;
+//! - node_exporter with only the tcpstat collector: CPU per scrape (its scrape is the dump),
+//!   scrape latency, peak RSS;
+//! - Munin: a fetch through our plugin against munin's fw_conntrack run by munin-run.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const FLOOR_ARG: &str = "--floor-client";
+
+/// The floor: one inet_diag dump per family, states counted, nothing else. Runs as its own
+/// process so its CPU is measured like the others'.
+fn floor_client() {
+    use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
+    let mut sock = Socket::new(NETLINK_SOCK_DIAG).unwrap();
+    sock.bind_auto().unwrap();
+    sock.connect(&SocketAddr::new(0, 0)).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut counts = [0u64; 16];
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        sock.send(&sockwatch::sources::sockets::SockDiag::request(family, 1), 0).unwrap();
+        'dump: loop {
+            let mut w: &mut [u8] = &mut buf[..];
+            let n = sock.recv(&mut w, 0).unwrap();
+            let mut off = 0;
+            while off + 16 <= n {
+                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+                let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+                if ty == 3 || ty == 2 {
+                    break 'dump;
+                }
+                counts[usize::from(buf[off + 17]) & 15] += 1;
+                off += (len + 3) & !3;
+            }
+        }
+    }
+    println!("{}", counts[6]);
+}
+
+fn rusage_children_cpu() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// Runs a command to completion; returns (CPU seconds of it and its children, wall, stdout).
+fn measure(cmd: &mut Command) -> (f64, f64, String) {
+    let before = rusage_children_cpu();
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    (rusage_children_cpu() - before, wall, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// CPU seconds used so far by a process, all threads, from /proc/PID/task/*/schedstat (ns).
+fn process_cpu(pid: u32) -> f64 {
+    let mut ns = 0u64;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    ns as f64 / 1e9
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+struct Row {
+    n: usize,
+    tw_seen: HashMap<&'static str, f64>,
+    floor_cpu: f64,
+    ss_cpu: f64,
+    sw_cpu: f64,
+    sw_p50: f64,
+    sw_p99: f64,
+    sw_rss: f64,
+    ne_cpu: f64,
+    ne_p50: f64,
+    ne_p99: f64,
+    ne_rss: f64,
+    munin_p50: f64,
+    munin_p99: f64,
+    fw_conntrack: f64,
+}
+
+/// Scrapes `port` in the namespace every `every` for `window`; returns latencies in ms.
+fn scrape_latencies(ns: &Netns, port: u16, path: &'static str, every: Duration, window: Duration) -> Vec<f64> {
+    let ns_path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).unwrap();
+        // SAFETY: valid fd; affects only this thread.
+        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
+        // One keep-alive connection, as Prometheus scrapes: no new socket per request
+        // to disturb the population being measured.
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let (mut r, mut w) = (std::io::BufReader::new(s.try_clone().unwrap()), s);
+        let mut lat = Vec::new();
+        let end = Instant::now() + window;
+        while Instant::now() < end {
+            let t = Instant::now();
+            assert_eq!(keepalive_get(&mut r, &mut w, path), Some(200));
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            std::thread::sleep(every);
+        }
+        lat
+    })
+    .join()
+    .unwrap()
+}
+
+fn run_size(n: usize, rounds: usize) -> Row {
+    let ns = Netns::new("bench");
+    ns.enable_conntrack();
+    let t = Instant::now();
+    let _listeners = time_wait_population(&ns, n, 30_000, 4);
+    eprintln!("N={n}: population made in {:.1} s", t.elapsed().as_secs_f64());
+    let mut tw_seen = HashMap::new();
+    let bin = BIN;
+    let me = std::env::current_exe().unwrap();
+    let exec = |args: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns.name]).args(args);
+        c
+    };
+
+    // Floor and ss: median CPU over a few runs.
+    let (mut floor, mut ss) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (cpu, _, out) = measure(&mut exec(&[me.to_str().unwrap(), FLOOR_ARG]));
+        floor.push(cpu);
+        tw_seen.insert("floor", out.trim().parse().unwrap_or(0.0));
+        let (cpu, _, out) = measure(&mut exec(&["sh", "-c", "ss -tan state time-wait | wc -l"]));
+        ss.push(cpu);
+        tw_seen.insert("ss", out.trim().parse::<f64>().unwrap_or(1.0) - 1.0); // minus the header
+    }
+
+    // sockwatch daemon: CPU per sample over `rounds` quiet intervals (scrapes cost CPU of
+    // their own, so none run then), then /metrics latency over as many intervals while
+    // samples keep running.
+    let interval = Duration::from_secs(2);
+    let daemon = Daemon::start(&ns, 9822, &["--interval", "2s", "--munin.socket", "/run/sockwatch-bench.sock"]);
+    let pid = daemon.child.id();
+    // The daemon is a child of `ip netns exec`, which execs: same pid.
+    let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
+    tw_seen.insert("sockwatch", value(&m, "sockwatch_tcp_sockets{family=\"ipv4\",state=\"time_wait\"}"));
+    let first = value(&m, "sockwatch_samples_total");
+    let cpu0 = process_cpu(pid);
+    std::thread::sleep(interval * rounds as u32 + interval / 2);
+    let cpu1 = process_cpu(pid);
+    let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
+    let samples = value(&m, "sockwatch_samples_total") - first;
+    let sw_cpu = (cpu1 - cpu0) / samples.max(1.0);
+    let lat = scrape_latencies(&ns, 9822, "/metrics", Duration::from_millis(5), interval * rounds as u32);
+    let sw_rss = peak_rss_mib(pid);
+
+    // Munin: our plugin (through the wrapper, linked as munin-node links it) against
+    // fw_conntrack on the same conntrack table.
+    let plugin_dir = std::env::temp_dir().join(format!("sockwatch-bench-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&plugin_dir).unwrap();
+    let link = plugin_dir.join("sockwatch_conntrack");
+    let _ = std::os::unix::fs::symlink(concat!(env!("CARGO_MANIFEST_DIR"), "/munin-plugin/sockwatch_"), &link);
+    let mut munin = Vec::new();
+    for _ in 0..(rounds * 10) {
+        let t = Instant::now();
+        let out =
+            Command::new(&link).env("sockwatch_bin", bin).env("socket", "/run/sockwatch-bench.sock").output().unwrap();
+        munin.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("entries.value"), "{out:?}");
+    }
+    drop(daemon);
+    let fw = if have_command("munin-run") {
+        let dir = std::env::temp_dir().join(format!("sockwatch-bench-munin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::os::unix::fs::symlink("/usr/share/munin/plugins/fw_conntrack", dir.join("fw_conntrack"));
+        let t = Instant::now();
+        let out = exec(&["munin-run", "--servicedir", dir.to_str().unwrap(), "fw_conntrack"]).output().unwrap();
+        let took = t.elapsed().as_secs_f64() * 1e3;
+        assert!(String::from_utf8_lossy(&out.stdout).contains("total.value"), "{out:?}");
+        took
+    } else {
+        f64::NAN
+    };
+
+    // node_exporter, tcpstat collector only: its scrape is the dump.
+    let ne = exec(&[
+        "prometheus-node-exporter",
+        "--collector.disable-defaults",
+        "--collector.tcpstat",
+        "--web.listen-address=127.0.0.1:9100",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let ne_pid = ne.id();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _ne = Kill(ne);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while try_http_get_in(&ns, 9100, "/metrics").is_none() {
+        assert!(Instant::now() < deadline, "node_exporter did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = http_get_in(&ns, 9100, "/metrics").1;
+    let ne_tw = body
+        .lines()
+        .find(|l| l.starts_with("node_tcp_connection_states{state=\"time_wait\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    tw_seen.insert("node_exporter", ne_tw);
+    let cpu0 = process_cpu(ne_pid);
+    // Back to back, each scrape is one dump: CPU per scrape and its latency.
+    let ne_lat = scrape_latencies(&ns, 9100, "/metrics", Duration::ZERO, Duration::from_secs(rounds as u64));
+    let ne_cpu = (process_cpu(ne_pid) - cpu0) / ne_lat.len() as f64;
+    let ne_rss = peak_rss_mib(ne_pid);
+
+    Row {
+        n,
+        tw_seen,
+        floor_cpu: median(floor),
+        ss_cpu: median(ss),
+        sw_cpu,
+        sw_p50: pct(lat.clone(), 0.5),
+        sw_p99: pct(lat, 0.99),
+        sw_rss,
+        ne_cpu,
+        ne_p50: pct(ne_lat.clone(), 0.5),
+        ne_p99: pct(ne_lat, 0.99),
+        ne_rss,
+        munin_p50: pct(munin.clone(), 0.5),
+        munin_p99: pct(munin, 0.99),
+        fw_conntrack: fw,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == FLOOR_ARG) {
+        floor_client();
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return; // `cargo bench -- --list`
+    }
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let sizes: Vec<usize> = args
+        .iter()
+        .position(|a| a == "--sizes")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').map(|n| n.parse().expect("--sizes takes numbers")).collect())
+        .unwrap_or_else(|| if smoke { vec![100_000] } else { vec![10_000, 100_000, 500_000, 1_000_000] });
+    if !require("e2e benchmark", &["nft", "prometheus-node-exporter", "sysctl"]) {
+        return;
+    }
+    // nf_conntrack_max is global: make room for the population's entries, then restore.
+    const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+    let saved = std::fs::read_to_string(MAX).unwrap();
+    let biggest = sizes.iter().max().copied().unwrap_or(0);
+    std::fs::write(MAX, (2 * biggest).max(262_144).to_string()).unwrap();
+    let rounds = if smoke { 3 } else { 4 };
+    let rows: Vec<Row> = sizes.iter().map(|&n| run_size(n, rounds)).collect();
+    std::fs::write(MAX, saved).unwrap();
+
+    let mut out = String::new();
+    out.push_str("| N TIME_WAIT | floor CPU/dump | ss CPU | sockwatch CPU/sample | ×floor | node_exporter CPU/scrape | ×node_exporter | /metrics p50 / p99 (sockwatch) | p50 / p99 (node_exporter) | RSS sockwatch / node_exporter | Munin fetch p50 / p99 | fw_conntrack |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in &rows {
+        out.push_str(&format!(
+            "| {} | {:.3} s | {:.3} s | {:.3} s | {:.2} | {:.3} s | {:.2} | {:.2} / {:.2} ms | {:.0} / {:.0} ms | {:.1} / {:.1} MiB | {:.1} / {:.1} ms | {:.0} ms |\n",
+            r.n,
+            r.floor_cpu,
+            r.ss_cpu,
+            r.sw_cpu,
+            r.sw_cpu / r.floor_cpu,
+            r.ne_cpu,
+            r.sw_cpu / r.ne_cpu,
+            r.sw_p50,
+            r.sw_p99,
+            r.ne_p50,
+            r.ne_p99,
+            r.sw_rss,
+            r.ne_rss,
+            r.munin_p50,
+            r.munin_p99,
+            r.fw_conntrack,
+        ));
+    }
+    out.push_str("\nCPU per hour, sampling every 15 s vs node_exporter scraped every 15 s by an HA pair of Prometheus servers:\n\n");
+    for r in &rows {
+        let sw = r.sw_cpu * 240.0;
+        let ne = r.ne_cpu * 480.0;
+        out.push_str(&format!(
+            "- N={}: sockwatch {:.1} s/h, node_exporter {:.1} s/h, ratio {:.2}\n",
+            r.n,
+            sw,
+            ne,
+            sw / ne
+        ));
+    }
+    out.push_str("\nTIME_WAIT sockets each tool saw: ");
+    for r in &rows {
+        let mut seen: Vec<_> = r.tw_seen.iter().collect();
+        seen.sort_by(|a, b| a.0.cmp(b.0));
+        out.push_str(&format!("N={}: {seen:?}; ", r.n));
+    }
+    out.push('\n');
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+    let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-e2e.md"), &out);
+
+    for r in &rows {
+        for (tool, v) in [
+            ("floor", r.floor_cpu),
+            ("ss", r.ss_cpu),
+            ("sockwatch", r.sw_cpu),
+            ("node_exporter", r.ne_cpu),
+            ("munin", r.munin_p50),
+        ] {
+            assert!(v.is_finite() && v > 0.0, "N={}: {tool} gave no figure ({v})", r.n);
+        }
+        // Counts agree: every tool saw the same population, give or take the harness's own
+        // few connections. (Only checked in smoke mode: at 1M the population takes ~35 s to
+        // build and starts expiring, TIME_WAIT being 60 s, while the tools are measured.)
+        let floor = r.tw_seen["floor"];
+        for (tool, &seen) in r.tw_seen.iter().filter(|_| smoke) {
+            assert!(
+                (seen - floor).abs() <= floor * 0.02 + 10.0,
+                "N={}: {tool} saw {seen} TIME_WAIT, the floor {floor}",
+                r.n
+            );
+        }
+    }
+}
