@@ -18,7 +18,6 @@
 //! - Munin: a fetch through our plugin against munin's fw_conntrack run by munin-run.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::collections::HashMap;

@@ -407,18 +407,34 @@ pub fn keepalive_get(r: &mut std::io::BufReader<TcpStream>, w: &mut TcpStream, p
     let mut line = String::new();
     r.read_line(&mut line).ok()?;
     let status = line.split_whitespace().nth(1)?.parse().ok()?;
-    let mut length = 0usize;
+    let (mut length, mut chunked) = (0usize, false);
     loop {
         line.clear();
         r.read_line(&mut line).ok()?;
         if line == "\r\n" {
             break;
         }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
             length = v.trim().parse().ok()?;
         }
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
     }
-    let mut body = vec![0u8; length];
-    r.read_exact(&mut body).ok()?;
-    Some(status)
+    if !chunked {
+        let mut body = vec![0u8; length];
+        r.read_exact(&mut body).ok()?;
+        return Some(status);
+    }
+    // Chunked (Go's net/http, e.g. node_exporter): size line, data, CRLF; 0 ends it.
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
+        let mut chunk = vec![0u8; size + 2];
+        if size == 0 {
+            r.read_line(&mut line).ok()?; // the CRLF after the last chunk (no trailers)
+            return Some(status);
+        }
+        r.read_exact(&mut chunk).ok()?;
+    }
 }
