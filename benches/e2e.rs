@@ -237,14 +237,7 @@ fn run_size(n: usize, rounds: usize) -> Row {
     .spawn()
     .unwrap();
     let ne_pid = ne.id();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _ne = Kill(ne);
+    let _ne = KillOnDrop(ne);
     let deadline = Instant::now() + Duration::from_secs(10);
     while try_http_get_in(&ns, 9100, "/metrics").is_none() {
         assert!(Instant::now() < deadline, "node_exporter did not start");

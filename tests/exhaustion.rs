@@ -7,22 +7,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use common::*;
-
-/// One connection to `to`, closed by the client first: the client's local port stays in
-/// TIME_WAIT for 60 s. Returns the connect error if there was one.
-fn churn_once(listener: &TcpListener, to: SocketAddr) -> std::io::Result<()> {
-    let c = TcpStream::connect(to)?;
-    let (mut a, _) = listener.accept().unwrap();
-    drop(c);
-    let mut buf = [0u8; 1];
-    assert_eq!(a.read(&mut buf).unwrap(), 0);
-    Ok(())
-}
 
 /// Counts `ss` sockets matching a filter expression (all states).
 fn ss_count(ns: &Netns, filter: &[&str]) -> f64 {

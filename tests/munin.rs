@@ -356,14 +356,7 @@ fn real_munin_node_serves_our_values() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let node_guard = Kill(node);
+    let node_guard = KillOnDrop(node);
     let ns_name = ns.name.clone();
     let (list, tcp, ct) = ns.enter(move || {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -118,16 +118,6 @@ fn sighup_rejection_is_logged_with_the_key() {
     assert!(log.contains("reload rejected, keeping the running configuration"), "{log}");
     assert!(log.contains("key `interval`: \"forever\""), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// One connection closed by the client first: its port stays in TIME_WAIT for 60 s.
-fn churn_once(listener: &TcpListener, to: SocketAddr) -> std::io::Result<()> {
-    let c = TcpStream::connect(to)?;
-    let (mut a, _) = listener.accept().unwrap();
-    drop(c);
-    let mut buf = [0u8; 1];
-    assert_eq!(a.read(&mut buf).unwrap(), 0);
-    Ok(())
 }
 
 fn doctor(ns: &Netns) -> (i32, String, serde_json::Value) {
@@ -263,14 +253,7 @@ fn prometheus_fires_before_connect_fails() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _prom = Kill(prom);
+    let _prom = KillOnDrop(prom);
 
     // Fill the destination to 93 %, then stop and ask Prometheus.
     let (tx, rx) = std::sync::mpsc::channel::<()>();

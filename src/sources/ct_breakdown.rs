@@ -10,12 +10,12 @@
 //! `NlasIterator` over slices): no allocation per entry.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST};
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use netlink_sys::protocols::NETLINK_NETFILTER;
 
+use super::netlink::DumpSocket;
 use super::SourceError;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -169,7 +169,7 @@ pub fn parse_datagram(data: &[u8], seq: u32, b: &mut Breakdown) -> Result<bool, 
                     }
                     let err = io::Error::from_raw_os_error(code.saturating_neg());
                     let hint = if -code == libc::EPERM { " (needs CAP_NET_ADMIN)" } else { "" };
-                    return Err(SourceError::Netlink(format!("ctnetlink dump refused: {err}{hint}")));
+                    return Err(SourceError::Netlink(format!("ctnetlink: dump refused: {err}{hint}")));
                 }
                 t if t >> 8 == NFNL_SUBSYS_CTNETLINK => {
                     if let Some(attrs) = payload.get(NFGENMSG_LEN..) {
@@ -186,41 +186,18 @@ pub fn parse_datagram(data: &[u8], seq: u32, b: &mut Breakdown) -> Result<bool, 
 
 /// A ctnetlink socket and its reusable buffer.
 pub struct CtDump {
-    sock: Option<Socket>,
-    buf: Box<[u8]>,
-    seq: u32,
+    nl: DumpSocket,
 }
 
 impl Default for CtDump {
     fn default() -> Self {
-        CtDump { sock: None, buf: vec![0u8; 64 * 1024].into_boxed_slice(), seq: 0 }
+        CtDump { nl: DumpSocket::new("ctnetlink", NETLINK_NETFILTER, Duration::from_secs(30)) }
     }
 }
 
 impl CtDump {
-    fn open() -> io::Result<Socket> {
-        let mut sock = Socket::new(NETLINK_NETFILTER)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
-        let tv = libc::timeval { tv_sec: 30, tv_usec: 0 };
-        // SAFETY: valid fd and a correctly sized timeval.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(sock)
-    }
-
-    fn request(seq: u32) -> [u8; 20] {
-        let mut r = [0u8; 20];
+    fn request(seq: u32) -> Vec<u8> {
+        let mut r = vec![0u8; 20];
         r[0..4].copy_from_slice(&20u32.to_ne_bytes());
         r[4..6].copy_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes());
         r[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
@@ -233,37 +210,21 @@ impl CtDump {
     pub fn read(&mut self) -> Result<Breakdown, SourceError> {
         let result = self.try_read();
         if result.is_err() {
-            self.sock = None;
+            self.nl.reset();
         }
         result
     }
 
     fn try_read(&mut self) -> Result<Breakdown, SourceError> {
-        let err = |what: &str, e: io::Error| SourceError::Netlink(format!("ctnetlink {what}: {e}"));
-        if self.sock.is_none() {
-            self.sock = Some(Self::open().map_err(|e| err("socket", e))?);
-        }
-        let sock = self.sock.as_ref().expect("opened above");
-        self.seq = self.seq.wrapping_add(1);
-        sock.send(&Self::request(self.seq), 0).map_err(|e| err("send", e))?;
+        let seq = self.nl.send(Self::request)?;
         let mut b = Breakdown::default();
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let mut window: &mut [u8] = &mut self.buf[..];
-            let n = sock.recv(&mut window, libc::MSG_TRUNC).map_err(|e| err("recv", e))?;
-            if n > self.buf.len() {
-                return Err(SourceError::Netlink(format!("ctnetlink datagram of {n} bytes truncated")));
-            }
-            if n == 0 {
-                return Err(SourceError::Netlink("ctnetlink socket closed mid-dump".into()));
-            }
-            if parse_datagram(&self.buf[..n], self.seq, &mut b)? {
-                return Ok(b);
-            }
+        while !parse_datagram(self.nl.recv()?, seq, &mut b)? {
             if std::time::Instant::now() > deadline {
-                return Err(SourceError::Netlink("ctnetlink dump took longer than 120 s, abandoned".into()));
+                return Err(SourceError::Netlink("ctnetlink: dump took longer than 120 s, abandoned".into()));
             }
         }
+        Ok(b)
     }
 }
 

@@ -15,6 +15,7 @@
 pub mod conntrack;
 pub mod ct_breakdown;
 pub mod limits;
+pub mod netlink;
 pub mod ports;
 pub mod snmp;
 pub mod sockets;
@@ -32,7 +33,7 @@ pub enum SourceError {
     Io { path: PathBuf, source: io::Error },
     #[error("{}: {msg}", path.display())]
     Parse { path: PathBuf, msg: String },
-    #[error("netlink sock_diag: {0}")]
+    #[error("netlink {0}")]
     Netlink(String),
 }
 

@@ -18,7 +18,6 @@
 //!   once, as IPv6 sockets, as the kernel keeps them.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
@@ -27,8 +26,9 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::{SockDiagMessage, AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY};
-use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
+use super::netlink::DumpSocket;
 use super::SourceError;
 
 /// Kernel TCP states (`include/net/tcp_states.h`), indexed by their number. Index 0 is unused.
@@ -48,11 +48,6 @@ pub const TCP_STATES: [&str; 13] = [
     "new_syn_recv",
 ];
 pub const TCP_LISTEN: u8 = 10;
-
-/// Receive buffer size. The kernel fills each read of a dump with at most 32 KiB
-/// (`SKB_WITH_OVERHEAD(32768)`); twice that leaves room for any kernel that sends more,
-/// and a datagram that still does not fit is detected (`MSG_TRUNC`) and reported.
-const RECV_BUF: usize = 64 * 1024;
 
 /// How long one read may wait for the kernel before the dump is abandoned.
 const RECV_TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,7 +156,7 @@ pub fn parse_datagram(
     let mut off = 0;
     while off < data.len() {
         let nl = NetlinkBuffer::new_checked(&data[off..])
-            .map_err(|e| SourceError::Netlink(format!("malformed message at offset {off}: {e}")))?;
+            .map_err(|e| SourceError::Netlink(format!("sock_diag: malformed message at offset {off}: {e}")))?;
         let len = nl.length() as usize;
         // A stale message from an abandoned earlier dump: skip it.
         if nl.sequence_number() == seq {
@@ -179,19 +174,21 @@ pub fn parse_datagram(
                     let code = match (nl.message_type(), code()) {
                         (_, Some(c)) => c,
                         (NLMSG_DONE, None) => 0, // old kernels send an empty DONE
-                        (_, None) => return Err(SourceError::Netlink("truncated NLMSG_ERROR".into())),
+                        (_, None) => return Err(SourceError::Netlink("sock_diag: truncated NLMSG_ERROR".into())),
                     };
                     if code == 0 {
                         return Ok(Progress::Done);
                     }
                     let err = io::Error::from_raw_os_error(code.saturating_neg());
-                    return Err(SourceError::Netlink(format!("kernel answered the dump with an error: {err}")));
+                    return Err(SourceError::Netlink(format!(
+                        "sock_diag: kernel answered the dump with an error: {err}"
+                    )));
                 }
-                NLMSG_OVERRUN => return Err(SourceError::Netlink("kernel reported NLMSG_OVERRUN".into())),
+                NLMSG_OVERRUN => return Err(SourceError::Netlink("sock_diag: kernel reported NLMSG_OVERRUN".into())),
                 SOCK_DIAG_BY_FAMILY => {
                     let msg = DiagMsg::new(payload).ok_or_else(|| {
                         SourceError::Netlink(format!(
-                            "malformed inet_diag_msg at offset {off}: {} bytes, expected at least {DIAG_MSG_LEN}",
+                            "sock_diag: malformed inet_diag_msg at offset {off}: {} bytes, expected at least {DIAG_MSG_LEN}",
                             payload.len()
                         ))
                     })?;
@@ -208,9 +205,7 @@ pub fn parse_datagram(
 
 /// A `NETLINK_SOCK_DIAG` socket and its reusable receive buffer.
 pub struct SockDiag {
-    sock: Option<Socket>,
-    buf: Box<[u8]>,
-    seq: u32,
+    nl: DumpSocket,
 }
 
 impl Default for SockDiag {
@@ -221,28 +216,7 @@ impl Default for SockDiag {
 
 impl SockDiag {
     pub fn new() -> Self {
-        SockDiag { sock: None, buf: vec![0u8; RECV_BUF].into_boxed_slice(), seq: 0 }
-    }
-
-    fn open() -> io::Result<Socket> {
-        let mut sock = Socket::new(NETLINK_SOCK_DIAG)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
-        let tv = libc::timeval { tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t, tv_usec: 0 };
-        // SAFETY: valid fd, option value is a properly sized timeval.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(sock)
+        SockDiag { nl: DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT) }
     }
 
     /// Builds the dump request: all TCP states, no extensions.
@@ -268,38 +242,20 @@ impl SockDiag {
     }
 
     /// Dumps every TCP socket of `family` (`AF_INET` or `AF_INET6`), calling `visit` for
-    /// each. Returns whether the kernel flagged the dump as interrupted. On any error the
-    /// socket is dropped, so leftovers of a failed dump never leak into the next one.
+    /// each. Returns whether the kernel flagged the dump as interrupted.
     pub fn dump_tcp(&mut self, family: u8, visit: &mut dyn FnMut(&DiagMsg<'_>)) -> Result<bool, SourceError> {
         let result = self.try_dump(family, visit);
         if result.is_err() {
-            self.sock = None;
+            self.nl.reset();
         }
         result
     }
 
     fn try_dump(&mut self, family: u8, visit: &mut dyn FnMut(&DiagMsg<'_>)) -> Result<bool, SourceError> {
-        let net_err = |what: &str, e: io::Error| SourceError::Netlink(format!("{what}: {e}"));
-        if self.sock.is_none() {
-            self.sock = Some(Self::open().map_err(|e| net_err("cannot open NETLINK_SOCK_DIAG socket", e))?);
-        }
-        let sock = self.sock.as_ref().expect("opened above");
-        self.seq = self.seq.wrapping_add(1);
-        sock.send(&Self::request(family, self.seq), 0).map_err(|e| net_err("send", e))?;
+        let seq = self.nl.send(|seq| Self::request(family, seq))?;
         let mut interrupted = false;
         loop {
-            let mut window: &mut [u8] = &mut self.buf[..];
-            let n = sock.recv(&mut window, libc::MSG_TRUNC).map_err(recv_error)?;
-            if n > self.buf.len() {
-                return Err(SourceError::Netlink(format!(
-                    "datagram of {n} bytes truncated to the {}-byte buffer",
-                    self.buf.len()
-                )));
-            }
-            if n == 0 {
-                return Err(SourceError::Netlink("socket closed before the end of the dump".into()));
-            }
-            if parse_datagram(&self.buf[..n], self.seq, &mut interrupted, visit)? == Progress::Done {
+            if parse_datagram(self.nl.recv()?, seq, &mut interrupted, visit)? == Progress::Done {
                 return Ok(interrupted);
             }
         }
@@ -324,15 +280,6 @@ impl SockDiag {
         }
         Ok(out)
     }
-}
-
-/// Names what a failed read of the dump means for an operator.
-fn recv_error(e: io::Error) -> SourceError {
-    SourceError::Netlink(match e.raw_os_error() {
-        Some(libc::ENOBUFS) => "receive buffer overrun (ENOBUFS): the kernel dropped part of the dump".into(),
-        Some(libc::EAGAIN) => format!("no answer from the kernel within {}s", RECV_TIMEOUT.as_secs()),
-        _ => format!("recv: {e}"),
-    })
 }
 
 /// Splits a dump recorded by `examples/record_sockdiag.rs` (the request's sequence number,
@@ -458,16 +405,6 @@ mod tests {
         let mut bad = d[..64].to_vec();
         bad[0..4].copy_from_slice(&1000u32.to_ne_bytes());
         assert!(parse_datagram(&bad, seq, &mut intr, &mut |_| {}).is_err());
-    }
-
-    #[test]
-    fn receive_errors_are_named() {
-        let e = recv_error(io::Error::from_raw_os_error(libc::ENOBUFS)).to_string();
-        assert!(e.contains("ENOBUFS") && e.contains("dropped part of the dump"), "{e}");
-        let e = recv_error(io::Error::from_raw_os_error(libc::EAGAIN)).to_string();
-        assert!(e.contains("no answer from the kernel within 10s"), "{e}");
-        let e = recv_error(io::Error::from_raw_os_error(libc::EBADF)).to_string();
-        assert!(e.starts_with("netlink sock_diag: recv: "), "{e}");
     }
 
     #[test]

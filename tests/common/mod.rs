@@ -438,3 +438,24 @@ pub fn keepalive_get(r: &mut std::io::BufReader<TcpStream>, w: &mut TcpStream, p
         r.read_exact(&mut chunk).ok()?;
     }
 }
+
+/// Kills and reaps a child process when dropped (a helper server a test started).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One connection to `to`, closed by the client first: the client's local port stays in
+/// TIME_WAIT for 60 s. Returns the connect error if there was one.
+pub fn churn_once(listener: &std::net::TcpListener, to: std::net::SocketAddr) -> std::io::Result<()> {
+    let c = TcpStream::connect(to)?;
+    let (mut a, _) = listener.accept().unwrap();
+    drop(c);
+    let mut buf = [0u8; 1];
+    assert_eq!(a.read(&mut buf).unwrap(), 0);
+    Ok(())
+}
