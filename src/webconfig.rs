@@ -119,11 +119,16 @@ pub struct BasicAuth {
 const CACHE_LIMIT: usize = 256;
 
 impl BasicAuth {
+    /// Whether this exact header was verified before: cheap, fine on the async runtime.
+    pub fn known_good(&self, header: Option<&str>) -> bool {
+        header.is_some_and(|h| self.verified.lock().is_ok_and(|c| c.contains_key(h)))
+    }
+
     /// Checks an `Authorization` header value. Blocking (bcrypt): call off the runtime.
     pub fn check(&self, header: Option<&str>) -> bool {
         let Some(header) = header else { return false };
-        if let Some(&ok) = self.verified.lock().ok().and_then(|c| c.get(header).copied()).as_ref() {
-            return ok;
+        if self.known_good(Some(header)) {
+            return true;
         }
         let ok = self.verify(header);
         if let Ok(mut cache) = self.verified.lock() {
@@ -230,7 +235,9 @@ mod tests {
         let p = write("auth.yml", &format!("basic_auth_users:\n  alice: {hash}\n"));
         let auth = WebConfig::load(&p).unwrap().auth.unwrap();
         let good = "Basic YWxpY2U6c2VjcmV0"; // alice:secret
+        assert!(!auth.known_good(Some(good)), "nothing is known before a bcrypt check");
         assert!(auth.check(Some(good)));
+        assert!(auth.known_good(Some(good)), "the next scrape is answered without bcrypt");
         assert!(auth.verified.lock().unwrap().contains_key(good));
         assert!(auth.check(Some(good)));
         assert!(!auth.check(Some("Basic YWxpY2U6d3Jvbmc="))); // alice:wrong
@@ -239,5 +246,6 @@ mod tests {
         assert!(!auth.check(Some("Basic !!!")));
         assert!(!auth.check(None));
         assert_eq!(auth.verified.lock().unwrap().len(), 1, "failures are not cached");
+        assert!(!auth.known_good(Some("Basic YWxpY2U6d3Jvbmc=")) && !auth.known_good(None));
     }
 }
