@@ -2,14 +2,15 @@
 //! population per size, inside a network namespace this harness creates (loopback only).
 //!
 //! ```sh
-//! cargo bench --bench e2e -- --sizes 10000,100000,500000,1000000
+//! cargo bench --bench e2e -- --sizes 10000,100000,500000,1000000 [--established M]
 //! cargo bench --bench e2e -- --smoke          # N = 100k, checks only that every tool gave a figure
 //! ```
 //!
 //! Needs root (namespaces, sysctls), iproute2, nftables, prometheus-node-exporter and
-//! munin-node (for munin's fw_conntrack). For every N it builds N TIME_WAIT sockets (with
-//! their conntrack entries) and measures, as CPU time read from the kernel (task schedstat
-//! or rusage), never self-reported:
+//! munin-node (for munin's fw_conntrack). For every N the load generator (`loadgen/`)
+//! holds N TIME_WAIT sockets and M ESTABLISHED pairs (default M = N/10) with their
+//! conntrack entries while the tools are measured, as CPU time read from the kernel (task
+//! schedstat or rusage), never self-reported:
 //! - floor: a minimal client doing one inet_diag dump per family and counting states;
 //! - `ss -tan state all | wc -l`;
 //! - sockwatch: CPU per sample of the daemon, /metrics latency while it samples, peak RSS;
@@ -19,6 +20,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod loadgen;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -55,7 +57,7 @@ fn floor_client() {
             }
         }
     }
-    println!("{}", counts[6]);
+    println!("{} {}", counts[6], counts[1]);
 }
 
 fn rusage_children_cpu() -> f64 {
@@ -110,7 +112,11 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
 
 struct Row {
     n: usize,
+    established: usize,
+    churn: f64,
     tw_seen: HashMap<&'static str, f64>,
+    est_seen: f64,
+    conntrack: (f64, f64),
     floor_cpu: f64,
     ss_cpu: f64,
     sw_cpu: f64,
@@ -152,12 +158,11 @@ fn scrape_latencies(ns: &Netns, port: u16, path: &'static str, every: Duration, 
     .unwrap()
 }
 
-fn run_size(n: usize, rounds: usize) -> Row {
+fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     let ns = Netns::new("bench");
     ns.enable_conntrack();
-    let t = Instant::now();
-    let _listeners = time_wait_population(&ns, n, 30_000, 4);
-    eprintln!("N={n}: population made in {:.1} s", t.elapsed().as_secs_f64());
+    let population = loadgen::Population::hold(&ns, n, established, 30_000, 4);
+    eprintln!("N={n}, M={established}: population held after {:.1} s", population.built_in.as_secs_f64());
     let mut tw_seen = HashMap::new();
     let bin = BIN;
     let me = std::env::current_exe().unwrap();
@@ -168,11 +173,13 @@ fn run_size(n: usize, rounds: usize) -> Row {
     };
 
     // Floor and ss: median CPU over a few runs.
-    let (mut floor, mut ss) = (Vec::new(), Vec::new());
+    let (mut floor, mut ss, mut est_seen) = (Vec::new(), Vec::new(), 0.0);
     for _ in 0..rounds {
         let (cpu, _, out) = measure(&mut exec(&[me.to_str().unwrap(), FLOOR_ARG]));
         floor.push(cpu);
-        tw_seen.insert("floor", out.trim().parse().unwrap_or(0.0));
+        let mut counts = out.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0));
+        tw_seen.insert("floor", counts.next().unwrap_or(0.0));
+        est_seen = counts.next().unwrap_or(0.0);
         let (cpu, _, out) = measure(&mut exec(&["sh", "-c", "ss -tan state time-wait | wc -l"]));
         ss.push(cpu);
         tw_seen.insert("ss", out.trim().parse::<f64>().unwrap_or(1.0) - 1.0); // minus the header
@@ -187,6 +194,7 @@ fn run_size(n: usize, rounds: usize) -> Row {
     // The daemon is a child of `ip netns exec`, which execs: same pid.
     let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
     tw_seen.insert("sockwatch", value(&m, "sockwatch_tcp_sockets{family=\"ipv4\",state=\"time_wait\"}"));
+    let ct_sockwatch = value(&m, "sockwatch_conntrack_entries");
     let first = value(&m, "sockwatch_samples_total");
     let cpu0 = process_cpu(pid);
     std::thread::sleep(interval * rounds as u32 + interval / 2);
@@ -212,6 +220,8 @@ fn run_size(n: usize, rounds: usize) -> Row {
         assert!(String::from_utf8_lossy(&out.stdout).contains("entries.value"), "{out:?}");
     }
     drop(daemon);
+    let ct_kernel: f64 =
+        ns.exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]).trim().parse().unwrap_or(f64::NAN);
     let fw = if have_command("munin-run") {
         let dir = std::env::temp_dir().join(format!("sockwatch-bench-munin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -219,7 +229,9 @@ fn run_size(n: usize, rounds: usize) -> Row {
         let t = Instant::now();
         let out = exec(&["munin-run", "--servicedir", dir.to_str().unwrap(), "fw_conntrack"]).output().unwrap();
         let took = t.elapsed().as_secs_f64() * 1e3;
-        assert!(String::from_utf8_lossy(&out.stdout).contains("total.value"), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("total.value"), "{out:?}");
+        eprintln!("N={n}: fw_conntrack {}", text.lines().find(|l| l.starts_with("total.value")).unwrap_or(""));
         took
     } else {
         f64::NAN
@@ -256,9 +268,15 @@ fn run_size(n: usize, rounds: usize) -> Row {
     let ne_cpu = (process_cpu(ne_pid) - cpu0) / ne_lat.len() as f64;
     let ne_rss = peak_rss_mib(ne_pid);
 
+    let churn = population.churn_rate();
+    drop(population);
     Row {
         n,
+        established,
+        churn,
         tw_seen,
+        est_seen,
+        conntrack: (ct_sockwatch, ct_kernel),
         floor_cpu: median(floor),
         ss_cpu: median(ss),
         sw_cpu,
@@ -294,22 +312,28 @@ fn main() {
     if !require("e2e benchmark", &["nft", "prometheus-node-exporter", "sysctl"]) {
         return;
     }
+    let established = |n: usize| {
+        args.iter()
+            .position(|a| a == "--established")
+            .and_then(|i| args.get(i + 1))
+            .map_or(n / 10, |m| m.parse().expect("--established takes a number"))
+    };
     // nf_conntrack_max is global: make room for the population's entries, then restore.
     const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
     let saved = std::fs::read_to_string(MAX).unwrap();
-    let biggest = sizes.iter().max().copied().unwrap_or(0);
+    let biggest = sizes.iter().map(|&n| n + established(n)).max().unwrap_or(0);
     std::fs::write(MAX, (2 * biggest).max(262_144).to_string()).unwrap();
     let rounds = if smoke { 3 } else { 4 };
-    let rows: Vec<Row> = sizes.iter().map(|&n| run_size(n, rounds)).collect();
+    let rows: Vec<Row> = sizes.iter().map(|&n| run_size(n, established(n), rounds)).collect();
     std::fs::write(MAX, saved).unwrap();
 
     let mut out = String::new();
-    out.push_str("| N TIME_WAIT | floor CPU/dump | ss CPU | sockwatch CPU/sample | ×floor | node_exporter CPU/scrape | ×node_exporter | /metrics p50 / p99 (sockwatch) | p50 / p99 (node_exporter) | RSS sockwatch / node_exporter | Munin fetch p50 / p99 | fw_conntrack |\n");
+    out.push_str("| N TIME_WAIT (+ 2·M ESTABLISHED) | floor CPU/dump | ss CPU | sockwatch CPU/sample | ×floor | node_exporter CPU/scrape | ×node_exporter | /metrics p50 / p99 (sockwatch) | p50 / p99 (node_exporter) | RSS sockwatch / node_exporter | Munin fetch p50 / p99 | fw_conntrack |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
         out.push_str(&format!(
             "| {} | {:.3} s | {:.3} s | {:.3} s | {:.2} | {:.3} s | {:.2} | {:.2} / {:.2} ms | {:.0} / {:.0} ms | {:.1} / {:.1} MiB | {:.1} / {:.1} ms | {:.0} ms |\n",
-            r.n,
+            format!("{} (+ 2·{})", r.n, r.established),
             r.floor_cpu,
             r.ss_cpu,
             r.sw_cpu,
@@ -339,13 +363,20 @@ fn main() {
             sw / ne
         ));
     }
-    out.push_str("\nTIME_WAIT sockets each tool saw: ");
+    out.push_str("\nThe population each tool saw (held by the load generator):\n\n");
     for r in &rows {
-        let mut seen: Vec<_> = r.tw_seen.iter().collect();
-        seen.sort_by(|a, b| a.0.cmp(b.0));
-        out.push_str(&format!("N={}: {seen:?}; ", r.n));
+        let mut seen: Vec<String> = r.tw_seen.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        seen.sort();
+        out.push_str(&format!(
+            "- N={}: churn {:.0} connections/s; TIME_WAIT {}; ESTABLISHED {} (floor); conntrack entries {} (sockwatch), {} (kernel)\n",
+            r.n,
+            r.churn,
+            seen.join(", "),
+            r.est_seen,
+            r.conntrack.0,
+            r.conntrack.1,
+        ));
     }
-    out.push('\n');
     print!("{out}");
     let _ = std::io::stdout().flush();
     let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-e2e.md"), &out);
@@ -360,16 +391,13 @@ fn main() {
         ] {
             assert!(v.is_finite() && v > 0.0, "N={}: {tool} gave no figure ({v})", r.n);
         }
-        // Counts agree: every tool saw the same population, give or take the harness's own
-        // few connections. (Only checked in smoke mode: at 1M the population takes ~35 s to
-        // build and starts expiring, TIME_WAIT being 60 s, while the tools are measured.)
-        let floor = r.tw_seen["floor"];
-        for (tool, &seen) in r.tw_seen.iter().filter(|_| smoke) {
-            assert!(
-                (seen - floor).abs() <= floor * 0.02 + 10.0,
-                "N={}: {tool} saw {seen} TIME_WAIT, the floor {floor}",
-                r.n
-            );
+        // Counts agree: the load generator held N, and every tool saw it, give or take
+        // the churn between one tool's dump and the next.
+        let near = |a: f64, b: f64| (a - b).abs() <= b * 0.03 + 50.0;
+        for (tool, &seen) in &r.tw_seen {
+            assert!(near(seen, r.n as f64), "N={}: {tool} saw {seen} TIME_WAIT", r.n);
         }
+        assert!(near(r.est_seen, 2.0 * r.established as f64), "N={}: {} ESTABLISHED", r.n, r.est_seen);
+        assert!(near(r.conntrack.0, r.conntrack.1), "N={}: conntrack {:?} (sockwatch, kernel)", r.n, r.conntrack);
     }
 }

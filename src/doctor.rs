@@ -103,10 +103,11 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
             limit: Some(size),
             utilization: Some(u),
             detail: format!(
-                "busiest destination {dest} holds {} of {} ports ({}); {} destinations, range {}-{}{}",
+                "busiest destination {dest} holds {} of {} ports ({}); {}{} destinations, range {}-{}{}",
                 e.busiest,
                 size,
                 pct(u),
+                if e.untracked > 0 { "at least " } else { "" },
                 e.destinations,
                 l.port_range_low,
                 l.port_range_high,

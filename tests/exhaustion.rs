@@ -209,3 +209,45 @@ fn only_top_k_destinations_are_exported_but_all_are_counted() {
     assert!(ports.contains("8100") && ports.contains("8001"), "{ports:?}");
     drop(listeners);
 }
+
+#[test]
+fn destination_tracking_is_bounded_and_busy_destinations_stay_exact() {
+    let test = "destination_tracking_is_bounded_and_busy_destinations_stay_exact";
+    if !require(test, &["ss", "sysctl"]) {
+        return;
+    }
+    use sockwatch::sources::ports::MAX_TRACKED;
+    const SINGLES: u32 = MAX_TRACKED as u32 + 2_000;
+    const BUSY: usize = 3_000;
+    let ns = Netns::new("cap");
+    ns.sysctl("net.ipv4.tcp_max_tw_buckets", "200000");
+    // One listener on the wildcard address answers all of 127/8: every 127.1.x.y is a
+    // destination of its own, with one TIME_WAIT socket; 127.0.0.1:9000 is the busy one.
+    let listener = ns.enter(|| {
+        let l = TcpListener::bind("0.0.0.0:9000").unwrap();
+        for i in 0..SINGLES {
+            let to = std::net::SocketAddr::from((std::net::Ipv4Addr::from(0x7f01_0000 + i), 9000));
+            churn_once(&l, to).unwrap();
+        }
+        for _ in 0..BUSY {
+            churn_once(&l, "127.0.0.1:9000".parse().unwrap()).unwrap();
+        }
+        l
+    });
+    ns.settle();
+    let m = sample(&ns, &[]);
+    let busy = ss_count(&ns, &["dst", "127.0.0.1:9000"]);
+    assert_eq!(busy, BUSY as f64);
+    let singles = ss_count(&ns, &["state", "time-wait", "dst", "127.1.0.0/16"]);
+    assert_eq!(singles, f64::from(SINGLES));
+    // The cap holds, what it left out is counted, and the busy destination (met early in
+    // the hash-ordered dump) is exact.
+    assert_eq!(value(&m, "sockwatch_ephemeral_port_destinations"), MAX_TRACKED as f64);
+    assert_eq!(value(&m, "sockwatch_ephemeral_port_untracked_sockets"), singles + 1.0 - MAX_TRACKED as f64);
+    assert_eq!(used(&m, "127.0.0.1", "127.0.0.1", 9000), busy);
+    assert_eq!(
+        value(&m, "sockwatch_ephemeral_port_utilization_max") * value(&m, "sockwatch_ephemeral_port_range_size"),
+        busy
+    );
+    drop(listener);
+}

@@ -115,8 +115,23 @@ fn render_ports(out: &mut Families, pu: &PortUsage, range_size: Option<u32>) {
         );
         out.gauge(
             "sockwatch_ephemeral_port_destinations",
-            "Distinct destinations (local IP, remote IP, remote port) holding ephemeral ports; only the busiest are exported.",
+            &format!(
+                "Distinct destinations (local IP, remote IP, remote port) holding ephemeral ports; only the busiest are \
+                 exported. At most {} are tracked per sample (bounded memory): past that, see \
+                 sockwatch_ephemeral_port_untracked_sockets.",
+                ports::MAX_TRACKED
+            ),
             f(e.destinations),
+        );
+        out.gauge(
+            "sockwatch_ephemeral_port_untracked_sockets",
+            &format!(
+                "Client-side sockets toward destinations not tracked in this sample because {} destinations already were \
+                 (memory bound). 0 on almost every host; when above 0, sockwatch_ephemeral_port_destinations is a lower \
+                 bound. Busy destinations are still tracked exactly: the dump comes in hash order, so they are met early.",
+                ports::MAX_TRACKED
+            ),
+            f(e.untracked),
         );
         out.gauge(
             "sockwatch_ephemeral_ports_bound",

@@ -12,8 +12,15 @@
 //!   `idiag_rqueue` and the backlog limit in `idiag_wqueue`. The kernel admits one
 //!   connection more than the backlog, so utilisation can read slightly above 1.
 //!
-//! Memory: one map entry per distinct destination, listener and listening port; the maps
-//! are kept across samples and cleared, so a steady host allocates nothing per sample.
+//! Memory: one map entry per distinct destination, listener and listening port, up to
+//! [`MAX_TRACKED`] destinations and as many listeners, so a sample's memory is bounded
+//! whatever the socket count (about 5 MiB at most). The maps are kept across samples and
+//! cleared, so a steady host allocates nothing per sample. Past the cap, sockets toward a
+//! destination not yet tracked are counted as untracked, and listeners not tracked still
+//! classify their port's sockets as server side. The dump comes in the kernel's hash order,
+//! pseudo-random per 4-tuple, so a destination with many sockets is met, and tracked
+//! exactly, long before the cap fills: only destinations with a handful of sockets go
+//! untracked, and those are not the ones running out of ports.
 //! Cardinality of the output is bounded by the configured top-K.
 
 use std::collections::HashMap;
@@ -24,6 +31,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use super::sockets::{DiagMsg, TCP_LISTEN, TCP_STATES};
 
 const TCP_CLOSE: u8 = 7;
+
+/// Most destinations (and, separately, listeners) tracked in one sample.
+pub const MAX_TRACKED: usize = 50_000;
 
 /// How much of the aggregation is exported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +66,12 @@ pub struct Destination {
 pub struct Ephemeral {
     /// The busiest destinations, at most `top_k` per address family, busiest first.
     pub top: Vec<Destination>,
-    /// How many distinct destinations exist (so the top-K cut is visible).
+    /// How many distinct destinations exist (so the top-K cut is visible); a lower bound
+    /// when `untracked` > 0.
     pub destinations: u64,
+    /// Sockets toward destinations left untracked because [`MAX_TRACKED`] were already
+    /// tracked in this sample (0 on all but extraordinary hosts).
+    pub untracked: u64,
     /// Ports held by bound-but-unconnected sockets.
     pub bound: u64,
     /// Use of the busiest destination (bound ports included).
@@ -149,7 +163,13 @@ pub struct PortAggregator {
     /// One bit per port that has a listener: a cheap first test per socket.
     listening: Box<[u64; 1024]>,
     listeners: FxMap<(IpAddr, u16), (u64, u64)>,
+    /// A listener was left untracked: a socket on a listening port is then server side
+    /// whatever its address.
+    listeners_full: bool,
     dests: FxMap<DestKey, u64>,
+    untracked: u64,
+    /// Entries tracked at most, per map ([`MAX_TRACKED`]; smaller in tests).
+    cap: usize,
     port_states: FxMap<u16, [u64; 13]>,
     bound: u64,
     listen_util_max: f64,
@@ -161,7 +181,10 @@ impl Default for PortAggregator {
             range: None,
             listening: Box::new([0; 1024]),
             listeners: FxMap::default(),
+            listeners_full: false,
             dests: FxMap::default(),
+            untracked: 0,
+            cap: MAX_TRACKED,
             port_states: FxMap::default(),
             bound: 0,
             listen_util_max: 0.0,
@@ -175,7 +198,9 @@ impl PortAggregator {
         self.range = range;
         self.listening.fill(0);
         self.listeners.clear();
+        self.listeners_full = false;
         self.dests.clear();
+        self.untracked = 0;
         self.port_states.clear();
         self.bound = 0;
         self.listen_util_max = 0.0;
@@ -188,7 +213,8 @@ impl PortAggregator {
     /// Whether `(ip, port)` is served by a listener on that address or a wildcard one.
     /// Callers test [`Self::has_listener_port`] first, which rules out most sockets cheaply.
     fn is_server_side(&self, ip: IpAddr, port: u16) -> bool {
-        self.listeners.contains_key(&(ip, port))
+        self.listeners_full
+            || self.listeners.contains_key(&(ip, port))
             || self.listeners.contains_key(&(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
             || self.listeners.contains_key(&(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))
     }
@@ -198,9 +224,14 @@ impl PortAggregator {
         if state == TCP_LISTEN {
             self.listening[usize::from(port >> 6)] |= 1 << (port & 63);
             let (len, limit) = (u64::from(m.rqueue()), u64::from(m.wqueue()));
-            let e = self.listeners.entry((canonical(m.src_addr()), port)).or_default();
-            e.0 += len;
-            e.1 += limit;
+            let key = (canonical(m.src_addr()), port);
+            if self.listeners.len() < self.cap || self.listeners.contains_key(&key) {
+                let e = self.listeners.entry(key).or_default();
+                e.0 += len;
+                e.1 += limit;
+            } else {
+                self.listeners_full = true;
+            }
             if limit > 0 {
                 self.listen_util_max = self.listen_util_max.max(len as f64 / limit as f64);
             }
@@ -222,7 +253,14 @@ impl PortAggregator {
             self.bound += 1;
             return;
         }
-        *self.dests.entry((canonical(m.src_addr()), canonical(remote), m.dst_port())).or_default() += 1;
+        let key = (canonical(m.src_addr()), canonical(remote), m.dst_port());
+        if let Some(n) = self.dests.get_mut(&key) {
+            *n += 1;
+        } else if self.dests.len() < self.cap {
+            self.dests.insert(key, 1);
+        } else {
+            self.untracked += 1;
+        }
     }
 
     /// Builds the bounded result.
@@ -241,7 +279,13 @@ impl PortAggregator {
                     used: n + self.bound,
                 }));
             }
-            Ephemeral { top, destinations: self.dests.len() as u64, bound: self.bound, busiest }
+            Ephemeral {
+                top,
+                destinations: self.dests.len() as u64,
+                untracked: self.untracked,
+                bound: self.bound,
+                busiest,
+            }
         });
 
         // Listening ports: the busiest K, plus the ones the operator asked for.
@@ -249,6 +293,7 @@ impl PortAggregator {
             .listeners
             .keys()
             .map(|(_, p)| *p)
+            .chain(self.port_states.keys().copied()) // listening ports past the tracking cap
             .chain(cfg.listener_ports.iter().copied())
             .collect::<std::collections::BTreeSet<u16>>()
             .into_iter()
@@ -509,6 +554,38 @@ mod tests {
         let lports: Vec<u16> = u.listeners.iter().map(|l| l.port).collect();
         assert_eq!(lports, vec![2, 30, 29, 28, 27, 26]);
         assert_eq!(u.listener_count, 30);
+    }
+
+    #[test]
+    fn tracking_is_capped_and_what_is_left_out_is_counted() {
+        let mut a = PortAggregator { cap: 3, ..PortAggregator::default() };
+        a.begin(Some(RANGE));
+        let mut socks = vec![sock(1, "10.0.0.1", 40000, "10.0.0.9", 1)];
+        // Four more destinations after the first: two fit, two do not.
+        for d in 2..=5u16 {
+            socks.push(sock(1, "10.0.0.1", 40000 + d, "10.0.0.9", d));
+        }
+        // The tracked busy destination keeps counting exactly after the cap is reached.
+        for i in 0..10u16 {
+            socks.push(sock(6, "10.0.0.1", 41000 + i, "10.0.0.9", 1));
+        }
+        socks.push(sock(6, "10.0.0.1", 42000, "10.0.0.9", 5)); // untracked destination again
+        for s in &socks {
+            a.visit(&DiagMsg::new(s).unwrap());
+        }
+        let e = a.finish(&PortsConfig::default()).ephemeral.unwrap();
+        assert_eq!((e.destinations, e.untracked, e.busiest), (3, 3, 11));
+        assert_eq!(e.top[0].remote_port, 1);
+        // Listeners past the cap: their ports' sockets are still server side.
+        a.begin(Some(RANGE));
+        for p in 1..=4u16 {
+            a.visit(&DiagMsg::new(&listener("10.0.0.1", p, 0, 128)).unwrap());
+        }
+        a.visit(&DiagMsg::new(&sock(1, "10.0.0.1", 4, "10.0.0.2", 40000)).unwrap());
+        let u = a.finish(&PortsConfig::default());
+        assert_eq!(u.listener_count, 3);
+        assert_eq!(u.ports.iter().find(|p| p.port == 4).unwrap().states[1], 1);
+        assert_eq!(u.ephemeral.unwrap().destinations, 0);
     }
 
     #[test]
