@@ -161,7 +161,7 @@ fn scrape_latencies(ns: &Netns, port: u16, path: &'static str, every: Duration, 
 fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     let ns = Netns::new("bench");
     ns.enable_conntrack();
-    let population = loadgen::Population::hold(&ns, n, established, 30_000, 4);
+    let population = loadgen::Population::hold(&ns, n, established, 2_000, 4);
     eprintln!("N={n}, M={established}: population held after {:.1} s", population.built_in.as_secs_f64());
     let mut tw_seen = HashMap::new();
     let bin = BIN;
@@ -194,7 +194,6 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     // The daemon is a child of `ip netns exec`, which execs: same pid.
     let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
     tw_seen.insert("sockwatch", value(&m, "sockwatch_tcp_sockets{family=\"ipv4\",state=\"time_wait\"}"));
-    let ct_sockwatch = value(&m, "sockwatch_conntrack_entries");
     let first = value(&m, "sockwatch_samples_total");
     let cpu0 = process_cpu(pid);
     std::thread::sleep(interval * rounds as u32 + interval / 2);
@@ -220,8 +219,16 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
         assert!(String::from_utf8_lossy(&out.stdout).contains("entries.value"), "{out:?}");
     }
     drop(daemon);
-    let ct_kernel: f64 =
-        ns.exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]).trim().parse().unwrap_or(f64::NAN);
+    // Conntrack entries: sockwatch's figure against the kernel's counter read just before
+    // and after it (the count moves with the churn, and expired entries linger until the
+    // kernel's garbage collector reaches them).
+    let ct_kernel = || -> f64 {
+        ns.exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]).trim().parse().unwrap_or(f64::NAN)
+    };
+    let before = ct_kernel();
+    let ct_sockwatch =
+        value(&parse_metrics(&ns.exec_stdout(bin, &["sample", "--log.level", "warn"])), "sockwatch_conntrack_entries");
+    let ct_kernel = (before + ct_kernel()) / 2.0;
     let fw = if have_command("munin-run") {
         let dir = std::env::temp_dir().join(format!("sockwatch-bench-munin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -295,6 +302,10 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == loadgen::HOLD_PAIRS_ARG) {
+        loadgen::hold_pairs_main(&args[i + 1..]);
+        return;
+    }
     if args.iter().any(|a| a == FLOOR_ARG) {
         floor_client();
         return;

@@ -8,7 +8,8 @@
 //!   start: after 60 s the N exist, and from then on each new connection replaces one
 //!   that expires, so the population stays at N, and the load on the host is the steady
 //!   churn that holds N (16,700 connections/s at 1M), never a build burst.
-//! - **M ESTABLISHED pairs**, connected once and held open (2·M sockets), on their own
+//! - **M ESTABLISHED pairs**, connected once and held open (2·M sockets) by helper
+//!   processes (the bench binary with `--hold-pairs`, 9,000 pairs each), on their own
 //!   server ports.
 //! - **Conntrack entries** for all of them when the namespace has conntrack on (the
 //!   harness adds an nftables `ct` rule); the TIME_WAIT conntrack timeout is set to 60 s in
@@ -36,7 +37,7 @@ pub struct Population {
     stop: Arc<AtomicBool>,
     made: Arc<AtomicU64>,
     threads: Vec<JoinHandle<()>>,
-    _established: Vec<(TcpStream, TcpStream)>,
+    _established: Vec<PairHolder>,
     tw: usize,
     started: Instant,
     /// How long the build took: 60 s, longer if the host could not churn N/60 per second.
@@ -65,33 +66,27 @@ impl Population {
     /// Builds `tw` TIME_WAIT sockets and `established` ESTABLISHED pairs in `ns`, server
     /// ports from `first_port` up, then holds them with `workers` churn threads until dropped.
     pub fn hold(ns: &Netns, tw: usize, established: usize, first_port: u16, workers: usize) -> Population {
+        // Server ports stay below the port range, or a client could take one first.
+        let server_ports = established.div_ceil(PAIRS_PER_HELPER) + tw.div_ceil(PER_PORT).max(1);
+        assert!(usize::from(first_port) + server_ports < 10_000, "server ports must lie below 10000");
         ns.sysctl("net.ipv4.ip_local_port_range", "10000 65000");
         ns.sysctl("net.ipv4.tcp_max_tw_buckets", &(2 * tw).max(1 << 16).to_string());
         // Present once the namespace has conntrack on; per namespace since Linux 4.x.
         let _ = std::process::Command::new("ip")
             .args(["netns", "exec", &ns.name, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=60"])
             .status();
-        raise_fd_limit(2 * established + 4096);
         let ns_path = format!("/run/netns/{}", ns.name);
 
-        // Established pairs first: they are the steady part of the table.
-        let est_ports = established.div_ceil(PER_PORT);
-        let est_path = ns_path.clone();
-        let pairs = std::thread::spawn(move || {
-            enter(&est_path);
-            let mut pairs = Vec::with_capacity(established);
-            for p in 0..est_ports {
-                let l = TcpListener::bind(("127.0.0.1", first_port + p as u16)).expect("bind established port");
-                for _ in 0..PER_PORT.min(established - pairs.len()) {
-                    let c = TcpStream::connect(l.local_addr().unwrap()).expect("connect");
-                    pairs.push((c, l.accept().expect("accept").0));
-                }
-            }
-            pairs
-        })
-        .join()
-        .expect("established pairs");
-
+        // Established pairs first: they are the steady part of the table. Each pair takes
+        // two descriptors and RLIMIT_NOFILE may not be raisable (no CAP_SYS_RESOURCE in a
+        // container), so helper processes hold them, PAIRS_PER_HELPER each.
+        let est_ports = established.div_ceil(PAIRS_PER_HELPER);
+        let helpers: Vec<PairHolder> = (0..est_ports)
+            .map(|i| {
+                let k = PAIRS_PER_HELPER.min(established - i * PAIRS_PER_HELPER);
+                PairHolder::start(ns, first_port + i as u16, k)
+            })
+            .collect();
         let tw_first = first_port + est_ports as u16;
         let listeners: Arc<Vec<TcpListener>> = Arc::new(
             (0..tw.div_ceil(PER_PORT).max(1))
@@ -147,7 +142,7 @@ impl Population {
         while started.elapsed() < TIME_WAIT || made.load(Ordering::Relaxed) < tw as u64 {
             std::thread::sleep(Duration::from_millis(50));
         }
-        Population { stop, made, threads, _established: pairs, tw, started, built_in: started.elapsed() }
+        Population { stop, made, threads, _established: helpers, tw, started, built_in: started.elapsed() }
     }
 
     /// Connections per second made since the build, each replacing an expired TIME_WAIT
@@ -167,19 +162,53 @@ impl Drop for Population {
     }
 }
 
-/// Held pairs need two descriptors each.
-fn raise_fd_limit(want: usize) {
-    let nr_open: u64 =
-        std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1 << 20);
-    let want = (want as u64).min(nr_open);
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: valid out-pointer; then a plain setrlimit of our own process.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
-        if rl.rlim_cur < want {
-            rl.rlim_cur = want;
-            rl.rlim_max = rl.rlim_max.max(want);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rl), 0, "RLIMIT_NOFILE {want}");
-        }
+/// Held pairs per helper process: two descriptors each, under a 20,000 RLIMIT_NOFILE.
+const PAIRS_PER_HELPER: usize = 9_000;
+
+/// The argument that makes the bench binary a pair holder (see [`hold_pairs_main`]).
+pub const HOLD_PAIRS_ARG: &str = "--hold-pairs";
+
+/// A helper process holding ESTABLISHED pairs; they close when it is dropped.
+struct PairHolder(std::process::Child);
+
+impl PairHolder {
+    fn start(ns: &Netns, port: u16, pairs: usize) -> PairHolder {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(std::env::current_exe().expect("current exe"))
+            .args([HOLD_PAIRS_ARG, &port.to_string(), &pairs.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn pair holder");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).expect("pair holder");
+        assert_eq!(line.trim(), "ready", "pair holder on port {port} failed");
+        PairHolder(child)
     }
+}
+
+impl Drop for PairHolder {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take()); // EOF: the holder exits, closing its pairs
+        let _ = self.0.wait();
+    }
+}
+
+/// Pair holder: `--hold-pairs PORT K` listens on 127.0.0.1:PORT, connects K pairs, says
+/// `ready` and holds them until its standard input closes.
+pub fn hold_pairs_main(args: &[String]) {
+    let (port, k): (u16, usize) = match args {
+        [port, k, ..] => (port.parse().expect("port"), k.parse().expect("pairs")),
+        _ => panic!("{HOLD_PAIRS_ARG} PORT PAIRS"),
+    };
+    let l = TcpListener::bind(("127.0.0.1", port)).expect("bind established port");
+    let mut pairs = Vec::with_capacity(k);
+    for _ in 0..k {
+        let c = TcpStream::connect(l.local_addr().unwrap()).expect("connect");
+        pairs.push((c, l.accept().expect("accept").0));
+    }
+    println!("ready");
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
 }
