@@ -11,9 +11,11 @@
 //! holds N TIME_WAIT sockets and M ESTABLISHED pairs (default M = N/10) with their
 //! conntrack entries while the tools are measured, as CPU time read from the kernel (task
 //! schedstat or rusage), never self-reported:
-//! - floor: a minimal client doing one inet_diag dump per family and counting states;
-//! - `ss -tan state all | wc -l`;
-//! - sockwatch: CPU per sample of the daemon, /metrics latency while it samples, peak RSS;
+//! - floor: a minimal client doing one inet_diag dump per family and counting states, run
+//!   in the idle gaps between the daemon's samples so that both see the same load;
+//! - `ss -tan state time-wait | wc -l`;
+//! - sockwatch: CPU per sample of the daemon, /metrics latency while it samples (and, for
+//!   reference, from a daemon that is not sampling, under the same load), peak RSS;
 //! - node_exporter with only the tcpstat collector: CPU per scrape (its scrape is the dump),
 //!   scrape latency, peak RSS;
 //! - Munin: a fetch through our plugin against munin's fw_conntrack run by munin-run.
@@ -91,6 +93,16 @@ fn process_cpu(pid: u32) -> f64 {
     ns as f64 / 1e9
 }
 
+/// Host CPU time so far from /proc/stat: (busy, total) in ticks, all CPUs.
+fn host_cpu() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum(); // guest time is already in user
+    let idle = v.get(3).unwrap_or(&0) + v.get(4).unwrap_or(&0); // idle + iowait
+    (total - idle, total)
+}
+
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -119,10 +131,18 @@ struct Row {
     conntrack: (f64, f64),
     floor_cpu: f64,
     ss_cpu: f64,
+    /// Median CPU of one sample (interleaved with the floor's runs).
     sw_cpu: f64,
+    /// All the daemon's CPU over the measuring window, per sample: for CPU per hour.
+    sw_cpu_window: f64,
     sw_p50: f64,
     sw_p99: f64,
     sw_rss: f64,
+    /// /metrics p99 from a daemon that is not sampling, same load.
+    idle_p99: f64,
+    idle_munin_p99: f64,
+    /// Share of the host's CPU busy meanwhile (the load generator, mostly).
+    host_busy: f64,
     ne_cpu: f64,
     ne_p50: f64,
     ne_p99: f64,
@@ -130,6 +150,42 @@ struct Row {
     munin_p50: f64,
     munin_p99: f64,
     fw_conntrack: f64,
+}
+
+/// Waits for the daemon's next sample and returns the CPU seconds it took: from the
+/// process's CPU time while idle to the same once it has been idle again for 150 ms.
+fn next_sample_cpu(pid: u32) -> f64 {
+    let poll = Duration::from_millis(5);
+    let mut base = process_cpu(pid);
+    // Idle first, so the burst is measured whole.
+    let mut still = Instant::now();
+    while still.elapsed() < Duration::from_millis(150) {
+        std::thread::sleep(poll);
+        let c = process_cpu(pid);
+        if c != base {
+            (base, still) = (c, Instant::now());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = process_cpu(pid);
+        // Only live threads count: a thread that exits takes its CPU time with it.
+        assert!(c >= base, "a sockwatch thread exited between samples: its CPU time cannot be read");
+        if c - base >= 0.0005 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sockwatch took no sample in 120 s");
+        std::thread::sleep(poll);
+    }
+    let (mut last, mut still) = (process_cpu(pid), Instant::now());
+    while still.elapsed() < Duration::from_millis(150) {
+        std::thread::sleep(poll);
+        let c = process_cpu(pid);
+        if c != last {
+            (last, still) = (c, Instant::now());
+        }
+    }
+    last - base
 }
 
 /// Scrapes `port` in the namespace every `every` for `window`; returns latencies in ms.
@@ -172,22 +228,18 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
         c
     };
 
-    // Floor and ss: median CPU over a few runs.
-    let (mut floor, mut ss, mut est_seen) = (Vec::new(), Vec::new(), 0.0);
+    // ss: median CPU over a few runs.
+    let mut ss = Vec::new();
     for _ in 0..rounds {
-        let (cpu, _, out) = measure(&mut exec(&[me.to_str().unwrap(), FLOOR_ARG]));
-        floor.push(cpu);
-        let mut counts = out.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0));
-        tw_seen.insert("floor", counts.next().unwrap_or(0.0));
-        est_seen = counts.next().unwrap_or(0.0);
         let (cpu, _, out) = measure(&mut exec(&["sh", "-c", "ss -tan state time-wait | wc -l"]));
         ss.push(cpu);
         tw_seen.insert("ss", out.trim().parse::<f64>().unwrap_or(1.0) - 1.0); // minus the header
     }
 
-    // sockwatch daemon: CPU per sample over `rounds` quiet intervals (scrapes cost CPU of
-    // their own, so none run then), then /metrics latency over as many intervals while
-    // samples keep running.
+    // sockwatch and the floor, interleaved so that both see the same load: each daemon
+    // sample is a burst of its CPU time (read from schedstat; no scrape runs then, they
+    // cost CPU of their own), and right after it, in the idle gap before the next one,
+    // the floor client runs once. A round where the two overlapped is retried.
     let interval = Duration::from_secs(2);
     let daemon = Daemon::start(&ns, 9822, &["--interval", "2s", "--munin.socket", "/run/sockwatch-bench.sock"]);
     let pid = daemon.child.id();
@@ -195,29 +247,68 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
     tw_seen.insert("sockwatch", value(&m, "sockwatch_tcp_sockets{family=\"ipv4\",state=\"time_wait\"}"));
     let first = value(&m, "sockwatch_samples_total");
+    let (mut floor, mut sw_samples, mut est_seen) = (Vec::new(), Vec::new(), 0.0);
     let cpu0 = process_cpu(pid);
-    std::thread::sleep(interval * rounds as u32 + interval / 2);
-    let cpu1 = process_cpu(pid);
+    let mut attempts = 0;
+    while floor.len() < rounds {
+        attempts += 1;
+        assert!(attempts <= rounds * 3, "N={n}: the floor kept overlapping sockwatch's samples");
+        sw_samples.push(next_sample_cpu(pid));
+        let before = process_cpu(pid);
+        let (cpu, _, out) = measure(&mut exec(&[me.to_str().unwrap(), FLOOR_ARG]));
+        if process_cpu(pid) - before > 0.001 {
+            continue; // the next sample started meanwhile
+        }
+        floor.push(cpu);
+        let mut counts = out.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0));
+        tw_seen.insert("floor", counts.next().unwrap_or(0.0));
+        est_seen = counts.next().unwrap_or(0.0);
+    }
+    // CPU per hour counts everything the daemon did in that window, per sample.
+    let window_cpu = process_cpu(pid) - cpu0;
     let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
     let samples = value(&m, "sockwatch_samples_total") - first;
-    let sw_cpu = (cpu1 - cpu0) / samples.max(1.0);
+    let sw_cpu_window = window_cpu / samples.max(1.0);
     let lat = scrape_latencies(&ns, 9822, "/metrics", Duration::from_millis(5), interval * rounds as u32);
     let sw_rss = peak_rss_mib(pid);
+    drop(daemon);
+    // The same window with a daemon that does not sample (its first sample only): what
+    // the host's scheduling under the churn costs a scrape by itself.
+    let idle = Daemon::start(&ns, 9822, &["--interval", "1h", "--munin.socket", "/run/sockwatch-bench.sock"]);
+    let _ = idle.get(&ns, "/metrics");
+    std::thread::sleep(Duration::from_millis(200));
+    let host0 = host_cpu();
+    let idle_lat = scrape_latencies(&ns, 9822, "/metrics", Duration::from_millis(5), interval * rounds as u32);
+    let host1 = host_cpu();
+    let host_busy = (host1.0 - host0.0) as f64 / (host1.1 - host0.1).max(1) as f64;
 
     // Munin: our plugin (through the wrapper, linked as munin-node links it) against
-    // fw_conntrack on the same conntrack table.
+    // fw_conntrack on the same conntrack table. Each fetch is two exec()s (sh, then the
+    // binary) and a round trip to the daemon; the same fetches against the daemon that
+    // does not sample give the host's share.
     let plugin_dir = std::env::temp_dir().join(format!("sockwatch-bench-plugin-{}", std::process::id()));
     std::fs::create_dir_all(&plugin_dir).unwrap();
     let link = plugin_dir.join("sockwatch_conntrack");
     let _ = std::os::unix::fs::symlink(concat!(env!("CARGO_MANIFEST_DIR"), "/munin-plugin/sockwatch_"), &link);
-    let mut munin = Vec::new();
-    for _ in 0..(rounds * 10) {
-        let t = Instant::now();
-        let out =
-            Command::new(&link).env("sockwatch_bin", bin).env("socket", "/run/sockwatch-bench.sock").output().unwrap();
-        munin.push(t.elapsed().as_secs_f64() * 1e3);
-        assert!(String::from_utf8_lossy(&out.stdout).contains("entries.value"), "{out:?}");
-    }
+    let munin_fetches = || {
+        (0..rounds * 40)
+            .map(|_| {
+                let t = Instant::now();
+                let out = Command::new(&link)
+                    .env("sockwatch_bin", bin)
+                    .env("socket", "/run/sockwatch-bench.sock")
+                    .output()
+                    .unwrap();
+                assert!(String::from_utf8_lossy(&out.stdout).contains("entries.value"), "{out:?}");
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect::<Vec<_>>()
+    };
+    let idle_munin = munin_fetches();
+    drop(idle);
+    let daemon = Daemon::start(&ns, 9822, &["--interval", "2s", "--munin.socket", "/run/sockwatch-bench.sock"]);
+    let _ = daemon.get(&ns, "/metrics");
+    let munin = munin_fetches();
     drop(daemon);
     // Conntrack entries: sockwatch's figure against the kernel's counter read just before
     // and after it (the count moves with the churn, and expired entries linger until the
@@ -286,10 +377,14 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
         conntrack: (ct_sockwatch, ct_kernel),
         floor_cpu: median(floor),
         ss_cpu: median(ss),
-        sw_cpu,
+        sw_cpu: median(sw_samples),
+        sw_cpu_window,
         sw_p50: pct(lat.clone(), 0.5),
         sw_p99: pct(lat, 0.99),
         sw_rss,
+        idle_p99: pct(idle_lat, 0.99),
+        idle_munin_p99: pct(idle_munin, 0.99),
+        host_busy,
         ne_cpu,
         ne_p50: pct(ne_lat.clone(), 0.5),
         ne_p99: pct(ne_lat, 0.99),
@@ -297,6 +392,26 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
         munin_p50: pct(munin.clone(), 0.5),
         munin_p99: pct(munin, 0.99),
         fw_conntrack: fw,
+    }
+}
+
+/// nf_conntrack_max is global: raised for the population's entries, restored on drop
+/// (also when a size fails).
+struct RaiseConntrackMax(String);
+
+impl RaiseConntrackMax {
+    const PATH: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+    fn to(max: usize) -> Self {
+        let saved = std::fs::read_to_string(Self::PATH).unwrap();
+        std::fs::write(Self::PATH, max.to_string()).unwrap();
+        RaiseConntrackMax(saved)
+    }
+}
+
+impl Drop for RaiseConntrackMax {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
     }
 }
 
@@ -330,13 +445,10 @@ fn main() {
             .map_or(n / 10, |m| m.parse().expect("--established takes a number"))
     };
     // nf_conntrack_max is global: make room for the population's entries, then restore.
-    const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-    let saved = std::fs::read_to_string(MAX).unwrap();
     let biggest = sizes.iter().map(|&n| n + established(n)).max().unwrap_or(0);
-    std::fs::write(MAX, (2 * biggest).max(262_144).to_string()).unwrap();
-    let rounds = if smoke { 3 } else { 4 };
+    let _restore = RaiseConntrackMax::to((2 * biggest).max(262_144));
+    let rounds = if smoke { 3 } else { 6 };
     let rows: Vec<Row> = sizes.iter().map(|&n| run_size(n, established(n), rounds)).collect();
-    std::fs::write(MAX, saved).unwrap();
 
     let mut out = String::new();
     out.push_str("| N TIME_WAIT (+ 2·M ESTABLISHED) | floor CPU/dump | ss CPU | sockwatch CPU/sample | ×floor | node_exporter CPU/scrape | ×node_exporter | /metrics p50 / p99 (sockwatch) | p50 / p99 (node_exporter) | RSS sockwatch / node_exporter | Munin fetch p50 / p99 | fw_conntrack |\n");
@@ -364,7 +476,7 @@ fn main() {
     }
     out.push_str("\nCPU per hour, sampling every 15 s vs node_exporter scraped every 15 s by an HA pair of Prometheus servers:\n\n");
     for r in &rows {
-        let sw = r.sw_cpu * 240.0;
+        let sw = r.sw_cpu_window * 240.0;
         let ne = r.ne_cpu * 480.0;
         out.push_str(&format!(
             "- N={}: sockwatch {:.1} s/h, node_exporter {:.1} s/h, ratio {:.2}\n",
@@ -379,9 +491,12 @@ fn main() {
         let mut seen: Vec<String> = r.tw_seen.iter().map(|(k, v)| format!("{k} {v}")).collect();
         seen.sort();
         out.push_str(&format!(
-            "- N={}: churn {:.0} connections/s; TIME_WAIT {}; ESTABLISHED {} (floor); conntrack entries {} (sockwatch), {} (kernel)\n",
+            "- N={}: churn {:.0} connections/s; host CPU {:.0}% busy, and from a daemon not sampling /metrics p99 {:.2} ms and Munin fetch p99 {:.1} ms; TIME_WAIT {}; ESTABLISHED {} (floor); conntrack entries {} (sockwatch), {} (kernel)\n",
             r.n,
             r.churn,
+            r.host_busy * 100.0,
+            r.idle_p99,
+            r.idle_munin_p99,
             seen.join(", "),
             r.est_seen,
             r.conntrack.0,
@@ -402,11 +517,17 @@ fn main() {
         ] {
             assert!(v.is_finite() && v > 0.0, "N={}: {tool} gave no figure ({v})", r.n);
         }
-        // Counts agree: the load generator held N, and every tool saw it, give or take
-        // the churn between one tool's dump and the next.
+        // Counts agree. The load generator closes N/60 connections a second, and the
+        // kernel's TIME_WAIT timer (60 s) fires late by up to the timer wheel's granularity
+        // at that range (2 s at HZ=250, 4 s at HZ=1000), so ss, the kernel's
+        // own listing, sees N to N·1.07. Every tool must agree with ss, give or take the
+        // churn between one tool's dump and the next.
         let near = |a: f64, b: f64| (a - b).abs() <= b * 0.03 + 50.0;
+        let ss = r.tw_seen["ss"];
+        let n = r.n as f64;
+        assert!(ss >= n * 0.97 - 50.0 && ss <= n * 1.07 + 50.0, "N={}: the kernel holds {ss} TIME_WAIT", r.n);
         for (tool, &seen) in &r.tw_seen {
-            assert!(near(seen, r.n as f64), "N={}: {tool} saw {seen} TIME_WAIT", r.n);
+            assert!(near(seen, ss), "N={}: {tool} saw {seen} TIME_WAIT, ss {ss}", r.n);
         }
         assert!(near(r.est_seen, 2.0 * r.established as f64), "N={}: {} ESTABLISHED", r.n, r.est_seen);
         assert!(near(r.conntrack.0, r.conntrack.1), "N={}: conntrack {:?} (sockwatch, kernel)", r.n, r.conntrack);

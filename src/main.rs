@@ -121,7 +121,15 @@ fn reload(flags: &Flags, running: &watch::Sender<Config>, log_filter: &LogFilter
 }
 
 fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // The sampler runs on a blocking thread; keep that thread across samples (tokio's
+    // default lets it exit after 10 s idle, which at the default interval meant a new
+    // thread, stack and malloc arena every sample).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sockwatch: cannot start the async runtime: {e}");
