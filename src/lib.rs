@@ -11,6 +11,7 @@ pub mod http;
 pub mod munin;
 pub mod munin_plugin;
 pub mod sampler;
+pub mod sched;
 pub mod snapshot;
 pub mod sources;
 pub mod webconfig;

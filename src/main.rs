@@ -123,10 +123,12 @@ fn reload(flags: &Flags, running: &watch::Sender<Config>, log_filter: &LogFilter
 fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
     // The sampler runs on a blocking thread; keep that thread across samples (tokio's
     // default lets it exit after 10 s idle, which at the default interval meant a new
-    // thread, stack and malloc arena every sample).
+    // thread, stack and malloc arena every sample). Threads ask for a short scheduler
+    // slice (they answer requests); the sampler's gives it back (see sched.rs).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
+        .on_thread_start(sockwatch::sched::latency_sensitive)
         .enable_all()
         .build()
     {

@@ -279,6 +279,7 @@ pub async fn run(
         }
         let before = sampler.interval;
         let job = tokio::task::spawn_blocking(move || {
+            crate::sched::throughput();
             let published = sampler.sample_and_render();
             (sampler, published)
         });
@@ -322,6 +323,7 @@ pub async fn run_breakdown(interval: Duration, slot: BreakdownSlot, mut shutdown
             _ = shutdown.changed() => return,
         }
         let job = tokio::task::spawn_blocking(move || {
+            crate::sched::throughput();
             let (dump, tracker) = &mut state;
             let result = tracker.observe(Source::ConntrackBreakdown, || dump.read());
             (state, result)

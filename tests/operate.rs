@@ -56,7 +56,7 @@ fn systemd_unit_verifies() {
         .find_map(|l| l.split("exposure level for sockwatch.service: ").nth(1))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in: {text}"));
-    assert!(exposure <= 2.0, "exposure {exposure} (README records 1.3)");
+    assert!(exposure <= 2.0, "exposure {exposure} (README records 1.4)");
 }
 
 #[test]
