@@ -93,14 +93,15 @@ fn process_cpu(pid: u32) -> f64 {
     ns as f64 / 1e9
 }
 
-/// Host CPU time so far from /proc/stat: (busy, total) in ticks, all CPUs.
-fn host_cpu() -> (u64, u64) {
+/// Host CPU time so far from /proc/stat: (busy, total, in interrupts) in ticks, all CPUs.
+fn host_cpu() -> (u64, u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<u64> =
         stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
     let total: u64 = v.iter().take(8).sum(); // guest time is already in user
     let idle = v.get(3).unwrap_or(&0) + v.get(4).unwrap_or(&0); // idle + iowait
-    (total - idle, total)
+    let irq = v.get(5).unwrap_or(&0) + v.get(6).unwrap_or(&0); // irq + softirq
+    (total - idle, total, irq)
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -137,12 +138,14 @@ struct Row {
     sw_cpu_window: f64,
     sw_p50: f64,
     sw_p99: f64,
+    sw_p99_short: f64,
     sw_rss: f64,
     /// /metrics p99 from a daemon that is not sampling, same load.
     idle_p99: f64,
     idle_munin_p99: f64,
     /// Share of the host's CPU busy meanwhile (the load generator, mostly).
     host_busy: f64,
+    host_irq: f64,
     ne_cpu: f64,
     ne_p50: f64,
     ne_p99: f64,
@@ -189,9 +192,22 @@ fn next_sample_cpu(pid: u32) -> f64 {
 }
 
 /// Scrapes `port` in the namespace every `every` for `window`; returns latencies in ms.
-fn scrape_latencies(ns: &Netns, port: u16, path: &'static str, every: Duration, window: Duration) -> Vec<f64> {
+/// With `short_slice` the client asks for the scheduler slice the daemon's request
+/// threads use: it then waits for a core after its wakeups as little as the daemon does,
+/// as a Prometheus server on another host would not wait on this one at all.
+fn scrape_latencies(
+    ns: &Netns,
+    port: u16,
+    path: &'static str,
+    every: Duration,
+    window: Duration,
+    short_slice: bool,
+) -> Vec<f64> {
     let ns_path = format!("/run/netns/{}", ns.name);
     std::thread::spawn(move || {
+        if short_slice {
+            sockwatch::sched::latency_sensitive();
+        }
         let f = std::fs::File::open(&ns_path).unwrap();
         // SAFETY: valid fd; affects only this thread.
         assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
@@ -269,7 +285,9 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
     let samples = value(&m, "sockwatch_samples_total") - first;
     let sw_cpu_window = window_cpu / samples.max(1.0);
-    let lat = scrape_latencies(&ns, 9822, "/metrics", Duration::from_millis(5), interval * rounds as u32);
+    let window = interval * rounds as u32;
+    let lat = scrape_latencies(&ns, 9822, "/metrics", Duration::from_millis(5), window, false);
+    let lat_short = scrape_latencies(&ns, 9822, "/metrics", Duration::from_millis(5), window, true);
     let sw_rss = peak_rss_mib(pid);
     drop(daemon);
     // The same window with a daemon that does not sample (its first sample only): what
@@ -278,9 +296,10 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     let _ = idle.get(&ns, "/metrics");
     std::thread::sleep(Duration::from_millis(200));
     let host0 = host_cpu();
-    let idle_lat = scrape_latencies(&ns, 9822, "/metrics", Duration::from_millis(5), interval * rounds as u32);
+    let idle_lat = scrape_latencies(&ns, 9822, "/metrics", Duration::from_millis(5), window, false);
     let host1 = host_cpu();
     let host_busy = (host1.0 - host0.0) as f64 / (host1.1 - host0.1).max(1) as f64;
+    let host_irq = (host1.2 - host0.2) as f64 / (host1.1 - host0.1).max(1) as f64;
 
     // Munin: our plugin (through the wrapper, linked as munin-node links it) against
     // fw_conntrack on the same conntrack table. Each fetch is two exec()s (sh, then the
@@ -362,7 +381,7 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     tw_seen.insert("node_exporter", ne_tw);
     let cpu0 = process_cpu(ne_pid);
     // Back to back, each scrape is one dump: CPU per scrape and its latency.
-    let ne_lat = scrape_latencies(&ns, 9100, "/metrics", Duration::ZERO, Duration::from_secs(rounds as u64));
+    let ne_lat = scrape_latencies(&ns, 9100, "/metrics", Duration::ZERO, Duration::from_secs(rounds as u64), false);
     let ne_cpu = (process_cpu(ne_pid) - cpu0) / ne_lat.len() as f64;
     let ne_rss = peak_rss_mib(ne_pid);
 
@@ -381,10 +400,12 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
         sw_cpu_window,
         sw_p50: pct(lat.clone(), 0.5),
         sw_p99: pct(lat, 0.99),
+        sw_p99_short: pct(lat_short, 0.99),
         sw_rss,
         idle_p99: pct(idle_lat, 0.99),
         idle_munin_p99: pct(idle_munin, 0.99),
         host_busy,
+        host_irq,
         ne_cpu,
         ne_p50: pct(ne_lat.clone(), 0.5),
         ne_p99: pct(ne_lat, 0.99),
@@ -492,10 +513,12 @@ fn main() {
         let mut seen: Vec<String> = r.tw_seen.iter().map(|(k, v)| format!("{k} {v}")).collect();
         seen.sort();
         out.push_str(&format!(
-            "- N={}: churn {:.0} connections/s; host CPU {:.0}% busy, and from a daemon not sampling /metrics p99 {:.2} ms and Munin fetch p99 {:.1} ms; TIME_WAIT {}; ESTABLISHED {} (floor); conntrack entries {} (sockwatch), {} (kernel)\n",
+            "- N={}: churn {:.0} connections/s; host CPU {:.0}% busy ({:.0}% in interrupts); /metrics p99 {:.2} ms while sampling to a client with a short slice; from a daemon not sampling /metrics p99 {:.2} ms and Munin fetch p99 {:.1} ms; TIME_WAIT {}; ESTABLISHED {} (floor); conntrack entries {} (sockwatch), {} (kernel)\n",
             r.n,
             r.churn,
             r.host_busy * 100.0,
+            r.host_irq * 100.0,
+            r.sw_p99_short,
             r.idle_p99,
             r.idle_munin_p99,
             seen.join(", "),
