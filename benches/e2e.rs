@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench e2e -- --sizes 10000,100000,500000,1000000 [--established M]
 //! cargo bench --bench e2e -- --smoke          # N = 100k, checks only that every tool gave a figure
+//! cargo bench --bench e2e -- --sizes 500000 --pin   # generator on CPU 1, tools on CPU 0
 //! ```
 //!
 //! Needs root (namespaces, sysctls), iproute2, nftables, prometheus-node-exporter and
@@ -91,6 +92,54 @@ fn process_cpu(pid: u32) -> f64 {
         }
     }
     ns as f64 / 1e9
+}
+
+/// `--pin`: the load generator (this process, its threads and helpers) runs on CPU 1 and
+/// every measured tool and client on CPU 0, as on a host with more cores than the load
+/// keeps busy. Off by default: the table is measured with everything sharing the cores.
+static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+const TOOLS_CPU: usize = 0;
+const LOAD_CPU: usize = 1;
+
+fn pin_thread(cpu: usize) {
+    if PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        set_affinity(0, cpu);
+    }
+}
+
+fn set_affinity(tid: libc::pid_t, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; the kernel reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Every thread of a running tool onto the tools' CPU (threads it starts later inherit it).
+fn pin_process(pid: u32) {
+    if !PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        if let Ok(tid) = task.file_name().to_string_lossy().parse() {
+            set_affinity(tid, TOOLS_CPU);
+        }
+    }
+}
+
+fn on_tools_cpu(cmd: &mut Command) -> &mut Command {
+    if PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: sched_setaffinity is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                set_affinity(0, TOOLS_CPU);
+                Ok(())
+            });
+        }
+    }
+    cmd
 }
 
 /// Host CPU time so far from /proc/stat: (busy, total, in interrupts) in ticks, all CPUs.
@@ -205,6 +254,7 @@ fn scrape_latencies(
 ) -> Vec<f64> {
     let ns_path = format!("/run/netns/{}", ns.name);
     std::thread::spawn(move || {
+        pin_thread(TOOLS_CPU);
         if short_slice {
             sockwatch::sched::latency_sensitive();
         }
@@ -241,6 +291,7 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     let exec = |args: &[&str]| {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &ns.name]).args(args);
+        on_tools_cpu(&mut c);
         c
     };
 
@@ -259,6 +310,7 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     let interval = Duration::from_secs(2);
     let daemon = Daemon::start(&ns, 9822, &["--interval", "2s", "--munin.socket", "/run/sockwatch-bench.sock"]);
     let pid = daemon.child.id();
+    pin_process(pid);
     // The daemon is a child of `ip netns exec`, which execs: same pid.
     let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
     tw_seen.insert("sockwatch", value(&m, "sockwatch_tcp_sockets{family=\"ipv4\",state=\"time_wait\"}"));
@@ -293,6 +345,7 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     // The same window with a daemon that does not sample (its first sample only): what
     // the host's scheduling under the churn costs a scrape by itself.
     let idle = Daemon::start(&ns, 9822, &["--interval", "1h", "--munin.socket", "/run/sockwatch-bench.sock"]);
+    pin_process(idle.child.id());
     let _ = idle.get(&ns, "/metrics");
     std::thread::sleep(Duration::from_millis(200));
     let host0 = host_cpu();
@@ -313,7 +366,7 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
         (0..rounds * 40)
             .map(|_| {
                 let t = Instant::now();
-                let out = Command::new(&link)
+                let out = on_tools_cpu(&mut Command::new(&link))
                     .env("sockwatch_bin", bin)
                     .env("socket", "/run/sockwatch-bench.sock")
                     .output()
@@ -327,6 +380,7 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     drop(idle);
     let daemon = Daemon::start(&ns, 9822, &["--interval", "2s", "--munin.socket", "/run/sockwatch-bench.sock"]);
     let _ = daemon.get(&ns, "/metrics");
+    pin_process(daemon.child.id());
     let munin = munin_fetches();
     drop(daemon);
     // Conntrack entries: sockwatch's figure against the kernel's counter read just before
@@ -448,6 +502,10 @@ fn main() {
     }
     if args.iter().any(|a| a == "--list") {
         return; // `cargo bench -- --list`
+    }
+    if args.iter().any(|a| a == "--pin") {
+        PIN.store(true, std::sync::atomic::Ordering::Relaxed);
+        pin_thread(LOAD_CPU);
     }
     let smoke = args.iter().any(|a| a == "--smoke");
     let sizes: Vec<usize> = args
