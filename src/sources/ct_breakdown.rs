@@ -167,8 +167,9 @@ pub fn parse_datagram(data: &[u8], seq: u32, b: &mut Breakdown) -> Result<bool, 
                     if code == 0 {
                         return Ok(true);
                     }
-                    let err = io::Error::from_raw_os_error(code.saturating_neg());
-                    let hint = if -code == libc::EPERM { " (needs CAP_NET_ADMIN)" } else { "" };
+                    let errno = code.saturating_neg(); // any i32 may come: i32::MIN too
+                    let err = io::Error::from_raw_os_error(errno);
+                    let hint = if errno == libc::EPERM { " (needs CAP_NET_ADMIN)" } else { "" };
                     return Err(SourceError::Netlink(format!("ctnetlink: dump refused: {err}{hint}")));
                 }
                 t if t >> 8 == NFNL_SUBSYS_CTNETLINK => {
@@ -301,5 +302,19 @@ mod tests {
         msg[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
         let e = parse_datagram(&msg, 5, &mut Breakdown::default()).unwrap_err().to_string();
         assert!(e.contains("CAP_NET_ADMIN"), "{e}");
+    }
+
+    #[test]
+    fn any_error_code_is_an_error_not_a_panic() {
+        // Found by cargo-fuzz: i32::MIN cannot be negated.
+        for code in [i32::MIN, i32::MAX, 1, -1] {
+            let mut msg = vec![0u8; 36];
+            msg[0..4].copy_from_slice(&36u32.to_ne_bytes());
+            msg[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            msg[8..12].copy_from_slice(&5u32.to_ne_bytes());
+            msg[16..20].copy_from_slice(&code.to_ne_bytes());
+            let e = parse_datagram(&msg, 5, &mut Breakdown::default()).unwrap_err().to_string();
+            assert!(e.contains("dump refused"), "{code}: {e}");
+        }
     }
 }
