@@ -192,6 +192,7 @@ struct Row {
     /// /metrics p99 from a daemon that is not sampling, same load.
     idle_p99: f64,
     idle_munin_p99: f64,
+    munin_direct: (f64, f64),
     /// Share of the host's CPU busy meanwhile (the load generator, mostly).
     host_busy: f64,
     host_irq: f64,
@@ -362,11 +363,15 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     std::fs::create_dir_all(&plugin_dir).unwrap();
     let link = plugin_dir.join("sockwatch_conntrack");
     let _ = std::os::unix::fs::symlink(concat!(env!("CARGO_MANIFEST_DIR"), "/munin-plugin/sockwatch_"), &link);
-    let munin_fetches = || {
+    // The binary linked directly (no sh): the README's lower-latency install.
+    let direct = plugin_dir.join("direct").join("sockwatch_conntrack");
+    std::fs::create_dir_all(direct.parent().unwrap()).unwrap();
+    let _ = std::os::unix::fs::symlink(bin, &direct);
+    let munin_fetches = |link: &std::path::Path| {
         (0..rounds * 40)
             .map(|_| {
                 let t = Instant::now();
-                let out = on_tools_cpu(&mut Command::new(&link))
+                let out = on_tools_cpu(&mut Command::new(link))
                     .env("sockwatch_bin", bin)
                     .env("socket", "/run/sockwatch-bench.sock")
                     .output()
@@ -376,12 +381,13 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
             })
             .collect::<Vec<_>>()
     };
-    let idle_munin = munin_fetches();
+    let idle_munin = munin_fetches(&link);
     drop(idle);
     let daemon = Daemon::start(&ns, 9822, &["--interval", "2s", "--munin.socket", "/run/sockwatch-bench.sock"]);
     let _ = daemon.get(&ns, "/metrics");
     pin_process(daemon.child.id());
-    let munin = munin_fetches();
+    let munin = munin_fetches(&link);
+    let munin_direct = munin_fetches(&direct);
     drop(daemon);
     // Conntrack entries: sockwatch's figure against the kernel's counter read just before
     // and after it (the count moves with the churn, and expired entries linger until the
@@ -458,6 +464,7 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
         sw_rss,
         idle_p99: pct(idle_lat, 0.99),
         idle_munin_p99: pct(idle_munin, 0.99),
+        munin_direct: (pct(munin_direct.clone(), 0.5), pct(munin_direct, 0.99)),
         host_busy,
         host_irq,
         ne_cpu,
@@ -571,7 +578,7 @@ fn main() {
         let mut seen: Vec<String> = r.tw_seen.iter().map(|(k, v)| format!("{k} {v}")).collect();
         seen.sort();
         out.push_str(&format!(
-            "- N={}: churn {:.0} connections/s; host CPU {:.0}% busy ({:.0}% in interrupts); /metrics p99 {:.2} ms while sampling to a client with a short slice; from a daemon not sampling /metrics p99 {:.2} ms and Munin fetch p99 {:.1} ms; TIME_WAIT {}; ESTABLISHED {} (floor); conntrack entries {} (sockwatch), {} (kernel)\n",
+            "- N={}: churn {:.0} connections/s; host CPU {:.0}% busy ({:.0}% in interrupts); /metrics p99 {:.2} ms while sampling to a client with a short slice; from a daemon not sampling /metrics p99 {:.2} ms and Munin fetch p99 {:.1} ms; Munin fetch with the binary linked directly p50 / p99 {:.1} / {:.1} ms; TIME_WAIT {}; ESTABLISHED {} (floor); conntrack entries {} (sockwatch), {} (kernel)\n",
             r.n,
             r.churn,
             r.host_busy * 100.0,
@@ -579,6 +586,8 @@ fn main() {
             r.sw_p99_short,
             r.idle_p99,
             r.idle_munin_p99,
+            r.munin_direct.0,
+            r.munin_direct.1,
             seen.join(", "),
             r.est_seen,
             r.conntrack.0,
