@@ -205,20 +205,24 @@ struct Row {
     fw_conntrack: f64,
 }
 
-/// Waits for the daemon's next sample and returns the CPU seconds it took: from the
-/// process's CPU time while idle to the same once it has been idle again for 150 ms.
-fn next_sample_cpu(pid: u32) -> f64 {
-    let poll = Duration::from_millis(5);
-    let mut base = process_cpu(pid);
-    // Idle first, so the burst is measured whole.
-    let mut still = Instant::now();
+/// The process's CPU time once it has not moved for 150 ms.
+fn cpu_once_idle(pid: u32) -> f64 {
+    let (mut last, mut still) = (process_cpu(pid), Instant::now());
     while still.elapsed() < Duration::from_millis(150) {
-        std::thread::sleep(poll);
+        std::thread::sleep(Duration::from_millis(5));
         let c = process_cpu(pid);
-        if c != base {
-            (base, still) = (c, Instant::now());
+        if c != last {
+            (last, still) = (c, Instant::now());
         }
     }
+    last
+}
+
+/// Waits for the daemon's next sample and returns the CPU seconds it took: from the
+/// process's CPU time while idle to the same once it has been idle again.
+fn next_sample_cpu(pid: u32) -> f64 {
+    // Idle first, so the burst is measured whole.
+    let base = cpu_once_idle(pid);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let c = process_cpu(pid);
@@ -228,20 +232,11 @@ fn next_sample_cpu(pid: u32) -> f64 {
             break;
         }
         assert!(Instant::now() < deadline, "sockwatch took no sample in 120 s");
-        std::thread::sleep(poll);
+        std::thread::sleep(Duration::from_millis(5));
     }
-    let (mut last, mut still) = (process_cpu(pid), Instant::now());
-    while still.elapsed() < Duration::from_millis(150) {
-        std::thread::sleep(poll);
-        let c = process_cpu(pid);
-        if c != last {
-            (last, still) = (c, Instant::now());
-        }
-    }
-    last - base
+    cpu_once_idle(pid) - base
 }
 
-/// Scrapes `port` in the namespace every `every` for `window`; returns latencies in ms.
 /// With `short_slice` the client asks for the scheduler slice the daemon's request
 /// threads use: it then waits for a core after its wakeups as little as the daemon does,
 /// as a Prometheus server on another host would not wait on this one at all.

@@ -32,22 +32,29 @@ struct SchedAttr {
     util_max: u32,
 }
 
-/// Sets the calling thread's slice, keeping its policy and nice value; 0 = the kernel default.
-fn set_slice(runtime_ns: u64) -> std::io::Result<()> {
+const ATTR_SIZE: u32 = std::mem::size_of::<SchedAttr>() as u32;
+
+/// The calling thread's scheduling attributes.
+fn get_attr() -> std::io::Result<SchedAttr> {
     let mut attr = SchedAttr::default();
-    let size = std::mem::size_of::<SchedAttr>() as u32;
-    // SAFETY: `attr` is a valid, writable sched_attr of `size` bytes; tid 0 is this thread.
-    let r = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut SchedAttr, size, 0) };
+    // SAFETY: `attr` is a valid, writable sched_attr of ATTR_SIZE bytes; tid 0 is this thread.
+    let r = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut SchedAttr, ATTR_SIZE, 0) };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(attr)
+}
+
+/// Sets the calling thread's slice, keeping its policy and nice value; 0 = the kernel default.
+fn set_slice(runtime_ns: u64) -> std::io::Result<()> {
+    let mut attr = get_attr()?;
     if attr.policy != libc::SCHED_OTHER as u32 || attr.runtime == runtime_ns {
         return Ok(()); // an operator's choice (chrt, systemd CPUSchedulingPolicy=) stands
     }
-    attr.size = size;
+    attr.size = ATTR_SIZE;
     attr.flags = 0;
     attr.runtime = runtime_ns;
-    // SAFETY: as above; the kernel only reads `attr`.
+    // SAFETY: `attr` is a valid sched_attr of ATTR_SIZE bytes; the kernel only reads it.
     let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
@@ -85,11 +92,7 @@ mod tests {
     use super::*;
 
     fn slice() -> u64 {
-        let mut attr = SchedAttr::default();
-        let size = std::mem::size_of::<SchedAttr>() as u32;
-        let r = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut SchedAttr, size, 0) };
-        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-        attr.runtime
+        get_attr().expect("sched_getattr").runtime
     }
 
     #[test]
