@@ -193,6 +193,8 @@ struct Row {
     idle_p99: f64,
     idle_munin_p99: f64,
     munin_direct: (f64, f64),
+    /// Through the sh wrapper of old (reference).
+    munin_sh: (f64, f64),
     /// Share of the host's CPU busy meanwhile (the load generator, mostly).
     host_busy: f64,
     host_irq: f64,
@@ -350,27 +352,31 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     let host_busy = (host1.0 - host0.0) as f64 / (host1.1 - host0.1).max(1) as f64;
     let host_irq = (host1.2 - host0.2) as f64 / (host1.1 - host0.1).max(1) as f64;
 
-    // Munin: our plugin (through the wrapper, linked as munin-node links it) against
-    // fw_conntrack on the same conntrack table. Each fetch is two exec()s (sh, then the
-    // binary) and a round trip to the daemon; the same fetches against the daemon that
-    // does not sample give the host's share.
+    // Munin: our plugin (the shipped file, its first line naming this binary, linked as
+    // munin-node links it) against fw_conntrack on the same conntrack table. Each fetch is
+    // one exec() (the kernel runs the binary as the file's interpreter) and a round trip to
+    // the daemon; the same fetches against the daemon that does not sample give the host's
+    // share. For reference, side by side: the binary linked directly, and the sh wrapper
+    // the plugin was before (`exec sockwatch munin-plugin "$0"`: two exec()s per fetch).
     let plugin_dir = std::env::temp_dir().join(format!("sockwatch-bench-plugin-{}", std::process::id()));
-    std::fs::create_dir_all(&plugin_dir).unwrap();
-    let link = plugin_dir.join("sockwatch_conntrack");
-    let _ = std::os::unix::fs::symlink(concat!(env!("CARGO_MANIFEST_DIR"), "/munin-plugin/sockwatch_"), &link);
-    // The binary linked directly (no sh): the README's lower-latency install.
-    let direct = plugin_dir.join("direct").join("sockwatch_conntrack");
-    std::fs::create_dir_all(direct.parent().unwrap()).unwrap();
-    let _ = std::os::unix::fs::symlink(bin, &direct);
+    let link_in = |dir: &str, target: &str| {
+        let link = plugin_dir.join(dir).join("sockwatch_conntrack");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        let _ = std::os::unix::fs::symlink(target, &link);
+        link
+    };
+    let link = link_in("file", &munin_plugin());
+    let direct = link_in("direct", bin);
+    let sh_wrapper = plugin_dir.join("sockwatch_");
+    std::fs::write(&sh_wrapper, format!("#!/bin/sh\nexec {bin} munin-plugin \"$0\" \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&sh_wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let via_sh = link_in("sh", sh_wrapper.to_str().unwrap());
     let munin_fetches = |link: &std::path::Path| {
         (0..rounds * 40)
             .map(|_| {
                 let t = Instant::now();
-                let out = on_tools_cpu(&mut Command::new(link))
-                    .env("sockwatch_bin", bin)
-                    .env("socket", "/run/sockwatch-bench.sock")
-                    .output()
-                    .unwrap();
+                let out =
+                    on_tools_cpu(&mut Command::new(link)).env("socket", "/run/sockwatch-bench.sock").output().unwrap();
                 assert!(String::from_utf8_lossy(&out.stdout).contains("entries.value"), "{out:?}");
                 t.elapsed().as_secs_f64() * 1e3
             })
@@ -383,6 +389,7 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     pin_process(daemon.child.id());
     let munin = munin_fetches(&link);
     let munin_direct = munin_fetches(&direct);
+    let munin_sh = munin_fetches(&via_sh);
     drop(daemon);
     // Conntrack entries: sockwatch's figure against the kernel's counter read just before
     // and after it (the count moves with the churn, and expired entries linger until the
@@ -460,6 +467,7 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
         idle_p99: pct(idle_lat, 0.99),
         idle_munin_p99: pct(idle_munin, 0.99),
         munin_direct: (pct(munin_direct.clone(), 0.5), pct(munin_direct, 0.99)),
+        munin_sh: (pct(munin_sh.clone(), 0.5), pct(munin_sh, 0.99)),
         host_busy,
         host_irq,
         ne_cpu,
@@ -573,7 +581,7 @@ fn main() {
         let mut seen: Vec<String> = r.tw_seen.iter().map(|(k, v)| format!("{k} {v}")).collect();
         seen.sort();
         out.push_str(&format!(
-            "- N={}: churn {:.0} connections/s; host CPU {:.0}% busy ({:.0}% in interrupts); /metrics p99 {:.2} ms while sampling to a client with a short slice; from a daemon not sampling /metrics p99 {:.2} ms and Munin fetch p99 {:.1} ms; Munin fetch with the binary linked directly p50 / p99 {:.1} / {:.1} ms; TIME_WAIT {}; ESTABLISHED {} (floor); conntrack entries {} (sockwatch), {} (kernel)\n",
+            "- N={}: churn {:.0} connections/s; host CPU {:.0}% busy ({:.0}% in interrupts); /metrics p99 {:.2} ms while sampling to a client with a short slice; from a daemon not sampling /metrics p99 {:.2} ms and Munin fetch p99 {:.1} ms; Munin fetch p50 / p99 with the binary linked directly {:.1} / {:.1} ms, through an sh wrapper (reference) {:.1} / {:.1} ms; TIME_WAIT {}; ESTABLISHED {} (floor); conntrack entries {} (sockwatch), {} (kernel)\n",
             r.n,
             r.churn,
             r.host_busy * 100.0,
@@ -583,6 +591,8 @@ fn main() {
             r.idle_munin_p99,
             r.munin_direct.0,
             r.munin_direct.1,
+            r.munin_sh.0,
+            r.munin_sh.1,
             seen.join(", "),
             r.est_seen,
             r.conntrack.0,

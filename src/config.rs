@@ -68,7 +68,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Act as a munin-node plugin (what munin-plugin/sockwatch_ runs).
+    /// Act as a munin-node plugin (the interpreter line of munin-plugin/sockwatch_).
     MuninPlugin {
         /// The plugin's name or path: sockwatch_<graph> or sockwatch_multigraph.
         plugin: String,

@@ -1,5 +1,7 @@
-//! The munin-node plugin: the `sockwatch` binary itself, run by munin-node through the
-//! wildcard wrapper `munin-plugin/sockwatch_` (or linked directly as `sockwatch_<graph>`).
+//! The munin-node plugin: the `sockwatch` binary itself. munin-node runs the wildcard
+//! plugin file `munin-plugin/sockwatch_`, whose first line `#!/usr/bin/sockwatch
+//! munin-plugin` has the kernel run `sockwatch munin-plugin <plugin path> [action]` (one
+//! exec, no shell); or the binary linked directly as `sockwatch_<graph>`.
 //!
 //! It relays `config` and fetch to the daemon's Munin socket with a hard deadline of
 //! [`DEADLINE`]. When the daemon is down or slow it still answers at once: `config` from
@@ -87,7 +89,7 @@ fn ask_with_deadline(commands: Vec<String>) -> Result<Vec<String>, String> {
         .unwrap_or_else(|_| Err(format!("the daemon did not answer within {}s", DEADLINE.as_secs())))
 }
 
-/// Runs the plugin. `name` is the plugin's file name (argv[0] or the wrapper's `$0`);
+/// Runs the plugin. `name` is the plugin's path (argv[0], or the plugin file's path);
 /// `action` is munin's argument: `config`, `autoconf`, `suggest`, or none for fetch.
 pub fn run(name: &str, action: Option<&str>) -> ExitCode {
     let base = name.rsplit('/').next().unwrap_or(name);

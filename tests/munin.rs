@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const PLUGIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/munin-plugin/sockwatch_");
-
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sockwatch-munin-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -175,13 +173,7 @@ fn flood_of_clients_is_capped_and_metrics_stay_fast() {
 
 fn plugin(args: &[&str], socket: &Path, env: &[(&str, &str)]) -> (Output, Duration) {
     let start = Instant::now();
-    let out = Command::new(PLUGIN)
-        .args(args)
-        .env("sockwatch_bin", BIN)
-        .env("socket", socket)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let out = Command::new(munin_plugin()).args(args).env("socket", socket).envs(env.iter().copied()).output().unwrap();
     (out, start.elapsed())
 }
 
@@ -191,9 +183,9 @@ fn plugin_relays_to_the_daemon() {
     let sock = dir.join("munin.sock");
     let d = Served::start(&["--interval", "1h", "--munin.socket", sock.to_str().unwrap()]);
     let link = dir.join("sockwatch_tcp_states");
-    std::os::unix::fs::symlink(PLUGIN, &link).unwrap();
+    std::os::unix::fs::symlink(munin_plugin(), &link).unwrap();
     let run = |arg: Option<&str>| {
-        let out = Command::new(&link).args(arg).env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+        let out = Command::new(&link).args(arg).env("socket", &sock).output().unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
@@ -206,13 +198,13 @@ fn plugin_relays_to_the_daemon() {
     assert!(run(Some("config")).contains("time_wait.warning "), "thresholds come from the daemon");
     let tcp = values(&run(None).lines().map(str::to_owned).collect::<Vec<_>>());
     let ct_link = dir.join("sockwatch_conntrack");
-    std::os::unix::fs::symlink(PLUGIN, &ct_link).unwrap();
-    let out = Command::new(&ct_link).env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    std::os::unix::fs::symlink(munin_plugin(), &ct_link).unwrap();
+    let out = Command::new(&ct_link).env("socket", &sock).output().unwrap();
     let ct_text = String::from_utf8(out.stdout).unwrap();
     let ct = values(&ct_text.lines().map(str::to_owned).collect::<Vec<_>>());
     assert_same_snapshot(&tcp, &ct, &parse_metrics(&http_get(&d.addr, "/metrics").1));
-    // The binary itself linked as the plugin (no sh, one exec fewer per fetch): the same
-    // answer, byte for byte (the daemon holds one snapshot for the hour).
+    // The binary itself linked as the plugin (argv[0] names the graph): the same answer
+    // as through the plugin file, byte for byte (the daemon holds one snapshot for the hour).
     let direct = dir.join("direct");
     std::fs::create_dir_all(&direct).unwrap();
     std::os::unix::fs::symlink(BIN, direct.join("sockwatch_conntrack")).unwrap();
@@ -222,17 +214,12 @@ fn plugin_relays_to_the_daemon() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), ct_text);
     // The multigraph form, as munin-node runs it for a multigraph-capable master.
     let mg = dir.join("sockwatch_multigraph");
-    std::os::unix::fs::symlink(PLUGIN, &mg).unwrap();
-    let out = Command::new(&mg)
-        .env("sockwatch_bin", BIN)
-        .env("socket", &sock)
-        .env("MUNIN_CAP_MULTIGRAPH", "1")
-        .output()
-        .unwrap();
+    std::os::unix::fs::symlink(munin_plugin(), &mg).unwrap();
+    let out = Command::new(&mg).env("socket", &sock).env("MUNIN_CAP_MULTIGRAPH", "1").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.matches("multigraph sockwatch_").count(), 6, "{text}");
     assert!(!text.contains("U\n"), "{text}");
-    let out = Command::new(&mg).env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    let out = Command::new(&mg).env("socket", &sock).output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("needs a multigraph-capable"));
 }
 
@@ -241,19 +228,19 @@ fn plugin_without_daemon_prints_unknown_at_once() {
     let dir = tmpdir("nodaemon");
     let sock = dir.join("absent.sock");
     let (out, took) = plugin(&["sockwatch_conntrack"], &sock, &[]);
-    // Through the wrapper with $0 = the wrapper itself: not a graph name.
+    // The plugin file run under its own name, sockwatch_: not a graph name.
     assert!(!out.status.success());
     let link = dir.join("sockwatch_conntrack");
-    std::os::unix::fs::symlink(PLUGIN, &link).unwrap();
+    std::os::unix::fs::symlink(munin_plugin(), &link).unwrap();
     let start = Instant::now();
-    let out = Command::new(&link).env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    let out = Command::new(&link).env("socket", &sock).output().unwrap();
     let took2 = start.elapsed();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "entries.value U\nmax.value U\n");
     assert!(took < Duration::from_secs(2) && took2 < Duration::from_secs(2), "{took:?} {took2:?}");
-    let out = Command::new(&link).arg("config").env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    let out = Command::new(&link).arg("config").env("socket", &sock).output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("entries.label "));
-    let out = Command::new(&link).arg("autoconf").env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    let out = Command::new(&link).arg("autoconf").env("socket", &sock).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("no ("), "{out:?}");
 }
 
@@ -271,9 +258,9 @@ fn plugin_gives_up_on_a_stuck_daemon_within_the_deadline() {
         std::thread::sleep(Duration::from_secs(5));
     });
     let link = dir.join("sockwatch_tcp_states");
-    std::os::unix::fs::symlink(PLUGIN, &link).unwrap();
+    std::os::unix::fs::symlink(munin_plugin(), &link).unwrap();
     let start = Instant::now();
-    let out = Command::new(&link).env("sockwatch_bin", BIN).env("socket", &sock).output().unwrap();
+    let out = Command::new(&link).env("socket", &sock).output().unwrap();
     let took = start.elapsed();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
@@ -297,13 +284,10 @@ fn real_munin_node_serves_our_values() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::create_dir_all(&conf_d).unwrap();
     for g in ["tcp_states", "conntrack", "ephemeral_ports"] {
-        std::os::unix::fs::symlink(PLUGIN, plugins.join(format!("sockwatch_{g}"))).unwrap();
+        std::os::unix::fs::symlink(munin_plugin(), plugins.join(format!("sockwatch_{g}"))).unwrap();
     }
-    std::fs::write(
-        conf_d.join("sockwatch"),
-        format!("[sockwatch_*]\nuser root\nenv.socket {}\nenv.sockwatch_bin {BIN}\n", sock.display()),
-    )
-    .unwrap();
+    std::fs::write(conf_d.join("sockwatch"), format!("[sockwatch_*]\nuser root\nenv.socket {}\n", sock.display()))
+        .unwrap();
     let node_conf = dir.join("munin-node.conf");
     std::fs::write(
         &node_conf,
@@ -342,7 +326,7 @@ fn real_munin_node_serves_our_values() {
     // munin-node-configure finds the wildcard plugin by its magic markers and asks it.
     let libdir = dir.join("lib");
     std::fs::create_dir_all(&libdir).unwrap();
-    std::fs::copy(PLUGIN, libdir.join("sockwatch_")).unwrap();
+    std::fs::copy(munin_plugin(), libdir.join("sockwatch_")).unwrap();
     let out = Command::new("munin-node-configure")
         .args(["--suggest", "--libdir", libdir.to_str().unwrap(), "--servicedir", plugins.to_str().unwrap()])
         .args(["--sconfdir", conf_d.to_str().unwrap(), "--config", node_conf.to_str().unwrap()])

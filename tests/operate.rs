@@ -364,4 +364,14 @@ fn debian_package_installs_and_runs() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&plugin.stdout).contains("tcp_states"), "{}", output_text(&plugin));
+    // Linked as munin-node-configure links it, the installed file runs /usr/bin/sockwatch
+    // as its interpreter (its first line) and fetches; no daemon here, so U.
+    let links = std::env::temp_dir().join(format!("sockwatch-deb-plugins-{}", std::process::id()));
+    std::fs::create_dir_all(&links).unwrap();
+    let link = links.join("sockwatch_conntrack");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/usr/share/munin/plugins/sockwatch_", &link).unwrap();
+    let fetch = Command::new(&link).env("socket", "/nonexistent").output().unwrap();
+    assert!(fetch.status.success(), "{}", output_text(&fetch));
+    assert_eq!(String::from_utf8_lossy(&fetch.stdout), "entries.value U\nmax.value U\n");
 }

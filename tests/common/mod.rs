@@ -33,6 +33,31 @@ pub fn bin_for_any_user() -> String {
     .clone()
 }
 
+/// The first line of the shipped munin plugin: the kernel runs the file with the installed
+/// binary as its interpreter (one exec per fetch, no shell).
+pub const PLUGIN_SHEBANG: &str = "#!/usr/bin/sockwatch munin-plugin";
+
+/// The shipped munin plugin with its first line naming the binary under test instead of
+/// /usr/bin/sockwatch, as a packager with another prefix installs it; the rest of the file
+/// is the shipped one, byte for byte.
+pub fn munin_plugin() -> String {
+    use std::os::unix::fs::PermissionsExt;
+    static COPY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/munin-plugin/sockwatch_")).unwrap();
+        let rest =
+            shipped.strip_prefix(PLUGIN_SHEBANG).unwrap_or_else(|| panic!("plugin must start {PLUGIN_SHEBANG:?}"));
+        let dir = std::env::temp_dir().join(format!("sockwatch-plugin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("sockwatch_");
+        std::fs::write(&path, format!("#!{} munin-plugin{rest}", bin_for_any_user())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.to_str().unwrap().to_owned()
+    })
+    .clone()
+}
+
 pub fn strict() -> bool {
     std::env::var("SOCKWATCH_STRICT_TESTS").is_ok_and(|v| v == "1")
 }
