@@ -12,7 +12,8 @@
 //! holds N TIME_WAIT sockets and M ESTABLISHED pairs (default M = N/10) with their
 //! conntrack entries while the tools are measured, as CPU time read from the kernel (task
 //! schedstat or rusage), never self-reported:
-//! - floor: a minimal client doing one inet_diag dump per family and counting states, run
+//! - floor: a minimal client doing one inet_diag dump per family and counting states (and
+//!   the same client with sockwatch's one dump of both families), run
 //!   in the idle gaps between the daemon's samples so that both see the same load;
 //! - `ss -tan state time-wait | wc -l`;
 //! - sockwatch: CPU per sample of the daemon, /metrics latency while it samples (and, for
@@ -34,17 +35,27 @@ use common::*;
 
 const FLOOR_ARG: &str = "--floor-client";
 
-/// The floor: one inet_diag dump per family, states counted, nothing else. Runs as its own
-/// process so its CPU is measured like the others'.
-fn floor_client() {
+/// Runs the floor client the one-walk way (one `TCPDIAG_GETSOCK` dump of both families).
+const ONE_WALK_ARG: &str = "--one-walk";
+
+/// The floor: one inet_diag dump per family, states counted, nothing else; or, with
+/// `one_walk`, the single dump of both families that sockwatch sends, states counted,
+/// nothing else. Runs as its own process so its CPU is measured like the others'.
+fn floor_client(one_walk: bool) {
     use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
     let mut sock = Socket::new(NETLINK_SOCK_DIAG).unwrap();
     sock.bind_auto().unwrap();
     sock.connect(&SocketAddr::new(0, 0)).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut counts = [0u64; 16];
-    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        sock.send(&sockwatch::sources::sockets::SockDiag::request(family, 1), 0).unwrap();
+    use sockwatch::sources::sockets::SockDiag;
+    let requests = if one_walk {
+        vec![SockDiag::request_all_families(1)]
+    } else {
+        vec![SockDiag::request(libc::AF_INET as u8, 1), SockDiag::request(libc::AF_INET6 as u8, 1)]
+    };
+    for request in requests {
+        sock.send(&request, 0).unwrap();
         'dump: loop {
             let mut w: &mut [u8] = &mut buf[..];
             let n = sock.recv(&mut w, 0).unwrap();
@@ -180,6 +191,8 @@ struct Row {
     est_seen: f64,
     conntrack: (f64, f64),
     floor_cpu: f64,
+    /// The same minimal client with sockwatch's one-walk request.
+    floor_one_cpu: f64,
     ss_cpu: f64,
     /// Median CPU of one sample (interleaved with the floor's runs).
     sw_cpu: f64,
@@ -313,22 +326,32 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
     let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
     tw_seen.insert("sockwatch", value(&m, "sockwatch_tcp_sockets{family=\"ipv4\",state=\"time_wait\"}"));
     let first = value(&m, "sockwatch_samples_total");
-    let (mut floor, mut sw_samples, mut est_seen) = (Vec::new(), Vec::new(), 0.0);
+    let (mut floor, mut floor_one, mut sw_samples, mut est_seen) = (Vec::new(), Vec::new(), Vec::new(), 0.0);
     let cpu0 = process_cpu(pid);
     let mut attempts = 0;
-    while floor.len() < rounds {
+    // The two floors take turns after sockwatch's samples.
+    while floor.len() < rounds || floor_one.len() < rounds {
         attempts += 1;
-        assert!(attempts <= rounds * 3, "N={n}: the floor kept overlapping sockwatch's samples");
+        assert!(attempts <= rounds * 6, "N={n}: the floor kept overlapping sockwatch's samples");
         sw_samples.push(next_sample_cpu(pid));
+        let one_walk = floor_one.len() < floor.len();
+        let mut args = vec![me.to_str().unwrap(), FLOOR_ARG];
+        if one_walk {
+            args.push(ONE_WALK_ARG);
+        }
         let before = process_cpu(pid);
-        let (cpu, _, out) = measure(&mut exec(&[me.to_str().unwrap(), FLOOR_ARG]));
+        let (cpu, _, out) = measure(&mut exec(&args));
         if process_cpu(pid) - before > 0.001 {
             continue; // the next sample started meanwhile
         }
-        floor.push(cpu);
         let mut counts = out.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0));
-        tw_seen.insert("floor", counts.next().unwrap_or(0.0));
-        est_seen = counts.next().unwrap_or(0.0);
+        tw_seen.insert(if one_walk { "floor (one walk)" } else { "floor" }, counts.next().unwrap_or(0.0));
+        if one_walk {
+            floor_one.push(cpu);
+        } else {
+            floor.push(cpu);
+            est_seen = counts.next().unwrap_or(0.0);
+        }
     }
     // CPU per hour counts everything the daemon did in that window, per sample.
     let window_cpu = process_cpu(pid) - cpu0;
@@ -457,6 +480,7 @@ fn run_size(n: usize, established: usize, rounds: usize) -> Row {
         est_seen,
         conntrack: (ct_sockwatch, ct_kernel),
         floor_cpu: median(floor),
+        floor_one_cpu: median(floor_one),
         ss_cpu: median(ss),
         sw_cpu: median(sw_samples),
         sw_cpu_window,
@@ -507,7 +531,7 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == FLOOR_ARG) {
-        floor_client();
+        floor_client(args.iter().any(|a| a == ONE_WALK_ARG));
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -540,17 +564,19 @@ fn main() {
     let rows: Vec<Row> = sizes.iter().map(|&n| run_size(n, established(n), rounds)).collect();
 
     let mut out = String::new();
-    out.push_str("| N TIME_WAIT (+ 2·M ESTABLISHED) | floor CPU/dump | ss CPU | sockwatch CPU/sample | ×floor | node_exporter CPU/scrape | ×node_exporter | /metrics p50 / p99 (sockwatch) | p50 / p99 (node_exporter) | RSS sockwatch / node_exporter | Munin fetch p50 / p99 | fw_conntrack |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| N TIME_WAIT (+ 2·M ESTABLISHED) | floor CPU/dump | floor, one walk | ss CPU | sockwatch CPU/sample | ×floor | ×one-walk floor | node_exporter CPU/scrape | ×node_exporter | /metrics p50 / p99 (sockwatch) | p50 / p99 (node_exporter) | RSS sockwatch / node_exporter | Munin fetch p50 / p99 | fw_conntrack |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
         out.push_str(&format!(
-            "| {} (+ 2·{}) | {:.3} s | {:.3} s | {:.3} s | {:.2} | {:.3} s | {:.2} | {:.2} / {:.2} ms | {:.0} / {:.0} ms | {:.1} / {:.1} MiB | {:.1} / {:.1} ms | {:.0} ms |\n",
+            "| {} (+ 2·{}) | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {:.2} | {:.2} | {:.3} s | {:.2} | {:.2} / {:.2} ms | {:.0} / {:.0} ms | {:.1} / {:.1} MiB | {:.1} / {:.1} ms | {:.0} ms |\n",
             r.n,
             r.established,
             r.floor_cpu,
+            r.floor_one_cpu,
             r.ss_cpu,
             r.sw_cpu,
             r.sw_cpu / r.floor_cpu,
+            r.sw_cpu / r.floor_one_cpu,
             r.ne_cpu,
             r.sw_cpu / r.ne_cpu,
             r.sw_p50,
@@ -606,6 +632,7 @@ fn main() {
     for r in &rows {
         for (tool, v) in [
             ("floor", r.floor_cpu),
+            ("floor (one walk)", r.floor_one_cpu),
             ("ss", r.ss_cpu),
             ("sockwatch", r.sw_cpu),
             ("node_exporter", r.ne_cpu),

@@ -251,3 +251,66 @@ fn destination_tracking_is_bounded_and_busy_destinations_stay_exact() {
     );
     drop(listener);
 }
+
+/// A TCP socket bound to an ephemeral port (`bind(addr, 0)`) and never connected nor
+/// listening: it holds that port for every destination.
+fn bound_only(v6: bool) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket/bind calls on a fresh fd with properly sized address structs.
+    unsafe {
+        let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let rc = if v6 {
+            let mut a: libc::sockaddr_in6 = std::mem::zeroed();
+            a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            a.sin6_addr.s6_addr[15] = 1; // ::1
+            libc::bind(fd, (&a as *const libc::sockaddr_in6).cast(), std::mem::size_of_val(&a) as libc::socklen_t)
+        } else {
+            let mut a: libc::sockaddr_in = std::mem::zeroed();
+            a.sin_family = libc::AF_INET as libc::sa_family_t;
+            a.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            libc::bind(fd, (&a as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&a) as libc::socklen_t)
+        };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }
+}
+
+/// Linux dumps bound-but-inactive sockets (as CLOSE) since 6.5.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
+#[test]
+fn bound_only_sockets_of_both_families_are_seen() {
+    let test = "bound_only_sockets_of_both_families_are_seen";
+    if !require(test, &["ss"]) {
+        return;
+    }
+    if !kernel_at_least(6, 5) {
+        skip(test, "inet_diag dumps bound-only sockets from Linux 6.5 on");
+        return;
+    }
+    let ns = Netns::new("bound");
+    let held = ns.enter(|| {
+        let l = TcpListener::bind("127.0.0.1:7000").unwrap();
+        for _ in 0..4 {
+            churn_once(&l, l.local_addr().unwrap()).unwrap();
+        }
+        let fds: Vec<_> = [false, false, false, true, true].into_iter().map(bound_only).collect();
+        (l, fds)
+    });
+    ns.settle();
+    let m = sample(&ns, &[]);
+    // One walk of the socket hash for both families still finds every one of them.
+    assert_eq!(value(&m, "sockwatch_tcp_sockets{family=\"ipv4\",state=\"close\"}"), 3.0);
+    assert_eq!(value(&m, "sockwatch_tcp_sockets{family=\"ipv6\",state=\"close\"}"), 2.0);
+    assert_eq!(value(&m, "sockwatch_ephemeral_ports_bound"), 5.0);
+    let tw = ss_count(&ns, &["state", "time-wait", "dst", "127.0.0.1:7000"]);
+    assert_eq!(tw, 4.0);
+    assert_eq!(used(&m, "127.0.0.1", "127.0.0.1", 7000), tw + 5.0, "bound ports count against every destination");
+    drop(held);
+}

@@ -87,7 +87,7 @@ impl DumpSocket {
     }
 
     /// Names what a failed read of the dump means for an operator.
-    fn recv_error(&self, e: io::Error) -> SourceError {
+    pub(super) fn recv_error(&self, e: io::Error) -> SourceError {
         match e.raw_os_error() {
             Some(libc::ENOBUFS) => self.error("receive buffer overrun (ENOBUFS): the kernel dropped part of the dump"),
             Some(libc::EAGAIN) => {

@@ -1,4 +1,14 @@
-//! TCP sockets by state, from one `NETLINK_SOCK_DIAG` inet_diag dump per address family.
+//! TCP sockets by state, from one `NETLINK_SOCK_DIAG` inet_diag dump of both address
+//! families.
+//!
+//! The cost of a dump is the kernel's walk of its socket hash, which IPv4 and IPv6 share
+//! (with every network namespace). A `SOCK_DIAG_BY_FAMILY` request names one family, so
+//! counting both that way walks the whole hash twice; the IPv6 walk over a host full of
+//! IPv4 TIME_WAIT sockets finds nothing and still costs half as much as the IPv4 dump.
+//! The original inet_diag request, `TCPDIAG_GETSOCK` with a `struct inet_diag_req`, is
+//! answered with every family in one walk (the kernel dumps it as `AF_UNSPEC`), with the
+//! same `inet_diag_msg` replies: that is what we send. A kernel that refuses it gets one
+//! `SOCK_DIAG_BY_FAMILY` dump per family instead, from then on.
 //!
 //! The request asks for every state and no extensions: the base `inet_diag_msg` already
 //! carries the state, the addresses and, for listeners, the accept queue. Each reply
@@ -51,6 +61,10 @@ pub const TCP_LISTEN: u8 = 10;
 
 /// How long one read may wait for the kernel before the dump is abandoned.
 const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The original inet_diag request type (`TCPDIAG_GETSOCK`), answered for all families in
+/// one walk; its replies carry the same type.
+pub const TCPDIAG_GETSOCK: u16 = 18;
 
 /// Size of the fixed part of `struct inet_diag_msg`.
 pub const DIAG_MSG_LEN: usize = 72;
@@ -185,7 +199,7 @@ pub fn parse_datagram(
                     )));
                 }
                 NLMSG_OVERRUN => return Err(SourceError::Netlink("sock_diag: kernel reported NLMSG_OVERRUN".into())),
-                SOCK_DIAG_BY_FAMILY => {
+                SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
                     let msg = DiagMsg::new(payload).ok_or_else(|| {
                         SourceError::Netlink(format!(
                             "sock_diag: malformed inet_diag_msg at offset {off}: {} bytes, expected at least {DIAG_MSG_LEN}",
@@ -206,6 +220,8 @@ pub fn parse_datagram(
 /// A `NETLINK_SOCK_DIAG` socket and its reusable receive buffer.
 pub struct SockDiag {
     nl: DumpSocket,
+    /// Both families in one walk (`TCPDIAG_GETSOCK`) until the kernel refuses it.
+    one_walk: bool,
 }
 
 impl Default for SockDiag {
@@ -214,12 +230,17 @@ impl Default for SockDiag {
     }
 }
 
+/// Every TCP state: the kernel also folds NEW_SYN_RECV into SYN_RECV, and Linux >= 6.5
+/// dumps bound-but-inactive sockets only when their bit is set too.
+const ALL_STATES: u32 = u32::MAX;
+
 impl SockDiag {
     pub fn new() -> Self {
-        SockDiag { nl: DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT) }
+        SockDiag { nl: DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT), one_walk: true }
     }
 
-    /// Builds the dump request: all TCP states, no extensions.
+    /// Builds the per-family dump request (`SOCK_DIAG_BY_FAMILY`): all TCP states, no
+    /// extensions.
     #[doc(hidden)]
     pub fn request(family: u8, seq: u32) -> Vec<u8> {
         let mut header = NetlinkHeader::default();
@@ -230,8 +251,7 @@ impl SockDiag {
             family,
             protocol: IPPROTO_TCP,
             extensions: ExtensionFlags::empty(),
-            // Every bit: the kernel also folds NEW_SYN_RECV into SYN_RECV.
-            states: StateFlags::from_bits_retain(u32::MAX),
+            states: StateFlags::from_bits_retain(ALL_STATES),
             socket_id,
         };
         let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(SockDiagMessage::InetRequest(req)));
@@ -241,18 +261,45 @@ impl SockDiag {
         buf
     }
 
-    /// Dumps every TCP socket of `family` (`AF_INET` or `AF_INET6`), calling `visit` for
-    /// each. Returns whether the kernel flagged the dump as interrupted.
-    pub fn dump_tcp(&mut self, family: u8, visit: &mut dyn FnMut(&DiagMsg<'_>)) -> Result<bool, SourceError> {
-        let result = self.try_dump(family, visit);
+    /// Builds the one-walk dump request: `TCPDIAG_GETSOCK` with a `struct inet_diag_req`
+    /// (family AF_UNSPEC, no address lengths, no extensions, a zero socket id, states,
+    /// dbs), all TCP states.
+    #[doc(hidden)]
+    pub fn request_all_families(seq: u32) -> Vec<u8> {
+        const REQ_LEN: usize = 4 + 48 + 4 + 4;
+        let mut buf = Vec::with_capacity(16 + REQ_LEN);
+        buf.extend_from_slice(&((16 + REQ_LEN) as u32).to_ne_bytes());
+        buf.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+        buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+        buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        buf.extend_from_slice(&[0; 48]);
+        buf.extend_from_slice(&ALL_STATES.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf
+    }
+
+    /// Sends `request` and feeds every socket of the dump to `visit`. Returns whether the
+    /// kernel flagged the dump as interrupted.
+    fn dump(
+        &mut self,
+        request: impl FnOnce(u32) -> Vec<u8>,
+        visit: &mut dyn FnMut(&DiagMsg<'_>),
+    ) -> Result<bool, SourceError> {
+        let result = self.try_dump(request, visit);
         if result.is_err() {
             self.nl.reset();
         }
         result
     }
 
-    fn try_dump(&mut self, family: u8, visit: &mut dyn FnMut(&DiagMsg<'_>)) -> Result<bool, SourceError> {
-        let seq = self.nl.send(|seq| Self::request(family, seq))?;
+    fn try_dump(
+        &mut self,
+        request: impl FnOnce(u32) -> Vec<u8>,
+        visit: &mut dyn FnMut(&DiagMsg<'_>),
+    ) -> Result<bool, SourceError> {
+        let seq = self.nl.send(request)?;
         let mut interrupted = false;
         loop {
             if parse_datagram(self.nl.recv()?, seq, &mut interrupted, visit)? == Progress::Done {
@@ -261,17 +308,38 @@ impl SockDiag {
         }
     }
 
-    /// The sockets source: one dump per family, counted by state. `visit` sees every
-    /// socket too, so later aggregations ride on the same single walk.
+    /// The sockets source: every TCP socket of both families, counted by state. `visit`
+    /// sees every socket too, so later aggregations ride on the same single walk.
     pub fn read(&mut self, visit: &mut dyn FnMut(&DiagMsg<'_>)) -> Result<Sockets, SourceError> {
         let mut out = Sockets::default();
-        for family in [AF_INET, AF_INET6] {
+        if self.one_walk {
+            let mut seen = 0u64;
             let states = &mut out.states;
-            let mut both = |m: &DiagMsg<'_>| {
+            let mut count = |m: &DiagMsg<'_>| {
+                seen += 1;
                 states.count(m);
                 visit(m);
             };
-            match self.dump_tcp(family, &mut both) {
+            match self.dump(Self::request_all_families, &mut count) {
+                Ok(intr) => {
+                    out.interrupted = intr;
+                    return Ok(out);
+                }
+                // Refused outright, before any socket: dump per family from now on.
+                Err(SourceError::Netlink(msg)) if seen == 0 && is_kernel_refusal(&msg) => {
+                    tracing::info!("{msg}: the kernel refuses the one-walk TCPDIAG_GETSOCK dump; dumping each address family separately");
+                    self.one_walk = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for family in [AF_INET, AF_INET6] {
+            let states = &mut out.states;
+            let mut count = |m: &DiagMsg<'_>| {
+                states.count(m);
+                visit(m);
+            };
+            match self.dump(|seq| Self::request(family, seq), &mut count) {
                 Ok(intr) => out.interrupted |= intr,
                 // IPv6 disabled at boot (ipv6.disable=1): no AF_INET6 handler, no sockets.
                 Err(SourceError::Netlink(msg)) if family == AF_INET6 && is_no_family(&msg) => {}
@@ -296,6 +364,11 @@ pub fn recorded_datagrams(raw: &[u8]) -> Option<(u32, Vec<&[u8]>)> {
         off += 4 + n;
     }
     Some((seq, out))
+}
+
+/// The error `parse_datagram` reports when the kernel answers a request with an error.
+fn is_kernel_refusal(msg: &str) -> bool {
+    msg.contains("kernel answered the dump with an error")
 }
 
 fn is_no_family(msg: &str) -> bool {
@@ -405,6 +478,52 @@ mod tests {
         let mut bad = d[..64].to_vec();
         bad[0..4].copy_from_slice(&1000u32.to_ne_bytes());
         assert!(parse_datagram(&bad, seq, &mut intr, &mut |_| {}).is_err());
+    }
+
+    #[test]
+    fn one_walk_request_layout() {
+        let r = SockDiag::request_all_families(9);
+        // nlmsghdr (16) + struct inet_diag_req (60): the kernel refuses a shorter one.
+        assert_eq!(r.len(), 76);
+        assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 76);
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), TCPDIAG_GETSOCK);
+        assert_eq!(u16::from_ne_bytes([r[6], r[7]]), NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 9);
+        assert_eq!(r[16], libc::AF_UNSPEC as u8, "every family in one walk");
+        assert!(r[17..68].iter().all(|&b| b == 0), "no address lengths, no extensions, no socket id");
+        assert_eq!(u32::from_ne_bytes(r[68..72].try_into().unwrap()), u32::MAX, "every state");
+        assert_eq!(u32::from_ne_bytes(r[72..76].try_into().unwrap()), 0);
+    }
+
+    #[test]
+    fn replies_to_the_one_walk_request_are_parsed() {
+        // The kernel answers TCPDIAG_GETSOCK with messages of that type: same payload.
+        let (seq, dgrams) = datagrams("ipv4-multipart.bin");
+        let mut first = dgrams[0].clone();
+        let mut off = 0;
+        while off < first.len() {
+            let len = u32::from_ne_bytes(first[off..off + 4].try_into().unwrap()) as usize;
+            if u16::from_ne_bytes([first[off + 4], first[off + 5]]) == SOCK_DIAG_BY_FAMILY {
+                first[off + 4..off + 6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+            }
+            off += (len + 3) & !3;
+        }
+        let (mut as_sent, mut rewritten) = (TcpStates::default(), TcpStates::default());
+        let mut intr = false;
+        parse_datagram(&dgrams[0], seq, &mut intr, &mut |m| as_sent.count(m)).unwrap();
+        parse_datagram(&first, seq, &mut intr, &mut |m| rewritten.count(m)).unwrap();
+        assert!(as_sent.ipv4.iter().sum::<u64>() > 0);
+        assert_eq!(as_sent, rewritten);
+    }
+
+    #[test]
+    fn a_refused_request_is_told_apart_from_a_failed_read() {
+        // What falls back to per-family dumps: the kernel's error answer to the request.
+        let (res, _, _, _) = run("error-einval.bin");
+        assert!(is_kernel_refusal(&res.unwrap_err().to_string()));
+        let nl = super::super::netlink::DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT);
+        let overrun = nl.recv_error(io::Error::from_raw_os_error(libc::ENOBUFS)).to_string();
+        assert!(!is_kernel_refusal(&overrun), "{overrun}");
     }
 
     #[test]
