@@ -1,6 +1,7 @@
 //! Records one raw inet_diag dump as a test fixture (see `tests/fixtures/sockdiag/`).
 //!
-//! `record_sockdiag 4|6|bad-protocol|short-request OUT`: writes the request's sequence number (u32 LE),
+//! `record_sockdiag 4|6|all|bad-protocol|short-request OUT` (`all`: sockwatch's one-walk
+//! request for both families): writes the request's sequence number (u32 LE),
 //! then every datagram the kernel sent, each prefixed with its length (u32 LE).
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 use sockwatch::sources::sockets::SockDiag;
@@ -8,15 +9,15 @@ use sockwatch::sources::sockets::SockDiag;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (family, out) = match (args.get(1).map(String::as_str), args.get(2)) {
-        (Some(f @ ("4" | "6" | "bad-protocol" | "short-request")), Some(out)) => (f.to_owned(), out.clone()),
+        (Some(f @ ("4" | "6" | "all" | "bad-protocol" | "short-request")), Some(out)) => (f.to_owned(), out.clone()),
         _ => {
-            eprintln!("usage: record_sockdiag 4|6|bad-protocol|short-request OUT");
+            eprintln!("usage: record_sockdiag 4|6|all|bad-protocol|short-request OUT");
             std::process::exit(2);
         }
     };
     let af = if family == "6" { libc::AF_INET6 as u8 } else { libc::AF_INET as u8 };
     let seq = 4242;
-    let mut req = SockDiag::request(af, seq);
+    let mut req = if family == "all" { SockDiag::request_all_families(seq) } else { SockDiag::request(af, seq) };
     if family == "bad-protocol" {
         req[17] = 255; // inet_diag_req_v2.sdiag_protocol: no such handler
     }

@@ -194,7 +194,7 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         });
         out.labelled(
             "sockwatch_tcp_sockets",
-            "TCP sockets by address family and state, from one inet_diag (NETLINK_SOCK_DIAG) dump per family. \
+            "TCP sockets by address family and state, from one inet_diag (NETLINK_SOCK_DIAG) dump of both families. \
              TIME_WAIT sockets are reported in their substate, as ss shows them; half-open request sockets count as syn_recv; close counts sockets bound but neither connected nor listening (Linux 6.5+).",
             GAUGE,
             series,
