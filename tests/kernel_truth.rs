@@ -218,3 +218,37 @@ fn never_opens_conntrack_listing() {
     let samples = served.matches("\"/proc/sys/net/netfilter/nf_conntrack_count\"").count();
     assert!(samples >= 2, "the daemon sampled {samples} times in 2.5 s at a 1 s interval");
 }
+
+/// sockwatch's one walk of both families and the per-family dumps it falls back to (on a
+/// kernel that refuses the former) see the same sockets, socket for socket.
+#[test]
+fn one_walk_and_per_family_dumps_agree() {
+    use sockwatch::sources::sockets::{DiagMsg, SockDiag};
+    if !require("one_walk_and_per_family_dumps_agree", &[]) {
+        return;
+    }
+    let ns = Netns::new("walk");
+    let population = ns.enter(populate);
+    ns.settle(); // no socket between states while the two are compared
+    let (one, per_family) = ns.enter(|| {
+        let list = |mut diag: SockDiag| {
+            let mut seen = Vec::new();
+            let sockets = diag
+                .read(&mut |m: &DiagMsg<'_>| {
+                    seen.push((m.family(), m.state(), m.src_addr(), m.src_port(), m.dst_addr(), m.dst_port()))
+                })
+                .unwrap();
+            seen.sort();
+            (sockets.states, seen)
+        };
+        (list(SockDiag::new()), list(SockDiag::new().per_family()))
+    });
+    drop(population);
+    assert_eq!(one.0.ipv4[10], V4_LISTENERS as u64);
+    assert_eq!(one.0.ipv6[10], V6_LISTENERS as u64);
+    assert_eq!(one.0.ipv4[6], V4_TIME_WAIT as u64);
+    assert_eq!(one.0.ipv6[6], V6_TIME_WAIT as u64);
+    assert_eq!(one.0.ipv4[1], 2 * V4_PAIRS as u64);
+    assert_eq!(one.0.ipv6[1], 2 * V6_PAIRS as u64);
+    assert_eq!(one, per_family);
+}

@@ -239,6 +239,14 @@ impl SockDiag {
         SockDiag { nl: DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT), one_walk: true }
     }
 
+    /// Dumps one family at a time, as on a kernel that refuses the one-walk request: for
+    /// tests that hold the two ways against each other.
+    #[doc(hidden)]
+    pub fn per_family(mut self) -> Self {
+        self.one_walk = false;
+        self
+    }
+
     /// Builds the per-family dump request (`SOCK_DIAG_BY_FAMILY`): all TCP states, no
     /// extensions.
     #[doc(hidden)]
