@@ -34,6 +34,36 @@ fn alert_rules_pass_promtool() {
     assert!(test.status.success(), "{}", output_text(&test));
 }
 
+/// Every panel query of the Grafana dashboard parses as PromQL: promtool checks them as
+/// recording rules, with Grafana's variables replaced by what Grafana sends.
+#[test]
+fn dashboard_queries_pass_promtool() {
+    if !have_command("promtool") {
+        skip("dashboard_queries_pass_promtool", "needs promtool (Debian package prometheus)");
+        return;
+    }
+    let text = std::fs::read_to_string(format!("{ROOT}/grafana/sockwatch.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut n = 0;
+    for target in
+        dash["panels"].as_array().unwrap().iter().flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+    {
+        let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "5m").replace("$instance", ".+");
+        rules.push_str(&format!(
+            "      - record: dashboard:panel_{n}\n        expr: {}\n",
+            serde_json::to_string(&expr).unwrap()
+        ));
+        n += 1;
+    }
+    let path = std::env::temp_dir().join(format!("sockwatch-dashboard-rules-{}.yml", std::process::id()));
+    std::fs::write(&path, rules).unwrap();
+    let check = Command::new("promtool").arg("check").arg("rules").arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(check.status.success(), "{}", output_text(&check));
+    assert!(output_text(&check).contains(&format!("SUCCESS: {n} rules found")), "{}", output_text(&check));
+}
+
 #[test]
 fn systemd_unit_verifies() {
     if !have_command("systemd-analyze") {
@@ -328,6 +358,7 @@ fn debian_package_installs_and_runs() {
         "/usr/share/munin/plugins/sockwatch_",
         "/etc/munin/plugin-conf.d/sockwatch",
         "/usr/share/sockwatch/prometheus/alerts.yml",
+        "/usr/share/sockwatch/grafana/sockwatch.json",
     ];
     for file in expected {
         assert!(
