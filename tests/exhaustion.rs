@@ -236,10 +236,16 @@ fn destination_tracking_is_bounded_and_busy_destinations_stay_exact() {
     });
     ns.settle();
     let m = sample(&ns, &[]);
+    // Now and then the kernel keeps one connection fewer in TIME_WAIT than were closed
+    // (seen: 51,999 of 52,000, /proc/net/sockstat agreeing with ss). What is checked below
+    // is sockwatch against the kernel's own listing, so that listing is the reference; the
+    // cap must still be exceeded for the test to mean anything.
+    let about = |n: f64, want: f64| n <= want && n >= want - 10.0;
     let busy = ss_count(&ns, &["dst", "127.0.0.1:9000"]);
-    assert_eq!(busy, BUSY as f64);
+    assert!(about(busy, BUSY as f64), "{busy} TIME_WAIT toward the busy destination");
     let singles = ss_count(&ns, &["state", "time-wait", "dst", "127.1.0.0/16"]);
-    assert_eq!(singles, f64::from(SINGLES));
+    assert!(about(singles, f64::from(SINGLES)), "{singles} TIME_WAIT toward single destinations");
+    assert_eq!(singles, sockstat_field(&ns, "/proc/net/sockstat", "TCP:", "tw") as f64 - busy);
     // The cap holds, what it left out is counted, and the busy destination (met early in
     // the hash-ordered dump) is exact.
     assert_eq!(value(&m, "sockwatch_ephemeral_port_destinations"), MAX_TRACKED as f64);
