@@ -42,26 +42,22 @@ fn dashboard_queries_pass_promtool() {
         skip("dashboard_queries_pass_promtool", "needs promtool (Debian package prometheus)");
         return;
     }
-    let text = std::fs::read_to_string(format!("{ROOT}/grafana/sockwatch.json")).unwrap();
-    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let exprs = dashboard_exprs();
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
-    let mut n = 0;
-    for target in
-        dash["panels"].as_array().unwrap().iter().flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-    {
-        let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "5m").replace("$instance", ".+");
+    for (n, expr) in exprs.iter().enumerate() {
+        let expr = expr.replace("$__rate_interval", "5m").replace("$instance", ".+");
         rules.push_str(&format!(
             "      - record: dashboard:panel_{n}\n        expr: {}\n",
             serde_json::to_string(&expr).unwrap()
         ));
-        n += 1;
     }
     let path = std::env::temp_dir().join(format!("sockwatch-dashboard-rules-{}.yml", std::process::id()));
     std::fs::write(&path, rules).unwrap();
     let check = Command::new("promtool").arg("check").arg("rules").arg(&path).output().unwrap();
     let _ = std::fs::remove_file(&path);
     assert!(check.status.success(), "{}", output_text(&check));
-    assert!(output_text(&check).contains(&format!("SUCCESS: {n} rules found")), "{}", output_text(&check));
+    let found = format!("SUCCESS: {} rules found", exprs.len());
+    assert!(output_text(&check).contains(&found), "{}", output_text(&check));
 }
 
 #[test]

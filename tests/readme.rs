@@ -59,26 +59,11 @@ fn every_documented_metric_exists_in_the_exporter() {
     assert!(stale.is_empty(), "in README but not emitted by the exporter: {stale:?}");
 }
 
-/// The PromQL expressions of the Grafana dashboard's panels.
-fn dashboard_exprs() -> Vec<String> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/sockwatch.json")).unwrap();
-    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is valid JSON");
-    let exprs: Vec<String> = dash["panels"]
-        .as_array()
-        .expect("panels")
-        .iter()
-        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .map(|t| t["expr"].as_str().expect("every target has an expr").to_owned())
-        .collect();
-    assert!(exprs.len() >= 15, "{exprs:?}");
-    exprs
-}
-
 #[test]
 fn the_dashboard_uses_documented_metrics_only() {
     let docs = documented();
     let mut used = BTreeSet::new();
-    for expr in dashboard_exprs() {
+    for expr in common::dashboard_exprs() {
         for (i, _) in expr.match_indices("sockwatch_") {
             let name: String =
                 expr[i..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();

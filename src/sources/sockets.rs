@@ -194,9 +194,7 @@ pub fn parse_datagram(
                         return Ok(Progress::Done);
                     }
                     let err = io::Error::from_raw_os_error(code.saturating_neg());
-                    return Err(SourceError::Netlink(format!(
-                        "sock_diag: kernel answered the dump with an error: {err}"
-                    )));
+                    return Err(SourceError::Netlink(format!("{KERNEL_ERROR}: {err}")));
                 }
                 NLMSG_OVERRUN => return Err(SourceError::Netlink("sock_diag: kernel reported NLMSG_OVERRUN".into())),
                 SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
@@ -374,9 +372,11 @@ pub fn recorded_datagrams(raw: &[u8]) -> Option<(u32, Vec<&[u8]>)> {
     Some((seq, out))
 }
 
-/// The error `parse_datagram` reports when the kernel answers a request with an error.
+/// How `parse_datagram`'s error begins when the kernel answers a request with an error.
+const KERNEL_ERROR: &str = "sock_diag: kernel answered the dump with an error";
+
 fn is_kernel_refusal(msg: &str) -> bool {
-    msg.contains("kernel answered the dump with an error")
+    msg.starts_with(KERNEL_ERROR)
 }
 
 fn is_no_family(msg: &str) -> bool {
@@ -519,11 +519,16 @@ mod tests {
 
     #[test]
     fn a_refused_request_is_told_apart_from_a_failed_read() {
-        // What falls back to per-family dumps: the kernel's error answer to the request.
+        // What falls back to per-family dumps: the kernel's error answer to the request,
+        // as `read` sees it (the message inside SourceError::Netlink).
+        let inner = |e: SourceError| match e {
+            SourceError::Netlink(msg) => msg,
+            other => panic!("not a netlink error: {other}"),
+        };
         let (res, _, _, _) = run("error-einval.bin");
-        assert!(is_kernel_refusal(&res.unwrap_err().to_string()));
+        assert!(is_kernel_refusal(&inner(res.unwrap_err())));
         let nl = super::super::netlink::DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT);
-        let overrun = nl.recv_error(io::Error::from_raw_os_error(libc::ENOBUFS)).to_string();
+        let overrun = inner(nl.recv_error(io::Error::from_raw_os_error(libc::ENOBUFS)));
         assert!(!is_kernel_refusal(&overrun), "{overrun}");
     }
 

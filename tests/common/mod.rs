@@ -484,3 +484,18 @@ pub fn churn_once(listener: &std::net::TcpListener, to: std::net::SocketAddr) ->
     assert_eq!(a.read(&mut buf).unwrap(), 0);
     Ok(())
 }
+
+/// The PromQL expressions of the Grafana dashboard's panels.
+pub fn dashboard_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/sockwatch.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is valid JSON");
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().expect("every target has an expr").to_owned())
+        .collect();
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    exprs
+}
