@@ -287,31 +287,27 @@ impl SockDiag {
     }
 
     /// Sends `request` and feeds every socket of the dump to `visit`. Returns whether the
-    /// kernel flagged the dump as interrupted.
+    /// kernel flagged the dump as interrupted. After an error the socket is reopened for
+    /// the next dump, so no stale reply of this one can be read as part of it.
     fn dump(
         &mut self,
         request: impl FnOnce(u32) -> Vec<u8>,
         visit: &mut dyn FnMut(&DiagMsg<'_>),
     ) -> Result<bool, SourceError> {
-        let result = self.try_dump(request, visit);
+        let nl = &mut self.nl;
+        let result = (|| {
+            let seq = nl.send(request)?;
+            let mut interrupted = false;
+            loop {
+                if parse_datagram(nl.recv()?, seq, &mut interrupted, visit)? == Progress::Done {
+                    return Ok(interrupted);
+                }
+            }
+        })();
         if result.is_err() {
             self.nl.reset();
         }
         result
-    }
-
-    fn try_dump(
-        &mut self,
-        request: impl FnOnce(u32) -> Vec<u8>,
-        visit: &mut dyn FnMut(&DiagMsg<'_>),
-    ) -> Result<bool, SourceError> {
-        let seq = self.nl.send(request)?;
-        let mut interrupted = false;
-        loop {
-            if parse_datagram(self.nl.recv()?, seq, &mut interrupted, visit)? == Progress::Done {
-                return Ok(interrupted);
-            }
-        }
     }
 
     /// The sockets source: every TCP socket of both families, counted by state. `visit`
