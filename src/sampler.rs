@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::exporter::prometheus;
 use crate::snapshot::{Snapshot, Source, SourceStatus};
 use crate::sources::ct_breakdown::{Breakdown, CtDump};
-use crate::sources::ports::{PortAggregator, PortsConfig};
+use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
 use crate::sources::{self, sockets::SockDiag, SourceError};
 
 /// What readers see: the snapshot and its pre-rendered Prometheus text, plain and
@@ -194,7 +194,7 @@ impl Sampler {
         // Limits first: the socket walk needs the port range to classify sockets.
         let (limits, s4) = t_limits.observe(Source::Limits, || sources::limits::read(root));
         let (sockdiag, ports) = (&mut self.sockdiag, &mut self.ports);
-        ports.begin(limits.as_ref().map(|l| (l.port_range_low, l.port_range_high)));
+        ports.begin_range(limits.as_ref().map(ephemeral_range));
         let (sockets, s0) = t_sockets.observe(Source::Sockets, || sockdiag.read(&mut |m| ports.visit(m)));
         let ports = sockets.as_ref().map(|_| self.ports.finish(&self.ports_config));
         let (sockstat, s1) = t_sockstat.observe(Source::Sockstat, || sources::sockstat::read(root));
@@ -242,6 +242,21 @@ impl Sampler {
         let prometheus = Bytes::from(prometheus::render(&snapshot));
         let prometheus_gzip = gzip(&prometheus);
         Published { snapshot: Arc::new(snapshot), prometheus, prometheus_gzip }
+    }
+}
+
+/// The range the socket walk classifies and projects against, from the limits source.
+fn ephemeral_range(l: &sources::limits::Limits) -> EphemeralRange {
+    EphemeralRange {
+        low: l.port_range_low,
+        high: l.port_range_high,
+        capacity: l.port_range_size(),
+        // Vendor kernels with a tunable TIME_WAIT; mainline's is compiled in.
+        time_wait_seconds: l
+            .tcp_tw_timeout
+            .and_then(|s| u32::try_from(s).ok())
+            .filter(|s| (1..=3600).contains(s))
+            .unwrap_or(sources::ports::TIME_WAIT_SECONDS),
     }
 }
 

@@ -106,6 +106,47 @@ fn render_ports(out: &mut Families, pu: &PortUsage, range_size: Option<u32>) {
                 )
             }),
         );
+        let dest_labels = |d: &ports::Destination| {
+            vec![
+                ("local_ip", d.local_ip.to_string()),
+                ("remote_ip", d.remote_ip.to_string()),
+                ("remote_port", d.remote_port.to_string()),
+            ]
+        };
+        out.labelled(
+            "sockwatch_ephemeral_ports_projected",
+            "Ports this destination settles at if its current close rate holds: sockets not in TIME_WAIT, plus bound-only \
+             sockets, plus connections closed per second x the TIME_WAIT length (60 s). Same destinations as \
+             sockwatch_ephemeral_ports_used, plus the one heading for exhaustion soonest. From the TIME_WAIT timers \
+             (idiag_expires) of the same inet_diag dump.",
+            GAUGE,
+            e.top.iter().map(|d| (dest_labels(d), d.projected)),
+        );
+        out.labelled(
+            "sockwatch_ephemeral_ports_close_rate",
+            "Connections toward this destination that this host closed first, per second, over the last 10 s: \
+             TIME_WAIT sockets younger than 10 s by their remaining lifetime (idiag_expires). Each holds its port 60 s.",
+            GAUGE,
+            e.top.iter().map(|d| (dest_labels(d), d.close_rate)),
+        );
+        let ratio = |ports: f64| if size == 0 { 1.0 } else { ports / f64::from(size) };
+        out.gauge(
+            "sockwatch_ephemeral_port_projected_utilization_max",
+            "Highest projected use over all destinations divided by sockwatch_ephemeral_port_range_size: where the \
+             worst destination settles if its current close rate holds (not capped: 1.5 means the rate needs 150 % of \
+             the range). At 1 or more connect() to it will fail with EADDRNOTAVAIL within a TIME_WAIT length.",
+            ratio(e.projected_max),
+        );
+        out.gauge(
+            "sockwatch_ephemeral_port_seconds_to_exhaustion",
+            &format!(
+                "Seconds until the first destination has every ephemeral port held, at its current close rate and its \
+                 trend (a rise beyond counting noise), as its TIME_WAIT timers run out; 0 when one is full now, +Inf when \
+                 none is within {} s.",
+                crate::sources::projection::HORIZON_SECONDS
+            ),
+            e.seconds_to_exhaustion.unwrap_or(f64::INFINITY),
+        );
         let utilization = if size == 0 { 1.0 } else { (e.busiest as f64 / f64::from(size)).min(1.0) };
         out.gauge(
             "sockwatch_ephemeral_port_utilization_max",

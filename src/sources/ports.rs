@@ -22,15 +22,43 @@
 //! exactly, long before the cap fills: only destinations with a handful of sockets go
 //! untracked, and those are not the ones running out of ports.
 //! Cardinality of the output is bounded by the configured top-K.
+//!
+//! - **Where each destination is heading.** Its TIME_WAIT sockets are also counted by
+//!   remaining lifetime (12 counters, see [`super::projection`]), which gives its current
+//!   close rate, the use it settles at, and the seconds until its range is full.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::projection::{self, TwHistogram};
 use super::sockets::{DiagMsg, TCP_LISTEN, TCP_STATES};
 
 const TCP_CLOSE: u8 = 7;
+const TCP_TIME_WAIT: u8 = 6;
+/// `TCP_TIMEWAIT_LEN`, compiled into mainline kernels.
+pub const TIME_WAIT_SECONDS: u32 = 60;
+
+/// The ephemeral port range a dump is classified and projected against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EphemeralRange {
+    /// `ip_local_port_range`, inclusive.
+    pub low: u16,
+    pub high: u16,
+    /// Ports connect() can choose from: the range minus reserved ports inside it.
+    pub capacity: u32,
+    /// How long a TIME_WAIT socket holds its port, seconds.
+    pub time_wait_seconds: u32,
+}
+
+impl EphemeralRange {
+    /// The whole range, no reserved ports, the mainline TIME_WAIT length.
+    pub fn new(low: u16, high: u16) -> Self {
+        let capacity = (u32::from(high) + 1).saturating_sub(u32::from(low));
+        EphemeralRange { low, high, capacity, time_wait_seconds: TIME_WAIT_SECONDS }
+    }
+}
 
 /// Most destinations (and, separately, listeners) tracked in one sample.
 pub const MAX_TRACKED: usize = 50_000;
@@ -53,16 +81,24 @@ impl Default for PortsConfig {
 }
 
 /// A (local IP, remote IP, remote port) with the ephemeral ports it holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Destination {
     pub local_ip: IpAddr,
     pub remote_ip: IpAddr,
     pub remote_port: u16,
     /// Sockets holding a local port toward it, plus the bound-only sockets.
     pub used: u64,
+    /// Connections toward it closed first by this host per second (youngest 10 s of
+    /// TIME_WAIT births).
+    pub close_rate: f64,
+    /// Ports it settles at if the current close rate holds (bound-only ports included).
+    pub projected: f64,
+    /// Seconds until all its ports are held at the current rate and trend; `None` when
+    /// not within the projection's horizon.
+    pub seconds_to_exhaustion: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Ephemeral {
     /// The busiest destinations, at most `top_k` per address family, busiest first.
     pub top: Vec<Destination>,
@@ -76,6 +112,13 @@ pub struct Ephemeral {
     pub bound: u64,
     /// Use of the busiest destination (bound ports included).
     pub busiest: u64,
+    /// Highest projected use over every tracked destination, ports.
+    pub projected_max: f64,
+    /// Smallest seconds to exhaustion over every tracked destination.
+    pub seconds_to_exhaustion: Option<f64>,
+    /// The destination heading for exhaustion soonest, else the one projected highest;
+    /// `None` when nothing is tracked. Always among `top`.
+    pub worst: Option<Destination>,
 }
 
 /// Server-side sockets of one listening port, by kernel state number.
@@ -116,6 +159,13 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 type DestKey = (IpAddr, IpAddr, u16);
+
+/// What one destination holds: every socket, and its TIME_WAIT ones by remaining lifetime.
+#[derive(Debug, Clone, Copy, Default)]
+struct DestStat {
+    used: u64,
+    tw: TwHistogram,
+}
 
 /// Fx-style multiply-rotate hasher (as in rustc). The maps here are keyed by local
 /// addresses and ports and by destinations this host connects to, not by what a remote
@@ -159,14 +209,14 @@ type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 /// server/client classification relies on.
 #[derive(Debug)]
 pub struct PortAggregator {
-    range: Option<(u16, u16)>,
+    range: Option<EphemeralRange>,
     /// One bit per port that has a listener: a cheap first test per socket.
     listening: Box<[u64; 1024]>,
     listeners: FxMap<(IpAddr, u16), (u64, u64)>,
     /// A listener was left untracked: a socket on a listening port is then server side
     /// whatever its address.
     listeners_full: bool,
-    dests: FxMap<DestKey, u64>,
+    dests: FxMap<DestKey, DestStat>,
     untracked: u64,
     /// Entries tracked at most, per map ([`MAX_TRACKED`]; smaller in tests).
     cap: usize,
@@ -195,6 +245,11 @@ impl Default for PortAggregator {
 impl PortAggregator {
     /// Starts a new dump. `range` is `ip_local_port_range`, if known.
     pub fn begin(&mut self, range: Option<(u16, u16)>) {
+        self.begin_range(range.map(|(low, high)| EphemeralRange::new(low, high)));
+    }
+
+    /// Starts a new dump against a range with its capacity and TIME_WAIT length.
+    pub fn begin_range(&mut self, range: Option<EphemeralRange>) {
         self.range = range;
         self.listening.fill(0);
         self.listeners.clear();
@@ -244,8 +299,8 @@ impl PortAggregator {
             }
             return;
         }
-        let Some((lo, hi)) = self.range else { return };
-        if !(lo..=hi).contains(&port) {
+        let Some(range) = self.range else { return };
+        if !(range.low..=range.high).contains(&port) {
             return; // a client that bound a fixed port: not from the ephemeral pool
         }
         let remote = m.dst_addr();
@@ -254,39 +309,73 @@ impl PortAggregator {
             return;
         }
         let key = (canonical(m.src_addr()), canonical(remote), m.dst_port());
-        if let Some(n) = self.dests.get_mut(&key) {
-            *n += 1;
-        } else if self.dests.len() < self.cap {
-            self.dests.insert(key, 1);
+        let stat = if self.dests.len() < self.cap {
+            self.dests.entry(key).or_default()
+        } else if let Some(stat) = self.dests.get_mut(&key) {
+            stat
         } else {
             self.untracked += 1;
+            return;
+        };
+        stat.used += 1;
+        if state == TCP_TIME_WAIT {
+            stat.tw.add(m.expires(), range.time_wait_seconds.saturating_mul(1000));
+        }
+    }
+
+    /// The ephemeral figures of the dump: every tracked destination projected, the
+    /// busiest `top_k` per family exported, plus the one heading for exhaustion soonest.
+    fn ephemeral(&self, range: EphemeralRange, top_k: usize) -> Ephemeral {
+        let tw_len = f64::from(range.time_wait_seconds);
+        let destination = |(&(local_ip, remote_ip, remote_port), stat): (&DestKey, &DestStat)| {
+            let held = (stat.used - stat.tw.total()) + self.bound;
+            let t = projection::project(held, &stat.tw, u64::from(range.capacity), tw_len);
+            Destination {
+                local_ip,
+                remote_ip,
+                remote_port,
+                used: stat.used + self.bound,
+                close_rate: t.close_rate,
+                projected: t.projected,
+                seconds_to_exhaustion: t.seconds_to_exhaustion,
+            }
+        };
+        let all: Vec<Destination> = self.dests.iter().map(destination).collect();
+        // Soonest exhaustion first, then the highest projection, then the busiest now.
+        let urgency = |d: &Destination| {
+            (d.seconds_to_exhaustion.unwrap_or(f64::INFINITY), -d.projected, -(d.used as f64))
+        };
+        let worst = all.iter().min_by(|a, b| urgency(a).partial_cmp(&urgency(b)).unwrap_or(std::cmp::Ordering::Equal));
+        let worst = worst.cloned();
+        let mut top = Vec::new();
+        for v4 in [true, false] {
+            let mut fam: Vec<&Destination> = all.iter().filter(|d| d.local_ip.is_ipv4() == v4).collect();
+            top_k_by(&mut fam, top_k, |d| (std::cmp::Reverse(d.used), d.local_ip, d.remote_ip, d.remote_port));
+            top.extend(fam.into_iter().cloned());
+        }
+        let same = |a: &Destination, b: &Destination| {
+            (a.local_ip, a.remote_ip, a.remote_port) == (b.local_ip, b.remote_ip, b.remote_port)
+        };
+        if let Some(w) = &worst {
+            if top_k > 0 && !top.iter().any(|d| same(d, w)) {
+                top.push(w.clone());
+            }
+        }
+        Ephemeral {
+            top,
+            destinations: self.dests.len() as u64,
+            untracked: self.untracked,
+            bound: self.bound,
+            busiest: self.dests.values().map(|s| s.used).max().unwrap_or(0) + self.bound,
+            projected_max: all.iter().map(|d| d.projected).fold(self.bound as f64, f64::max),
+            seconds_to_exhaustion: all.iter().filter_map(|d| d.seconds_to_exhaustion).reduce(f64::min),
+            worst,
         }
     }
 
     /// Builds the bounded result.
     pub fn finish(&self, cfg: &PortsConfig) -> PortUsage {
-        let ephemeral = self.range.map(|_| {
-            let busiest = self.dests.values().copied().max().unwrap_or(0) + self.bound;
-            let mut top = Vec::new();
-            for v4 in [true, false] {
-                let mut fam: Vec<(&DestKey, u64)> =
-                    self.dests.iter().filter(|((l, _, _), _)| l.is_ipv4() == v4).map(|(k, v)| (k, *v)).collect();
-                top_k_by(&mut fam, cfg.top_k, |(k, v)| (std::cmp::Reverse(*v), **k));
-                top.extend(fam.into_iter().map(|(&(local_ip, remote_ip, remote_port), n)| Destination {
-                    local_ip,
-                    remote_ip,
-                    remote_port,
-                    used: n + self.bound,
-                }));
-            }
-            Ephemeral {
-                top,
-                destinations: self.dests.len() as u64,
-                untracked: self.untracked,
-                bound: self.bound,
-                busiest,
-            }
-        });
+        let ephemeral = self.range.map(|range| self.ephemeral(range, cfg.top_k));
 
         // Listening ports: the busiest K, plus the ones the operator asked for.
         let mut ports: Vec<PortStates> = self
@@ -586,6 +675,58 @@ mod tests {
         assert_eq!(u.listener_count, 3);
         assert_eq!(u.ports.iter().find(|p| p.port == 4).unwrap().states[1], 1);
         assert_eq!(u.ephemeral.unwrap().destinations, 0);
+    }
+
+    /// A TIME_WAIT socket with `expires_ms` of its 60 s left.
+    fn time_wait(local: &str, lport: u16, remote: &str, rport: u16, expires_ms: u32) -> Vec<u8> {
+        let mut m = sock(TCP_TIME_WAIT, local, lport, remote, rport);
+        m[2] = 3; // the TIME_WAIT timer
+        m[52..56].copy_from_slice(&expires_ms.to_ne_bytes());
+        m
+    }
+
+    #[test]
+    fn time_wait_lifetimes_project_each_destination() {
+        let mut socks = Vec::new();
+        // 10.0.0.9:5432: 700 pooled connections held open, nothing closing.
+        for i in 0..700 {
+            socks.push(sock(1, "10.0.0.1", 40000 + i, "10.0.0.9", 5432));
+        }
+        // 10.0.0.9:80: 300 connections closed in the last 10 s and none before: 30/s and
+        // rising, toward a range of 1,000.
+        for i in 0..300u16 {
+            socks.push(time_wait("10.0.0.1", 40700 + i, "10.0.0.9", 80, 59_990 - u32::from(i) * 33));
+        }
+        // One bound-only port, held toward every destination.
+        socks.push(sock(TCP_CLOSE, "10.0.0.2", 40000, "0.0.0.0", 0));
+        let cfg = PortsConfig { top_k: 1, ..PortsConfig::default() };
+        let e = agg((40000, 40999), &socks).finish(&cfg).ephemeral.unwrap();
+        assert_eq!(e.busiest, 701);
+        let (pool, web) = (&e.top[0], &e.top[1]);
+        assert_eq!((pool.remote_port, pool.used, pool.close_rate, pool.projected), (5432, 701, 0.0, 701.0));
+        assert_eq!(pool.seconds_to_exhaustion, None);
+        // Heading for exhaustion: exported beside the top-1 although it holds fewer ports.
+        assert_eq!((web.remote_port, web.used), (80, 301));
+        assert!((web.close_rate - 30.0).abs() < 0.01, "{web:?}");
+        assert!(web.projected > 1000.0, "{web:?}");
+        let s = web.seconds_to_exhaustion.expect("heading for exhaustion");
+        assert!(s > 0.0 && s < 700.0 / 30.0, "{web:?}");
+        assert_eq!(e.seconds_to_exhaustion, Some(s));
+        assert_eq!(e.projected_max, web.projected);
+        assert_eq!(e.worst.as_ref(), Some(web));
+        assert_eq!(e.top.len(), 2);
+    }
+
+    #[test]
+    fn use_above_a_range_shrunk_by_reserved_ports_is_exhaustion_now() {
+        let range = EphemeralRange { capacity: 2, ..EphemeralRange::new(40000, 40009) };
+        let mut a = PortAggregator::default();
+        a.begin_range(Some(range));
+        for i in 0..3 {
+            a.visit(&DiagMsg::new(&sock(1, "10.0.0.1", 40000 + i, "10.0.0.9", 80)).unwrap());
+        }
+        let e = a.finish(&PortsConfig::default()).ephemeral.unwrap();
+        assert_eq!((e.busiest, e.seconds_to_exhaustion, e.projected_max), (3, Some(0.0), 3.0));
     }
 
     #[test]

@@ -111,6 +111,15 @@ impl<'a> DiagMsg<'a> {
     pub fn dst_addr(&self) -> std::net::IpAddr {
         self.addr(24)
     }
+    /// Timer state (`idiag_timer`): 3 for a TIME_WAIT socket's timer.
+    pub fn timer(&self) -> u8 {
+        self.raw[2]
+    }
+    /// Milliseconds until the socket's timer fires (`idiag_expires`); for a TIME_WAIT
+    /// socket, until it is destroyed and its port is free.
+    pub fn expires(&self) -> u32 {
+        u32::from_ne_bytes([self.raw[52], self.raw[53], self.raw[54], self.raw[55]])
+    }
     /// For a listener: its accept queue length. Otherwise bytes in the receive queue.
     pub fn rqueue(&self) -> u32 {
         u32::from_ne_bytes([self.raw[56], self.raw[57], self.raw[58], self.raw[59]])

@@ -1,0 +1,285 @@
+//! Where a destination's ephemeral port use is heading, from the kernel's own TIME_WAIT
+//! timers.
+//!
+//! Every TIME_WAIT socket in the inet_diag dump carries its remaining lifetime
+//! (`idiag_expires`, ms), and TIME_WAIT lasts a fixed `TCP_TIMEWAIT_LEN` (60 s; vendor
+//! kernels with `net.ipv4.tcp_tw_timeout` make it tunable). So the TIME_WAIT sockets of
+//! one destination, sorted by remaining lifetime, are the history of how many
+//! connections toward it were closed in each of the last 60 seconds. Twelve counters per
+//! destination ([`TwHistogram`], one per twelfth of the TIME_WAIT length: 5 s) hold that
+//! history; nothing is allocated per socket and no extra kernel walk is needed.
+//!
+//! From the histogram of one sample:
+//! - **close rate**: TIME_WAIT sockets born in the youngest two buckets (10 s) per
+//!   second. Ten seconds is short enough to follow a ramp within one or two samples and
+//!   long enough that a destination at a dangerous rate (hundreds of closes per second)
+//!   has a few thousand sockets in the window, so counting noise is a few percent;
+//! - **trend**: the slope of the close rate over the youngest half of the history (six
+//!   buckets, 30 s), by least squares. It is used only when it exceeds three standard
+//!   deviations of its counting (Poisson) noise, so a steady rate, however high, never
+//!   extrapolates to a false exhaustion;
+//! - **projected use**: what the destination settles at if the current rate holds:
+//!   sockets in other states (ESTABLISHED, SYN_SENT, FIN_WAIT...) plus bound-only ports,
+//!   plus rate × TIME_WAIT length;
+//! - **seconds to exhaustion**: stepping forward second by second, the held sockets stay,
+//!   each TIME_WAIT bucket frees its ports as its timers run out, and new TIME_WAIT
+//!   sockets arrive at the current rate plus its trend (those born more than a TIME_WAIT
+//!   length ahead leave again). The first second at which use reaches the range, within
+//!   [`HORIZON_SECONDS`]; none beyond it.
+
+/// Buckets of the TIME_WAIT history, each a twelfth of the TIME_WAIT length.
+pub const BUCKETS: usize = 12;
+/// Buckets that make the close-rate window (the youngest 10 s at 60 s).
+const RATE_BUCKETS: usize = 2;
+/// Buckets the trend is fitted over (the youngest 30 s at 60 s).
+const TREND_BUCKETS: usize = 6;
+/// How far ahead exhaustion is looked for.
+pub const HORIZON_SECONDS: u32 = 900;
+/// A trend is believed only above this many standard deviations of counting noise.
+const TREND_SIGMAS: f64 = 3.0;
+
+/// TIME_WAIT sockets of one destination by remaining lifetime: `counts[j]` holds those
+/// with `j/12 <= remaining/length < (j+1)/12`, so `counts[11]` are the youngest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TwHistogram {
+    pub counts: [u32; BUCKETS],
+}
+
+impl TwHistogram {
+    /// Counts one TIME_WAIT socket with `expires_ms` left of a `length_ms` TIME_WAIT.
+    /// A timer reading above the length (clock granularity) counts as the youngest.
+    #[inline]
+    pub fn add(&mut self, expires_ms: u32, length_ms: u32) {
+        let j = (u64::from(expires_ms) * BUCKETS as u64 / u64::from(length_ms.max(1))) as usize;
+        let slot = &mut self.counts[j.min(BUCKETS - 1)];
+        *slot = slot.saturating_add(1);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|&c| u64::from(c)).sum()
+    }
+}
+
+/// One destination's trajectory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trajectory {
+    /// Connections closed per second toward it over the youngest 10 s (TIME_WAIT births).
+    pub close_rate: f64,
+    /// Growth of that rate per second, when the rise is beyond counting noise; else 0.
+    pub trend: f64,
+    /// Ports it settles at if the current rate holds.
+    pub projected: f64,
+    /// Seconds until every port is held, at the current rate and trend; `None` when that
+    /// does not happen within [`HORIZON_SECONDS`].
+    pub seconds_to_exhaustion: Option<f64>,
+}
+
+/// Projects one destination. `held`: its ports held by sockets not in TIME_WAIT (bound-only
+/// ports included); `tw`: its TIME_WAIT history; `capacity`: ports connect() can choose
+/// from; `length_s`: the TIME_WAIT length.
+pub fn project(held: u64, tw: &TwHistogram, capacity: u64, length_s: f64) -> Trajectory {
+    let w = length_s / BUCKETS as f64; // bucket width, seconds
+    let c = |j: usize| f64::from(tw.counts[j]);
+    let recent: f64 = (BUCKETS - RATE_BUCKETS..BUCKETS).map(c).sum::<f64>() / (RATE_BUCKETS as f64 * w);
+    let trend = significant_trend(tw, w);
+    // The rate window is centred one bucket back; bring the estimate to now.
+    let rate_now = recent + trend * w * RATE_BUCKETS as f64 / 2.0;
+    let tw_total = tw.total() as f64;
+    let projected = held as f64 + rate_now * length_s;
+    let seconds_to_exhaustion = exhaustion(held as f64, tw, w, rate_now, trend, capacity as f64, length_s);
+    Trajectory { close_rate: recent, trend, projected, seconds_to_exhaustion }
+        .with_total_check(held as f64 + tw_total, capacity as f64)
+}
+
+impl Trajectory {
+    /// Use already at the range is exhaustion now, whatever the rate.
+    fn with_total_check(mut self, used: f64, capacity: f64) -> Self {
+        if used >= capacity {
+            self.seconds_to_exhaustion = Some(0.0);
+        }
+        self
+    }
+}
+
+/// Least-squares slope of the per-second close rate over the youngest [`TREND_BUCKETS`],
+/// kept only when rising by more than [`TREND_SIGMAS`] standard deviations.
+fn significant_trend(tw: &TwHistogram, w: f64) -> f64 {
+    let js = BUCKETS - TREND_BUCKETS..BUCKETS;
+    let n = TREND_BUCKETS as f64;
+    // Bucket j's births are centred (BUCKETS - j - 0.5) buckets ago: x = j in bucket units.
+    let x_mean = js.clone().map(|j| j as f64).sum::<f64>() / n;
+    let sxx: f64 = js.clone().map(|j| (j as f64 - x_mean).powi(2)).sum::<f64>() * w * w;
+    let (mut slope, mut var) = (0.0, 0.0);
+    for j in js {
+        let weight = (j as f64 - x_mean) * w / sxx;
+        let count = f64::from(tw.counts[j]);
+        slope += weight * count / w;
+        // Poisson: var(count) = count (at least 1, so an empty bucket is not certain).
+        var += weight * weight * count.max(1.0) / (w * w);
+    }
+    if slope > TREND_SIGMAS * var.sqrt() {
+        slope
+    } else {
+        0.0
+    }
+}
+
+/// First whole second at which use reaches `capacity`, within the horizon.
+fn exhaustion(held: f64, tw: &TwHistogram, w: f64, rate: f64, trend: f64, capacity: f64, length: f64) -> Option<f64> {
+    // Births from now until t at a rate rising linearly from `rate`.
+    let born = |t: f64| if t <= 0.0 { 0.0 } else { rate * t + trend * t * t / 2.0 };
+    let horizon = f64::from(HORIZON_SECONDS);
+    // Cheap bound first: the old TIME_WAIT sockets never grow, and new ones alive at any
+    // time are at most the births of the busiest `length` window, the last one.
+    let bound = held + tw.total() as f64 + born(horizon) - born(horizon - length);
+    if bound < capacity {
+        return None;
+    }
+    for t in 0..=HORIZON_SECONDS {
+        let t = f64::from(t);
+        let old: f64 = (0..BUCKETS)
+            .map(|j| {
+                // Bucket j's timers run out evenly between j*w and (j+1)*w from now.
+                let left = ((j as f64 + 1.0) * w - t) / w;
+                f64::from(tw.counts[j]) * left.clamp(0.0, 1.0)
+            })
+            .sum();
+        let new = born(t) - born(t - length);
+        if held + old + new >= capacity {
+            return Some(t);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEN: f64 = 60.0;
+
+    /// A histogram of sockets closed at `rate(age_seconds)` per second over the last 60 s.
+    fn history(rate: impl Fn(f64) -> f64) -> TwHistogram {
+        let mut h = TwHistogram::default();
+        // 10 ms steps: exact enough for the rates used here.
+        let mut carry = 0.0;
+        for step in 0..6000 {
+            let age = f64::from(step) / 100.0;
+            carry += rate(age) / 100.0;
+            while carry >= 1.0 {
+                carry -= 1.0;
+                h.add(((LEN - age) * 1000.0) as u32, 60_000);
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn buckets_follow_the_remaining_lifetime() {
+        let mut h = TwHistogram::default();
+        h.add(59_999, 60_000);
+        h.add(60_000, 60_000); // just born, timer rounded up
+        h.add(70_000, 60_000); // above the length: youngest
+        h.add(0, 60_000);
+        h.add(4_999, 60_000);
+        h.add(5_000, 60_000);
+        assert_eq!(h.counts[11], 3);
+        assert_eq!((h.counts[0], h.counts[1]), (2, 1));
+        assert_eq!(h.total(), 6);
+        h.add(1000, 0); // a zero length never divides by zero
+        assert_eq!(h.total(), 7);
+    }
+
+    #[test]
+    fn a_steady_rate_settles_at_rate_times_sixty() {
+        // 85 % of a 6,000-port range: 85 connections/s closed, 10 held open.
+        let h = history(|_| 85.0);
+        let t = project(10, &h, 6000, LEN);
+        assert!((t.close_rate - 85.0).abs() < 0.5, "{t:?}");
+        assert_eq!(t.trend, 0.0, "a steady rate has no trend");
+        assert!((t.projected - 5110.0).abs() < 30.0, "{t:?}");
+        assert_eq!(t.seconds_to_exhaustion, None, "85 % never exhausts");
+    }
+
+    #[test]
+    fn a_rate_above_the_range_exhausts_when_the_old_sockets_are_replaced() {
+        // 50/s for the last minute (3,000 held), now 200/s for the last 10 s: the range of
+        // 6,000 fills as new sockets arrive faster than old ones expire.
+        let h = history(|age| if age < 10.0 { 200.0 } else { 50.0 });
+        let t = project(0, &h, 6000, LEN);
+        assert!((t.close_rate - 200.0).abs() < 1.0, "{t:?}");
+        assert!(t.projected >= 6000.0 * 1.9, "{t:?}");
+        let s = t.seconds_to_exhaustion.expect("heading for exhaustion");
+        // Use now: 2,000 + 2,500 = 4,500; +200/s in, -50/s out (oldest first): 10 s at a
+        // constant rate, a little sooner as the step up also reads as a rising rate.
+        assert!(t.trend > 0.0, "{t:?}");
+        assert!((5.0..=10.0).contains(&s), "{t:?}");
+    }
+
+    #[test]
+    fn a_linear_ramp_is_seen_ahead_by_its_trend() {
+        // The rate has grown by 1/s every second for 60 s (now 60/s) toward a 6,000-port
+        // destination. Held ports follow the rate 30 s behind: the range fills when the
+        // rate reaches 6000/60 + 30 = 130/s, 70 s from now.
+        let h = history(|age| 60.0 - age);
+        let t = project(0, &h, 6000, LEN);
+        assert!((t.trend - 1.0).abs() < 0.1, "{t:?}");
+        let s = t.seconds_to_exhaustion.expect("a ramp heads for exhaustion");
+        assert!((60.0..=80.0).contains(&s), "{t:?}");
+        // Without the trend it would read as harmless: 60/s settles at 3,600.
+        assert!(t.projected < 6000.0, "{t:?}");
+    }
+
+    #[test]
+    fn a_burst_that_does_not_stay_is_no_trend_once_it_is_over() {
+        // 300 connections closed 15-20 s ago, quiet around it.
+        let h = history(|age| if (15.0..20.0).contains(&age) { 60.0 } else { 1.0 });
+        let t = project(0, &h, 1000, LEN);
+        assert_eq!(t.trend, 0.0, "{t:?}");
+        assert_eq!(t.seconds_to_exhaustion, None, "{t:?}");
+    }
+
+    #[test]
+    fn counting_noise_is_not_a_trend() {
+        // A flat 85/s history bent upward by one standard deviation of Poisson noise per
+        // bucket, older half down, younger half up: a 2.2-sigma rise, still noise.
+        let mut h = history(|_| 85.0);
+        for (j, sign) in [(6, -1.0), (7, -1.0), (8, -1.0), (9, 1.0), (10, 1.0), (11, 1.0)] {
+            let c = f64::from(h.counts[j]);
+            h.counts[j] = (c + sign * c.sqrt()) as u32;
+        }
+        assert_eq!(project(0, &h, 6000, LEN).trend, 0.0);
+        // Twice that bend is beyond three sigmas: a real rise.
+        for (j, sign) in [(6, -1.0), (7, -1.0), (8, -1.0), (9, 1.0), (10, 1.0), (11, 1.0)] {
+            let c = f64::from(h.counts[j]);
+            h.counts[j] = (c + sign * c.sqrt()) as u32;
+        }
+        assert!(project(0, &h, 6000, LEN).trend > 0.0);
+    }
+
+    #[test]
+    fn full_now_is_zero_seconds() {
+        let h = history(|_| 0.0);
+        let t = project(500, &h, 500, LEN);
+        assert_eq!(t.seconds_to_exhaustion, Some(0.0));
+        assert_eq!(project(0, &h, 0, LEN).seconds_to_exhaustion, Some(0.0), "an empty range is exhausted");
+    }
+
+    #[test]
+    fn idle_destination() {
+        let t = project(3, &TwHistogram::default(), 28_232, LEN);
+        assert_eq!((t.close_rate, t.trend, t.projected, t.seconds_to_exhaustion), (0.0, 0.0, 3.0, None));
+    }
+
+    #[test]
+    fn a_longer_vendor_time_wait_scales_the_buckets() {
+        // 120 s TIME_WAIT: 10 s buckets, the rate window is 20 s.
+        let mut h = TwHistogram::default();
+        for i in 0..1200u32 {
+            h.add(119_950 - i * 100, 120_000); // 10/s over the last 120 s
+        }
+        let t = project(0, &h, 6000, 120.0);
+        assert!((t.close_rate - 10.0).abs() < 0.01, "{t:?}");
+        assert!((t.projected - 1200.0).abs() < 1.0, "{t:?}");
+    }
+}
