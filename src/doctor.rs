@@ -48,6 +48,12 @@ pub struct Check {
     pub used: Option<f64>,
     pub limit: Option<f64>,
     pub utilization: Option<f64>,
+    /// Ephemeral ports: where the worst destination settles at its current close rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projected: Option<f64>,
+    /// Ephemeral ports: seconds until a destination has every port held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds_to_exhaustion: Option<f64>,
     /// What was seen, in words.
     pub detail: String,
     /// What it means and what to do; only when not ok.
@@ -87,41 +93,9 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
     let opens = |s: &Snapshot| s.snmp.as_ref().and_then(|t| Some(t.active_opens? + t.passive_opens?));
     let new_conns = rate(opens(before), opens(now), seconds);
 
-    // Ephemeral ports: the busiest destination.
+    // Ephemeral ports: the busiest destination, and where the worst one is heading.
     if let (Some(e), Some(l)) = (now.ports.as_ref().and_then(|p| p.ephemeral.as_ref()), now.limits.as_ref()) {
-        let size = f64::from(l.port_range_size());
-        let u = if size > 0.0 { e.busiest as f64 / size } else { 1.0 };
-        let level = Level::of(u);
-        let busiest = e.top.iter().max_by_key(|d| d.used);
-        let dest = busiest.map_or("(no client connections)".to_owned(), |d| {
-            format!("{} -> {}:{}", d.local_ip, d.remote_ip, d.remote_port)
-        });
-        checks.push(Check {
-            resource: "ephemeral ports",
-            level,
-            used: Some(e.busiest as f64),
-            limit: Some(size),
-            utilization: Some(u),
-            detail: format!(
-                "busiest destination {dest} holds {} of {} ports ({}); {}{} destinations, range {}-{}{}",
-                e.busiest,
-                size,
-                pct(u),
-                if e.untracked > 0 { "at least " } else { "" },
-                e.destinations,
-                l.port_range_low,
-                l.port_range_high,
-                if e.bound > 0 { format!(", {} ports held by bound-only sockets", e.bound) } else { String::new() }
-            ),
-            advice: (level > Level::Ok).then(|| {
-                format!(
-                    "connect() to {dest} fails with EADDRNOTAVAIL when every port is held. Each connection this host \
-                     closes first keeps its port 60 s in TIME_WAIT. Use keep-alive or a connection pool, let the \
-                     server close first, spread over more destination addresses or ports, widen \
-                     net.ipv4.ip_local_port_range (e.g. \"1024 65535\"), or set net.ipv4.tcp_tw_reuse=1 (outgoing only)."
-                )
-            }),
-        });
+        checks.push(ports_check(e, l));
     }
 
     // TIME_WAIT against tcp_max_tw_buckets.
@@ -146,6 +120,8 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
             used: Some(st.tw as f64),
             limit: Some(max as f64),
             utilization: Some(u),
+            projected: None,
+            seconds_to_exhaustion: None,
             detail: format!("{} TIME_WAIT sockets of tcp_max_tw_buckets {} ({}){steady}", st.tw, max, pct(u)),
             advice: (level > Level::Ok).then(|| {
                 format!(
@@ -168,6 +144,8 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
             used: Some(st.orphan as f64),
             limit: Some(max as f64),
             utilization: Some(u),
+            projected: None,
+            seconds_to_exhaustion: None,
             detail: format!("{} orphans of tcp_max_orphans {} ({})", st.orphan, max, pct(u)),
             advice: (level > Level::Ok).then(|| {
                 "Past tcp_max_orphans the kernel resets connections (\"too many orphaned sockets\"). Look for \
@@ -193,6 +171,8 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
             used: Some(ct.entries as f64),
             limit: ct.limit.map(|m| m as f64),
             utilization: u,
+            projected: None,
+            seconds_to_exhaustion: None,
             detail: format!(
                 "{} entries of nf_conntrack_max {} ({}), {} hash buckets{}",
                 ct.entries,
@@ -235,6 +215,8 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
             used: fullest.map(|l| l.length as f64),
             limit: fullest.map(|l| l.limit as f64),
             utilization: Some(u),
+            projected: None,
+            seconds_to_exhaustion: None,
             detail: format!(
                 "fullest listener {who} ({}); {} listeners{}",
                 pct(u),
@@ -258,6 +240,8 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
                 used: None,
                 limit: None,
                 utilization: None,
+                projected: None,
+                seconds_to_exhaustion: None,
                 detail: format!("not read: {e}"),
                 advice: None,
             });
@@ -266,6 +250,79 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
 
     let status = checks.iter().map(|c| c.level).max().unwrap_or(Level::Ok);
     Report { status, checks, new_connections_per_second: new_conns, facts: FACTS.to_vec() }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Seconds to exhaustion below which the projection warns and is critical: the same
+/// figures as the EphemeralPortsExhaustionPredicted / Imminent alerts (a test holds
+/// prometheus/alerts.yml to them).
+pub const PREDICT_WARN_SECONDS: f64 = 300.0;
+pub const PREDICT_CRIT_SECONDS: f64 = 90.0;
+
+/// The ephemeral port check: the busiest destination's use now, and the projection of the
+/// destination heading for exhaustion soonest.
+fn ports_check(e: &crate::sources::ports::Ephemeral, l: &crate::sources::limits::Limits) -> Check {
+    let size = f64::from(l.port_range_size());
+    let u = if size > 0.0 { e.busiest as f64 / size } else { 1.0 };
+    let projected_level = match e.seconds_to_exhaustion {
+        Some(s) if s < PREDICT_CRIT_SECONDS => Level::Critical,
+        Some(s) if s < PREDICT_WARN_SECONDS => Level::Warning,
+        _ => Level::Ok,
+    };
+    let level = Level::of(u).max(projected_level);
+    let name = |d: &crate::sources::ports::Destination| format!("{} -> {}:{}", d.local_ip, d.remote_ip, d.remote_port);
+    let busiest = e.top.iter().max_by_key(|d| d.used);
+    let dest = busiest.map_or("(no client connections)".to_owned(), name);
+    let trajectory = e.worst.as_ref().filter(|w| w.close_rate > 0.0 || w.used as f64 >= size).map(|w| {
+        let rate = w.close_rate;
+        if w.used as f64 >= size {
+            format!("; FAILING NOW: every port toward {} is held, connect() to it gets EADDRNOTAVAIL", name(w))
+        } else if let Some(s) = w.seconds_to_exhaustion {
+            format!(
+                "; at the current {rate:.0} connections/s toward {}, its {size} ports are all held in {s:.0} s",
+                name(w)
+            )
+        } else {
+            format!(
+                "; at the current {rate:.0} connections/s toward {}, it settles near {:.0} of {size} ports ({})",
+                name(w),
+                w.projected,
+                pct(w.projected / size.max(1.0))
+            )
+        }
+    });
+    Check {
+        resource: "ephemeral ports",
+        level,
+        used: Some(e.busiest as f64),
+        limit: Some(size),
+        utilization: Some(u),
+        projected: e.worst.as_ref().map(|w| w.projected),
+        seconds_to_exhaustion: e.seconds_to_exhaustion,
+        detail: format!(
+            "busiest destination {dest} holds {} of {} ports ({}); {}{}, range {}-{}{}{}",
+            e.busiest,
+            size,
+            pct(u),
+            if e.untracked > 0 { "at least " } else { "" },
+            plural(e.destinations, "destination", "destinations"),
+            l.port_range_low,
+            l.port_range_high,
+            if e.bound > 0 { format!(", {} held by bound-only sockets", plural(e.bound, "port", "ports")) } else { String::new() },
+            trajectory.unwrap_or_default(),
+        ),
+        advice: (level > Level::Ok).then(|| {
+            format!(
+                "connect() to {dest} fails with EADDRNOTAVAIL when every port is held. Each connection this host \
+                 closes first keeps its port 60 s in TIME_WAIT. Use keep-alive or a connection pool, let the \
+                 server close first, spread over more destination addresses or ports, widen \
+                 net.ipv4.ip_local_port_range (e.g. \"1024 65535\"), or set net.ipv4.tcp_tw_reuse=1 (outgoing only)."
+            )
+        }),
+    }
 }
 
 /// The report for a person at a terminal.
@@ -292,4 +349,84 @@ pub fn render_text(r: &Report) -> String {
         let _ = writeln!(out, "  - {f}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::limits::Limits;
+    use crate::sources::ports::{Destination, Ephemeral};
+
+    fn limits(low: u16, high: u16) -> Limits {
+        Limits { port_range_low: low, port_range_high: high, ..Limits::default() }
+    }
+
+    fn dest(used: u64, close_rate: f64, projected: f64, seconds: Option<f64>) -> Destination {
+        Destination {
+            local_ip: "10.0.0.1".parse().unwrap(),
+            remote_ip: "10.0.0.2".parse().unwrap(),
+            remote_port: 80,
+            used,
+            close_rate,
+            projected,
+            seconds_to_exhaustion: seconds,
+        }
+    }
+
+    fn ephemeral(d: Destination) -> Ephemeral {
+        Ephemeral {
+            top: vec![d.clone()],
+            destinations: 1,
+            untracked: 0,
+            bound: 0,
+            busiest: d.used,
+            projected_max: d.projected,
+            seconds_to_exhaustion: d.seconds_to_exhaustion,
+            worst: Some(d),
+        }
+    }
+
+    #[test]
+    fn a_destination_heading_for_exhaustion_is_named_with_its_rate_and_time() {
+        // 40 % used now, but 106 connections/s fill the rest within 38 s: critical.
+        let c = ports_check(&ephemeral(dest(2400, 106.0, 6360.0, Some(38.0))), &limits(40000, 45999));
+        assert!(
+            c.detail.contains(
+                "at the current 106 connections/s toward 10.0.0.1 -> 10.0.0.2:80, its 6000 ports are all held in 38 s"
+            ),
+            "{}",
+            c.detail
+        );
+        assert!(c.detail.contains("; 1 destination, range"), "no \"1 destinations\": {}", c.detail);
+        assert_eq!((c.level, c.seconds_to_exhaustion, c.projected), (Level::Critical, Some(38.0), Some(6360.0)));
+        // Four minutes ahead is a warning, whatever the level now.
+        let c = ports_check(&ephemeral(dest(600, 30.0, 6100.0, Some(240.0))), &limits(40000, 45999));
+        assert_eq!(c.level, Level::Warning);
+    }
+
+    #[test]
+    fn a_full_range_is_failing_now_not_fails_when() {
+        let c = ports_check(&ephemeral(dest(6000, 100.0, 6000.0, Some(0.0))), &limits(40000, 45999));
+        assert!(c.detail.contains("FAILING NOW: every port toward 10.0.0.1 -> 10.0.0.2:80 is held"), "{}", c.detail);
+        assert!(!c.detail.contains("all held in"), "{}", c.detail);
+        assert_eq!(c.level, Level::Critical);
+    }
+
+    #[test]
+    fn a_steady_rate_says_where_it_settles() {
+        let c = ports_check(&ephemeral(dest(5100, 85.0, 5100.0, None)), &limits(40000, 45999));
+        assert!(c.detail.contains("it settles near 5100 of 6000 ports (85%)"), "{}", c.detail);
+        assert_eq!(c.level, Level::Warning, "85 % now is a warning");
+    }
+
+    #[test]
+    fn the_alert_rules_use_the_same_projection_levels() {
+        let rules = include_str!("../prometheus/alerts.yml");
+        for (level, seconds) in [("Predicted", PREDICT_WARN_SECONDS), ("Imminent", PREDICT_CRIT_SECONDS)] {
+            let rule = format!(
+                "alert: EphemeralPortsExhaustion{level}\n        expr: sockwatch_ephemeral_port_seconds_to_exhaustion < {seconds}\n"
+            );
+            assert!(rules.contains(&rule), "alerts.yml lacks {rule:?}");
+        }
+    }
 }

@@ -171,7 +171,12 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
         if config.conntrack_breakdown {
             let slot = sampler::BreakdownSlot::default();
             sampler.share_breakdown(slot.clone());
-            tokio::spawn(sampler::run_breakdown(config.conntrack_breakdown_interval, slot, shutdown_rx.clone()));
+            tokio::spawn(sampler::run_breakdown(
+                config.conntrack_breakdown_interval,
+                config.procfs.clone(),
+                slot,
+                shutdown_rx.clone(),
+            ));
         }
         let munin_tasks = start_munin(&config, latest_rx.clone(), &shutdown_rx).await;
         let (config_tx, config_rx) = watch::channel(config.clone());

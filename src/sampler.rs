@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::exporter::prometheus;
 use crate::snapshot::{Snapshot, Source, SourceStatus};
-use crate::sources::ct_breakdown::{Breakdown, CtDump};
+use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
+use crate::sources::projection;
 use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
 use crate::sources::{self, sockets::SockDiag, SourceError};
 
@@ -203,7 +204,10 @@ impl Sampler {
         let mut statuses = vec![s0, s1, s2, s3, s4];
         let latest_breakdown = match &mut self.breakdown {
             BreakdownMode::Off => None,
-            BreakdownMode::Inline(dump, tracker) => Some(tracker.observe(Source::ConntrackBreakdown, || dump.read())),
+            BreakdownMode::Inline(dump, tracker) => {
+                let timeout = ct_breakdown::time_wait_timeout(root);
+                Some(tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout)))
+            }
             // Absent until the first dump finishes, then the latest result.
             BreakdownMode::Shared(slot) => slot.lock().map(|g| g.clone()).unwrap_or(None),
         };
@@ -211,6 +215,7 @@ impl Sampler {
             statuses.push(status);
             b
         });
+        let conntrack_projection = project_conntrack(conntrack_breakdown.as_ref(), conntrack.as_ref());
         self.samples_total += 1;
         if sockets.as_ref().is_some_and(|s| s.interrupted) {
             self.inconsistent_total += 1;
@@ -227,6 +232,7 @@ impl Sampler {
             snmp,
             limits,
             conntrack_breakdown,
+            conntrack_projection,
             sources: statuses,
             samples_total: self.samples_total,
             inconsistent_total: self.inconsistent_total,
@@ -243,6 +249,14 @@ impl Sampler {
         let prometheus_gzip = gzip(&prometheus);
         Published { snapshot: Arc::new(snapshot), prometheus, prometheus_gzip }
     }
+}
+
+/// Where the conntrack table is heading, from the breakdown's TIME_WAIT entries, against
+/// `nf_conntrack_max`. Only with the breakdown: the O(1) counters carry no timeouts.
+fn project_conntrack(b: Option<&Breakdown>, ct: Option<&sources::conntrack::Conntrack>) -> Option<projection::Trajectory> {
+    let (b, limit) = (b?, ct?.limit?);
+    let held = b.total.saturating_sub(b.time_wait.total());
+    Some(projection::project(held, &b.time_wait, limit, f64::from(b.time_wait_timeout)))
 }
 
 /// The range the socket walk classifies and projects against, from the limits source.
@@ -329,7 +343,12 @@ pub async fn run(
 
 /// Dumps the conntrack table on its own (slower) interval into `slot`, so the walk of a
 /// large table never delays the other sources or a scrape.
-pub async fn run_breakdown(interval: Duration, slot: BreakdownSlot, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_breakdown(
+    interval: Duration,
+    proc_root: PathBuf,
+    slot: BreakdownSlot,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut ticker = ticker(interval);
     let mut state = (CtDump::default(), Tracker::default());
     loop {
@@ -337,10 +356,11 @@ pub async fn run_breakdown(interval: Duration, slot: BreakdownSlot, mut shutdown
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
+        let timeout = ct_breakdown::time_wait_timeout(&proc_root);
         let job = tokio::task::spawn_blocking(move || {
             crate::sched::throughput();
             let (dump, tracker) = &mut state;
-            let result = tracker.observe(Source::ConntrackBreakdown, || dump.read());
+            let result = tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout));
             (state, result)
         });
         match job.await {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::sources::{
     conntrack::Conntrack, ct_breakdown::Breakdown, limits::Limits, ports::PortUsage, snmp::TcpCounters,
-    sockets::Sockets, sockstat::Sockstat,
+    projection::Trajectory, sockets::Sockets, sockstat::Sockstat,
 };
 
 /// The kernel sources, in the order they are sampled and exported.
@@ -67,6 +67,9 @@ pub struct Snapshot {
     pub snmp: Option<TcpCounters>,
     /// The latest ctnetlink breakdown (it may be up to one breakdown interval old).
     pub conntrack_breakdown: Option<Breakdown>,
+    /// Where the conntrack table is heading (from the breakdown's TIME_WAIT entries, against
+    /// nf_conntrack_max); `None` without the breakdown.
+    pub conntrack_projection: Option<Trajectory>,
     pub limits: Option<Limits>,
     /// One entry per [`Source::ALL`], in that order, then the breakdown's when it runs.
     pub sources: Vec<SourceStatus>,

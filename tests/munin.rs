@@ -110,8 +110,10 @@ fn shim_speaks_the_munin_protocol() {
     let ct = values(&s.ask("fetch sockwatch_conntrack"));
     let m = parse_metrics(&http_get(&d.addr, "/metrics").1);
     assert_same_snapshot(&tcp, &ct, &m);
-    let pct = values(&s.ask("fetch sockwatch_ephemeral_ports"))["busiest"];
-    assert!((pct - 100.0 * value(&m, "sockwatch_ephemeral_port_utilization_max")).abs() < 1e-3);
+    let ports = values(&s.ask("fetch sockwatch_ephemeral_ports"));
+    assert!((ports["busiest"] - 100.0 * value(&m, "sockwatch_ephemeral_port_utilization_max")).abs() < 1e-3);
+    let projected = 100.0 * value(&m, "sockwatch_ephemeral_port_projected_utilization_max");
+    assert!((ports["projected"] - projected).abs() < 1e-3, "{ports:?} against {projected}");
     // Multigraph negotiation.
     assert_eq!(s.ask_line("cap multigraph dirtyconfig"), "cap multigraph dirtyconfig\n");
     assert_eq!(s.ask_line("list"), "sockwatch\n");

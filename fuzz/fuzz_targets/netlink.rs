@@ -2,7 +2,11 @@
 //! never panic, whatever the kernel (or a corrupted buffer) hands them.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sockwatch::sources::{ct_breakdown, ports::PortAggregator, sockets};
+use sockwatch::sources::{
+    ct_breakdown,
+    ports::{EphemeralRange, PortAggregator},
+    sockets,
+};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
@@ -11,14 +15,19 @@ fuzz_target!(|data: &[u8]| {
     let seq = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
     let body = &data[4..];
     let mut states = sockets::TcpStates::default();
-    let mut ports = PortAggregator::default();
-    ports.begin(Some((1024, 65535)));
-    let mut intr = false;
-    let _ = sockets::parse_datagram(body, seq, &mut intr, &mut |m| {
-        states.count(m);
-        ports.visit(m);
-    });
-    let _ = ports.finish(&Default::default());
+    // The whole range, and a narrow one with a short TIME_WAIT, so the projection's
+    // stepping toward exhaustion runs on whatever the histograms hold.
+    let narrow = EphemeralRange { capacity: u32::from(data[0]), time_wait_seconds: 1 + u32::from(data[1] % 120), ..EphemeralRange::new(1024, 1100) };
+    for range in [EphemeralRange::new(1024, 65535), narrow] {
+        let mut ports = PortAggregator::default();
+        ports.begin_range(Some(range));
+        let mut intr = false;
+        let _ = sockets::parse_datagram(body, seq, &mut intr, &mut |m| {
+            states.count(m);
+            ports.visit(m);
+        });
+        let _ = ports.finish(&Default::default());
+    }
     let mut b = ct_breakdown::Breakdown::default();
     let _ = ct_breakdown::parse_datagram(body, seq, &mut b);
     ct_breakdown::count_entry(body, &mut b);

@@ -95,6 +95,11 @@ fn port_utilization_pct(s: &Snapshot) -> Option<f64> {
     let size = s.limits.as_ref()?.port_range_size();
     Some(if size == 0 { 100.0 } else { (e.busiest as f64 * 100.0 / f64::from(size)).min(100.0) })
 }
+fn projected_utilization_pct(s: &Snapshot) -> Option<f64> {
+    let e = s.ports.as_ref()?.ephemeral.as_ref()?;
+    let size = s.limits.as_ref()?.port_range_size();
+    Some(if size == 0 { 100.0 } else { e.projected_max * 100.0 / f64::from(size) })
+}
 fn breakdown(s: &Snapshot, pick: fn(&crate::sources::ct_breakdown::Breakdown) -> u64) -> Option<f64> {
     s.conntrack_breakdown.as_ref().map(|b| pick(b) as f64)
 }
@@ -188,19 +193,32 @@ pub static GRAPHS: &[Graph] = &[
         vlabel: "% of the port range",
         args: "--base 1000 -l 0 -u 100",
         info: "Local ports held toward the busiest destination (local IP, remote IP, remote port), as a share of \
-               ip_local_port_range minus reserved ports. At 100 % connect() fails with EADDRNOTAVAIL.",
-        fields: &[Field {
-            warning: Some(|_| Some(80.0)),
-            critical: Some(|_| Some(90.0)),
-            ..field!(
-                "busiest",
-                "busiest destination",
-                "Ports in use toward the busiest destination, including bound-only sockets.",
-                "AREA",
+               ip_local_port_range minus reserved ports, and where the worst destination is heading at its current \
+               connection rate. At 100 % connect() fails with EADDRNOTAVAIL.",
+        fields: &[
+            Field {
+                warning: Some(|_| Some(80.0)),
+                critical: Some(|_| Some(90.0)),
+                ..field!(
+                    "busiest",
+                    "busiest destination",
+                    "Ports in use toward the busiest destination, including bound-only sockets.",
+                    "AREA",
+                    Kind::Gauge,
+                    port_utilization_pct
+                )
+            },
+            field!(
+                "projected",
+                "projected at the current rate",
+                "Where the worst destination settles if its current close rate holds: held sockets plus connections \
+                 closed per second x 60 s (TIME_WAIT), from the TIME_WAIT timers. Above 100 % it runs out within a \
+                 minute at this rate; not capped.",
+                "LINE2",
                 Kind::Gauge,
-                port_utilization_pct
-            )
-        }],
+                projected_utilization_pct
+            ),
+        ],
         needs_breakdown: false,
     },
     Graph {

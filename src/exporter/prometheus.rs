@@ -337,6 +337,36 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         );
     }
 
+    if let (Some(p), Some(limit)) = (&s.conntrack_projection, s.conntrack.as_ref().and_then(|c| c.limit)) {
+        let src = "from the TCP TIME_WAIT entries' remaining timeouts in the ctnetlink breakdown dump (as old as \
+                   --conntrack.breakdown-interval)";
+        out.gauge(
+            "sockwatch_conntrack_time_wait_rate",
+            &format!(
+                "Tracked TCP connections entering conntrack TIME_WAIT per second over the youngest sixth of \
+                 nf_conntrack_tcp_timeout_time_wait (20 s at the default 120 s), {src}."
+            ),
+            p.close_rate,
+        );
+        out.gauge(
+            "sockwatch_conntrack_projected_utilization",
+            &format!(
+                "Where the conntrack table settles if the current close rate holds: entries not in TIME_WAIT plus that \
+                 rate x nf_conntrack_tcp_timeout_time_wait, divided by nf_conntrack_max (not capped), {src}."
+            ),
+            if limit == 0 { 1.0 } else { p.projected / limit as f64 },
+        );
+        out.gauge(
+            "sockwatch_conntrack_seconds_to_full",
+            &format!(
+                "Seconds until the conntrack table reaches nf_conntrack_max at the current close rate and its trend, \
+                 as TIME_WAIT entries time out; 0 when full now, +Inf when not within {} s, {src}.",
+                crate::sources::projection::HORIZON_SECONDS
+            ),
+            p.seconds_to_exhaustion.unwrap_or(f64::INFINITY),
+        );
+    }
+
     if let Some(t) = &s.snmp {
         let snmp = "from /proc/net/snmp (Tcp:)";
         let ext = "from /proc/net/netstat (TcpExt:)";

@@ -8,6 +8,12 @@
 //!
 //! Each entry is parsed in place from the receive buffer (nested attributes walked with
 //! `NlasIterator` over slices): no allocation per entry.
+//!
+//! Entries in TCP TIME_WAIT are also counted by remaining timeout (`CTA_TIMEOUT`): no
+//! packet refreshes them, so, like TIME_WAIT sockets, they are the history of how many
+//! tracked TCP connections closed in each of the last `nf_conntrack_tcp_timeout_time_wait`
+//! seconds (120 by default), which [`super::projection`] turns into where the table is
+//! heading. Other entries' timeouts restart with every packet and say nothing of their age.
 
 use std::io;
 use std::time::Duration;
@@ -16,6 +22,7 @@ use netlink_packet_core::{NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NL
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use super::netlink::DumpSocket;
+use super::projection::TwHistogram;
 use super::SourceError;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -27,6 +34,11 @@ const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_STATUS: u16 = 3;
 const CTA_PROTOINFO: u16 = 4;
+const CTA_TIMEOUT: u16 = 7;
+/// Conntrack's TCP TIME_WAIT state number.
+const CT_TCP_TIME_WAIT: u8 = 7;
+/// `nf_conntrack_tcp_timeout_time_wait`'s default, seconds.
+pub const DEFAULT_TIME_WAIT_TIMEOUT: u32 = 120;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -65,9 +77,18 @@ pub struct Breakdown {
     /// fw_conntrack decides it.
     pub nated: u64,
     pub total: u64,
+    /// TCP TIME_WAIT entries by remaining timeout, against [`Breakdown::time_wait_timeout`].
+    pub time_wait: TwHistogram,
+    /// `nf_conntrack_tcp_timeout_time_wait` in force for this dump, seconds.
+    pub time_wait_timeout: u32,
 }
 
 impl Breakdown {
+    /// An empty breakdown for a dump under the given TIME_WAIT timeout.
+    pub fn new(time_wait_timeout: u32) -> Self {
+        Breakdown { time_wait_timeout, ..Breakdown::default() }
+    }
+
     pub fn tcp_total(&self) -> u64 {
         self.tcp.iter().sum()
     }
@@ -118,11 +139,15 @@ fn parse_tuple(buf: &[u8]) -> Tuple<'_> {
 /// Counts one entry (the attributes after the nfgenmsg header).
 pub fn count_entry(attrs: &[u8], b: &mut Breakdown) {
     let (mut orig, mut reply, mut status, mut tcp_state) = (Tuple::default(), Tuple::default(), 0u32, None);
+    let mut timeout = None;
     for (kind, value) in nlas(attrs) {
         match kind {
             CTA_TUPLE_ORIG => orig = parse_tuple(value),
             CTA_TUPLE_REPLY => reply = parse_tuple(value),
             CTA_STATUS if value.len() >= 4 => status = u32::from_be_bytes([value[0], value[1], value[2], value[3]]),
+            CTA_TIMEOUT if value.len() >= 4 => {
+                timeout = Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]]))
+            }
             CTA_PROTOINFO => {
                 tcp_state = nlas(value)
                     .find(|(k, _)| *k == CTA_PROTOINFO_TCP)
@@ -137,6 +162,10 @@ pub fn count_entry(attrs: &[u8], b: &mut Breakdown) {
         Some(6) => {
             if let Some(n) = tcp_state.and_then(|s| b.tcp.get_mut(usize::from(s))) {
                 *n += 1;
+            }
+            if let (Some(CT_TCP_TIME_WAIT), Some(left)) = (tcp_state, timeout) {
+                let length = if b.time_wait_timeout == 0 { DEFAULT_TIME_WAIT_TIMEOUT } else { b.time_wait_timeout };
+                b.time_wait.add(left.saturating_mul(1000), length.saturating_mul(1000));
             }
         }
         Some(17) => b.udp += 1,
@@ -185,6 +214,19 @@ pub fn parse_datagram(data: &[u8], seq: u32, b: &mut Breakdown) -> Result<bool, 
     Ok(false)
 }
 
+/// `nf_conntrack_tcp_timeout_time_wait` below `proc_root`: what the dump buckets TIME_WAIT
+/// entries against. The default when absent or unreadable (the dump's figures are then
+/// approximate, never wrong in kind).
+pub fn time_wait_timeout(proc_root: &std::path::Path) -> u32 {
+    let path = proc_root.join("sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait");
+    super::read_u64_sysctl(&path)
+        .ok()
+        .flatten()
+        .and_then(|v| u32::try_from(v).ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(DEFAULT_TIME_WAIT_TIMEOUT)
+}
+
 /// A ctnetlink socket and its reusable buffer.
 pub struct CtDump {
     nl: DumpSocket,
@@ -207,18 +249,19 @@ impl CtDump {
         r
     }
 
-    /// Dumps the whole table of this network namespace.
-    pub fn read(&mut self) -> Result<Breakdown, SourceError> {
-        let result = self.try_read();
+    /// Dumps the whole table of this network namespace; TIME_WAIT entries are bucketed
+    /// against `time_wait_timeout` seconds.
+    pub fn read(&mut self, time_wait_timeout: u32) -> Result<Breakdown, SourceError> {
+        let result = self.try_read(time_wait_timeout);
         if result.is_err() {
             self.nl.reset();
         }
         result
     }
 
-    fn try_read(&mut self) -> Result<Breakdown, SourceError> {
+    fn try_read(&mut self, time_wait_timeout: u32) -> Result<Breakdown, SourceError> {
         let seq = self.nl.send(Self::request)?;
-        let mut b = Breakdown::default();
+        let mut b = Breakdown::new(time_wait_timeout);
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while !parse_datagram(self.nl.recv()?, seq, &mut b)? {
             if std::time::Instant::now() > deadline {
@@ -281,6 +324,22 @@ mod tests {
         assert_eq!((b.udp, b.icmp, b.other, b.total), (1, 1, 0, 6));
         assert_eq!(b.assured, 3);
         assert_eq!(b.nated, 1);
+    }
+
+    #[test]
+    fn time_wait_entries_are_bucketed_by_remaining_timeout() {
+        let mut b = Breakdown::new(120);
+        let with_timeout = |state: u8, left: u32| {
+            [entry(6, Some(state), IPS_ASSURED, [10, 0, 0, 2]), nla(CTA_TIMEOUT, &left.to_be_bytes())].concat()
+        };
+        for left in [119, 115, 111, 5] {
+            count_entry(&with_timeout(CT_TCP_TIME_WAIT, left), &mut b);
+        }
+        // ESTABLISHED timeouts restart with every packet: not history.
+        count_entry(&with_timeout(3, 431_999), &mut b);
+        assert_eq!((b.time_wait.counts[11], b.time_wait.counts[10], b.time_wait.counts[0]), (2, 1, 1));
+        assert_eq!(b.time_wait.total(), 4);
+        assert_eq!(b.tcp[CT_TCP_TIME_WAIT as usize], 4);
     }
 
     #[test]

@@ -692,8 +692,8 @@ mod tests {
         for i in 0..700 {
             socks.push(sock(1, "10.0.0.1", 40000 + i, "10.0.0.9", 5432));
         }
-        // 10.0.0.9:80: 300 connections closed in the last 10 s and none before: 30/s and
-        // rising, toward a range of 1,000.
+        // 10.0.0.9:80: 300 connections closed in the last 10 s and none before: 30/s
+        // toward a range of 1,000 (a step up, not a ramp: no trend).
         for i in 0..300u16 {
             socks.push(time_wait("10.0.0.1", 40700 + i, "10.0.0.9", 80, 59_990 - u32::from(i) * 33));
         }
@@ -710,11 +710,33 @@ mod tests {
         assert!((web.close_rate - 30.0).abs() < 0.01, "{web:?}");
         assert!(web.projected > 1000.0, "{web:?}");
         let s = web.seconds_to_exhaustion.expect("heading for exhaustion");
-        assert!(s > 0.0 && s < 700.0 / 30.0, "{web:?}");
+        // 699 more ports at 30/s, none freed for 50 s: the 24th second (whole seconds).
+        assert_eq!(s, 24.0, "{web:?}");
         assert_eq!(e.seconds_to_exhaustion, Some(s));
         assert_eq!(e.projected_max, web.projected);
         assert_eq!(e.worst.as_ref(), Some(web));
         assert_eq!(e.top.len(), 2);
+    }
+
+    #[test]
+    fn recorded_style_dump_with_time_wait_timers() {
+        // The fuzz seed fuzz/corpus/netlink/time-wait-ramp: 78 TIME_WAIT sockets toward
+        // 10.0.0.9:80, bucket j of the remaining lifetime holding j + 1 (a ramp), one
+        // ESTABLISHED, and one TIME_WAIT toward :443 whose timer reads beyond 60 s.
+        let raw = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/netlink/time-wait-ramp")).unwrap();
+        let seq = u32::from_le_bytes(raw[..4].try_into().unwrap());
+        let mut a = PortAggregator::default();
+        a.begin(Some((1024, 65535)));
+        let mut intr = false;
+        let done = crate::sources::sockets::parse_datagram(&raw[4..], seq, &mut intr, &mut |m| a.visit(m)).unwrap();
+        assert_eq!(done, crate::sources::sockets::Progress::Done);
+        let e = a.finish(&PortsConfig::default()).ephemeral.unwrap();
+        let web = e.top.iter().find(|d| d.remote_port == 80).unwrap();
+        assert_eq!(web.used, 79);
+        // Youngest two buckets: 12 + 11 sockets in 10 s.
+        assert!((web.close_rate - 2.3).abs() < 1e-9, "{web:?}");
+        let other = e.top.iter().find(|d| d.remote_port == 443).unwrap();
+        assert!((other.close_rate - 0.1).abs() < 1e-9, "a timer beyond 60 s is the youngest: {other:?}");
     }
 
     #[test]

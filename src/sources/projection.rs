@@ -14,10 +14,13 @@
 //!   second. Ten seconds is short enough to follow a ramp within one or two samples and
 //!   long enough that a destination at a dangerous rate (hundreds of closes per second)
 //!   has a few thousand sockets in the window, so counting noise is a few percent;
-//! - **trend**: the slope of the close rate over the youngest half of the history (six
-//!   buckets, 30 s), by least squares. It is used only when it exceeds three standard
-//!   deviations of its counting (Poisson) noise, so a steady rate, however high, never
-//!   extrapolates to a false exhaustion;
+//! - **trend**: the slope of the close rate over the whole history (60 s) or, for a ramp
+//!   younger than that, over its youngest half (30 s), by least squares. The longer fit's
+//!   noise is a third of the shorter's, so it sees a slow ramp at a high rate that the
+//!   shorter one cannot tell from noise. A fit is used only when it exceeds three standard
+//!   deviations of its counting (Poisson) noise and a straight line explains the history
+//!   within that noise (chi-square), so a steady rate, however high, and a step up to one
+//!   (a client starting, a burst) never extrapolate to a false exhaustion;
 //! - **projected use**: what the destination settles at if the current rate holds:
 //!   sockets in other states (ESTABLISHED, SYN_SENT, FIN_WAIT...) plus bound-only ports,
 //!   plus rate × TIME_WAIT length;
@@ -31,11 +34,12 @@
 pub const BUCKETS: usize = 12;
 /// Buckets that make the close-rate window (the youngest 10 s at 60 s).
 const RATE_BUCKETS: usize = 2;
-/// Buckets the trend is fitted over (the youngest 30 s at 60 s).
+/// Buckets of the shorter trend fit (the youngest 30 s at 60 s); the longer one takes all.
 const TREND_BUCKETS: usize = 6;
 /// How far ahead exhaustion is looked for.
 pub const HORIZON_SECONDS: u32 = 900;
-/// A trend is believed only above this many standard deviations of counting noise.
+/// A trend is believed only above this many standard deviations of counting noise, and
+/// only when a straight line fits the history ([`chi2_limit`]).
 const TREND_SIGMAS: f64 = 3.0;
 
 /// TIME_WAIT sockets of one destination by remaining lifetime: `counts[j]` holds those
@@ -78,6 +82,7 @@ pub struct Trajectory {
 /// ports included); `tw`: its TIME_WAIT history; `capacity`: ports connect() can choose
 /// from; `length_s`: the TIME_WAIT length.
 pub fn project(held: u64, tw: &TwHistogram, capacity: u64, length_s: f64) -> Trajectory {
+    let length_s = length_s.max(1.0);
     let w = length_s / BUCKETS as f64; // bucket width, seconds
     let c = |j: usize| f64::from(tw.counts[j]);
     let recent: f64 = (BUCKETS - RATE_BUCKETS..BUCKETS).map(c).sum::<f64>() / (RATE_BUCKETS as f64 * w);
@@ -101,26 +106,57 @@ impl Trajectory {
     }
 }
 
-/// Least-squares slope of the per-second close rate over the youngest [`TREND_BUCKETS`],
-/// kept only when rising by more than [`TREND_SIGMAS`] standard deviations.
+/// The rising trend of the close rate, per second: fitted over the whole history first
+/// (the most precise: its noise shrinks with the span), then over the youngest half (a
+/// ramp that began less than a TIME_WAIT length ago); 0 when neither fit is a believable
+/// rising line.
 fn significant_trend(tw: &TwHistogram, w: f64) -> f64 {
-    let js = BUCKETS - TREND_BUCKETS..BUCKETS;
-    let n = TREND_BUCKETS as f64;
-    // Bucket j's births are centred (BUCKETS - j - 0.5) buckets ago: x = j in bucket units.
-    let x_mean = js.clone().map(|j| j as f64).sum::<f64>() / n;
-    let sxx: f64 = js.clone().map(|j| (j as f64 - x_mean).powi(2)).sum::<f64>() * w * w;
+    [BUCKETS, TREND_BUCKETS].into_iter().find_map(|n| rising_line(&tw.counts[BUCKETS - n..], w)).unwrap_or(0.0)
+}
+
+/// Least-squares slope of the per-second rate over `counts` (oldest first, each bucket
+/// `w` seconds), when it rises by more than [`TREND_SIGMAS`] standard deviations of
+/// Poisson counting noise and a straight line explains the counts within that noise.
+fn rising_line(counts: &[u32], w: f64) -> Option<f64> {
+    let n = counts.len() as f64;
+    let x_mean = (n - 1.0) / 2.0; // x: bucket index, in bucket units
+    let sxx: f64 = (0..counts.len()).map(|i| (i as f64 - x_mean).powi(2)).sum::<f64>() * w * w;
     let (mut slope, mut var) = (0.0, 0.0);
-    for j in js {
-        let weight = (j as f64 - x_mean) * w / sxx;
-        let count = f64::from(tw.counts[j]);
+    for (i, &c) in counts.iter().enumerate() {
+        let weight = (i as f64 - x_mean) * w / sxx;
+        let count = f64::from(c);
         slope += weight * count / w;
         // Poisson: var(count) = count (at least 1, so an empty bucket is not certain).
         var += weight * weight * count.max(1.0) / (w * w);
     }
-    if slope > TREND_SIGMAS * var.sqrt() {
-        slope
-    } else {
-        0.0
+    if slope <= TREND_SIGMAS * var.sqrt() {
+        return None;
+    }
+    // A straight line must also explain the history within counting noise: a step (a
+    // client that started, or a burst) rises too, but it is not a ramp, and extrapolating
+    // it would predict an exhaustion that a steady rate never reaches.
+    let mean = counts.iter().map(|&c| f64::from(c)).sum::<f64>() / n;
+    let chi2: f64 = counts
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let fitted = mean + slope * w * w * (i as f64 - x_mean);
+            (f64::from(c) - fitted).powi(2) / f64::from(c).max(1.0)
+        })
+        .sum();
+    (chi2 <= chi2_limit(counts.len() - 2)).then_some(slope)
+}
+
+/// The 0.1 % point of the chi-square distribution: a fit worse than this is not a line.
+fn chi2_limit(degrees_of_freedom: usize) -> f64 {
+    match degrees_of_freedom {
+        4 => 18.47,
+        10 => 29.59,
+        // Wilson-Hilferty, for bucket counts not used today.
+        k => {
+            let k = k as f64;
+            k * (1.0 - 2.0 / (9.0 * k) + 3.09 * (2.0 / (9.0 * k)).sqrt()).powi(3)
+        }
     }
 }
 
@@ -210,10 +246,10 @@ mod tests {
         assert!((t.close_rate - 200.0).abs() < 1.0, "{t:?}");
         assert!(t.projected >= 6000.0 * 1.9, "{t:?}");
         let s = t.seconds_to_exhaustion.expect("heading for exhaustion");
-        // Use now: 2,000 + 2,500 = 4,500; +200/s in, -50/s out (oldest first): 10 s at a
-        // constant rate, a little sooner as the step up also reads as a rising rate.
-        assert!(t.trend > 0.0, "{t:?}");
-        assert!((5.0..=10.0).contains(&s), "{t:?}");
+        // Use now: 2,000 + 2,500 = 4,500; +200/s in, -50/s out (oldest first): 10 s. A step
+        // is not a ramp: no trend on top.
+        assert_eq!(t.trend, 0.0, "{t:?}");
+        assert!((9.0..=11.0).contains(&s), "{t:?}");
     }
 
     #[test]
@@ -231,12 +267,42 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_ramp_at_a_high_rate_is_seen_over_the_whole_history() {
+        // Now 40/s, rising 0.3/s every second for a minute: 1,860 ports held of 3,000. Over
+        // the youngest 30 s the rise is within three sigmas of counting noise; over 60 s it
+        // is not. Held ports grow 18/s: full in 63.3 s.
+        let h = history(|age| 40.0 - 0.3 * age);
+        let t = project(0, &h, 3000, LEN);
+        assert!((t.trend - 0.3).abs() < 0.03, "{t:?}");
+        assert_eq!(rising_line(&h.counts[6..], LEN / 12.0), None, "the short fit alone misses it");
+        let s = t.seconds_to_exhaustion.expect("heading for exhaustion");
+        assert!((62.0..=66.0).contains(&s), "{t:?}");
+    }
+
+    #[test]
     fn a_burst_that_does_not_stay_is_no_trend_once_it_is_over() {
         // 300 connections closed 15-20 s ago, quiet around it.
         let h = history(|age| if (15.0..20.0).contains(&age) { 60.0 } else { 1.0 });
         let t = project(0, &h, 1000, LEN);
         assert_eq!(t.trend, 0.0, "{t:?}");
         assert_eq!(t.seconds_to_exhaustion, None, "{t:?}");
+    }
+
+    #[test]
+    fn a_step_up_to_a_steady_rate_is_not_a_ramp() {
+        // A client that started 20 s ago at 42.5/s (85 % of 3,000 once settled): the
+        // history rises from nothing, but flat since the step.
+        for started in [12.0, 20.0, 25.0] {
+            let h = history(|age| if age < started { 42.5 } else { 0.0 });
+            let t = project(0, &h, 3000, LEN);
+            assert_eq!(t.trend, 0.0, "started {started} s ago: {t:?}");
+            assert_eq!(t.seconds_to_exhaustion, None, "started {started} s ago: {t:?}");
+        }
+        // A ramp that started 35 s ago from 5/s, rising 0.3/s each second, is one.
+        let h = history(|age| if age < 35.0 { 5.0 + 0.3 * (35.0 - age) } else { 0.0 });
+        let t = project(0, &h, 3000, LEN);
+        assert!((t.trend - 0.3).abs() < 0.05, "{t:?}");
+        assert!(t.seconds_to_exhaustion.is_some_and(|s| s < 300.0), "{t:?}");
     }
 
     #[test]

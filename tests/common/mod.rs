@@ -192,6 +192,31 @@ impl Netns {
     }
 }
 
+/// Two namespaces joined by a veth pair: `client` at 10.213.0.1, `server` at 10.213.0.2
+/// (addresses that exist only inside these namespaces). Traffic between them is not
+/// loopback, so the kernel's loopback-only TIME_WAIT reuse (`tcp_tw_reuse` = 2) cannot
+/// hide port exhaustion.
+pub struct VethPair {
+    pub client: Netns,
+    pub server: Netns,
+}
+
+impl VethPair {
+    pub const CLIENT_IP: &'static str = "10.213.0.1";
+    pub const SERVER_IP: &'static str = "10.213.0.2";
+
+    pub fn new(tag: &str) -> VethPair {
+        let client = Netns::new(&format!("{tag}-c"));
+        let server = Netns::new(&format!("{tag}-s"));
+        run("ip", &["link", "add", "sw0", "netns", &client.name, "type", "veth", "peer", "name", "sw1", "netns", &server.name]);
+        for (ns, dev, ip) in [(&client, "sw0", Self::CLIENT_IP), (&server, "sw1", Self::SERVER_IP)] {
+            run("ip", &["-n", &ns.name, "addr", "add", &format!("{ip}/24"), "dev", dev]);
+            run("ip", &["-n", &ns.name, "link", "set", dev, "up"]);
+        }
+        VethPair { client, server }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();

@@ -1,0 +1,375 @@
+//! The central promise, tried as a user would: a client without keep-alive ramps its rate
+//! toward one server until `connect()` fails with EADDRNOTAVAIL, and a real Prometheus
+//! with the shipped rules has a port alert firing at least 60 s before that. A client at
+//! a steady rate that settles at 85 % of the range must not get a critical alert.
+//!
+//! Real traffic over a veth pair between two namespaces the test creates (loopback would
+//! let the kernel reuse TIME_WAIT ports and hide the exhaustion). Needs root, iproute2,
+//! sysctl and prometheus. Each test takes about three minutes: TIME_WAIT lasts 60 s.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+/// `ip_local_port_range` in the client namespace: 3,000 ports.
+const RANGE: (&str, f64) = ("40000 42999", 3000.0);
+const SERVER_PORT: u16 = 8080;
+const DAEMON_PORT: u16 = 9822;
+const PROM_PORT: u16 = 9090;
+
+const PORT_ALERTS: [&str; 4] = [
+    "EphemeralPortsExhaustionPredicted",
+    "EphemeralPortsExhaustionImminent",
+    "EphemeralPortsNearExhaustion",
+    "EphemeralPortsExhaustionCritical",
+];
+const CRITICAL_PORT_ALERTS: [&str; 2] = ["EphemeralPortsExhaustionImminent", "EphemeralPortsExhaustionCritical"];
+
+/// Accepts connections in the server namespace and closes each once the client has
+/// closed it, so the client side holds the TIME_WAIT. Stops when `stop` is set.
+fn serve(ns: &Netns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        enter_netns(&path);
+        let l = TcpListener::bind((VethPair::SERVER_IP, SERVER_PORT)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let mut open: Vec<TcpStream> = Vec::new();
+        let mut buf = [0u8; 64];
+        while !stop.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(true).unwrap();
+                    open.push(s);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("accept: {e}"),
+            }
+            // Close the ones whose client has closed (read returns 0).
+            open.retain_mut(|s| !matches!(std::io::Read::read(s, &mut buf), Ok(0)));
+        }
+    })
+}
+
+fn enter_netns(path: &str) {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: valid fd; setns affects only this thread.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// What the paced client did.
+struct Outcome {
+    connections: u64,
+    /// When and how the first connect() failed.
+    failure: Option<(SystemTime, std::io::Error)>,
+}
+
+/// Connects and closes at once (client closes first), `connections(t)` connections by
+/// second `t`, until a connect() fails, `stop` is set or `limit` passes.
+fn paced_client(
+    ns: &Netns,
+    connections: impl Fn(f64) -> f64 + Send + 'static,
+    limit: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Outcome> {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        enter_netns(&path);
+        let to: SocketAddr = format!("{}:{SERVER_PORT}", VethPair::SERVER_IP).parse().unwrap();
+        let start = Instant::now();
+        let mut done = 0u64;
+        while start.elapsed() < limit && !stop.load(Ordering::Relaxed) {
+            let due = connections(start.elapsed().as_secs_f64()) as u64;
+            while done < due {
+                match TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
+                    Ok(s) => drop(s),
+                    Err(e) => return Outcome { connections: done, failure: Some((SystemTime::now(), e)) },
+                }
+                done += 1;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Outcome { connections: done, failure: None }
+    })
+}
+
+/// A real Prometheus in `ns` with the shipped rules, scraping the daemon every second.
+struct Prometheus {
+    _child: KillOnDrop,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(ns: &Netns, tag: &str) -> Prometheus {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let dir = std::env::temp_dir().join(format!("sockwatch-predict-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {root}/prometheus/alerts.yml\n\
+                 scrape_configs:\n  - job_name: sockwatch\n    static_configs:\n      - targets: ['127.0.0.1:{DAEMON_PORT}']\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, "prometheus", "--config.file", config.to_str().unwrap()])
+            .args(["--storage.tsdb.path", dir.join("data").to_str().unwrap()])
+            .args(["--web.listen-address", &format!("127.0.0.1:{PROM_PORT}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Prometheus { _child: KillOnDrop(child), dir };
+        // Ready, and the daemon scraped at least once.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while p.query(ns, "up", None) != Some(1.0) {
+            assert!(Instant::now() < deadline, "Prometheus did not scrape the daemon within 60 s");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        p
+    }
+
+    /// The one value of an instant query (at `at`, default now), if there is one.
+    fn query(&self, ns: &Netns, expr: &str, at: Option<SystemTime>) -> Option<f64> {
+        let time = at.map_or(String::new(), |t| format!("&time={:.3}", unix(t)));
+        let (status, body) = try_http_get_in(ns, PROM_PORT, &format!("/api/v1/query?query={expr}{time}"))?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Names of the alerts in state `firing`.
+    fn firing(&self, ns: &Netns) -> Vec<String> {
+        let Some((200, body)) = try_http_get_in(ns, PROM_PORT, "/api/v1/alerts") else { return Vec::new() };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| a["labels"]["alertname"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// A scenario: namespaces, a server, the daemon and Prometheus in the client namespace.
+struct Lab {
+    pair: VethPair,
+    stop: Arc<AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+    _daemon: Daemon,
+    prom: Prometheus,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let pair = VethPair::new(tag);
+        pair.client.sysctl("net.ipv4.ip_local_port_range", RANGE.0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = Some(serve(&pair.server, stop.clone()));
+        let daemon = Daemon::start(&pair.client, DAEMON_PORT, &["--interval", "1s"]);
+        let prom = Prometheus::start(&pair.client, tag);
+        Lab { pair, stop, server, _daemon: daemon, prom }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(s) = self.server.take() {
+            let _ = s.join();
+        }
+    }
+}
+
+#[test]
+fn a_port_alert_fires_a_minute_before_a_ramp_exhausts_the_range() {
+    if !require("a_port_alert_fires_a_minute_before_a_ramp_exhausts_the_range", &["sysctl", "prometheus"]) {
+        return;
+    }
+    let lab = Lab::new("ramp");
+    // 5 connections/s, rising by 0.3/s every second: held ports follow the rate 30 s
+    // behind and reach 3,000 when the rate is 50 + 9 = 59/s, about 180 s in.
+    let ramp = |t: f64| 5.0 * t + 0.15 * t * t;
+    let client = paced_client(&lab.pair.client, ramp, Duration::from_secs(300), lab.stop.clone());
+    let started = SystemTime::now();
+    let mut first_firing: Vec<(String, SystemTime)> = Vec::new();
+    while !client.is_finished() {
+        for name in lab.prom.firing(&lab.pair.client) {
+            if PORT_ALERTS.contains(&name.as_str()) && !first_firing.iter().any(|(n, _)| *n == name) {
+                first_firing.push((name, SystemTime::now()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let outcome = client.join().unwrap();
+    let (failed_at, err) = outcome.failure.expect("the ramp must exhaust the port range within 300 s");
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{err}");
+    let at = |t: SystemTime| unix(t) - unix(started);
+    let timeline: Vec<String> =
+        first_firing.iter().map(|(n, t)| format!("{n} firing at {:.0} s", at(*t))).collect();
+    eprintln!(
+        "ramp: connect() failed with EADDRNOTAVAIL at {:.0} s after {} connections; {}",
+        at(failed_at),
+        outcome.connections,
+        timeline.join(", ")
+    );
+    // The trajectory Prometheus saw, every 10 s, for the record.
+    let trail: Vec<String> = (1..)
+        .map(|i| started + Duration::from_secs(10 * i))
+        .take_while(|t| *t < failed_at)
+        .map(|t| {
+            let q = |e: &str| lab.prom.query(&lab.pair.client, e, Some(t)).map_or("-".into(), |v| format!("{v:.2}"));
+            format!(
+                "{:.0} s: used {} projected {} seconds_to_exhaustion {}",
+                at(t),
+                q("sockwatch_ephemeral_port_utilization_max"),
+                q("sockwatch_ephemeral_port_projected_utilization_max"),
+                q("sockwatch_ephemeral_port_seconds_to_exhaustion")
+            )
+        })
+        .collect();
+    eprintln!("ramp trajectory:\n  {}", trail.join("\n  "));
+    let (name, earliest) = first_firing.first().cloned().unwrap_or_else(|| panic!("no port alert fired: {timeline:?}"));
+    let lead = unix(failed_at) - unix(earliest);
+    assert!(lead >= 60.0, "{name} fired only {lead:.0} s before the first failure: {timeline:?}");
+    // The sample taken just before the failure already projected the range full.
+    let projected = lab
+        .prom
+        .query(&lab.pair.client, "sockwatch_ephemeral_port_projected_utilization_max", Some(failed_at))
+        .expect("a projection scraped before the failure");
+    assert!(projected >= 1.0, "projection just before the failure: {projected}");
+}
+
+#[test]
+fn a_steady_rate_at_85_percent_is_not_critical() {
+    if !require("a_steady_rate_at_85_percent_is_not_critical", &["sysctl", "prometheus", "ss"]) {
+        return;
+    }
+    let lab = Lab::new("steady");
+    // 42.5/s settles at 2,550 ports: 85 % of 3,000. Two minutes: one to fill, one settled.
+    const RATE: f64 = 0.85 * 3000.0 / 60.0;
+    let client = paced_client(&lab.pair.client, |t| RATE * t, Duration::from_secs(130), lab.stop.clone());
+    let mut critical = Vec::new();
+    while !client.is_finished() {
+        for name in lab.prom.firing(&lab.pair.client) {
+            if CRITICAL_PORT_ALERTS.contains(&name.as_str()) {
+                critical.push(name);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let outcome = client.join().unwrap();
+    assert!(outcome.failure.is_none(), "connect() failed at 85 %: {:?}", outcome.failure.map(|f| f.1));
+    assert!(critical.is_empty(), "a critical port alert fired at a steady 85 %: {critical:?}");
+    // Settled where the arithmetic says, as the kernel's own listing counts it.
+    let now = SystemTime::now();
+    let q = |e: &str| lab.prom.query(&lab.pair.client, e, Some(now)).unwrap_or_else(|| panic!("{e} not scraped"));
+    let projected = q("sockwatch_ephemeral_port_projected_utilization_max");
+    let used = q("sockwatch_ephemeral_port_utilization_max");
+    let tw = lab
+        .pair
+        .client
+        .exec_stdout("ss", &["-H", "-t", "-a", "-n", "state", "time-wait", "dst", VethPair::SERVER_IP])
+        .lines()
+        .count() as f64;
+    eprintln!("steady: projected {projected:.3}, used {used:.3}, ss TIME_WAIT {tw}");
+    assert!((0.8..=0.9).contains(&projected), "projected {projected}");
+    assert!((tw / RANGE.1 - used).abs() < 0.03, "sockwatch {used} against ss {tw} of {}", RANGE.1);
+    assert_eq!(q("sockwatch_ephemeral_port_seconds_to_exhaustion"), f64::INFINITY);
+}
+
+/// Restores a sysctl file when dropped, even if the test panics.
+struct Restore(&'static str, String);
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0, &self.1);
+    }
+}
+
+/// `conntrack -L -p tcp --state TIME_WAIT` in `ns`: the remaining timeout of each entry.
+fn conntrack_time_wait_timeouts(ns: &Netns) -> Vec<u64> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "conntrack", "-L", "-p", "tcp", "--state", "TIME_WAIT"])
+        .output()
+        .unwrap();
+    // "tcp      6 117 TIME_WAIT src=...": the third column.
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn conntrack_projection_reads_the_kernel_time_wait_timeouts() {
+    if !require("conntrack_projection_reads_the_kernel_time_wait_timeouts", &["nft", "conntrack", "sysctl"]) {
+        return;
+    }
+    let ns = Netns::new("ctproj");
+    ns.enable_conntrack();
+    // 40 connections/s for 12 s over loopback, client closing first: ~480 tracked
+    // connections in TIME_WAIT, all younger than 20 s when measured.
+    let listener = ns.enter(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        enter_netns(&path);
+        let to = listener.local_addr().unwrap();
+        let start = Instant::now();
+        let mut done = 0u64;
+        while start.elapsed() < Duration::from_secs(12) {
+            while done < (40.0 * start.elapsed().as_secs_f64()) as u64 {
+                churn_once(&listener, to).unwrap();
+                done += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+    .join()
+    .unwrap();
+    ns.settle();
+    let timeouts = conntrack_time_wait_timeouts(&ns);
+    let timeout = ns.exec_stdout("sysctl", &["-n", "net.netfilter.nf_conntrack_tcp_timeout_time_wait"]);
+    let timeout: u64 = timeout.trim().parse().unwrap();
+    let young = timeouts.iter().filter(|&&t| t * 6 >= timeout * 5).count() as f64;
+    assert!(young > 300.0 && young == timeouts.len() as f64, "{young} young of {:?}", timeouts.len());
+    // nf_conntrack_max is global: lower it above what the table holds (nothing is dropped)
+    // but below where this rate settles, and put it back afterwards.
+    const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+    let _restore = Restore(MAX, std::fs::read_to_string(MAX).unwrap().trim().to_owned());
+    let total = ns.exec_stdout("conntrack", &["-C"]).trim().parse::<f64>().unwrap();
+    let max = total + 400.0;
+    std::fs::write(MAX, format!("{max}")).unwrap();
+    let out = ns.exec_stdout(BIN, &["sample", "--conntrack.breakdown", "--log.level", "warn"]);
+    let m = parse_metrics(&out);
+    let window = timeout as f64 / 6.0;
+    let rate = value(&m, "sockwatch_conntrack_time_wait_rate");
+    assert!((rate - young / window).abs() < 1e-9, "sockwatch {rate}/s, conntrack -L {young} in {window} s");
+    let projected = value(&m, "sockwatch_conntrack_projected_utilization");
+    let expected = (total - young + rate * timeout as f64) / max;
+    assert!((projected - expected).abs() < 0.01, "projected {projected}, from conntrack -L {expected}");
+    // A step, not a ramp: the table fills at the current rate, no TIME_WAIT entry ages out first.
+    let seconds = value(&m, "sockwatch_conntrack_seconds_to_full");
+    let expected = ((max - total) / rate).ceil();
+    assert!((seconds - expected).abs() <= 1.0, "{seconds} s to full, from conntrack -L {expected} s");
+}
