@@ -50,6 +50,8 @@ fn parse(c: &mut Criterion) {
             ports.finish(&cfg)
         })
     });
+    // The end of the sample alone: projecting every tracked destination, the top-K cut.
+    g.bench_function("finish_ports", |b| b.iter(|| ports.finish(&cfg)));
     g.finish();
 }
 

@@ -332,7 +332,7 @@ mod tests {
         let with_timeout = |state: u8, left: u32| {
             [entry(6, Some(state), IPS_ASSURED, [10, 0, 0, 2]), nla(CTA_TIMEOUT, &left.to_be_bytes())].concat()
         };
-        for left in [119, 115, 111, 5] {
+        for left in [119, 115, 105, 5] {
             count_entry(&with_timeout(CT_TCP_TIME_WAIT, left), &mut b);
         }
         // ESTABLISHED timeouts restart with every packet: not history.

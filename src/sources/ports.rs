@@ -210,6 +210,8 @@ type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 #[derive(Debug)]
 pub struct PortAggregator {
     range: Option<EphemeralRange>,
+    /// [`TwHistogram::scale`] of the range's TIME_WAIT length.
+    tw_scale: u64,
     /// One bit per port that has a listener: a cheap first test per socket.
     listening: Box<[u64; 1024]>,
     listeners: FxMap<(IpAddr, u16), (u64, u64)>,
@@ -229,6 +231,7 @@ impl Default for PortAggregator {
     fn default() -> Self {
         PortAggregator {
             range: None,
+            tw_scale: TwHistogram::scale(TIME_WAIT_SECONDS * 1000),
             listening: Box::new([0; 1024]),
             listeners: FxMap::default(),
             listeners_full: false,
@@ -251,6 +254,9 @@ impl PortAggregator {
     /// Starts a new dump against a range with its capacity and TIME_WAIT length.
     pub fn begin_range(&mut self, range: Option<EphemeralRange>) {
         self.range = range;
+        if let Some(r) = range {
+            self.tw_scale = TwHistogram::scale(r.time_wait_seconds.saturating_mul(1000));
+        }
         self.listening.fill(0);
         self.listeners.clear();
         self.listeners_full = false;
@@ -309,17 +315,18 @@ impl PortAggregator {
             return;
         }
         let key = (canonical(m.src_addr()), canonical(remote), m.dst_port());
-        let stat = if self.dests.len() < self.cap {
-            self.dests.entry(key).or_default()
-        } else if let Some(stat) = self.dests.get_mut(&key) {
-            stat
-        } else {
-            self.untracked += 1;
-            return;
+        let full = self.dests.len() >= self.cap;
+        let stat = match self.dests.get_mut(&key) {
+            Some(stat) => stat,
+            None if full => {
+                self.untracked += 1;
+                return;
+            }
+            None => self.dests.entry(key).or_default(),
         };
         stat.used += 1;
         if state == TCP_TIME_WAIT {
-            stat.tw.add(m.expires(), range.time_wait_seconds.saturating_mul(1000));
+            stat.tw.add_scaled(m.expires(), self.tw_scale);
         }
     }
 

@@ -118,15 +118,23 @@ impl<'a> DiagMsg<'a> {
     /// Milliseconds until the socket's timer fires (`idiag_expires`); for a TIME_WAIT
     /// socket, until it is destroyed and its port is free.
     pub fn expires(&self) -> u32 {
-        u32::from_ne_bytes([self.raw[52], self.raw[53], self.raw[54], self.raw[55]])
+        self.u32_at(52)
+    }
+    /// A native-endian u32 at `at`: one bounds check and one load, where four byte
+    /// indexings cost a dozen instructions per socket.
+    #[inline]
+    fn u32_at(&self, at: usize) -> u32 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&self.raw[at..at + 4]);
+        u32::from_ne_bytes(b)
     }
     /// For a listener: its accept queue length. Otherwise bytes in the receive queue.
     pub fn rqueue(&self) -> u32 {
-        u32::from_ne_bytes([self.raw[56], self.raw[57], self.raw[58], self.raw[59]])
+        self.u32_at(56)
     }
     /// For a listener: its backlog limit. Otherwise bytes in the send queue.
     pub fn wqueue(&self) -> u32 {
-        u32::from_ne_bytes([self.raw[60], self.raw[61], self.raw[62], self.raw[63]])
+        self.u32_at(60)
     }
 }
 
