@@ -311,7 +311,11 @@ fn ports_check(e: &crate::sources::ports::Ephemeral, l: &crate::sources::limits:
             plural(e.destinations, "destination", "destinations"),
             l.port_range_low,
             l.port_range_high,
-            if e.bound > 0 { format!(", {} held by bound-only sockets", plural(e.bound, "port", "ports")) } else { String::new() },
+            if e.bound > 0 {
+                format!(", {} held by bound-only sockets", plural(e.bound, "port", "ports"))
+            } else {
+                String::new()
+            },
             trajectory.unwrap_or_default(),
         ),
         advice: (level > Level::Ok).then(|| {

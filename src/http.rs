@@ -3,10 +3,12 @@
 //! request never triggers a sample: serving `/metrics` is a reference-count increment on
 //! bytes rendered (and compressed) once per sample.
 //!
-//! Limits, so clients cannot hurt the host: GET and HEAD only; request headers must
-//! arrive within [`HEADER_READ_TIMEOUT`] and fit in [`MAX_REQUEST_BYTES`]; at most
-//! [`MAX_CONNECTIONS`] connections are served at once (the rest wait in the kernel's
-//! accept queue); TLS handshakes time out too. TLS and basic auth come from
+//! Limits, so clients cannot hurt the host or each other: GET and HEAD only; a connection
+//! must send its first byte within [`FIRST_BYTE_TIMEOUT`] and its request headers within
+//! [`HEADER_READ_TIMEOUT`], in at most [`MAX_REQUEST_BYTES`]; at most [`MAX_CONNECTIONS`]
+//! connections are held, and when they are all taken a new one closes the oldest that has
+//! no request in progress ([`crate::slots`]), so connections that say nothing cannot lock
+//! a scraper out; TLS handshakes time out too. TLS and basic auth come from
 //! `--web.config.file` ([`crate::webconfig`]).
 
 use std::convert::Infallible;
@@ -27,15 +29,19 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::sampler::Latest;
+use crate::slots::{Peer, SlotState, Slots};
 use crate::webconfig::{BasicAuth, WebConfig};
 
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A client must send its request headers within this time, or the connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...and the first byte of them (or of its TLS handshake) within this: a scraper sends
+/// its request at once.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest request (line and headers) read; a larger one is answered 431 and closed.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
-/// Connections served at once; more wait in the kernel's accept queue.
+/// Connections held at once; past it, idle ones are closed to make room ([`crate::slots`]).
 pub const MAX_CONNECTIONS: usize = 512;
 /// How long in-flight requests may take to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -147,22 +153,69 @@ impl Web {
     }
 }
 
-/// Serves one connection (plain or TLS) until it ends; `watcher` lets shutdown wait for it.
-async fn connection<S>(stream: S, web: Arc<Web>, watcher: Watcher)
+/// Serves one connection (plain or TLS) until it ends or is evicted; `watcher` lets
+/// shutdown wait for it. `slot` marks when a request is in progress.
+async fn connection<S>(stream: S, web: Arc<Web>, watcher: Watcher, slot: Arc<SlotState>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let state = slot.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let web = web.clone();
-        async move { Ok::<_, Infallible>(web.handle(&req).await) }
+        let (web, state) = (web.clone(), state.clone());
+        async move {
+            state.begin();
+            let resp = web.handle(&req).await;
+            state.end();
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_REQUEST_BYTES)
         .serve_connection(TokioIo::new(stream), service);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!("connection ended: {e}");
+    tokio::select! {
+        r = watcher.watch(conn) => if let Err(e) = r {
+            tracing::debug!("connection ended: {e}");
+        },
+        _ = slot.evicted() => tracing::debug!("idle connection closed to make room for a new one"),
+    }
+}
+
+/// Listen backlog of our TCP listeners (the kernel caps it at net.core.somaxconn, 4096 by
+/// default): deep enough that a client holding a few thousand connections cannot keep
+/// the accept queue full, where the kernel would drop a scraper's SYN and make it wait
+/// for a retransmit. The server drains it at once, evicting idle connections.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener with [`LISTEN_BACKLOG`].
+pub fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Logs accept() failures once per change of state (a full fd table fails every accept
+/// until it drains), and backs off instead of spinning.
+#[derive(Default)]
+pub struct AcceptErrors {
+    failing: bool,
+}
+
+impl AcceptErrors {
+    pub async fn failed(&mut self, what: &str, e: std::io::Error) {
+        if !self.failing {
+            tracing::warn!("{what} accept failed: {e} (logged once until accepting works again)");
+            self.failing = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    pub fn accepted(&mut self, what: &str) {
+        if std::mem::take(&mut self.failing) {
+            tracing::info!("{what} accepting connections again");
+        }
     }
 }
 
@@ -170,36 +223,52 @@ where
 /// [`SHUTDOWN_GRACE`] to finish.
 pub async fn serve(listener: TcpListener, web: Arc<Web>, tls: Option<WebConfig>, mut shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots::new(MAX_CONNECTIONS);
     let acceptor = tls.and_then(|c| c.tls);
+    let mut errors = AcceptErrors::default();
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = shutdown.changed() => break,
-        };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    errors.failed("HTTP", e).await;
                     continue;
                 }
             },
             _ = shutdown.changed() => break,
         };
+        errors.accepted("HTTP");
+        // Evicts an idle connection when all are taken; waits only while all are busy.
+        let slot = tokio::select! {
+            s = slots.acquire(Peer::Ip(peer.ip())) => s,
+            _ = shutdown.changed() => break,
+        };
         let (web, watcher, acceptor) = (web.clone(), graceful.watcher(), acceptor.clone());
         tokio::spawn(async move {
-            match acceptor {
-                None => connection(stream, web, watcher).await,
-                Some(acceptor) => match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => connection(tls, web, watcher).await,
-                    Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                },
+            let state = slot.state.clone();
+            // Nothing within FIRST_BYTE_TIMEOUT (or evicted meanwhile): close.
+            let mut byte = [0u8; 1];
+            let first = tokio::select! {
+                r = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut byte)) => matches!(r, Ok(Ok(n)) if n > 0),
+                _ = state.evicted() => false,
+            };
+            if first {
+                match acceptor {
+                    None => connection(stream, web, watcher, state).await,
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+                        tokio::select! {
+                            r = handshake => match r {
+                                Ok(Ok(tls)) => connection(tls, web, watcher, state).await,
+                                Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            },
+                            _ = slot.state.evicted() => {}
+                        }
+                    }
+                }
             }
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);

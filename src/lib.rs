@@ -12,6 +12,7 @@ pub mod munin;
 pub mod munin_plugin;
 pub mod sampler;
 pub mod sched;
+pub mod slots;
 pub mod snapshot;
 pub mod sources;
 pub mod webconfig;

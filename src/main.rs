@@ -148,7 +148,7 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
     };
     runtime.block_on(async move {
         // Bind first, so a taken or impossible address fails at once with a clear message.
-        let listener = match tokio::net::TcpListener::bind(config.listen_address).await {
+        let listener = match sockwatch::http::bind_tcp(config.listen_address) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("sockwatch: cannot listen on {}: {e}", config.listen_address);
@@ -237,7 +237,7 @@ async fn start_munin(
         }
     }
     if let Some(addr) = m.listen_address {
-        match tokio::net::TcpListener::bind(addr).await {
+        match sockwatch::http::bind_tcp(addr) {
             Ok(listener) => {
                 tracing::info!(address = %listener.local_addr().map_or(addr, |a| a), "munin shim listening");
                 tasks.push(tokio::spawn(munin::serve_tcp(listener, shim, shutdown.clone())));

@@ -8,8 +8,11 @@
 //! `sockwatch` instead, so nothing is graphed twice.
 //!
 //! Limits: one line is at most [`MAX_LINE`] bytes (a longer one ends the session), a
-//! session idle for `--munin.idle-timeout` is closed, and at most `--munin.max-clients`
-//! sessions run at once (the rest are told to retry and closed).
+//! session that sends no command for `--munin.idle-timeout` is closed (empty and unknown
+//! lines do not count: a newline now and then keeps nothing open), and at most
+//! `--munin.max-clients` sessions are held: when all are taken, a new one closes the
+//! session idle longest ([`crate::slots`]); only when all are answering a command does it
+//! wait, for [`SLOT_WAIT`] at most, then it is told to retry and closed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,11 +20,16 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::exporter::munin as graphs;
+use crate::http::AcceptErrors;
 use crate::sampler::Latest;
+use crate::slots::{Peer, Slots};
 use crate::snapshot::Snapshot;
+
+/// Longest a new session waits for a slot while every session is answering a command.
+pub const SLOT_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest request line accepted, newline included.
 pub const MAX_LINE: usize = 1024;
@@ -75,12 +83,12 @@ pub struct Shim {
     pub host: String,
     pub breakdown: bool,
     pub idle_timeout: Duration,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
 }
 
 impl Shim {
     pub fn new(latest: Latest, host: String, breakdown: bool, max_clients: usize, idle_timeout: Duration) -> Shim {
-        Shim { latest, host, breakdown, idle_timeout, slots: Arc::new(Semaphore::new(max_clients)) }
+        Shim { latest, host, breakdown, idle_timeout, slots: Slots::new(max_clients) }
     }
 
     /// Appends the answer to `req`; returns false when the session should end.
@@ -144,8 +152,8 @@ impl Shim {
     }
 
     /// Runs one session on any byte stream.
-    pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, stream: S) {
-        let Ok(_permit) = self.slots.clone().try_acquire_owned() else {
+    pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, stream: S, peer: Peer) {
+        let Ok(slot) = tokio::time::timeout(SLOT_WAIT, self.slots.acquire(peer)).await else {
             let mut stream = stream;
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
@@ -164,12 +172,22 @@ impl Shim {
         let mut session = Session::default();
         let mut line = Vec::with_capacity(128);
         let mut out = String::with_capacity(4096);
+        // Only a command moves the idle deadline: empty and unknown lines do not.
+        let mut deadline = tokio::time::Instant::now() + idle;
         loop {
             line.clear();
-            let read = tokio::time::timeout(idle, (&mut rd).take(MAX_LINE as u64).read_until(b'\n', &mut line)).await;
+            let mut limited = (&mut rd).take(MAX_LINE as u64);
+            let read = tokio::select! {
+                r = tokio::time::timeout_at(deadline, limited.read_until(b'\n', &mut line)) => r,
+                _ = slot.state.evicted() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(b"# idle, closed to make room\n")).await;
+                    return;
+                }
+            };
             match read {
                 Err(_) => {
-                    let _ = wr.write_all(b"# idle timeout, closing\n").await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), wr.write_all(b"# idle timeout, closing\n")).await;
                     return;
                 }
                 Ok(Err(_)) | Ok(Ok(0)) => return,
@@ -182,10 +200,19 @@ impl Shim {
             }
             let text = String::from_utf8_lossy(&line);
             let req = parse_request(&text);
+            let command = !matches!(req, Request::Empty | Request::Unknown);
+            if command {
+                slot.state.begin();
+                deadline = tokio::time::Instant::now() + idle;
+            }
             let snap = self.latest.borrow().as_ref().map(|p| p.snapshot.clone());
             out.clear();
             let more = self.respond(&req, &mut session, snap.as_deref(), &mut out);
-            if !matches!(tokio::time::timeout(idle, wr.write_all(out.as_bytes())).await, Ok(Ok(()))) || !more {
+            let written = matches!(tokio::time::timeout(idle, wr.write_all(out.as_bytes())).await, Ok(Ok(())));
+            if command {
+                slot.state.end();
+            }
+            if !written || !more {
                 return;
             }
         }
@@ -209,7 +236,29 @@ pub fn hostname() -> String {
 pub fn bind_unix(path: &Path) -> Result<UnixListener, String> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // 0755 whatever the umask: the socket's own mode (0660) is what admits the group.
+        use std::os::unix::fs::DirBuilderExt;
+        let existed = dir.exists();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        if !existed {
+            // mkdir applies the umask: set the mode we mean (a umask of 077 would lock the
+            // munin group out, one of 000 would open it to everyone).
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| format!("cannot set mode 0755 on {}: {e}", dir.display()))?;
+        }
+        if let Ok(meta) = std::fs::metadata(dir) {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                tracing::warn!(
+                    "{} is world-writable (mode {mode:o}): anyone can replace the Munin socket",
+                    dir.display()
+                );
+            }
+        }
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -221,22 +270,67 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, String> {
         Ok(_) => return Err(format!("{} exists and is not a socket", path.display())),
         Err(_) => {}
     }
-    let listener = UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    let listener = listen_unix(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| format!("cannot set mode 0660 on {}: {e}", path.display()))?;
     Ok(listener)
 }
 
+/// Binds and listens on a Unix stream socket with [`crate::http::LISTEN_BACKLOG`] (std and
+/// tokio use 128 or 1024: a client with a few thousand connections would keep the queue
+/// full and a legitimate `connect()` asleep). Created with mode 0600 whatever the umask, so
+/// nobody else can connect before [`bind_unix`] opens it to the group.
+fn listen_unix(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "path too long for a Unix socket"));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: plain socket(2); the fd is owned by the std listener below from here on.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    // SAFETY: umask is process-wide: set it around bind only, restored at once; addr is a
+    // valid sockaddr_un of `len` bytes.
+    let rc = unsafe {
+        let old = libc::umask(0o177);
+        let rc = libc::bind(fd, (&raw const addr).cast(), len);
+        libc::umask(old);
+        rc
+    };
+    // SAFETY: fd is a bound socket.
+    if rc != 0 || unsafe { libc::listen(fd, crate::http::LISTEN_BACKLOG as libc::c_int) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    UnixListener::from_std(std_listener)
+}
+
 /// Serves sessions on the Unix socket until shutdown, then removes the socket file.
 pub async fn serve_unix(listener: UnixListener, path: PathBuf, shim: Arc<Shim>, mut shutdown: watch::Receiver<bool>) {
+    let mut errors = AcceptErrors::default();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => { tokio::spawn(shim.clone().session(stream)); }
-                Err(e) => {
-                    tracing::warn!("munin socket accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok((stream, _)) => {
+                    errors.accepted("munin socket");
+                    let peer = stream.peer_cred().map_or(Peer::Unknown, |c| Peer::Process {
+                        uid: c.uid(),
+                        pid: c.pid().unwrap_or(0),
+                    });
+                    tokio::spawn(shim.clone().session(stream, peer));
                 }
+                Err(e) => errors.failed("munin socket", e).await,
             },
             _ = shutdown.changed() => break,
         }
@@ -249,14 +343,15 @@ pub async fn serve_unix(listener: UnixListener, path: PathBuf, shim: Arc<Shim>, 
 
 /// Serves sessions on a TCP listener until shutdown.
 pub async fn serve_tcp(listener: TcpListener, shim: Arc<Shim>, mut shutdown: watch::Receiver<bool>) {
+    let mut errors = AcceptErrors::default();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => { tokio::spawn(shim.clone().session(stream)); }
-                Err(e) => {
-                    tracing::warn!("munin TCP accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok((stream, addr)) => {
+                    errors.accepted("munin TCP");
+                    tokio::spawn(shim.clone().session(stream, Peer::Ip(addr.ip())));
                 }
+                Err(e) => errors.failed("munin TCP", e).await,
             },
             _ = shutdown.changed() => break,
         }

@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::exporter::prometheus;
 use crate::snapshot::{Snapshot, Source, SourceStatus};
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
-use crate::sources::projection;
 use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
+use crate::sources::projection;
 use crate::sources::{self, sockets::SockDiag, SourceError};
 
 /// What readers see: the snapshot and its pre-rendered Prometheus text, plain and
@@ -253,7 +253,10 @@ impl Sampler {
 
 /// Where the conntrack table is heading, from the breakdown's TIME_WAIT entries, against
 /// `nf_conntrack_max`. Only with the breakdown: the O(1) counters carry no timeouts.
-fn project_conntrack(b: Option<&Breakdown>, ct: Option<&sources::conntrack::Conntrack>) -> Option<projection::Trajectory> {
+fn project_conntrack(
+    b: Option<&Breakdown>,
+    ct: Option<&sources::conntrack::Conntrack>,
+) -> Option<projection::Trajectory> {
     let (b, limit) = (b?, ct?.limit?);
     let held = b.total.saturating_sub(b.time_wait.total());
     Some(projection::project(held, &b.time_wait, limit, f64::from(b.time_wait_timeout)))

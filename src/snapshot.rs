@@ -6,8 +6,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::sources::{
-    conntrack::Conntrack, ct_breakdown::Breakdown, limits::Limits, ports::PortUsage, snmp::TcpCounters,
-    projection::Trajectory, sockets::Sockets, sockstat::Sockstat,
+    conntrack::Conntrack, ct_breakdown::Breakdown, limits::Limits, ports::PortUsage, projection::Trajectory,
+    snmp::TcpCounters, sockets::Sockets, sockstat::Sockstat,
 };
 
 /// The kernel sources, in the order they are sampled and exported.

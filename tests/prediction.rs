@@ -226,8 +226,7 @@ fn a_port_alert_fires_a_minute_before_a_ramp_exhausts_the_range() {
     let (failed_at, err) = outcome.failure.expect("the ramp must exhaust the port range within 300 s");
     assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{err}");
     let at = |t: SystemTime| unix(t) - unix(started);
-    let timeline: Vec<String> =
-        first_firing.iter().map(|(n, t)| format!("{n} firing at {:.0} s", at(*t))).collect();
+    let timeline: Vec<String> = first_firing.iter().map(|(n, t)| format!("{n} firing at {:.0} s", at(*t))).collect();
     eprintln!(
         "ramp: connect() failed with EADDRNOTAVAIL at {:.0} s after {} connections; {}",
         at(failed_at),
@@ -314,11 +313,7 @@ fn conntrack_time_wait_timeouts(ns: &Netns) -> Vec<u64> {
         .output()
         .unwrap();
     // "tcp      6 117 TIME_WAIT src=...": the third column.
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
-        .collect()
+    String::from_utf8(out.stdout).unwrap().lines().filter_map(|l| l.split_whitespace().nth(2)?.parse().ok()).collect()
 }
 
 #[test]

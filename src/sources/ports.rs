@@ -349,9 +349,8 @@ impl PortAggregator {
         };
         let all: Vec<Destination> = self.dests.iter().map(destination).collect();
         // Soonest exhaustion first, then the highest projection, then the busiest now.
-        let urgency = |d: &Destination| {
-            (d.seconds_to_exhaustion.unwrap_or(f64::INFINITY), -d.projected, -(d.used as f64))
-        };
+        let urgency =
+            |d: &Destination| (d.seconds_to_exhaustion.unwrap_or(f64::INFINITY), -d.projected, -(d.used as f64));
         let worst = all.iter().min_by(|a, b| urgency(a).partial_cmp(&urgency(b)).unwrap_or(std::cmp::Ordering::Equal));
         let worst = worst.cloned();
         let mut top = Vec::new();

@@ -208,7 +208,23 @@ impl VethPair {
     pub fn new(tag: &str) -> VethPair {
         let client = Netns::new(&format!("{tag}-c"));
         let server = Netns::new(&format!("{tag}-s"));
-        run("ip", &["link", "add", "sw0", "netns", &client.name, "type", "veth", "peer", "name", "sw1", "netns", &server.name]);
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                "sw0",
+                "netns",
+                &client.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "sw1",
+                "netns",
+                &server.name,
+            ],
+        );
         for (ns, dev, ip) in [(&client, "sw0", Self::CLIENT_IP), (&server, "sw1", Self::SERVER_IP)] {
             run("ip", &["-n", &ns.name, "addr", "add", &format!("{ip}/24"), "dev", dev]);
             run("ip", &["-n", &ns.name, "link", "set", dev, "up"]);

@@ -1,0 +1,234 @@
+//! One hostile local client holding thousands of connections that say nothing (HTTP), or
+//! send a newline now and then (Munin), reconnecting as soon as one is closed: a
+//! legitimate scrape and a munin fetch must still be answered within a second, every time.
+//! (Before: 700 silent connections denied every scrape for their 10 s header timeout, and
+//! 64 trickling Munin sessions locked munin-node out indefinitely.)
+//!
+//! The flood runs in a child process (this test binary, running `flood_child`): a client
+//! is a peer address for HTTP (the flood connects from 127.0.0.2) and a process for the
+//! Unix socket, and the scraper is another.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const HOSTILE: usize = 2000;
+
+/// A connection the flood holds, polled without blocking.
+trait Conn: Read + Write + Send + 'static {
+    fn nonblocking(&self);
+}
+impl Conn for TcpStream {
+    fn nonblocking(&self) {
+        self.set_nonblocking(true).unwrap();
+    }
+}
+impl Conn for UnixStream {
+    fn nonblocking(&self) {
+        self.set_nonblocking(true).unwrap();
+    }
+}
+
+/// Keeps `n` connections open (reconnecting as the server closes them) until `flag` is
+/// set; with `trickle`, each sends a newline every 200 ms. Returns (made, closed by the
+/// server).
+fn flood<C: Conn>(n: usize, trickle: bool, connect: impl Fn() -> Option<C>, flag: &AtomicBool) -> (u64, u64) {
+    let (mut conns, mut made, mut closed) = (Vec::<C>::new(), 0u64, 0u64);
+    let mut last_trickle = Instant::now();
+    let mut buf = [0u8; 512];
+    while !flag.load(Ordering::Relaxed) {
+        while conns.len() < n {
+            let Some(c) = connect() else { break };
+            c.nonblocking();
+            conns.push(c);
+            made += 1;
+        }
+        let before = conns.len();
+        conns.retain_mut(|c| loop {
+            match c.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(_) => continue, // a greeting or a goodbye line: read on
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        });
+        closed += (before - conns.len()) as u64;
+        if trickle && last_trickle.elapsed() > Duration::from_millis(200) {
+            for c in &mut conns {
+                let _ = c.write(b"\n");
+            }
+            last_trickle = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (made, closed)
+}
+
+/// A TCP connection from `local` (bind before connect), so the flood is its own peer.
+fn connect_from(local: std::net::Ipv4Addr, to: std::net::SocketAddrV4) -> Option<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor owned by the TcpStream from here on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let (from, dest) = (sa(local, 0), sa(*to.ip(), to.port()));
+        if libc::bind(fd, (&raw const from).cast(), len) != 0 || libc::connect(fd, (&raw const dest).cast(), len) != 0 {
+            return None;
+        }
+        Some(stream)
+    }
+}
+
+/// The flood, as a child process: started by [`Flood::start`], stopped by closing its
+/// standard input, then it prints what it did.
+#[test]
+#[ignore = "run by the flood tests as their child process"]
+fn flood_child() {
+    let Ok(target) = std::env::var("SOCKWATCH_FLOOD") else { return };
+    raise_fd_limit();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        flag.store(true, Ordering::Relaxed);
+    });
+    let (made, closed) = match target.strip_prefix("tcp:") {
+        Some(addr) => {
+            let to: std::net::SocketAddrV4 = addr.parse().unwrap();
+            flood(HOSTILE, false, || connect_from([127, 0, 0, 2].into(), to), &stop)
+        }
+        None => {
+            let path = target.strip_prefix("unix:").unwrap().to_owned();
+            flood(HOSTILE, true, || UnixStream::connect(&path).ok(), &stop)
+        }
+    };
+    println!("FLOOD made={made} closed={closed}");
+}
+
+struct Flood(Option<std::process::Child>);
+
+impl Flood {
+    /// Starts the flood child against `target` (`tcp:ADDR` or `unix:PATH`) and lets it fill
+    /// every slot.
+    fn start(target: &str) -> Flood {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["flood_child", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+            .env("SOCKWATCH_FLOOD", target)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        Flood(Some(child))
+    }
+
+    /// Stops it: (connections made, closed by the server).
+    fn finish(mut self) -> (u64, u64) {
+        let mut child = self.0.take().unwrap();
+        drop(child.stdin.take());
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child.wait().unwrap();
+        let line =
+            out.split("FLOOD ").nth(1).and_then(|l| l.lines().next()).unwrap_or_else(|| panic!("flood said {out:?}"));
+        let num = |k: &str| line.split(' ').find_map(|kv| kv.strip_prefix(k)).unwrap().parse().unwrap();
+        (num("made="), num("closed="))
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The flood needs a few thousand descriptors: the soft limit up to the hard one.
+fn raise_fd_limit() {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid pointer to an rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = l.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+    assert!(l.rlim_cur >= 3 * HOSTILE as u64, "RLIMIT_NOFILE {} is too low for the flood", l.rlim_cur);
+}
+
+#[test]
+fn silent_connections_from_one_client_cannot_deny_a_scrape() {
+    let d = Served::start(&[]);
+    let flood = Flood::start(&format!("tcp:{}", d.addr));
+    let mut slow = Vec::new();
+    for i in 0..8 {
+        let t = Instant::now();
+        let (status, body) = http_get(&d.addr, "/metrics");
+        let took = t.elapsed();
+        eprintln!("scrape {i} during the flood: {took:?}");
+        assert_eq!(status, 200);
+        assert!(body.contains("sockwatch_samples_total"));
+        slow.extend((took >= Duration::from_secs(1)).then_some(took));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(slow.is_empty(), "scrapes slower than 1 s with {HOSTILE} hostile connections: {slow:?}");
+    let (made, closed) = flood.finish();
+    eprintln!("flood: {made} connections made, {closed} closed by the server");
+    assert!(closed > 0, "the server never closed a silent connection to make room");
+}
+
+#[test]
+fn trickling_munin_sessions_cannot_lock_out_a_fetch() {
+    let dir = std::env::temp_dir().join(format!("sockwatch-flood-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("munin.sock");
+    let _d = Served::start(&["--munin.socket", sock.to_str().unwrap()]);
+    let flood = Flood::start(&format!("unix:{}", sock.display()));
+    for i in 0..4 {
+        let t = Instant::now();
+        let s = UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("# munin node at "), "{line:?}");
+        (&s).write_all(b"fetch sockwatch_tcp_states\n").unwrap();
+        let mut values = 0;
+        loop {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0, "session closed before the fetch ended");
+            if line == ".\n" {
+                break;
+            }
+            values += usize::from(line.contains(".value "));
+        }
+        let took = t.elapsed();
+        eprintln!("munin fetch {i} during the flood: {took:?}");
+        assert!(values > 5, "{values} values");
+        assert!(took < Duration::from_secs(1), "fetch {i} took {took:?} with {HOSTILE} trickling sessions");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (made, closed) = flood.finish();
+    eprintln!("munin flood: {made} sessions made, {closed} closed by the shim");
+    assert!(closed > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
