@@ -442,8 +442,11 @@ fn check_top_k(k: usize) -> Result<usize, String> {
     Ok(k)
 }
 
+/// Largest configuration (or web configuration) file read: a real one is a few KiB.
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::sources::read_small_file(path, MAX_CONFIG_FILE)
         .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
 }

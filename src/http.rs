@@ -134,6 +134,10 @@ impl Web {
             "/" => response(StatusCode::OK, "text/html; charset=utf-8", self.landing_page()),
             "/-/healthy" => text(StatusCode::OK, "OK\n"),
             "/-/ready" => match latest {
+                Some(p) if p.snapshot.overdue.is_some() => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the latest sample is overdue: a kernel read is not returning\n",
+                ),
                 Some(_) => text(StatusCode::OK, "ready\n"),
                 None => text(StatusCode::SERVICE_UNAVAILABLE, "no sample taken yet\n"),
             },

@@ -146,7 +146,7 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         // Bind first, so a taken or impossible address fails at once with a clear message.
         let listener = match sockwatch::http::bind_tcp(config.listen_address) {
             Ok(l) => l,
@@ -210,8 +210,16 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
             let _ = task.await; // removes the Munin socket file
         }
         code
-    })
+    });
+    // A sample stuck in a kernel read holds a blocking thread that cannot be cancelled;
+    // dropping the runtime would wait for it forever. Give it a moment, then leave it.
+    runtime.shutdown_timeout(SHUTDOWN_BLOCKING_GRACE);
+    tracing::info!("shutdown complete");
+    code
 }
+
+/// How long shutdown waits for a blocking thread (a sample in progress) to finish.
+const SHUTDOWN_BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Starts the Munin shim's listeners. A socket that cannot be created is one warning,
 /// not a failure: HTTP keeps serving (e.g. `cargo run` as a user cannot write /run).

@@ -13,11 +13,12 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::exporter::prometheus;
-use crate::snapshot::{Snapshot, Source, SourceStatus};
+use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
 use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
 use crate::sources::projection;
 use crate::sources::{self, sockets::SockDiag, SourceError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What readers see: the snapshot and its pre-rendered Prometheus text, plain and
 /// gzip-compressed (compressed once per sample, never per scrape).
@@ -104,6 +105,8 @@ pub struct Sampler {
     breakdown: BreakdownMode,
     samples_total: u64,
     inconsistent_total: u64,
+    /// [`Source::code`] of the source being read now (0: none), for the watchdog.
+    progress: Arc<AtomicUsize>,
 }
 
 /// The latest breakdown result, written by [`run_breakdown`], read by every sample.
@@ -136,6 +139,7 @@ impl Sampler {
             },
             samples_total: 0,
             inconsistent_total: 0,
+            progress: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -192,19 +196,27 @@ impl Sampler {
         let start = Instant::now();
         let root = self.proc_root.as_path();
         let [t_sockets, t_sockstat, t_conntrack, t_snmp, t_limits] = &mut self.trackers;
+        let progress = self.progress.clone();
+        let at = |source: Source| progress.store(source.code(), Ordering::Relaxed);
         // Limits first: the socket walk needs the port range to classify sockets.
+        at(Source::Limits);
         let (limits, s4) = t_limits.observe(Source::Limits, || sources::limits::read(root));
         let (sockdiag, ports) = (&mut self.sockdiag, &mut self.ports);
         ports.begin_range(limits.as_ref().map(ephemeral_range));
+        at(Source::Sockets);
         let (sockets, s0) = t_sockets.observe(Source::Sockets, || sockdiag.read(&mut |m| ports.visit(m)));
         let ports = sockets.as_ref().map(|_| self.ports.finish(&self.ports_config));
+        at(Source::Sockstat);
         let (sockstat, s1) = t_sockstat.observe(Source::Sockstat, || sources::sockstat::read(root));
+        at(Source::Conntrack);
         let (conntrack, s2) = t_conntrack.observe(Source::Conntrack, || sources::conntrack::read(root));
+        at(Source::Snmp);
         let (snmp, s3) = t_snmp.observe(Source::Snmp, || sources::snmp::read(root));
         let mut statuses = vec![s0, s1, s2, s3, s4];
         let latest_breakdown = match &mut self.breakdown {
             BreakdownMode::Off => None,
             BreakdownMode::Inline(dump, tracker) => {
+                at(Source::ConntrackBreakdown);
                 let timeout = ct_breakdown::time_wait_timeout(root);
                 Some(tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout)))
             }
@@ -215,6 +227,7 @@ impl Sampler {
             statuses.push(status);
             b
         });
+        progress.store(0, Ordering::Relaxed);
         let conntrack_projection = project_conntrack(conntrack_breakdown.as_ref(), conntrack.as_ref());
         self.samples_total += 1;
         if sockets.as_ref().is_some_and(|s| s.interrupted) {
@@ -236,6 +249,7 @@ impl Sampler {
             sources: statuses,
             samples_total: self.samples_total,
             inconsistent_total: self.inconsistent_total,
+            overdue: None,
         }
     }
 
@@ -245,10 +259,35 @@ impl Sampler {
         let mut snapshot = self.sample();
         self.adapt(snapshot.duration);
         snapshot.interval = self.interval;
-        let prometheus = Bytes::from(prometheus::render(&snapshot));
-        let prometheus_gzip = gzip(&prometheus);
-        Published { snapshot: Arc::new(snapshot), prometheus, prometheus_gzip }
+        publish(snapshot)
     }
+}
+
+/// Renders a snapshot for readers, once.
+fn publish(snapshot: Snapshot) -> Published {
+    let prometheus = Bytes::from(prometheus::render(&snapshot));
+    let prometheus_gzip = gzip(&prometheus);
+    Published { snapshot: Arc::new(snapshot), prometheus, prometheus_gzip }
+}
+
+/// How long a sample may run before the watchdog calls it overdue: twice the interval in
+/// force, and never less than [`MIN_SAMPLE_DEADLINE`].
+pub fn sample_deadline(interval: Duration) -> Duration {
+    (interval * 2).max(MIN_SAMPLE_DEADLINE)
+}
+pub const MIN_SAMPLE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The latest snapshot again, marked overdue: the sample after it has run `running` and
+/// is stuck in `source`, which reads as down. Readers see it at once (`/-/ready` 503,
+/// `sockwatch_sample_overdue_seconds`), instead of the old numbers served as fresh.
+fn overdue(last: &Snapshot, running: Duration, source: Option<Source>) -> Published {
+    let mut s = last.clone();
+    s.overdue = Some(Overdue { running, source });
+    for st in s.sources.iter_mut().filter(|st| Some(st.source) == source) {
+        st.up = false;
+        st.error = Some(format!("stuck: the read has not returned for {} s", running.as_secs()));
+    }
+    publish(s)
 }
 
 /// Where the conntrack table is heading, from the breakdown's TIME_WAIT entries, against
@@ -310,12 +349,47 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         let before = sampler.interval;
-        let job = tokio::task::spawn_blocking(move || {
+        let progress = sampler.progress.clone();
+        let mut job = tokio::task::spawn_blocking(move || {
             crate::sched::throughput();
             let published = sampler.sample_and_render();
             (sampler, published)
         });
-        match job.await {
+        // The watchdog: a sample past its deadline is logged once, and the latest snapshot
+        // is re-published marked overdue every few seconds until the sample returns. No
+        // second sample starts on top of it; shutdown does not wait for it.
+        let (started, deadline) = (Instant::now(), sample_deadline(before));
+        let mut next_check = tokio::time::Instant::now() + deadline;
+        let mut warned = false;
+        let outcome = loop {
+            tokio::select! {
+                r = &mut job => break r,
+                _ = tokio::time::sleep_until(next_check) => {
+                    let (running, source) = (started.elapsed(), Source::from_code(progress.load(Ordering::Relaxed)));
+                    let name = source.map_or("none", Source::name);
+                    if !warned {
+                        tracing::error!(
+                            source = name,
+                            "a sample has run {} s, past its {} s deadline: a kernel read or dump is not returning; \
+                             serving the previous sample marked overdue (/-/ready fails) until it does",
+                            running.as_secs(),
+                            deadline.as_secs()
+                        );
+                        warned = true;
+                    }
+                    let last = tx.borrow().as_ref().map(|p| p.snapshot.clone());
+                    if let Some(last) = last {
+                        tx.send_replace(Some(Arc::new(overdue(&last, running, source))));
+                    }
+                    next_check += Duration::from_secs(5);
+                }
+                _ = shutdown.changed() => return,
+            }
+        };
+        if warned {
+            tracing::warn!("the overdue sample returned after {} s", started.elapsed().as_secs());
+        }
+        match outcome {
             Ok((s, published)) => {
                 sampler = s;
                 if sampler.interval != before {

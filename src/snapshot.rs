@@ -24,6 +24,24 @@ pub enum Source {
 
 impl Source {
     pub const ALL: [Source; 5] = [Source::Sockets, Source::Sockstat, Source::Conntrack, Source::Snmp, Source::Limits];
+    /// Every source, the breakdown included: [`Source::code`] indexes it from 1.
+    const EVERY: [Source; 6] = [
+        Source::Sockets,
+        Source::Sockstat,
+        Source::Conntrack,
+        Source::Snmp,
+        Source::Limits,
+        Source::ConntrackBreakdown,
+    ];
+
+    /// A small number for an atomic progress marker (0 is "none").
+    pub fn code(self) -> usize {
+        Self::EVERY.iter().position(|&s| s == self).map_or(0, |i| i + 1)
+    }
+
+    pub fn from_code(code: usize) -> Option<Source> {
+        code.checked_sub(1).and_then(|i| Self::EVERY.get(i).copied())
+    }
 
     /// The `source` label value.
     pub fn name(self) -> &'static str {
@@ -77,6 +95,17 @@ pub struct Snapshot {
     pub samples_total: u64,
     /// Samples whose socket dump the kernel flagged as interrupted (`NLM_F_DUMP_INTR`).
     pub inconsistent_total: u64,
+    /// Set on a re-publication of this snapshot while the next sample is past its deadline
+    /// (a kernel read or dump that does not return): how long it has run, and in which
+    /// source. `None` on every ordinary sample.
+    pub overdue: Option<Overdue>,
+}
+
+/// A sample in progress past its deadline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Overdue {
+    pub running: Duration,
+    pub source: Option<Source>,
 }
 
 impl Snapshot {

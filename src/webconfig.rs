@@ -49,7 +49,8 @@ pub struct WebConfig {
 impl WebConfig {
     pub fn load(path: &Path) -> Result<WebConfig, String> {
         let ctx = |e: String| format!("web config {}: {e}", path.display());
-        let text = std::fs::read_to_string(path).map_err(|e| ctx(format!("cannot read: {e}")))?;
+        let text = crate::sources::read_small_file(path, crate::config::MAX_CONFIG_FILE)
+            .map_err(|e| ctx(format!("cannot read: {e}")))?;
         let file: File = serde_yaml_ng::from_str(&text).map_err(|e| ctx(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let tls = file.tls_server_config.map(|t| tls_acceptor(t, base)).transpose().map_err(ctx)?;

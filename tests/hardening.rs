@@ -426,3 +426,95 @@ fn sigterm_removes_the_munin_socket_and_exits_zero() {
     assert!(!sock.exists(), "the Munin socket file is removed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sends SIGTERM and returns how long until the daemon logged that shutdown completed.
+fn sigterm_until_shutdown_complete(d: &Served) -> Duration {
+    let t = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    while d.log_count("shutdown complete") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(15), "no shutdown within 15 s: {:?}", d.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.elapsed()
+}
+
+/// A FIFO in place of /proc/net/snmp used to freeze the sampler forever (and shutdown
+/// with it): it is refused as not a regular file, the source is down with that reason,
+/// sampling goes on, and SIGTERM exits at once.
+#[test]
+fn a_fifo_in_procfs_cannot_hang_the_sampler_or_shutdown() {
+    let root = std::env::temp_dir().join(format!("sockwatch-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    copy_tree(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proc/linux-6.18")), &root);
+    let snmp = root.join("net/snmp");
+    std::fs::remove_file(&snmp).unwrap();
+    let c = std::ffi::CString::new(snmp.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let mut d = Served::start(&["--path.procfs", root.to_str().unwrap()]);
+    eventually(&d, "three samples", |m| value(m, "sockwatch_samples_total") >= 3.0);
+    let m = d.metrics();
+    assert_eq!(up(&m, "snmp"), 0.0);
+    assert_eq!((up(&m, "sockets"), up(&m, "sockstat")), (1.0, 1.0), "the others carry on");
+    assert_eq!(value(&m, "sockwatch_sample_overdue_seconds"), 0.0);
+    assert_eq!(d.log_count("not a regular file"), 1, "{:?}", d.log.lock().unwrap());
+    let took = sigterm_until_shutdown_complete(&d);
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    assert!(d.child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A netlink dump that does not return (the kernel's answer held back by strace's fault
+/// injection, as a stuck kernel would): the watchdog logs it once, the previous sample is
+/// served marked overdue with the stuck source down, /-/ready fails, no second sample
+/// starts, and SIGTERM does not wait for the stuck thread.
+#[test]
+fn a_stuck_netlink_dump_is_reported_and_shutdown_stays_bounded() {
+    if !have_command("strace") {
+        skip("a_stuck_netlink_dump_is_reported_and_shutdown_stays_bounded", "needs strace");
+        return;
+    }
+    let mut d = Served::start(&[]);
+    let pid = d.child.id().to_string();
+    // Which thread sends the sock_diag request (the sampler's), then hold its next one.
+    // With -o, each line starts with the thread id.
+    let seen = Command::new("timeout")
+        .args(["2.5", "strace", "-f", "-qq", "-e", "trace=sendto", "-o", "/dev/stdout", "-p", &pid])
+        .output()
+        .unwrap();
+    let trace = String::from_utf8_lossy(&seen.stdout);
+    let tid = trace
+        .lines()
+        .find(|l| l.contains("TCPDIAG_GETSOCK"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no sock_diag request seen: {trace}"))
+        .to_owned();
+    let hold = Command::new("strace")
+        .args(["-qq", "-e", "trace=sendto", "-e", "inject=sendto:delay_enter=60s", "-o", "/dev/null", "-p", &tid])
+        .spawn()
+        .unwrap();
+    let hold = KillOnDrop(hold);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let m = loop {
+        let m = d.metrics();
+        if value(&m, "sockwatch_sample_overdue_seconds") > 0.0 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "never reported overdue: {:?}", d.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(up(&m, "sockets"), 0.0, "the stuck source reads as down");
+    let samples = value(&m, "sockwatch_samples_total");
+    assert_eq!(http_get(&d.addr, "/-/ready").0, 503);
+    std::thread::sleep(Duration::from_secs(6));
+    let m = d.metrics();
+    assert_eq!(value(&m, "sockwatch_samples_total"), samples, "no second sample on top of the stuck one");
+    assert!(value(&m, "sockwatch_sample_overdue_seconds") >= 10.0, "the overdue time keeps counting");
+    assert_eq!(d.log_count("past its"), 1, "logged once: {:?}", d.log.lock().unwrap());
+    let took = sigterm_until_shutdown_complete(&d);
+    // In-flight HTTP gets up to 4 s, the stuck thread 2 s.
+    assert!(took < Duration::from_secs(7), "shutdown took {took:?} with a stuck sample");
+    drop(hold); // strace lets the held thread go, so the process can finish exiting
+    assert!(d.child.wait().unwrap().success());
+}

@@ -489,6 +489,13 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         "Interval the sampler runs at: --interval, or longer while samples take more than --sampler.max-share of it (self-protection).",
         s.interval.as_secs_f64(),
     );
+    out.gauge(
+        "sockwatch_sample_overdue_seconds",
+        "0, or how long the sample in progress has run past its deadline (twice the interval, at least 5 s): a kernel \
+         read or netlink dump is not returning, and every other figure here is from the previous sample; the stuck \
+         source reads as down.",
+        s.overdue.map_or(0.0, |o| o.running.as_secs_f64()),
+    );
     out.counter("sockwatch_samples_total", "Samples taken since sockwatch started.", f(s.samples_total));
     out.counter(
         "sockwatch_sample_inconsistent_total",

@@ -49,22 +49,46 @@ impl SourceError {
 /// and we refuse it rather than allocate without bound.
 const MAX_PROC_FILE: u64 = 1 << 20;
 
+/// Why [`read_small_file`] refused a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("not a regular file (a FIFO, device or socket there could block forever or never end)")]
+    NotRegular,
+    #[error("larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("not UTF-8 text")]
+    NotText,
+}
+
+/// Reads a small regular file whole, without ever blocking on it: opened non-blocking
+/// (a FIFO or device then cannot hang the open), refused unless it is a regular file
+/// (procfs files are), and at most `max` bytes. Shared by the sources and the
+/// configuration files.
+pub fn read_small_file(path: &Path, max: u64) -> Result<String, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge(max));
+    }
+    String::from_utf8(bytes).map_err(|_| ReadError::NotText)
+}
+
 /// Reads a small /proc file. `Ok(None)` when it does not exist.
 pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, SourceError> {
-    use std::io::Read;
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(SourceError::Io { path: path.to_owned(), source: e }),
-    };
-    let mut text = String::new();
-    file.take(MAX_PROC_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| SourceError::Io { path: path.to_owned(), source: e })?;
-    if text.len() as u64 > MAX_PROC_FILE {
-        return Err(SourceError::parse(path, format!("larger than {MAX_PROC_FILE} bytes")));
+    match read_small_file(path, MAX_PROC_FILE) {
+        Ok(text) => Ok(Some(text)),
+        Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(ReadError::Io(e)) => Err(SourceError::Io { path: path.to_owned(), source: e }),
+        Err(e) => Err(SourceError::parse(path, e.to_string())),
     }
-    Ok(Some(text))
 }
 
 /// Reads a file that must exist.
