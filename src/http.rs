@@ -30,7 +30,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::sampler::Latest;
 use crate::slots::{Peer, SlotState, Slots};
-use crate::webconfig::{BasicAuth, WebConfig};
+use crate::webconfig::WebConfig;
 
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -51,8 +51,31 @@ const AUTH_CHECKS: usize = 1;
 pub struct Web {
     pub latest: Latest,
     pub telemetry_path: String,
-    pub auth: Option<BasicAuth>,
+    /// TLS and basic auth from the web config: replaced whole on SIGHUP ([`Web::set_config`]).
+    config: std::sync::RwLock<Arc<WebConfig>>,
     auth_slots: Semaphore,
+    /// bcrypt checks queued or running per client address: a guesser from one address
+    /// cannot make a scraper from another wait behind its attempts.
+    auth_pending: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// bcrypt checks one client address may have queued or running; more are answered 429 at
+/// once, without hashing.
+const AUTH_PENDING_PER_ADDRESS: usize = 2;
+
+/// Decrements a client's pending bcrypt count when its check is over.
+struct PendingGuard<'a>(&'a Web, std::net::IpAddr);
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.0.auth_pending.lock() {
+            if let Some(n) = p.get_mut(&self.1) {
+                *n -= 1;
+                if *n == 0 {
+                    p.remove(&self.1);
+                }
+            }
+        }
+    }
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -82,16 +105,49 @@ fn accepts_gzip<B>(req: &Request<B>) -> bool {
 }
 
 impl Web {
-    pub fn new(latest: Latest, telemetry_path: String, auth: Option<BasicAuth>) -> Web {
-        Web { latest, telemetry_path, auth, auth_slots: Semaphore::new(AUTH_CHECKS) }
+    pub fn new(latest: Latest, telemetry_path: String, config: WebConfig) -> Web {
+        Web {
+            latest,
+            telemetry_path,
+            config: std::sync::RwLock::new(Arc::new(config)),
+            auth_slots: Semaphore::new(AUTH_CHECKS),
+            auth_pending: Default::default(),
+        }
     }
 
-    pub async fn handle<B>(&self, req: &Request<B>) -> Resp {
-        if let Some(auth) = &self.auth {
+    /// The web config in force.
+    pub fn config(&self) -> Arc<WebConfig> {
+        self.config.read().map_or_else(|p| p.into_inner().clone(), |c| c.clone())
+    }
+
+    /// Replaces TLS and basic auth (SIGHUP): new connections use the new TLS settings, and
+    /// the next request is checked against the new users with an empty credential cache,
+    /// so a revoked password stops working at once.
+    pub fn set_config(&self, config: WebConfig) {
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(config);
+        }
+    }
+
+    pub async fn handle<B>(&self, req: &Request<B>, peer: std::net::IpAddr) -> Resp {
+        let config = self.config();
+        if let Some(auth) = &config.auth {
             let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
             // A scraper's credentials, once verified, are answered inline; only an unknown
-            // header pays for bcrypt, on a blocking thread, one at a time.
+            // header pays for bcrypt, on a blocking thread, one at a time, and at most
+            // AUTH_PENDING_PER_ADDRESS from one address at a time.
             let allowed = auth.known_good(header) || {
+                let admitted = self.auth_pending.lock().is_ok_and(|mut p| {
+                    let n = p.entry(peer).or_default();
+                    *n += 1;
+                    *n <= AUTH_PENDING_PER_ADDRESS
+                });
+                let _guard = PendingGuard(self, peer);
+                if !admitted {
+                    let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many unverified attempts from your address\n");
+                    r.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return r;
+                }
                 let (auth, header) = (auth.clone(), header.map(str::to_owned));
                 match self.auth_slots.acquire().await {
                     Ok(_permit) => {
@@ -159,7 +215,7 @@ impl Web {
 
 /// Serves one connection (plain or TLS) until it ends or is evicted; `watcher` lets
 /// shutdown wait for it. `slot` marks when a request is in progress.
-async fn connection<S>(stream: S, web: Arc<Web>, watcher: Watcher, slot: Arc<SlotState>)
+async fn connection<S>(stream: S, web: Arc<Web>, watcher: Watcher, slot: Arc<SlotState>, peer: std::net::IpAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -168,7 +224,7 @@ where
         let (web, state) = (web.clone(), state.clone());
         async move {
             state.begin();
-            let resp = web.handle(&req).await;
+            let resp = web.handle(&req, peer).await;
             state.end();
             Ok::<_, Infallible>(resp)
         }
@@ -225,10 +281,9 @@ impl AcceptErrors {
 
 /// Serves until `shutdown` flips, then stops accepting and gives in-flight requests
 /// [`SHUTDOWN_GRACE`] to finish.
-pub async fn serve(listener: TcpListener, web: Arc<Web>, tls: Option<WebConfig>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, web: Arc<Web>, mut shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     let slots = Slots::new(MAX_CONNECTIONS);
-    let acceptor = tls.and_then(|c| c.tls);
     let mut errors = AcceptErrors::default();
     loop {
         let (stream, peer) = tokio::select! {
@@ -247,7 +302,8 @@ pub async fn serve(listener: TcpListener, web: Arc<Web>, tls: Option<WebConfig>,
             s = slots.acquire(Peer::Ip(peer.ip())) => s,
             _ = shutdown.changed() => break,
         };
-        let (web, watcher, acceptor) = (web.clone(), graceful.watcher(), acceptor.clone());
+        let acceptor = web.config().tls.clone();
+        let (web, watcher, ip) = (web.clone(), graceful.watcher(), peer.ip());
         tokio::spawn(async move {
             let state = slot.state.clone();
             // Nothing within FIRST_BYTE_TIMEOUT (or evicted meanwhile): close.
@@ -258,12 +314,12 @@ pub async fn serve(listener: TcpListener, web: Arc<Web>, tls: Option<WebConfig>,
             };
             if first {
                 match acceptor {
-                    None => connection(stream, web, watcher, state).await,
+                    None => connection(stream, web, watcher, state, ip).await,
                     Some(acceptor) => {
                         let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
                         tokio::select! {
                             r = handshake => match r {
-                                Ok(Ok(tls)) => connection(tls, web, watcher, state).await,
+                                Ok(Ok(tls)) => connection(tls, web, watcher, state, ip).await,
                                 Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
                             },

@@ -85,11 +85,32 @@ fn log_filter_for(config: &Config) -> EnvFilter {
     EnvFilter::new(format!("sockwatch={}", config.log_level))
 }
 
-/// SIGHUP: reads the config file again. A bad file is rejected and the running
-/// configuration kept; settings that need new listeners are applied at the next restart.
-fn reload(flags: &Flags, running: &watch::Sender<Config>, log_filter: &LogFilter) {
-    let new = match Config::load(flags) {
+/// Loads the web config file, if one is named; warns when it enables nothing.
+fn load_web_config(path: Option<&std::path::Path>) -> Result<WebConfig, String> {
+    let Some(path) = path else { return Ok(WebConfig::default()) };
+    let w = WebConfig::load(path)?;
+    if w.tls.is_none() && w.auth.is_none() {
+        tracing::warn!(
+            "web config {} enables neither TLS nor basic auth: /metrics is served in plain HTTP to anyone who can connect",
+            path.display()
+        );
+    }
+    Ok(w)
+}
+
+/// SIGHUP: reads the config file and the web config file again. A bad file is rejected and
+/// the running configuration kept; settings that need new listeners are applied at the
+/// next restart (and stay recorded as they run until then).
+fn reload(flags: &Flags, running: &watch::Sender<Config>, web: &Web, log_filter: &LogFilter) {
+    let mut new = match Config::load(flags) {
         Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: reload rejected, keeping the running configuration: {e}");
+            return;
+        }
+    };
+    let web_config = match load_web_config(new.web_config_file.as_deref()) {
+        Ok(w) => w,
         Err(e) => {
             tracing::error!("SIGHUP: reload rejected, keeping the running configuration: {e}");
             return;
@@ -99,7 +120,6 @@ fn reload(flags: &Flags, running: &watch::Sender<Config>, log_filter: &LogFilter
     let restart_only: Vec<&str> = [
         ("web.listen-address", old.listen_address != new.listen_address),
         ("web.telemetry-path", old.telemetry_path != new.telemetry_path),
-        ("web.config.file", old.web_config_file != new.web_config_file),
         ("munin.*", old.munin != new.munin),
         (
             "conntrack.*",
@@ -113,6 +133,19 @@ fn reload(flags: &Flags, running: &watch::Sender<Config>, log_filter: &LogFilter
     if !restart_only.is_empty() {
         tracing::warn!("SIGHUP: {} changed; restart sockwatch to apply (kept as running)", restart_only.join(", "));
     }
+    // What runs is what the next reload compares against: the restart-only settings as
+    // they run, not as the file says.
+    new.listen_address = old.listen_address;
+    new.telemetry_path = old.telemetry_path.clone();
+    new.munin = old.munin.clone();
+    new.conntrack_breakdown = old.conntrack_breakdown;
+    new.conntrack_breakdown_interval = old.conntrack_breakdown_interval;
+    tracing::info!(
+        tls = web_config.tls.is_some(),
+        basic_auth = web_config.auth.is_some(),
+        "SIGHUP: web config reloaded (credential cache emptied)"
+    );
+    web.set_config(web_config);
     if let Err(e) = log_filter.modify(|f| *f = log_filter_for(&new)) {
         tracing::warn!("SIGHUP: cannot change the log level: {e}");
     }
@@ -139,7 +172,7 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
         }
     };
     // A bad web config is a start-up error, before anything listens.
-    let web_config = match config.web_config_file.as_deref().map(WebConfig::load).transpose() {
+    let web_config = match load_web_config(config.web_config_file.as_deref()) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("sockwatch: {e}");
@@ -158,8 +191,8 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
         let address = listener.local_addr().map_or(config.listen_address, |a| a);
         tracing::info!(
             %address,
-            tls = web_config.as_ref().is_some_and(|w| w.tls.is_some()),
-            basic_auth = web_config.as_ref().is_some_and(|w| w.auth.is_some()),
+            tls = web_config.tls.is_some(),
+            basic_auth = web_config.auth.is_some(),
             path = %config.telemetry_path,
             interval = %humantime::format_duration(config.interval),
             "sockwatch {} serving",
@@ -181,12 +214,8 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
         let munin_tasks = start_munin(&config, latest_rx.clone(), &shutdown_rx).await;
         let (config_tx, config_rx) = watch::channel(config.clone());
         let mut sampler_task = tokio::spawn(sampler::run(sampler, latest_tx, config_rx, shutdown_rx.clone()));
-        let web = Arc::new(Web::new(
-            latest_rx,
-            config.telemetry_path.clone(),
-            web_config.as_ref().and_then(|w| w.auth.clone()),
-        ));
-        let http_task = tokio::spawn(http::serve(listener, web, web_config, shutdown_rx));
+        let web = Arc::new(Web::new(latest_rx, config.telemetry_path.clone(), web_config));
+        let http_task = tokio::spawn(http::serve(listener, web.clone(), shutdown_rx));
 
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let shutdown = shutdown_signal();
@@ -197,7 +226,7 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
                     tracing::info!("{signal}: shutting down");
                     break ExitCode::SUCCESS;
                 }
-                Some(()) = async { hangup.as_mut()?.recv().await } => reload(&flags, &config_tx, &log_filter),
+                Some(()) = async { hangup.as_mut()?.recv().await } => reload(&flags, &config_tx, &web, &log_filter),
                 _ = &mut sampler_task => {
                     tracing::error!("the sampler stopped unexpectedly; exiting so the service manager restarts us");
                     break ExitCode::FAILURE;

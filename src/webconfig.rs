@@ -40,7 +40,9 @@ struct TlsSection {
     other: HashMap<String, serde_yaml_ng::Value>,
 }
 
-/// What the HTTP server needs: a TLS acceptor and the users allowed in.
+/// What the HTTP server needs: a TLS acceptor and the users allowed in. The default (no
+/// `--web.config.file`) is plain HTTP without auth.
+#[derive(Default)]
 pub struct WebConfig {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub auth: Option<BasicAuth>,

@@ -518,3 +518,74 @@ fn a_stuck_netlink_dump_is_reported_and_shutdown_stays_bounded() {
     drop(hold); // strace lets the held thread go, so the process can finish exiting
     assert!(d.child.wait().unwrap().success());
 }
+
+/// A GET with basic auth (`user:password`) over plain HTTP: the status.
+fn get_as(addr: &str, credentials: &str) -> u16 {
+    let b64 = {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let bytes = credentials.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                out.push(if i <= chunk.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+            }
+        }
+        out
+    };
+    let resp = raw(addr, format!("GET /metrics HTTP/1.0\r\nAuthorization: Basic {b64}\r\n\r\n").as_bytes());
+    String::from_utf8_lossy(&resp).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// SIGHUP re-reads the web config's contents: a revoked password stops working at once
+/// (the credential cache is emptied), the new one works, and a broken file is rejected
+/// with the running one kept.
+#[test]
+fn sighup_reloads_the_web_config() {
+    let dir = std::env::temp_dir().join(format!("sockwatch-webreload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("web.yml");
+    let users = |pw: &str| format!("basic_auth_users:\n  prometheus: {}\n", bcrypt::hash(pw, 4).unwrap());
+    std::fs::write(&cfg, users("old-password")).unwrap();
+    let d = Served::start(&["--web.config.file", cfg.to_str().unwrap()]);
+    assert_eq!(get_as(&d.addr, "prometheus:old-password"), 200);
+    assert_eq!(get_as(&d.addr, "prometheus:old-password"), 200, "now from the credential cache");
+    std::fs::write(&cfg, users("new-password")).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    let t = Instant::now();
+    while d.log_count("web config reloaded") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", d.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get_as(&d.addr, "prometheus:old-password"), 401, "the revoked password");
+    assert_eq!(get_as(&d.addr, "prometheus:new-password"), 200);
+    // A broken web config on reload: rejected, the running one stays.
+    std::fs::write(&cfg, "basic_auth_users:\n  prometheus: not-a-hash\n").unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    while d.log_count("reload rejected") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", d.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(d.log_count("basic_auth_users.prometheus: not a bcrypt hash"), 1);
+    assert_eq!(get_as(&d.addr, "prometheus:new-password"), 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A web config that is given but enables nothing (empty, or no users) is a warning: an
+/// operator who wrote one expected protection.
+#[test]
+fn a_web_config_that_enables_nothing_is_a_warning() {
+    let dir = std::env::temp_dir().join(format!("sockwatch-webempty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in [("empty.yml", ""), ("nousers.yml", "basic_auth_users: {}\n")] {
+        let cfg = dir.join(name);
+        std::fs::write(&cfg, text).unwrap();
+        let d = Served::start(&["--web.config.file", cfg.to_str().unwrap()]);
+        assert_eq!(d.log_count("enables neither TLS nor basic auth"), 1, "{name}: {:?}", d.log.lock().unwrap());
+        assert_eq!(http_get(&d.addr, "/metrics").0, 200);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
