@@ -485,6 +485,11 @@ fn validate_telemetry_path(p: String) -> Result<String, String> {
     if matches!(p.as_str(), "/" | "/-/healthy" | "/-/ready") {
         return Err(format!("{p:?} is taken by the landing page or a health endpoint"));
     }
+    // A request's path never contains these (a query starts at `?`, a space ends the
+    // path, `#` is never sent): such a path could never match.
+    if let Some(c) = p.chars().find(|c| matches!(c, '?' | '#' | '%') || c.is_whitespace() || c.is_control()) {
+        return Err(format!("{p:?} contains {c:?}: a request path can never match it"));
+    }
     Ok(p)
 }
 
@@ -492,6 +497,15 @@ fn validate_telemetry_path(p: String) -> Result<String, String> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn telemetry_paths_that_can_never_match_are_refused() {
+        for bad in ["/metrics?x=1", "/my metrics", "/m#frag", "/m%20", "/m\tx"] {
+            let e = validate_telemetry_path(bad.to_owned()).unwrap_err();
+            assert!(e.contains("can never match"), "{bad}: {e}");
+        }
+        assert_eq!(validate_telemetry_path("/node/metrics".into()).unwrap(), "/node/metrics");
+    }
 
     fn with_file(toml: &str) -> (tempfile_lite::TempFile, Flags) {
         let f = tempfile_lite::TempFile::new(toml);

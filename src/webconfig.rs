@@ -98,6 +98,7 @@ fn tls_acceptor(t: TlsSection, base: &Path) -> Result<tokio_rustls::TlsAcceptor,
     if certs.is_empty() {
         return Err(format!("tls_server_config.cert_file {}: no certificate in it", cert.display()));
     }
+    check_leaf(&certs[0], &cert)?;
     let key_der =
         PrivateKeyDer::from_pem_file(&key).map_err(|e| format!("tls_server_config.key_file {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -106,8 +107,141 @@ fn tls_acceptor(t: TlsSection, base: &Path) -> Result<tokio_rustls::TlsAcceptor,
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
-        .map_err(|e| format!("tls_server_config: certificate and key do not fit together: {e}"))?;
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => {
+                format!("tls_server_config: certificate and key do not fit together: {e}")
+            }
+            e => format!("tls_server_config.cert_file {}: rustls cannot use it: {e}", cert.display()),
+        })?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The leaf certificate's version and validity, read before rustls sees it: a v1
+/// certificate is refused by name (rustls takes only v3), an expired one or one expiring
+/// within 14 days is a warning (clients will refuse it, or soon).
+fn check_leaf(der: &[u8], path: &Path) -> Result<(), String> {
+    let Some((version, not_after)) = der::leaf_facts(der) else {
+        return Err(format!(
+            "tls_server_config.cert_file {}: the first certificate is not valid DER X.509",
+            path.display()
+        ));
+    };
+    if version < 3 {
+        return Err(format!(
+            "tls_server_config.cert_file {}: an X.509 v{version} certificate; TLS here needs v3 (made by \
+             `openssl req -x509`, not by `openssl x509 -req` without -extfile)",
+            path.display()
+        ));
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let date = der::date(not_after);
+    if not_after < now {
+        tracing::warn!(
+            "tls_server_config.cert_file {}: the certificate expired on {date}; clients will refuse it",
+            path.display()
+        );
+    } else if not_after - now < 14 * 86_400 {
+        tracing::warn!("tls_server_config.cert_file {}: the certificate expires on {date}", path.display());
+    }
+    Ok(())
+}
+
+/// Just enough DER to read an X.509 certificate's version and notAfter.
+mod der {
+    /// One TLV: (tag, value, rest).
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, b) = b.split_first()?;
+        let (&first, mut b) = b.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 {
+                return None;
+            }
+            let (bytes, rest) = (b.get(..n)?, b.get(n..)?);
+            b = rest;
+            bytes.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x))
+        };
+        Some((tag, b.get(..len)?, b.get(len..)?))
+    }
+
+    /// (version 1-3, notAfter as Unix seconds) of a DER certificate.
+    pub fn leaf_facts(cert: &[u8]) -> Option<(u8, i64)> {
+        let (0x30, cert, _) = tlv(cert)? else { return None };
+        let (0x30, mut tbs, _) = tlv(cert)? else { return None };
+        let mut version = 1;
+        let (tag, value, rest) = tlv(tbs)?;
+        if tag == 0xa0 {
+            let (0x02, v, _) = tlv(value)? else { return None };
+            version = v.last()?.saturating_add(1);
+            tbs = rest;
+        }
+        // serialNumber, signature, issuer, then validity.
+        for _ in 0..3 {
+            tbs = tlv(tbs)?.2;
+        }
+        let (0x30, validity, _) = tlv(tbs)? else { return None };
+        let (_, _, validity) = tlv(validity)?; // notBefore
+        let (tag, time, _) = tlv(validity)?;
+        Some((version, parse_time(tag, std::str::from_utf8(time).ok()?)?))
+    }
+
+    /// UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ), to Unix seconds.
+    fn parse_time(tag: u8, s: &str) -> Option<i64> {
+        let s = s.strip_suffix('Z')?;
+        let (year, rest) = match (tag, s.len()) {
+            (0x17, 12) => {
+                let yy: i64 = s[..2].parse().ok()?;
+                (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &s[2..])
+            }
+            (0x18, 14) => (s[..4].parse().ok()?, &s[4..]),
+            _ => return None,
+        };
+        let n = |i: usize| rest.get(i..i + 2)?.parse::<i64>().ok();
+        let (month, day, h, m, sec) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
+        if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+            return None;
+        }
+        Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+    }
+
+    /// Days since 1970-01-01 (Howard Hinnant's algorithm).
+    fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    /// YYYY-MM-DD of Unix seconds.
+    pub fn date(secs: i64) -> String {
+        let z = secs.div_euclid(86_400) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+
+    #[test]
+    fn times_and_dates() {
+        assert_eq!(parse_time(0x17, "700101000000Z"), Some(0));
+        assert_eq!(parse_time(0x17, "261125223639Z"), Some(1_795_646_199));
+        assert_eq!(parse_time(0x18, "20491231235959Z"), Some(2_524_607_999));
+        assert_eq!(parse_time(0x17, "261325223639Z"), None);
+        assert_eq!(parse_time(0x17, "2611252236Z"), None);
+        assert_eq!(date(1_795_646_199), "2026-11-25");
+        assert_eq!(date(0), "1970-01-01");
+        assert!(leaf_facts(&[0x30, 0x03, 0x30, 0x01]).is_none());
+        assert!(leaf_facts(&[]).is_none());
+    }
 }
 
 /// Basic auth against bcrypt hashes. bcrypt is slow on purpose (tens of ms), so a

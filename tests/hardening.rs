@@ -589,3 +589,44 @@ fn a_web_config_that_enables_nothing_is_a_warning() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A v1 certificate (what `openssl x509 -req` makes without extensions) is refused by
+/// name, not as a key mismatch; an expired one starts with a warning.
+#[test]
+fn certificates_v1_refused_by_name_and_expired_warned() {
+    if !have_command("openssl") {
+        skip("certificates_v1_refused_by_name_and_expired_warned", "needs openssl");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sockwatch-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sh = |script: &str| {
+        let o = Command::new("sh").arg("-c").arg(script).current_dir(&dir).output().unwrap();
+        assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let key = "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout k.pem -subj /CN=localhost";
+    sh(&format!("{key} -out r.csr && openssl x509 -req -in r.csr -signkey k.pem -days 30 -out v1.pem"));
+    std::fs::write(dir.join("v1.yml"), "tls_server_config:\n  cert_file: v1.pem\n  key_file: k.pem\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--web.config.file", dir.join("v1.yml").to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("an X.509 v1 certificate") && !err.contains("do not fit together"), "{err}");
+    // A v3 certificate whose notAfter is rewritten to 2001-01-01 (rustls does not check the
+    // signature of its own certificate, only that the key fits).
+    sh(&format!("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout k3.pem -subj /CN=localhost -days 30 -out v3.pem && openssl x509 -in v3.pem -outform DER -out v3.der"));
+    let mut der = std::fs::read(dir.join("v3.der")).unwrap();
+    let times: Vec<usize> =
+        (0..der.len() - 15).filter(|&i| der[i] == 0x17 && der[i + 1] == 13 && der[i + 14] == b'Z').collect();
+    assert_eq!(times.len(), 2, "notBefore and notAfter as UTCTime");
+    der[times[1] + 2..times[1] + 15].copy_from_slice(b"010101000000Z");
+    std::fs::write(dir.join("old.der"), &der).unwrap();
+    sh("openssl x509 -inform DER -in old.der -out old.pem");
+    std::fs::write(dir.join("old.yml"), "tls_server_config:\n  cert_file: old.pem\n  key_file: k3.pem\n").unwrap();
+    let d = Served::start(&["--web.config.file", dir.join("old.yml").to_str().unwrap()]);
+    assert_eq!(d.log_count("the certificate expired on 2001-01-01"), 1, "{:?}", d.log.lock().unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}
