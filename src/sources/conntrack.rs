@@ -106,7 +106,9 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<ConntrackStats, SourceErro
             };
             let v = u64::from_str_radix(tok, 16)
                 .map_err(|_| SourceError::parse(path, format!("line {}: {tok:?} is not a hex number", lineno + 2)))?;
-            *sum = sum.wrapping_add(v);
+            *sum = sum.checked_add(v).ok_or_else(|| {
+                SourceError::parse(path, format!("column {:?}: the per-CPU sum overflows a 64-bit counter", header[i]))
+            })?;
             width = i + 1;
         }
         if width != header.len() {
@@ -138,6 +140,13 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<ConntrackStats, SourceErro
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn a_per_cpu_sum_that_overflows_is_an_error() {
+        let text = "entries drop\n00000001 ffffffffffffffff\n00000001 00000001\n";
+        let e = parse_stats(text, Path::new("/proc/net/stat/nf_conntrack")).unwrap_err().to_string();
+        assert!(e.contains("\"drop\"") && e.contains("overflows"), "{e}");
+    }
 
     fn fixture(rel: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)

@@ -33,7 +33,11 @@ pub fn read(proc_root: &Path) -> Result<Sockstat, SourceError> {
     // sockstat6 is absent when IPv6 is disabled: then there are no IPv6 sockets.
     let path6 = proc_root.join("net/sockstat6");
     if let Some(text6) = read_optional(&path6)? {
-        s.inuse += parse_v6_inuse(&text6, &path6)?;
+        let v6 = parse_v6_inuse(&text6, &path6)?;
+        // Kernel numbers are added with a check: a wrapped sum would be served as true.
+        s.inuse = s.inuse.checked_add(v6).ok_or_else(|| {
+            SourceError::parse(&path6, format!("TCP inuse {} + TCP6 inuse {v6} overflows a 64-bit counter", s.inuse))
+        })?;
     }
     Ok(s)
 }
@@ -68,7 +72,12 @@ pub fn parse_v4(text: &str, path: &Path) -> Result<Sockstat, SourceError> {
         orphan: need(orphan, "orphan")?,
         tw: need(tw, "tw")?,
         alloc: need(alloc, "alloc")?,
-        mem_bytes: need(mem, "mem")?.saturating_mul(page_size()),
+        mem_bytes: {
+            let pages = need(mem, "mem")?;
+            pages.checked_mul(page_size()).ok_or_else(|| {
+                SourceError::parse(path, format!("\"TCP:\" mem {pages} pages overflows a 64-bit byte count"))
+            })?
+        },
     })
 }
 
@@ -95,6 +104,22 @@ fn page_size() -> u64 {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn sums_that_overflow_are_parse_errors_not_wrapped_values() {
+        let root = std::env::temp_dir().join(format!("sockwatch-sockstat-overflow-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("net")).unwrap();
+        std::fs::write(root.join("net/sockstat"), "TCP: inuse 18446744073709551615 orphan 0 tw 0 alloc 0 mem 1\n")
+            .unwrap();
+        std::fs::write(root.join("net/sockstat6"), "TCP6: inuse 1\n").unwrap();
+        let e = read(&root).unwrap_err().to_string();
+        assert!(e.contains("sockstat6") && e.contains("overflows"), "{e}");
+        std::fs::write(root.join("net/sockstat"), format!("TCP: inuse 1 orphan 0 tw 0 alloc 0 mem {}\n", u64::MAX / 2))
+            .unwrap();
+        let e = read(&root).unwrap_err().to_string();
+        assert!(e.contains("mem") && e.contains("overflows"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     fn fixture_root(name: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc").join(name)
