@@ -11,7 +11,7 @@
 //! Environment (set in plugin-conf.d): `socket`, the daemon's Munin socket
 //! (default `/run/sockwatch/munin.sock`); `MUNIN_CAP_MULTIGRAPH`, set by munin-node.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -23,6 +23,11 @@ use crate::munin::MULTIGRAPH_SERVICE;
 
 /// The longest the plugin waits for the daemon, all steps together.
 pub const DEADLINE: Duration = Duration::from_secs(2);
+/// Longest line read from the daemon, and the longest whole answer: a hostile peer on the
+/// socket path cannot make the plugin allocate without bound (the real answers are a few
+/// KiB: the multigraph config, the largest, is about 12 KiB).
+pub const MAX_LINE: u64 = 8 * 1024;
+pub const MAX_ANSWER: usize = 1 << 20;
 /// The link name of the multigraph form.
 pub const MULTIGRAPH_PLUGIN: &str = "sockwatch_multigraph";
 
@@ -45,7 +50,21 @@ fn ask(path: &str, commands: &[String]) -> Result<Vec<String>, String> {
     let mut w = stream.try_clone().map_err(|e| e.to_string())?;
     let mut r = BufReader::new(stream);
     let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| format!("no greeting from {path}: {e}"))?;
+    let mut total = 0usize;
+    // One bounded line: the read stops at MAX_LINE bytes, and the whole answer at MAX_ANSWER.
+    let mut read_line = |r: &mut BufReader<UnixStream>, line: &mut String| -> Result<usize, String> {
+        line.clear();
+        let n = (&mut *r).take(MAX_LINE).read_line(line).map_err(|e| format!("reading from {path}: {e}"))?;
+        if n as u64 >= MAX_LINE && !line.ends_with('\n') {
+            return Err(format!("{path} sent a line longer than {MAX_LINE} bytes"));
+        }
+        total += n;
+        if total > MAX_ANSWER {
+            return Err(format!("{path} sent more than {MAX_ANSWER} bytes"));
+        }
+        Ok(n)
+    };
+    read_line(&mut r, &mut line).map_err(|e| format!("no greeting: {e}"))?;
     if !line.starts_with("# munin node at ") {
         return Err(format!("{path} did not greet like a munin node: {line:?}"));
     }
@@ -56,8 +75,7 @@ fn ask(path: &str, commands: &[String]) -> Result<Vec<String>, String> {
         answer.clear();
         loop {
             r.get_ref().set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
-            line.clear();
-            let n = r.read_line(&mut line).map_err(|e| format!("reading from {path}: {e}"))?;
+            let n = read_line(&mut r, &mut line)?;
             if n == 0 {
                 return Err(format!("{path} closed the connection"));
             }
@@ -87,6 +105,17 @@ fn ask_with_deadline(commands: Vec<String>) -> Result<Vec<String>, String> {
     });
     rx.recv_timeout(DEADLINE + Duration::from_millis(100))
         .unwrap_or_else(|_| Err(format!("the daemon did not answer within {}s", DEADLINE.as_secs())))
+}
+
+/// A snapshot holding only the kernel limits (`ip_local_port_range`, `tcp_max_tw_buckets`,
+/// `nf_conntrack_max`), read from /proc by the plugin itself: what `config` needs for its
+/// thresholds when the daemon cannot be asked. Its values are unknown (`U`).
+fn limits_snapshot() -> crate::snapshot::Snapshot {
+    let proc = std::path::Path::new("/proc");
+    crate::snapshot::Snapshot::limits_only(
+        crate::sources::limits::read(proc).ok(),
+        crate::sources::conntrack::read(proc).ok().and_then(|c| c.limit),
+    )
 }
 
 /// Runs the plugin. `name` is the plugin's path (argv[0], or the plugin file's path);
@@ -166,10 +195,13 @@ pub fn run(name: &str, action: Option<&str>) -> ExitCode {
             };
             // stderr lines starting with "# " are not logged as errors by munin-node.
             eprintln!("# {base}: {why}; answering without it");
+            // The limits the thresholds come from are O(1) reads: keep Munin's warning and
+            // critical lines when the daemon is down, which is when they matter.
+            let limits = config.then(limits_snapshot);
             match target {
-                Target::One(g) if config => graphs::config(g, None, &mut out),
+                Target::One(g) if config => graphs::config(g, limits.as_ref(), &mut out),
                 Target::One(g) => graphs::fetch(g, None, &mut out),
-                Target::Multigraph => graphs::multigraph(None, false, config, !config, &mut out),
+                Target::Multigraph => graphs::multigraph(limits.as_ref(), false, config, !config, &mut out),
             }
         }
     }

@@ -109,6 +109,29 @@ pub struct Overdue {
 }
 
 impl Snapshot {
+    /// No sample, only limits: what the Munin plugin builds for its `config` thresholds
+    /// when the daemon is down. Not for values: `entries` is a placeholder.
+    pub fn limits_only(limits: Option<Limits>, conntrack_max: Option<u64>) -> Snapshot {
+        Snapshot {
+            timestamp: SystemTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+            interval: Duration::ZERO,
+            sockets: None,
+            ports: None,
+            sockstat: None,
+            // Only the limit is meant: `config` prints thresholds, never values.
+            conntrack: conntrack_max.map(|m| Conntrack { entries: 0, limit: Some(m), buckets: None, stats: None }),
+            snmp: None,
+            conntrack_breakdown: None,
+            conntrack_projection: None,
+            limits,
+            sources: Vec::new(),
+            samples_total: 0,
+            inconsistent_total: 0,
+            overdue: None,
+        }
+    }
+
     pub fn status(&self, source: Source) -> Option<&SourceStatus> {
         self.sources.iter().find(|s| s.source == source)
     }

@@ -111,7 +111,9 @@ pub static GRAPHS: &[Graph] = &[
         vlabel: "sockets",
         args: "--base 1000 -l 0",
         info: "TCP sockets of this host by state, IPv4 and IPv6, from the kernel's inet_diag dump (what ss -tan \
-               shows), sampled in the background by sockwatch. time_wait is drawn against tcp_max_tw_buckets.",
+               shows), sampled in the background by sockwatch. time_wait warns at 80 % and is critical at 90 % of \
+               tcp_max_tw_buckets; the limit itself is not drawn, so it does not squash the states into the \
+               bottom of the scale (131,072 by default against a few thousand sockets).",
         fields: &[
             state_field!(1, "AREA", "Open connections."),
             state_field!(2, "STACK", "Client connections waiting for the server's SYN-ACK."),
@@ -132,14 +134,6 @@ pub static GRAPHS: &[Graph] = &[
             state_field!(9, "STACK", "Closed after the peer, waiting for the last ACK."),
             state_field!(10, "STACK", "Listening sockets."),
             state_field!(11, "STACK", "Both sides closed at once."),
-            field!(
-                "max_tw",
-                "tcp_max_tw_buckets",
-                "net.ipv4.tcp_max_tw_buckets: beyond it TIME_WAIT sockets are destroyed early.",
-                "LINE2",
-                Kind::Gauge,
-                tw_limit
-            ),
         ],
         needs_breakdown: false,
     },
