@@ -183,7 +183,7 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
             ),
             advice: (level > Level::Ok).then(|| {
                 "When the table is full the kernel drops new packets (\"nf_conntrack: table full, dropping \
-                 packet\") and the host looks dead from outside. Raise net.netfilter.nf_conntrack_max and the hash \
+                 packet\", or on Linux 6.x \"nf_conntrack: table full in netns N, dropping packet\") and the host looks dead from outside. Raise net.netfilter.nf_conntrack_max and the hash \
                  size together (echo $((max/4)) > /sys/module/nf_conntrack/parameters/hashsize), shorten \
                  timeouts (nf_conntrack_tcp_timeout_time_wait), or exempt traffic that needs no tracking (notrack)."
                     .to_owned()

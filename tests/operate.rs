@@ -242,6 +242,7 @@ fn doctor_sees_the_conntrack_table_filling() {
     assert_eq!(ct["limit"].as_f64(), Some(100.0));
     assert_eq!((code, ct["level"].as_str()), (1, Some("warning")), "{text}");
     assert!(text.contains("nf_conntrack_max and the hash size together"), "{text}");
+    assert!(text.contains("\"nf_conntrack: table full in netns N, dropping packet\""), "Linux 6.x wording: {text}");
     let _b = pairs(8);
     let (code, text, json) = doctor(&ns);
     assert_eq!((code, check(&json, "conntrack table")["level"].as_str()), (2, Some("critical")), "{text}");
@@ -363,6 +364,27 @@ fn debian_package_installs_and_runs() {
             deb.display()
         );
     }
+    // The maintainer scripts cargo-deb generates from the unit: enable and start on
+    // install, stop on removal, clean up on purge.
+    let ctl = std::env::temp_dir().join(format!("sockwatch-deb-control-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&ctl);
+    let out = Command::new("dpkg-deb").arg("--control").arg(&deb).arg(&ctl).output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let script = |name: &str| std::fs::read_to_string(ctl.join(name)).unwrap_or_else(|e| panic!("no {name}: {e}"));
+    let postinst = script("postinst");
+    assert!(postinst.contains("deb-systemd-helper enable sockwatch.service"), "{postinst}");
+    assert!(
+        postinst.contains("_dh_action=start") && postinst.contains("deb-systemd-invoke $_dh_action sockwatch.service"),
+        "{postinst}"
+    );
+    assert!(script("prerm").contains("deb-systemd-invoke stop sockwatch.service"));
+    assert!(script("postrm").contains("deb-systemd-helper purge sockwatch.service"));
+    let _ = std::fs::remove_dir_all(&ctl);
+    // The shipped config runs the defaults: every key is commented.
+    let shipped = std::fs::read_to_string(format!("{ROOT}/packaging/sockwatch.toml")).unwrap();
+    let active: Vec<&str> =
+        shipped.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).collect();
+    assert!(active.is_empty(), "active keys in the shipped config: {active:?}");
     let install = Command::new("dpkg").arg("-i").arg(&deb).output().unwrap();
     struct Purge;
     impl Drop for Purge {
@@ -372,6 +394,10 @@ fn debian_package_installs_and_runs() {
     }
     let _purge = Purge;
     assert!(install.status.success(), "dpkg -i: {}", output_text(&install));
+    // postinst enabled the unit (deb-systemd-helper records it even where systemd is not
+    // running, as in this container).
+    let wants = Path::new("/etc/systemd/system/multi-user.target.wants/sockwatch.service");
+    assert!(wants.exists(), "postinst did not enable sockwatch.service");
     let files = String::from_utf8(Command::new("dpkg").args(["-L", "sockwatch"]).output().unwrap().stdout).unwrap();
     for file in expected {
         assert!(files.lines().any(|l| l == file), "dpkg -L lacks {file}:\n{files}");
@@ -401,4 +427,9 @@ fn debian_package_installs_and_runs() {
     let fetch = Command::new(&link).env("socket", "/nonexistent").output().unwrap();
     assert!(fetch.status.success(), "{}", output_text(&fetch));
     assert_eq!(String::from_utf8_lossy(&fetch.stdout), "entries.value U\nmax.value U\n");
+    // Purged: postrm forgets the unit.
+    let purge = Command::new("dpkg").args(["--purge", "sockwatch"]).output().unwrap();
+    assert!(purge.status.success(), "{}", output_text(&purge));
+    let wants = Path::new("/etc/systemd/system/multi-user.target.wants/sockwatch.service");
+    assert!(!wants.exists() && wants.symlink_metadata().is_err(), "postrm left {}", wants.display());
 }

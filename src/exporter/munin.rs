@@ -143,7 +143,7 @@ pub static GRAPHS: &[Graph] = &[
         vlabel: "entries",
         args: "--base 1000 -l 0",
         info: "Connection tracking entries from nf_conntrack_count, against nf_conntrack_max. When the table is \
-               full the kernel drops new packets (nf_conntrack: table full, dropping packet).",
+               full the kernel drops new packets (nf_conntrack: table full, dropping packet; on Linux 6.x: table full in netns N).",
         fields: &[
             Field {
                 warning: Some(|s| ct_limit(s).map(|l| l * 0.8)),

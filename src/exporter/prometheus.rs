@@ -266,7 +266,8 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         out.gauge(
             "sockwatch_conntrack_entries",
             "Connection tracking entries in this network namespace, from /proc/sys/net/netfilter/nf_conntrack_count. \
-             At nf_conntrack_max the kernel drops new packets (\"nf_conntrack: table full, dropping packet\").",
+             At nf_conntrack_max the kernel drops new packets (\"nf_conntrack: table full, dropping packet\"; on Linux 6.x \
+             \"table full in netns N\").",
             f(ct.entries),
         );
         out.gauge(
