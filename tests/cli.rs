@@ -49,6 +49,11 @@ fn bad_values_name_the_setting() {
     let p = write_config("badvalue", "web.listen-address = \"127.0.0.1:notaport\"\n");
     assert_clean_failure(&sockwatch(&["sample", "--config", p.to_str().unwrap()]), 2, "key `web.listen-address`");
     assert_clean_failure(&sockwatch(&["--config", "/nonexistent/sockwatch.toml"]), 2, "cannot read config file");
+    // Special files are refused at once instead of read without end (it grew to 2.36 GB).
+    assert_clean_failure(&sockwatch(&["sample", "--config", "/dev/zero"]), 2, "not a regular file");
+    assert_clean_failure(&sockwatch(&["--web.config.file", "/dev/zero"]), 2, "/dev/zero is not a readable file");
+    let big = write_config("big", &format!("# {}\n", "x".repeat(2 << 20)));
+    assert_clean_failure(&sockwatch(&["sample", "--config", big.to_str().unwrap()]), 2, "larger than 1048576 bytes");
 }
 
 #[test]

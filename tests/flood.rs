@@ -288,3 +288,31 @@ fn password_guessing_from_one_address_does_not_starve_a_scrape() {
     assert!(shed >= 90, "{shed} of 100 guesses shed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Out of file descriptors, every accept() fails until one frees: the failure is logged
+/// once, and its end once (it was logged ten times a second).
+#[test]
+fn accept_failures_are_logged_once_per_state_change() {
+    if !have_command("prlimit") {
+        skip("accept_failures_are_logged_once_per_state_change", "needs prlimit (util-linux)");
+        return;
+    }
+    let d = Served::start(&[]);
+    // Few descriptors left to the daemon, then more connections than it can take.
+    let pid = d.child.id().to_string();
+    let out = std::process::Command::new("prlimit").args(["--pid", &pid, "--nofile=40:"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let held: Vec<TcpStream> = (0..60).filter_map(|_| TcpStream::connect(&d.addr).ok()).collect();
+    // accept() retries every 100 ms and fails each time for these 1.5 s: one line.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(d.log_count("accept failed"), 1, "{:?}", d.log.lock().unwrap());
+    drop(held);
+    let t = Instant::now();
+    while d.log_count("accepting connections again") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", d.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = std::process::Command::new("prlimit").args(["--pid", &pid, "--nofile=4096:"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(http_get(&d.addr, "/metrics").0, 200);
+}

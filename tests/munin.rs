@@ -631,3 +631,32 @@ fn plugin_bounds_what_it_reads_from_a_hostile_socket() {
         assert!(took < Duration::from_secs(3), "{tag}: {took:?}");
     }
 }
+
+/// Under umask 000 the socket's new directory used to be created 0777 and the socket
+/// itself was world-connectable until its chmod: the directory is 0755 and the socket
+/// 0660 whatever the umask.
+#[test]
+fn socket_and_its_directory_modes_ignore_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmpdir("umask");
+    let sock = dir.join("new/dir/munin.sock");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000; exec {BIN} --web.listen-address 127.0.0.1:0 --interval 1s --munin.socket {}",
+            sock.display()
+        ))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(sock.parent().unwrap()), 0o755);
+    assert_eq!(mode(&sock), 0o660);
+    let _ = child.kill();
+    let _ = child.wait();
+}
