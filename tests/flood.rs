@@ -244,20 +244,8 @@ fn password_guessing_from_one_address_does_not_starve_a_scrape() {
     std::fs::write(&cfg, format!("basic_auth_users:\n  prometheus: {}\n", bcrypt::hash("right", 8).unwrap())).unwrap();
     let d = Served::start(&["--web.config.file", cfg.to_str().unwrap()]);
     let to: std::net::SocketAddrV4 = d.addr.parse().unwrap();
-    // "prometheus:wrongNN" and "prometheus:right" in base64.
     let header = |pw: &str| {
-        let s = format!("prometheus:{pw}");
-        let mut out = String::new();
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        for c in s.as_bytes().chunks(3) {
-            let n = (u32::from(c[0]) << 16)
-                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-                | u32::from(*c.get(2).unwrap_or(&0));
-            for i in 0..4 {
-                out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-            }
-        }
-        format!("GET /metrics HTTP/1.0\r\nAuthorization: Basic {out}\r\n\r\n")
+        format!("GET /metrics HTTP/1.0\r\nAuthorization: {}\r\n\r\n", basic_auth(&format!("prometheus:{pw}")))
     };
     let guesses: Vec<TcpStream> = (0..100)
         .map(|i| {

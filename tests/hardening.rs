@@ -521,20 +521,8 @@ fn a_stuck_netlink_dump_is_reported_and_shutdown_stays_bounded() {
 
 /// A GET with basic auth (`user:password`) over plain HTTP: the status.
 fn get_as(addr: &str, credentials: &str) -> u16 {
-    let b64 = {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let bytes = credentials.as_bytes();
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                out.push(if i <= chunk.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-            }
-        }
-        out
-    };
-    let resp = raw(addr, format!("GET /metrics HTTP/1.0\r\nAuthorization: Basic {b64}\r\n\r\n").as_bytes());
+    let resp =
+        raw(addr, format!("GET /metrics HTTP/1.0\r\nAuthorization: {}\r\n\r\n", basic_auth(credentials)).as_bytes());
     String::from_utf8_lossy(&resp).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 

@@ -264,27 +264,8 @@ fn prometheus_fires_before_connect_fails() {
     const FILL: usize = 186; // 93 %
     let ns = Netns::new("prom");
     ns.sysctl("net.ipv4.ip_local_port_range", "40000 40199");
-    let dir = std::env::temp_dir().join(format!("sockwatch-prom-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {ROOT}/prometheus/alerts.yml\n\
-             scrape_configs:\n  - job_name: sockwatch\n    static_configs:\n      - targets: ['127.0.0.1:9822']\n"
-        ),
-    )
-    .unwrap();
     let _daemon = Daemon::start(&ns, 9822, &["--interval", "1s"]);
-    let prom = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "prometheus", "--config.file", config.to_str().unwrap()])
-        .args(["--storage.tsdb.path", dir.join("data").to_str().unwrap(), "--web.listen-address", "127.0.0.1:9090"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _prom = KillOnDrop(prom);
+    let _prom = Prometheus::start(&ns, "operate", 9822);
 
     // Fill the destination to 93 %, then stop and ask Prometheus.
     let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -332,7 +313,6 @@ fn prometheus_fires_before_connect_fails() {
     let (more, err) = worker.join().unwrap();
     assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{err}");
     assert_eq!(FILL + more, RANGE, "the alert fired with {more} ports still free");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The Debian package that .ci/run builds with `cargo deb`: its contents, installed for

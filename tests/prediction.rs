@@ -20,7 +20,6 @@ use common::*;
 const RANGE: (&str, f64) = ("40000 42999", 3000.0);
 const SERVER_PORT: u16 = 8080;
 const DAEMON_PORT: u16 = 9822;
-const PROM_PORT: u16 = 9090;
 
 const PORT_ALERTS: [&str; 4] = [
     "EphemeralPortsExhaustionPredicted",
@@ -98,76 +97,6 @@ fn paced_client(
     })
 }
 
-/// A real Prometheus in `ns` with the shipped rules, scraping the daemon every second.
-struct Prometheus {
-    _child: KillOnDrop,
-    dir: std::path::PathBuf,
-}
-
-impl Prometheus {
-    fn start(ns: &Netns, tag: &str) -> Prometheus {
-        let root = env!("CARGO_MANIFEST_DIR");
-        let dir = std::env::temp_dir().join(format!("sockwatch-predict-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {root}/prometheus/alerts.yml\n\
-                 scrape_configs:\n  - job_name: sockwatch\n    static_configs:\n      - targets: ['127.0.0.1:{DAEMON_PORT}']\n"
-            ),
-        )
-        .unwrap();
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns.name, "prometheus", "--config.file", config.to_str().unwrap()])
-            .args(["--storage.tsdb.path", dir.join("data").to_str().unwrap()])
-            .args(["--web.listen-address", &format!("127.0.0.1:{PROM_PORT}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let p = Prometheus { _child: KillOnDrop(child), dir };
-        // Ready, and the daemon scraped at least once.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while p.query(ns, "up", None) != Some(1.0) {
-            assert!(Instant::now() < deadline, "Prometheus did not scrape the daemon within 60 s");
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        p
-    }
-
-    /// The one value of an instant query (at `at`, default now), if there is one.
-    fn query(&self, ns: &Netns, expr: &str, at: Option<SystemTime>) -> Option<f64> {
-        let time = at.map_or(String::new(), |t| format!("&time={:.3}", unix(t)));
-        let (status, body) = try_http_get_in(ns, PROM_PORT, &format!("/api/v1/query?query={expr}{time}"))?;
-        if status != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
-
-    /// Names of the alerts in state `firing`.
-    fn firing(&self, ns: &Netns) -> Vec<String> {
-        let Some((200, body)) = try_http_get_in(ns, PROM_PORT, "/api/v1/alerts") else { return Vec::new() };
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v["data"]["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["state"] == "firing")
-            .map(|a| a["labels"]["alertname"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
@@ -188,7 +117,7 @@ impl Lab {
         let stop = Arc::new(AtomicBool::new(false));
         let server = Some(serve(&pair.server, stop.clone()));
         let daemon = Daemon::start(&pair.client, DAEMON_PORT, &["--interval", "1s"]);
-        let prom = Prometheus::start(&pair.client, tag);
+        let prom = Prometheus::start(&pair.client, tag, DAEMON_PORT);
         Lab { pair, stop, server, _daemon: daemon, prom }
     }
 }

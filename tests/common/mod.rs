@@ -540,3 +540,93 @@ pub fn dashboard_exprs() -> Vec<String> {
     assert!(exprs.len() >= 15, "{exprs:?}");
     exprs
 }
+
+/// The port a test's Prometheus listens on, inside the test's namespace.
+pub const PROM_PORT: u16 = 9090;
+
+/// A real Prometheus in `ns` with the shipped rules (and a sample, evaluation and scrape
+/// every second), scraping the daemon on 127.0.0.1:`daemon_port` in the same namespace.
+pub struct Prometheus {
+    _child: KillOnDrop,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    pub fn start(ns: &Netns, tag: &str, daemon_port: u16) -> Prometheus {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let dir = std::env::temp_dir().join(format!("sockwatch-predict-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {root}/prometheus/alerts.yml\n\
+                 scrape_configs:\n  - job_name: sockwatch\n    static_configs:\n      - targets: ['127.0.0.1:{daemon_port}']\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, "prometheus", "--config.file", config.to_str().unwrap()])
+            .args(["--storage.tsdb.path", dir.join("data").to_str().unwrap()])
+            .args(["--web.listen-address", &format!("127.0.0.1:{PROM_PORT}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Prometheus { _child: KillOnDrop(child), dir };
+        // Ready, and the daemon scraped at least once.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while p.query(ns, "up", None) != Some(1.0) {
+            assert!(Instant::now() < deadline, "Prometheus did not scrape the daemon within 60 s");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        p
+    }
+
+    /// The one value of an instant query (at `at`, default now), if there is one.
+    pub fn query(&self, ns: &Netns, expr: &str, at: Option<std::time::SystemTime>) -> Option<f64> {
+        let time = at.map_or(String::new(), |t| {
+            format!("&time={:.3}", t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64())
+        });
+        let (status, body) = try_http_get_in(ns, PROM_PORT, &format!("/api/v1/query?query={expr}{time}"))?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Names of the alerts in state `firing`.
+    pub fn firing(&self, ns: &Netns) -> Vec<String> {
+        let Some((200, body)) = try_http_get_in(ns, PROM_PORT, "/api/v1/alerts") else { return Vec::new() };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| a["labels"]["alertname"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An `Authorization: Basic` header value for `user:password`.
+pub fn basic_auth(credentials: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::from("Basic ");
+    for c in credentials.as_bytes().chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
