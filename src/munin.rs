@@ -208,10 +208,15 @@ impl Shim {
             let snap = self.latest.borrow().as_ref().map(|p| p.snapshot.clone());
             out.clear();
             let more = self.respond(&req, &mut session, snap.as_deref(), &mut out);
-            let written = matches!(tokio::time::timeout(idle, wr.write_all(out.as_bytes())).await, Ok(Ok(())));
+            // Answered: evictable again while the answer is written, so a client that
+            // pipelines commands and never reads cannot hold a slot as "busy".
             if command {
                 slot.state.end();
             }
+            let written = tokio::select! {
+                r = tokio::time::timeout(idle, wr.write_all(out.as_bytes())) => matches!(r, Ok(Ok(()))),
+                _ = slot.state.evicted() => false,
+            };
             if !written || !more {
                 return;
             }

@@ -21,6 +21,13 @@ use common::*;
 
 const HOSTILE: usize = 2000;
 
+/// The floods take a core each: one at a time, so a test's timing is its own.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A connection the flood holds, polled without blocking.
 trait Conn: Read + Write + Send + 'static {
     fn nonblocking(&self);
@@ -36,31 +43,54 @@ impl Conn for UnixStream {
     }
 }
 
+/// What each hostile connection does.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Says nothing.
+    Silent,
+    /// Sends a newline every 200 ms.
+    Trickle,
+    /// Pipelines Munin fetches and never reads an answer, so the server's writes block.
+    Pipeline,
+}
+
 /// Keeps `n` connections open (reconnecting as the server closes them) until `flag` is
-/// set; with `trickle`, each sends a newline every 200 ms. Returns (made, closed by the
-/// server).
-fn flood<C: Conn>(n: usize, trickle: bool, connect: impl Fn() -> Option<C>, flag: &AtomicBool) -> (u64, u64) {
+/// set. Returns (made, closed by the server).
+fn flood<C: Conn>(n: usize, mode: Mode, connect: impl Fn() -> Option<C>, flag: &AtomicBool) -> (u64, u64) {
     let (mut conns, mut made, mut closed) = (Vec::<C>::new(), 0u64, 0u64);
     let mut last_trickle = Instant::now();
     let mut buf = [0u8; 512];
+    let fetches = "cap multigraph\n".to_owned() + &"fetch sockwatch\n".repeat(4000);
     while !flag.load(Ordering::Relaxed) {
         while conns.len() < n {
-            let Some(c) = connect() else { break };
+            let Some(mut c) = connect() else { break };
             c.nonblocking();
+            if mode == Mode::Pipeline {
+                let _ = c.write(fetches.as_bytes());
+            }
             conns.push(c);
             made += 1;
         }
         let before = conns.len();
-        conns.retain_mut(|c| loop {
-            match c.read(&mut buf) {
-                Ok(0) => return false,
-                Ok(_) => continue, // a greeting or a goodbye line: read on
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-                Err(_) => return false,
+        conns.retain_mut(|c| {
+            if mode == Mode::Pipeline {
+                // Never reads: a closed session shows as a failed write.
+                return match c.write(b"fetch sockwatch\n") {
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                };
+            }
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(_) => continue, // a greeting or a goodbye line: read on
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                    Err(_) => return false,
+                }
             }
         });
         closed += (before - conns.len()) as u64;
-        if trickle && last_trickle.elapsed() > Duration::from_millis(200) {
+        if mode == Mode::Trickle && last_trickle.elapsed() > Duration::from_millis(200) {
             for c in &mut conns {
                 let _ = c.write(b"\n");
             }
@@ -112,12 +142,15 @@ fn flood_child() {
     let (made, closed) = match target.strip_prefix("tcp:") {
         Some(addr) => {
             let to: std::net::SocketAddrV4 = addr.parse().unwrap();
-            flood(HOSTILE, false, || connect_from([127, 0, 0, 2].into(), to), &stop)
+            flood(HOSTILE, Mode::Silent, || connect_from([127, 0, 0, 2].into(), to), &stop)
         }
-        None => {
-            let path = target.strip_prefix("unix:").unwrap().to_owned();
-            flood(HOSTILE, true, || UnixStream::connect(&path).ok(), &stop)
-        }
+        None => match target.strip_prefix("pipeline:") {
+            Some(path) => flood(200, Mode::Pipeline, || UnixStream::connect(path).ok(), &stop),
+            None => {
+                let path = target.strip_prefix("unix:").unwrap().to_owned();
+                flood(HOSTILE, Mode::Trickle, || UnixStream::connect(&path).ok(), &stop)
+            }
+        },
     };
     println!("FLOOD made={made} closed={closed}");
 }
@@ -177,6 +210,7 @@ fn raise_fd_limit() {
 
 #[test]
 fn silent_connections_from_one_client_cannot_deny_a_scrape() {
+    let _serial = one_at_a_time();
     let d = Served::start(&[]);
     let flood = Flood::start(&format!("tcp:{}", d.addr));
     let mut slow = Vec::new();
@@ -198,11 +232,25 @@ fn silent_connections_from_one_client_cannot_deny_a_scrape() {
 
 #[test]
 fn trickling_munin_sessions_cannot_lock_out_a_fetch() {
-    let dir = std::env::temp_dir().join(format!("sockwatch-flood-{}", std::process::id()));
+    let _serial = one_at_a_time();
+    munin_fetches_during("unix");
+}
+
+/// Sessions that pipeline fetches and never read an answer used to stay "busy" while the
+/// shim's write blocked, for the whole idle timeout: 64 of them locked munin-node out.
+#[test]
+fn munin_sessions_that_never_read_cannot_lock_out_a_fetch() {
+    let _serial = one_at_a_time();
+    munin_fetches_during("pipeline");
+}
+
+/// Four fetches, each answered within a second, while a flood of `kind` holds the shim.
+fn munin_fetches_during(kind: &str) {
+    let dir = std::env::temp_dir().join(format!("sockwatch-flood-{kind}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("munin.sock");
     let _d = Served::start(&["--munin.socket", sock.to_str().unwrap()]);
-    let flood = Flood::start(&format!("unix:{}", sock.display()));
+    let flood = Flood::start(&format!("{kind}:{}", sock.display()));
     for i in 0..4 {
         let t = Instant::now();
         let s = UnixStream::connect(&sock).unwrap();
@@ -224,11 +272,11 @@ fn trickling_munin_sessions_cannot_lock_out_a_fetch() {
         let took = t.elapsed();
         eprintln!("munin fetch {i} during the flood: {took:?}");
         assert!(values > 5, "{values} values");
-        assert!(took < Duration::from_secs(1), "fetch {i} took {took:?} with {HOSTILE} trickling sessions");
+        assert!(took < Duration::from_secs(1), "fetch {i} took {took:?} during a {kind} flood");
         std::thread::sleep(Duration::from_millis(500));
     }
     let (made, closed) = flood.finish();
-    eprintln!("munin flood: {made} sessions made, {closed} closed by the shim");
+    eprintln!("munin {kind} flood: {made} sessions made, {closed} closed by the shim");
     assert!(closed > 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -238,6 +286,7 @@ fn trickling_munin_sessions_cannot_lock_out_a_fetch() {
 /// is answered within a second, not after every guess has paid for bcrypt. (Before: 5.1 s.)
 #[test]
 fn password_guessing_from_one_address_does_not_starve_a_scrape() {
+    let _serial = one_at_a_time();
     let dir = std::env::temp_dir().join(format!("sockwatch-guess-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("web.yml");
@@ -281,6 +330,7 @@ fn password_guessing_from_one_address_does_not_starve_a_scrape() {
 /// once, and its end once (it was logged ten times a second).
 #[test]
 fn accept_failures_are_logged_once_per_state_change() {
+    let _serial = one_at_a_time();
     if !have_command("prlimit") {
         skip("accept_failures_are_logged_once_per_state_change", "needs prlimit (util-linux)");
         return;
