@@ -515,5 +515,188 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         // Only a bug in this file can get here (an invalid name); serve what was written.
         tracing::error!("rendering Prometheus text: {e}");
     }
-    buf
+    spell_infinities(buf)
+}
+
+/// The prometheus crate writes values with Rust's `f64` formatting, `inf` and `-inf`; the
+/// exposition format (and OpenMetrics) spell them `+Inf` and `-Inf`. A value is the last
+/// field of its line, and a newline inside a label value is escaped, so " inf\n" can only
+/// be a value.
+fn spell_infinities(buf: Vec<u8>) -> Vec<u8> {
+    if !buf.windows(5).any(|w| w == b" inf\n" || w == b"-inf\n") {
+        return buf;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    text.replace(" inf\n", " +Inf\n").replace(" -inf\n", " -Inf\n").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    //! A golden test: a hand-built snapshot with every part present, rendered, against
+    //! `tests/fixtures/prometheus/golden.txt` byte for byte, so that a refactor cannot
+    //! change the output (names, labels and their order, HELP, TYPE, escaping) unnoticed.
+    //! `SOCKWATCH_BLESS=1 cargo test golden` rewrites the file after a deliberate change.
+
+    use std::time::{Duration, SystemTime};
+
+    use super::{render, spell_infinities};
+    use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
+    use crate::sources::conntrack::{Conntrack, ConntrackStats};
+    use crate::sources::ct_breakdown::Breakdown;
+    use crate::sources::limits::Limits;
+    use crate::sources::ports::{Destination, Ephemeral, ListenQueue, PortStates, PortUsage};
+    use crate::sources::projection::{Trajectory, TwHistogram};
+    use crate::sources::snmp::TcpCounters;
+    use crate::sources::sockets::{Sockets, TcpStates};
+    use crate::sources::sockstat::Sockstat;
+
+    fn dest(remote: &str, port: u16, used: u64, rate: f64, projected: f64, seconds: Option<f64>) -> Destination {
+        Destination {
+            local_ip: "10.0.0.1".parse().unwrap(),
+            remote_ip: remote.parse().unwrap(),
+            remote_port: port,
+            used,
+            close_rate: rate,
+            projected,
+            seconds_to_exhaustion: seconds,
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut states = TcpStates::default();
+        for (i, n) in [0, 120, 3, 4, 5, 6, 2400, 7, 8, 9, 10, 11, 0].into_iter().enumerate() {
+            states.ipv4[i] = n;
+            states.ipv6[i] = n / 2;
+        }
+        let heading = dest("10.0.0.2", 80, 2400, 106.0, 6360.0, Some(38.0));
+        let mut tcp = [0; 10];
+        tcp[3] = 70;
+        tcp[7] = 30;
+        let mut time_wait = TwHistogram::default();
+        time_wait.counts[11] = 30;
+        Snapshot {
+            timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_646_199),
+            duration: Duration::from_millis(12),
+            interval: Duration::from_secs(10),
+            sockets: Some(Sockets { states, interrupted: false }),
+            ports: Some(PortUsage {
+                ephemeral: Some(Ephemeral {
+                    top: vec![heading.clone(), dest("2001:db8::9", 443, 3, 0.0, 3.0, None)],
+                    destinations: 2,
+                    untracked: 0,
+                    bound: 1,
+                    busiest: 2400,
+                    projected_max: 6360.0,
+                    seconds_to_exhaustion: Some(38.0),
+                    worst: Some(heading),
+                }),
+                ports: vec![PortStates { port: 8080, states: [0, 5, 0, 1, 0, 0, 2, 0, 1, 0, 0, 0, 0] }],
+                listeners: vec![ListenQueue {
+                    local_ip: "0.0.0.0".parse().unwrap(),
+                    port: 8080,
+                    length: 3,
+                    limit: 128,
+                }],
+                listener_count: 1,
+                listen_utilization_max: 3.0 / 128.0,
+            }),
+            sockstat: Some(Sockstat { inuse: 130, orphan: 1, tw: 3600, alloc: 140, mem_bytes: 4096 * 268 }),
+            conntrack: Some(Conntrack {
+                entries: 100,
+                limit: Some(262_144),
+                buckets: Some(65_536),
+                stats: Some(ConntrackStats {
+                    drop: Some(1),
+                    early_drop: Some(2),
+                    insert_failed: Some(3),
+                    invalid: Some(4),
+                    search_restart: Some(5),
+                    found: Some(6),
+                    insert: Some(7),
+                    clash_resolve: None,
+                }),
+            }),
+            snmp: Some(TcpCounters {
+                active_opens: Some(10),
+                passive_opens: Some(20),
+                attempt_fails: Some(1),
+                estab_resets: Some(2),
+                retrans_segs: Some(3),
+                time_wait_overflow: Some(0),
+                listen_overflows: Some(4),
+                listen_drops: Some(5),
+                abort_on_memory: None,
+            }),
+            conntrack_breakdown: Some(Breakdown {
+                tcp,
+                udp: 5,
+                icmp: 1,
+                other: 0,
+                assured: 60,
+                nated: 2,
+                total: 106,
+                time_wait,
+                time_wait_timeout: 120,
+            }),
+            conntrack_projection: Some(Trajectory {
+                close_rate: 1.5,
+                trend: 0.0,
+                projected: 256.0,
+                seconds_to_exhaustion: None,
+            }),
+            limits: Some(Limits {
+                port_range_low: 40000,
+                port_range_high: 45999,
+                reserved_in_range: 0,
+                tcp_max_tw_buckets: Some(131_072),
+                tcp_fin_timeout: Some(60),
+                tcp_tw_reuse: Some(2),
+                tcp_max_orphans: Some(65_536),
+                tcp_max_syn_backlog: Some(512),
+                somaxconn: Some(4096),
+                tcp_tw_timeout: None,
+            }),
+            sources: Source::ALL
+                .iter()
+                .map(|&source| SourceStatus {
+                    source,
+                    up: source != Source::Snmp,
+                    errors_total: u64::from(source == Source::Snmp),
+                    duration: Duration::from_micros(250),
+                    error: (source == Source::Snmp).then(|| "a \"quoted\" reason\\with a backslash".to_owned()),
+                })
+                .collect(),
+            samples_total: 42,
+            inconsistent_total: 1,
+            overdue: Some(Overdue { running: Duration::from_secs(7), source: Some(Source::Sockets) }),
+        }
+    }
+
+    #[test]
+    fn infinities_are_spelled_as_the_exposition_format_wants() {
+        let text = String::from_utf8(render(&snapshot())).unwrap();
+        assert!(text.contains("\nsockwatch_conntrack_seconds_to_full +Inf\n"), "{text}");
+        assert!(!text.contains(" inf\n"));
+        assert_eq!(spell_infinities(b"a 1\nb -inf\nc{x=\"inf\"} inf\n".to_vec()), b"a 1\nb -Inf\nc{x=\"inf\"} +Inf\n");
+    }
+
+    #[test]
+    fn golden_rendering_of_every_family() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/prometheus/golden.txt");
+        let text = String::from_utf8(render(&snapshot())).unwrap();
+        if std::env::var("SOCKWATCH_BLESS").is_ok_and(|v| v == "1") {
+            std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+            std::fs::write(path, &text).unwrap();
+        }
+        let golden = std::fs::read_to_string(path).expect("golden file: SOCKWATCH_BLESS=1 cargo test golden");
+        if text != golden {
+            let first = text.lines().zip(golden.lines()).position(|(a, b)| a != b);
+            panic!(
+                "rendering differs from {path} at line {}:\n  now:    {:?}\n  golden: {:?}",
+                first.map_or(text.lines().count().min(golden.lines().count()) + 1, |i| i + 1),
+                first.and_then(|i| text.lines().nth(i)),
+                first.and_then(|i| golden.lines().nth(i))
+            );
+        }
+    }
 }
