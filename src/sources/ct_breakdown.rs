@@ -15,13 +15,12 @@
 //! seconds (120 by default), which [`super::projection`] turns into where the table is
 //! heading. Other entries' timeouts restart with every packet and say nothing of their age.
 
-use std::io;
 use std::time::Duration;
 
-use netlink_packet_core::{NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
-use super::netlink::DumpSocket;
+use super::netlink::{DumpSocket, Progress};
 use super::projection::TwHistogram;
 use super::SourceError;
 
@@ -182,36 +181,15 @@ pub fn count_entry(attrs: &[u8], b: &mut Breakdown) {
 
 /// Parses one datagram of the dump. Returns true when the dump is complete.
 pub fn parse_datagram(data: &[u8], seq: u32, b: &mut Breakdown) -> Result<bool, SourceError> {
-    let mut off = 0;
-    while off < data.len() {
-        let nl = NetlinkBuffer::new_checked(&data[off..])
-            .map_err(|e| SourceError::Netlink(format!("ctnetlink: malformed message at offset {off}: {e}")))?;
-        let len = nl.length() as usize;
-        if nl.sequence_number() == seq {
-            let payload = nl.payload();
-            match nl.message_type() {
-                NLMSG_DONE => return Ok(true),
-                NLMSG_ERROR => {
-                    let code = payload.get(..4).map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]])).unwrap_or(0);
-                    if code == 0 {
-                        return Ok(true);
-                    }
-                    let errno = code.saturating_neg(); // any i32 may come: i32::MIN too
-                    let err = io::Error::from_raw_os_error(errno);
-                    let hint = if errno == libc::EPERM { " (needs CAP_NET_ADMIN)" } else { "" };
-                    return Err(SourceError::Netlink(format!("ctnetlink: dump refused: {err}{hint}")));
-                }
-                t if t >> 8 == NFNL_SUBSYS_CTNETLINK => {
-                    if let Some(attrs) = payload.get(NFGENMSG_LEN..) {
-                        count_entry(attrs, b);
-                    }
-                }
-                _ => {}
+    let progress = super::netlink::walk_datagram("ctnetlink", data, seq, &mut |m| {
+        if m.kind >> 8 == NFNL_SUBSYS_CTNETLINK {
+            if let Some(attrs) = m.payload.get(NFGENMSG_LEN..) {
+                count_entry(attrs, b);
             }
         }
-        off += (len + 3) & !3;
-    }
-    Ok(false)
+        Ok(())
+    })?;
+    Ok(progress == super::netlink::Progress::Done)
 }
 
 /// `nf_conntrack_tcp_timeout_time_wait` below `proc_root`: what the dump buckets TIME_WAIT
@@ -252,29 +230,26 @@ impl CtDump {
     /// Dumps the whole table of this network namespace; TIME_WAIT entries are bucketed
     /// against `time_wait_timeout` seconds.
     pub fn read(&mut self, time_wait_timeout: u32) -> Result<Breakdown, SourceError> {
-        let result = self.try_read(time_wait_timeout);
-        if result.is_err() {
-            self.nl.reset();
-        }
-        result
+        self.try_read(time_wait_timeout)
     }
 
     fn try_read(&mut self, time_wait_timeout: u32) -> Result<Breakdown, SourceError> {
-        let seq = self.nl.send(Self::request)?;
         let mut b = Breakdown::new(time_wait_timeout);
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while !parse_datagram(self.nl.recv()?, seq, &mut b)? {
-            if std::time::Instant::now() > deadline {
-                return Err(SourceError::Netlink("ctnetlink: dump took longer than 120 s, abandoned".into()));
-            }
-        }
+        let deadline = std::time::Instant::now() + DUMP_DEADLINE;
+        self.nl.dump(Self::request, Some(deadline), &mut |data, seq| {
+            Ok(if parse_datagram(data, seq, &mut b)? { Progress::Done } else { Progress::More })
+        })?;
         Ok(b)
     }
 }
 
+/// A table dump that takes longer is abandoned (a table of millions takes seconds).
+const DUMP_DEADLINE: Duration = Duration::from_secs(120);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::NLMSG_ERROR;
 
     /// Builds one attribute (type, payload), padded to 4 bytes.
     fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {

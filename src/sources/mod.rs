@@ -36,6 +36,20 @@ pub enum SourceError {
     Parse { path: PathBuf, msg: String },
     #[error("netlink {0}")]
     Netlink(String),
+    /// The kernel answered a dump with an error code (`NLMSG_ERROR`, or `NLMSG_DONE`
+    /// carrying one). Typed, so callers decide on the errno, never on a message's wording.
+    #[error("{}", kernel_message(what, *errno))]
+    Kernel { what: &'static str, errno: i32 },
+}
+
+/// The kernel's refusal in words, with what an operator can do about it.
+fn kernel_message(what: &str, errno: i32) -> String {
+    let err = io::Error::from_raw_os_error(errno);
+    match what {
+        "ctnetlink" if errno == libc::EPERM => format!("netlink ctnetlink: dump refused: {err} (needs CAP_NET_ADMIN)"),
+        "ctnetlink" => format!("netlink ctnetlink: dump refused: {err}"),
+        _ => format!("netlink {what}: kernel answered the dump with an error: {err}"),
+    }
 }
 
 impl SourceError {

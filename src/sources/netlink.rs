@@ -101,6 +101,95 @@ impl DumpSocket {
     pub fn reset(&mut self) {
         self.sock = None;
     }
+
+    /// One whole dump: sends `request`, hands every datagram to `on_datagram` (which
+    /// returns [`Progress::Done`] at the end of the dump) until the end or `deadline`, and
+    /// after any error drops the socket so that no stale reply of this dump is read as
+    /// part of the next.
+    pub fn dump(
+        &mut self,
+        request: impl FnOnce(u32) -> Vec<u8>,
+        deadline: Option<std::time::Instant>,
+        on_datagram: &mut dyn FnMut(&[u8], u32) -> Result<Progress, SourceError>,
+    ) -> Result<(), SourceError> {
+        let result = (|| {
+            let seq = self.send(request)?;
+            loop {
+                if on_datagram(self.recv()?, seq)? == Progress::Done {
+                    return Ok(());
+                }
+                if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+                    return Err(self.error("the dump took too long, abandoned"));
+                }
+            }
+        })();
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+}
+
+/// Where a dump stands after one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    More,
+    Done,
+}
+
+/// One message of a dump that belongs to it (its sequence number), neither DONE nor ERROR.
+pub struct Message<'a> {
+    pub kind: u16,
+    pub flags: u16,
+    pub payload: &'a [u8],
+    /// Where it starts in the datagram, for error messages.
+    pub offset: usize,
+}
+
+/// Walks one datagram of a dump reply, the same way for every netlink dump: header checks,
+/// 4-byte alignment, messages of other (abandoned) dumps skipped by sequence number,
+/// `NLMSG_DONE` ends the dump (an error code in it is the kernel's answer, as is
+/// `NLMSG_ERROR`'s), `NLMSG_OVERRUN` is an error. Every other message of the dump goes to
+/// `on_message`. Pure: the fuzz target and the fixture tests call it through the parsers.
+pub fn walk_datagram(
+    what: &'static str,
+    data: &[u8],
+    seq: u32,
+    on_message: &mut dyn FnMut(Message<'_>) -> Result<(), SourceError>,
+) -> Result<Progress, SourceError> {
+    use netlink_packet_core::{NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN};
+    let mut off = 0;
+    while off < data.len() {
+        let nl = NetlinkBuffer::new_checked(&data[off..])
+            .map_err(|e| SourceError::Netlink(format!("{what}: malformed message at offset {off}: {e}")))?;
+        let len = nl.length() as usize;
+        if nl.sequence_number() == seq {
+            let payload = nl.payload();
+            // NLMSG_DONE and NLMSG_ERROR both start with an int: 0, or a negative errno.
+            // A dump that fails once started ends with NLMSG_DONE carrying the error; a
+            // request the kernel rejects outright gets NLMSG_ERROR.
+            let code = payload.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            match nl.message_type() {
+                t @ (NLMSG_DONE | NLMSG_ERROR) => {
+                    let code = match (t, code) {
+                        (_, Some(c)) => c,
+                        (NLMSG_DONE, None) => 0, // old kernels send an empty DONE
+                        (_, None) => return Err(SourceError::Netlink(format!("{what}: truncated NLMSG_ERROR"))),
+                    };
+                    if code == 0 {
+                        return Ok(Progress::Done);
+                    }
+                    // Any i32 may come, i32::MIN too: saturate rather than overflow.
+                    return Err(SourceError::Kernel { what, errno: code.saturating_neg() });
+                }
+                NLMSG_OVERRUN => return Err(SourceError::Netlink(format!("{what}: kernel reported NLMSG_OVERRUN"))),
+                kind => on_message(Message { kind, flags: nl.flags(), payload, offset: off })?,
+            }
+        }
+        // Messages are 4-byte aligned (NLMSG_ALIGN).
+        off += (len + 3) & !3;
+    }
+    Ok(Progress::More)
 }
 
 #[cfg(test)]

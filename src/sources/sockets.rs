@@ -27,13 +27,9 @@
 //! - an AF_INET6 dump includes dual-stack sockets as `::ffff:a.b.c.d`; they are counted
 //!   once, as IPv6 sockets, as the kernel keeps them.
 
-use std::io;
 use std::time::Duration;
 
-use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN, NLM_F_DUMP,
-    NLM_F_DUMP_INTR, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::{SockDiagMessage, AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
@@ -167,12 +163,7 @@ pub struct Sockets {
     pub interrupted: bool,
 }
 
-/// Where a dump stands after one datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    More,
-    Done,
-}
+pub use super::netlink::Progress;
 
 /// Parses one datagram of a dump reply, calling `visit` for every socket message that
 /// belongs to the dump with sequence number `seq`. Sets `*interrupted` when a message
@@ -184,52 +175,22 @@ pub fn parse_datagram(
     interrupted: &mut bool,
     visit: &mut dyn FnMut(&DiagMsg<'_>),
 ) -> Result<Progress, SourceError> {
-    let mut off = 0;
-    while off < data.len() {
-        let nl = NetlinkBuffer::new_checked(&data[off..])
-            .map_err(|e| SourceError::Netlink(format!("sock_diag: malformed message at offset {off}: {e}")))?;
-        let len = nl.length() as usize;
-        // A stale message from an abandoned earlier dump: skip it.
-        if nl.sequence_number() == seq {
-            if nl.flags() & NLM_F_DUMP_INTR != 0 {
-                *interrupted = true;
-            }
-            let payload = nl.payload();
-            // NLMSG_DONE and NLMSG_ERROR both start with an int: 0, or a negative errno.
-            // A dump that fails once started (e.g. no handler for the protocol) ends with
-            // NLMSG_DONE carrying the error; a request the kernel rejects outright gets
-            // NLMSG_ERROR.
-            let code = || payload.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-            match nl.message_type() {
-                NLMSG_DONE | NLMSG_ERROR => {
-                    let code = match (nl.message_type(), code()) {
-                        (_, Some(c)) => c,
-                        (NLMSG_DONE, None) => 0, // old kernels send an empty DONE
-                        (_, None) => return Err(SourceError::Netlink("sock_diag: truncated NLMSG_ERROR".into())),
-                    };
-                    if code == 0 {
-                        return Ok(Progress::Done);
-                    }
-                    let err = io::Error::from_raw_os_error(code.saturating_neg());
-                    return Err(SourceError::Netlink(format!("{KERNEL_ERROR}: {err}")));
-                }
-                NLMSG_OVERRUN => return Err(SourceError::Netlink("sock_diag: kernel reported NLMSG_OVERRUN".into())),
-                SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
-                    let msg = DiagMsg::new(payload).ok_or_else(|| {
-                        SourceError::Netlink(format!(
-                            "sock_diag: malformed inet_diag_msg at offset {off}: {} bytes, expected at least {DIAG_MSG_LEN}",
-                            payload.len()
-                        ))
-                    })?;
-                    visit(&msg);
-                }
-                _ => {} // NLMSG_NOOP and anything new: not ours to interpret
-            }
+    super::netlink::walk_datagram("sock_diag", data, seq, &mut |m| {
+        if m.flags & NLM_F_DUMP_INTR != 0 {
+            *interrupted = true;
         }
-        // Messages are 4-byte aligned (NLMSG_ALIGN).
-        off += (len + 3) & !3;
-    }
-    Ok(Progress::More)
+        if matches!(m.kind, SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK) {
+            let msg = DiagMsg::new(m.payload).ok_or_else(|| {
+                SourceError::Netlink(format!(
+                    "sock_diag: malformed inet_diag_msg at offset {}: {} bytes, expected at least {DIAG_MSG_LEN}",
+                    m.offset,
+                    m.payload.len()
+                ))
+            })?;
+            visit(&msg);
+        }
+        Ok(()) // NLMSG_NOOP and anything new: not ours to interpret
+    })
 }
 
 /// A `NETLINK_SOCK_DIAG` socket and its reusable receive buffer.
@@ -304,27 +265,15 @@ impl SockDiag {
     }
 
     /// Sends `request` and feeds every socket of the dump to `visit`. Returns whether the
-    /// kernel flagged the dump as interrupted. After an error the socket is reopened for
-    /// the next dump, so no stale reply of this one can be read as part of it.
+    /// kernel flagged the dump as interrupted.
     fn dump(
         &mut self,
         request: impl FnOnce(u32) -> Vec<u8>,
         visit: &mut dyn FnMut(&DiagMsg<'_>),
     ) -> Result<bool, SourceError> {
-        let nl = &mut self.nl;
-        let result = (|| {
-            let seq = nl.send(request)?;
-            let mut interrupted = false;
-            loop {
-                if parse_datagram(nl.recv()?, seq, &mut interrupted, visit)? == Progress::Done {
-                    return Ok(interrupted);
-                }
-            }
-        })();
-        if result.is_err() {
-            self.nl.reset();
-        }
-        result
+        let mut interrupted = false;
+        self.nl.dump(request, None, &mut |data, seq| parse_datagram(data, seq, &mut interrupted, visit))?;
+        Ok(interrupted)
     }
 
     /// The sockets source: every TCP socket of both families, counted by state. `visit`
@@ -345,8 +294,8 @@ impl SockDiag {
                     return Ok(out);
                 }
                 // Refused outright, before any socket: dump per family from now on.
-                Err(SourceError::Netlink(msg)) if seen == 0 && is_kernel_refusal(&msg) => {
-                    tracing::info!("{msg}: the kernel refuses the one-walk TCPDIAG_GETSOCK dump; dumping each address family separately");
+                Err(e @ SourceError::Kernel { .. }) if seen == 0 => {
+                    tracing::info!("{e}: the kernel refuses the one-walk TCPDIAG_GETSOCK dump; dumping each address family separately");
                     self.one_walk = false;
                 }
                 Err(e) => return Err(e),
@@ -361,7 +310,7 @@ impl SockDiag {
             match self.dump(|seq| Self::request(family, seq), &mut count) {
                 Ok(intr) => out.interrupted |= intr,
                 // IPv6 disabled at boot (ipv6.disable=1): no AF_INET6 handler, no sockets.
-                Err(SourceError::Netlink(msg)) if family == AF_INET6 && is_no_family(&msg) => {}
+                Err(SourceError::Kernel { errno: libc::ENOENT, .. }) if family == AF_INET6 => {}
                 Err(e) => return Err(e),
             }
         }
@@ -385,21 +334,10 @@ pub fn recorded_datagrams(raw: &[u8]) -> Option<(u32, Vec<&[u8]>)> {
     Some((seq, out))
 }
 
-/// How `parse_datagram`'s error begins when the kernel answers a request with an error.
-const KERNEL_ERROR: &str = "sock_diag: kernel answered the dump with an error";
-
-fn is_kernel_refusal(msg: &str) -> bool {
-    msg.starts_with(KERNEL_ERROR)
-}
-
-fn is_no_family(msg: &str) -> bool {
-    let enoent = io::Error::from_raw_os_error(libc::ENOENT).to_string();
-    msg.ends_with(&enoent)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     /// Reads a fixture recorded by `examples/record_sockdiag.rs`: datagrams, each prefixed
     /// with its length as a little-endian u32, and the dump's sequence number first.
@@ -452,9 +390,9 @@ mod tests {
     fn error_in_nlmsg_done() {
         // The kernel's answer to a dump for a protocol with no handler: NLMSG_DONE, -ENOENT.
         let (res, _, _, _) = run("done-enoent.bin");
-        let e = res.unwrap_err().to_string();
-        assert!(e.contains("kernel answered the dump with an error"), "{e}");
-        assert!(is_no_family(&e), "{e}");
+        let e = res.unwrap_err();
+        assert!(e.to_string().contains("kernel answered the dump with an error"), "{e}");
+        assert!(matches!(e, SourceError::Kernel { what: "sock_diag", errno: libc::ENOENT }), "{e:?}");
     }
 
     #[test]
@@ -533,16 +471,12 @@ mod tests {
     #[test]
     fn a_refused_request_is_told_apart_from_a_failed_read() {
         // What falls back to per-family dumps: the kernel's error answer to the request,
-        // as `read` sees it (the message inside SourceError::Netlink).
-        let inner = |e: SourceError| match e {
-            SourceError::Netlink(msg) => msg,
-            other => panic!("not a netlink error: {other}"),
-        };
+        // a typed errno, as `read` sees it; a failed read is another kind of error.
         let (res, _, _, _) = run("error-einval.bin");
-        assert!(is_kernel_refusal(&inner(res.unwrap_err())));
+        assert!(matches!(res, Err(SourceError::Kernel { errno: libc::EINVAL, .. })), "{res:?}");
         let nl = super::super::netlink::DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT);
-        let overrun = inner(nl.recv_error(io::Error::from_raw_os_error(libc::ENOBUFS)));
-        assert!(!is_kernel_refusal(&overrun), "{overrun}");
+        let overrun = nl.recv_error(io::Error::from_raw_os_error(libc::ENOBUFS));
+        assert!(matches!(overrun, SourceError::Netlink(_)), "{overrun:?}");
     }
 
     #[test]
