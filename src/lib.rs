@@ -2,9 +2,12 @@
 //!
 //! Data flows one way: kernel → [`sources`] → [`snapshot::Snapshot`] (built by the
 //! [`sampler`]) → exporters ([`exporter::prometheus`]) → HTTP ([`http`]). A scrape only
-//! reads the latest published snapshot; it never triggers a sample.
+//! reads the latest published snapshot; it never triggers a sample. Figures derived from a
+//! snapshot (utilisations) and the warning/critical levels are defined once, in
+//! [`derived`], for every reader.
 
 pub mod config;
+pub mod derived;
 pub mod doctor;
 pub mod exporter;
 pub mod http;

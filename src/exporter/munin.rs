@@ -7,6 +7,7 @@
 
 use std::fmt::Write;
 
+use crate::derived;
 use crate::snapshot::Snapshot;
 use crate::sources::sockets::TCP_STATES;
 
@@ -90,15 +91,22 @@ fn ct_stat(s: &Snapshot, pick: fn(&crate::sources::conntrack::ConntrackStats) ->
 fn snmp(s: &Snapshot, pick: fn(&crate::sources::snmp::TcpCounters) -> Option<u64>) -> Option<f64> {
     pick(s.snmp.as_ref()?).map(|v| v as f64)
 }
+/// A derived ratio as the percentage Munin graphs draw (uncapped, see [`derived`]).
+fn pct(ratio: Option<f64>) -> Option<f64> {
+    ratio.map(|r| r * 100.0)
+}
 fn port_utilization_pct(s: &Snapshot) -> Option<f64> {
-    let e = s.ports.as_ref()?.ephemeral.as_ref()?;
-    let size = s.limits.as_ref()?.port_range_size();
-    Some(if size == 0 { 100.0 } else { (e.busiest as f64 * 100.0 / f64::from(size)).min(100.0) })
+    pct(derived::port_utilization(s))
 }
 fn projected_utilization_pct(s: &Snapshot) -> Option<f64> {
-    let e = s.ports.as_ref()?.ephemeral.as_ref()?;
-    let size = s.limits.as_ref()?.port_range_size();
-    Some(if size == 0 { 100.0 } else { e.projected_max * 100.0 / f64::from(size) })
+    pct(derived::projected_port_utilization(s))
+}
+/// A field's warning and critical lines at the shared levels of a limit.
+fn warn_of(limit: Option<f64>) -> Option<f64> {
+    limit.map(|l| l * derived::WARN)
+}
+fn crit_of(limit: Option<f64>) -> Option<f64> {
+    limit.map(|l| l * derived::CRIT)
 }
 fn breakdown(s: &Snapshot, pick: fn(&crate::sources::ct_breakdown::Breakdown) -> u64) -> Option<f64> {
     s.conntrack_breakdown.as_ref().map(|b| pick(b) as f64)
@@ -121,8 +129,8 @@ pub static GRAPHS: &[Graph] = &[
             state_field!(4, "STACK", "Closed locally, FIN sent, not yet acknowledged."),
             state_field!(5, "STACK", "Closed locally, waiting for the peer's FIN."),
             Field {
-                warning: Some(|s| tw_limit(s).map(|l| l * 0.8)),
-                critical: Some(|s| tw_limit(s).map(|l| l * 0.9)),
+                warning: Some(|s| warn_of(tw_limit(s))),
+                critical: Some(|s| crit_of(tw_limit(s))),
                 ..state_field!(
                     6,
                     "STACK",
@@ -146,8 +154,8 @@ pub static GRAPHS: &[Graph] = &[
                full the kernel drops new packets (nf_conntrack: table full, dropping packet; on Linux 6.x: table full in netns N).",
         fields: &[
             Field {
-                warning: Some(|s| ct_limit(s).map(|l| l * 0.8)),
-                critical: Some(|s| ct_limit(s).map(|l| l * 0.9)),
+                warning: Some(|s| warn_of(ct_limit(s))),
+                critical: Some(|s| crit_of(ct_limit(s))),
                 ..field!(
                     "entries",
                     "entries",
@@ -191,8 +199,8 @@ pub static GRAPHS: &[Graph] = &[
                connection rate. At 100 % connect() fails with EADDRNOTAVAIL.",
         fields: &[
             Field {
-                warning: Some(|_| Some(80.0)),
-                critical: Some(|_| Some(90.0)),
+                warning: Some(|_| warn_of(Some(100.0))),
+                critical: Some(|_| crit_of(Some(100.0))),
                 ..field!(
                     "busiest",
                     "busiest destination",
@@ -223,15 +231,15 @@ pub static GRAPHS: &[Graph] = &[
         info: "Connections waiting to be accepted, as a share of the listener's backlog, for the fullest listener. \
                Above 100 % the kernel drops new connections.",
         fields: &[Field {
-            warning: Some(|_| Some(80.0)),
-            critical: Some(|_| Some(100.0)),
+            warning: Some(|_| warn_of(Some(100.0))),
+            critical: Some(|_| Some(derived::LISTEN_CRIT * 100.0)),
             ..field!(
                 "fullest",
                 "fullest listener",
                 "Highest accept queue length / backlog over all listeners.",
                 "AREA",
                 Kind::Gauge,
-                |s| s.ports.as_ref().map(|p| p.listen_utilization_max * 100.0)
+                |s| pct(derived::listen_queue_utilization(s))
             )
         }],
         needs_breakdown: false,
@@ -287,8 +295,8 @@ pub static GRAPHS: &[Graph] = &[
                 |s| { breakdown(s, |b| b.nated) }
             ),
             Field {
-                warning: Some(|s| ct_limit(s).map(|l| l * 0.8)),
-                critical: Some(|s| ct_limit(s).map(|l| l * 0.9)),
+                warning: Some(|s| warn_of(ct_limit(s))),
+                critical: Some(|s| crit_of(ct_limit(s))),
                 ..field!("total", "Total", "All entries.", "no", Kind::Gauge, |s| breakdown(s, |b| b.total))
             },
         ],

@@ -7,6 +7,7 @@
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
+use crate::derived;
 use crate::snapshot::Snapshot;
 use crate::sources::ct_breakdown::CT_TCP_STATES;
 use crate::sources::ports::{self, PortUsage};
@@ -86,9 +87,11 @@ fn opt(v: Option<u64>) -> Option<f64> {
     v.map(f)
 }
 
-fn render_ports(out: &mut Families, pu: &PortUsage, range_size: Option<u32>) {
+fn render_ports(out: &mut Families, s: &Snapshot, pu: &PortUsage) {
     use MetricType::GAUGE;
-    if let (Some(e), Some(size)) = (&pu.ephemeral, range_size) {
+    if let (Some(e), Some(utilization), Some(projected)) =
+        (&pu.ephemeral, derived::port_utilization(s), derived::projected_port_utilization(s))
+    {
         out.labelled(
             "sockwatch_ephemeral_ports_used",
             "Local ports held toward one destination (local IP, remote IP, remote port) by client-side sockets in any state \
@@ -129,13 +132,12 @@ fn render_ports(out: &mut Families, pu: &PortUsage, range_size: Option<u32>) {
             GAUGE,
             e.top.iter().map(|d| (dest_labels(d), d.close_rate)),
         );
-        let ratio = |ports: f64| if size == 0 { 1.0 } else { ports / f64::from(size) };
         out.gauge(
             "sockwatch_ephemeral_port_projected_utilization_max",
             "Highest projected use over all destinations divided by sockwatch_ephemeral_port_range_size: where the \
              worst destination settles if its current close rate holds (not capped: 1.5 means the rate needs 150 % of \
              the range). At 1 or more connect() to it will fail with EADDRNOTAVAIL within a TIME_WAIT length.",
-            ratio(e.projected_max),
+            projected,
         );
         out.gauge(
             "sockwatch_ephemeral_port_seconds_to_exhaustion",
@@ -147,11 +149,11 @@ fn render_ports(out: &mut Families, pu: &PortUsage, range_size: Option<u32>) {
             ),
             e.seconds_to_exhaustion.unwrap_or(f64::INFINITY),
         );
-        let utilization = if size == 0 { 1.0 } else { (e.busiest as f64 / f64::from(size)).min(1.0) };
         out.gauge(
             "sockwatch_ephemeral_port_utilization_max",
-            "Busiest destination's ephemeral port use divided by sockwatch_ephemeral_port_range_size (0 to 1). \
-             At 1, connect() to that destination fails with EADDRNOTAVAIL.",
+            "Busiest destination's ephemeral port use divided by sockwatch_ephemeral_port_range_size. At 1, connect() \
+             to that destination fails with EADDRNOTAVAIL; not capped: above 1 when reserved ports shrank the range \
+             under ports already held.",
             utilization,
         );
         out.gauge(
@@ -243,7 +245,7 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     }
 
     if let Some(pu) = &s.ports {
-        render_ports(&mut out, pu, s.limits.as_ref().map(|l| l.port_range_size()));
+        render_ports(&mut out, s, pu);
     }
 
     if let Some(st) = &s.sockstat {
