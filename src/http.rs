@@ -175,13 +175,13 @@ impl Web {
         match req.uri().path() {
             p if p == self.telemetry_path => match latest {
                 Some(published) if accepts_gzip(req) => {
-                    let mut r = response(StatusCode::OK, PROMETHEUS_CONTENT_TYPE, published.prometheus_gzip.clone());
+                    let mut r = response(StatusCode::OK, PROMETHEUS_CONTENT_TYPE, published.rendered_gzip.clone());
                     r.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
                     r.headers_mut().insert(VARY, HeaderValue::from_static("Accept-Encoding"));
                     r
                 }
                 Some(published) => {
-                    let mut r = response(StatusCode::OK, PROMETHEUS_CONTENT_TYPE, published.prometheus.clone());
+                    let mut r = response(StatusCode::OK, PROMETHEUS_CONTENT_TYPE, published.rendered.clone());
                     r.headers_mut().insert(VARY, HeaderValue::from_static("Accept-Encoding"));
                     r
                 }

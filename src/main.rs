@@ -8,6 +8,7 @@ use clap::Parser;
 use tokio::sync::watch;
 
 use sockwatch::config::{Cli, Command, Config, Flags};
+use sockwatch::exporter::prometheus;
 use sockwatch::http::{self, Web};
 use sockwatch::munin::{self, Shim};
 use sockwatch::munin_plugin;
@@ -52,9 +53,9 @@ fn main() -> ExitCode {
 }
 
 fn sample_once(config: &Config) -> ExitCode {
-    let published = Sampler::new(config).sample_and_render();
+    let published = Sampler::new(config, prometheus::render).sample_and_render();
     let mut out = std::io::stdout().lock();
-    match out.write_all(&published.prometheus).and_then(|()| out.flush()) {
+    match out.write_all(&published.rendered).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
@@ -65,7 +66,7 @@ fn sample_once(config: &Config) -> ExitCode {
 }
 
 fn doctor(config: &Config, json: bool) -> ExitCode {
-    let mut sampler = Sampler::new(config);
+    let mut sampler = Sampler::new(config, prometheus::render);
     let before = sampler.sample();
     std::thread::sleep(std::time::Duration::from_secs(1));
     let now = sampler.sample();
@@ -200,7 +201,8 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (latest_tx, latest_rx) = watch::channel(None);
-        let mut sampler = Sampler::new(&config);
+        // The sampler renders each snapshot once, with the exporter the daemon hands it.
+        let mut sampler = Sampler::new(&config, prometheus::render);
         if config.conntrack_breakdown {
             let slot = sampler::BreakdownSlot::default();
             sampler.share_breakdown(slot.clone());

@@ -1,8 +1,9 @@
 //! The sampler: runs every source on a fixed interval, off the async runtime, builds one
-//! [`Snapshot`], renders the Prometheus text once, and publishes both atomically.
+//! [`Snapshot`], renders it once with the [`Renderer`] the daemon hands it (the Prometheus
+//! text, in practice: the sampler does not know which), and publishes both atomically.
 //!
-//! Readers (HTTP, later Munin) hold a `watch::Receiver` and take an `Arc` of the latest
-//! [`Published`]; they never wait for a sample and never cause one.
+//! Readers (HTTP and the Munin shim) hold a `watch::Receiver` and take an `Arc` of the
+//! latest [`Published`]; they never wait for a sample and never cause one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,6 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::exporter::prometheus;
 use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
 use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
@@ -20,14 +20,17 @@ use crate::sources::projection;
 use crate::sources::{self, sockets::SockDiag, SourceError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// What readers see: the snapshot and its pre-rendered Prometheus text, plain and
-/// gzip-compressed (compressed once per sample, never per scrape).
+/// What readers see: the snapshot and its rendering, plain and gzip-compressed (rendered
+/// and compressed once per sample, never per request).
 #[derive(Debug)]
 pub struct Published {
     pub snapshot: Arc<Snapshot>,
-    pub prometheus: Bytes,
-    pub prometheus_gzip: Bytes,
+    pub rendered: Bytes,
+    pub rendered_gzip: Bytes,
 }
+
+/// Turns a snapshot into the bytes a reader is served; given by whoever runs the sampler.
+pub type Renderer = fn(&Snapshot) -> Vec<u8>;
 
 fn gzip(data: &[u8]) -> Bytes {
     use std::io::Write;
@@ -107,6 +110,7 @@ pub struct Sampler {
     inconsistent_total: u64,
     /// [`Source::code`] of the source being read now (0: none), for the watchdog.
     progress: Arc<AtomicUsize>,
+    render: Renderer,
 }
 
 /// The latest breakdown result, written by [`run_breakdown`], read by every sample.
@@ -122,7 +126,7 @@ enum BreakdownMode {
 }
 
 impl Sampler {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, render: Renderer) -> Self {
         Sampler {
             proc_root: config.procfs.clone(),
             configured_interval: config.interval,
@@ -140,6 +144,7 @@ impl Sampler {
             samples_total: 0,
             inconsistent_total: 0,
             progress: Arc::new(AtomicUsize::new(0)),
+            render,
         }
     }
 
@@ -259,15 +264,15 @@ impl Sampler {
         let mut snapshot = self.sample();
         self.adapt(snapshot.duration);
         snapshot.interval = self.interval;
-        publish(snapshot)
+        publish(snapshot, self.render)
     }
 }
 
 /// Renders a snapshot for readers, once.
-fn publish(snapshot: Snapshot) -> Published {
-    let prometheus = Bytes::from(prometheus::render(&snapshot));
-    let prometheus_gzip = gzip(&prometheus);
-    Published { snapshot: Arc::new(snapshot), prometheus, prometheus_gzip }
+fn publish(snapshot: Snapshot, render: Renderer) -> Published {
+    let rendered = Bytes::from(render(&snapshot));
+    let rendered_gzip = gzip(&rendered);
+    Published { snapshot: Arc::new(snapshot), rendered, rendered_gzip }
 }
 
 /// How long a sample may run before the watchdog calls it overdue: twice the interval in
@@ -280,14 +285,14 @@ pub const MIN_SAMPLE_DEADLINE: Duration = Duration::from_secs(5);
 /// The latest snapshot again, marked overdue: the sample after it has run `running` and
 /// is stuck in `source`, which reads as down. Readers see it at once (`/-/ready` 503,
 /// `sockwatch_sample_overdue_seconds`), instead of the old numbers served as fresh.
-fn overdue(last: &Snapshot, running: Duration, source: Option<Source>) -> Published {
+fn overdue(last: &Snapshot, running: Duration, source: Option<Source>, render: Renderer) -> Published {
     let mut s = last.clone();
     s.overdue = Some(Overdue { running, source });
     for st in s.sources.iter_mut().filter(|st| Some(st.source) == source) {
         st.up = false;
         st.error = Some(format!("stuck: the read has not returned for {} s", running.as_secs()));
     }
-    publish(s)
+    publish(s, render)
 }
 
 /// Where the conntrack table is heading, from the breakdown's TIME_WAIT entries, against
@@ -349,7 +354,7 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         let before = sampler.interval;
-        let progress = sampler.progress.clone();
+        let (progress, render) = (sampler.progress.clone(), sampler.render);
         let mut job = tokio::task::spawn_blocking(move || {
             crate::sched::throughput();
             let published = sampler.sample_and_render();
@@ -379,7 +384,7 @@ pub async fn run(
                     }
                     let last = tx.borrow().as_ref().map(|p| p.snapshot.clone());
                     if let Some(last) = last {
-                        tx.send_replace(Some(Arc::new(overdue(&last, running, source))));
+                        tx.send_replace(Some(Arc::new(overdue(&last, running, source, render))));
                     }
                     next_check += Duration::from_secs(5);
                 }
@@ -463,7 +468,7 @@ mod tests {
         let mut c = Config::load(&crate::config::Flags::default()).unwrap();
         c.interval = Duration::from_secs(interval_s);
         c.max_share = share;
-        Sampler::new(&c)
+        Sampler::new(&c, |_| Vec::new())
     }
 
     #[test]
