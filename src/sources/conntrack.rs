@@ -139,7 +139,6 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<ConntrackStats, SourceErro
 #[allow(clippy::identity_op)] // the sums spell out each CPU's value
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     #[test]
     fn a_per_cpu_sum_that_overflows_is_an_error() {
@@ -148,9 +147,7 @@ mod tests {
         assert!(e.contains("\"drop\"") && e.contains("overflows"), "{e}");
     }
 
-    fn fixture(rel: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
-    }
+    use crate::sources::fixture;
     fn stats_of(rel: &str) -> ConntrackStats {
         let p = fixture(rel);
         parse_stats(&std::fs::read_to_string(&p).unwrap(), &p).unwrap()

@@ -115,7 +115,6 @@ pub fn count_reserved_in_range(text: &str, low: u16, high: u16, path: &Path) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     const P: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 
@@ -154,7 +153,8 @@ mod tests {
     #[test]
     fn range_size_subtracts_reserved() {
         let l = Limits { port_range_low: 32768, port_range_high: 61000, reserved_in_range: 0, ..Default::default() };
-        // The thread in shared/background: 61000 - 32768 = 28232, plus one: the range is inclusive.
+        // The operators' example range "32768 61000": 61000 - 32768 = 28232, plus one, the
+        // range being inclusive.
         assert_eq!(l.port_range_size(), 28233);
         let l = Limits { reserved_in_range: 233, ..l };
         assert_eq!(l.port_range_size(), 28000);
@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn full_tree() {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc/linux-6.18");
+        let root = crate::sources::fixture("proc/linux-6.18");
         let l = read(&root).unwrap();
         assert_eq!((l.port_range_low, l.port_range_high, l.reserved_in_range), (32768, 60999, 11));
         assert_eq!(l.tcp_max_tw_buckets, Some(131072));

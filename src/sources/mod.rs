@@ -118,6 +118,12 @@ pub(crate) fn read_u64_sysctl(path: &Path) -> Result<Option<u64>, SourceError> {
     }
 }
 
+/// A file or tree under `tests/fixtures/`, for the sources' tests.
+#[cfg(test)]
+pub(crate) fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
 pub(crate) fn parse_u64(s: &str, path: &Path) -> Result<u64, SourceError> {
     s.parse::<u64>().map_err(|_| SourceError::parse(path, format!("expected an unsigned integer, found {s:?}")))
 }

@@ -100,7 +100,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn root(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc").join(name)
+        crate::sources::fixture(&format!("proc/{name}"))
     }
 
     #[test]

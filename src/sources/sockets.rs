@@ -16,7 +16,7 @@
 //! the [`SockDiag`] and is reused by every dump, so a dump of a million sockets performs
 //! no allocation per socket.
 //!
-//! What the kernel does that matters here (see KERNEL-NOTES.md):
+//! What the kernel does that matters here:
 //! - a dump is not a consistent snapshot: it resumes bucket by bucket between reads, and
 //!   sets `NLM_F_DUMP_INTR` when the table changed under it. We count that and mark the
 //!   sample inconsistent instead of pretending;
@@ -342,7 +342,7 @@ mod tests {
     /// Reads a fixture recorded by `examples/record_sockdiag.rs`: datagrams, each prefixed
     /// with its length as a little-endian u32, and the dump's sequence number first.
     fn datagrams(name: &str) -> (u32, Vec<Vec<u8>>) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sockdiag").join(name);
+        let path = crate::sources::fixture(&format!("sockdiag/{name}"));
         let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (seq, parts) = recorded_datagrams(&raw).expect("a complete recording");
         (seq, parts.into_iter().map(<[u8]>::to_vec).collect())

@@ -122,7 +122,7 @@ mod tests {
     }
 
     fn fixture_root(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc").join(name)
+        crate::sources::fixture(&format!("proc/{name}"))
     }
 
     #[test]
