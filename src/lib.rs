@@ -6,6 +6,7 @@
 //! snapshot (utilisations) and the warning/critical levels are defined once, in
 //! [`derived`], for every reader.
 
+pub mod cli;
 pub mod config;
 pub mod derived;
 pub mod doctor;

@@ -340,6 +340,10 @@ fn debian_package_installs_and_runs() {
         "/etc/munin/plugin-conf.d/sockwatch",
         "/usr/share/sockwatch/prometheus/alerts.yml",
         "/usr/share/sockwatch/grafana/sockwatch.json",
+        "/usr/share/man/man1/sockwatch.1",
+        "/usr/share/bash-completion/completions/sockwatch",
+        "/usr/share/zsh/vendor-completions/_sockwatch",
+        "/usr/share/fish/vendor_completions.d/sockwatch.fish",
     ];
     for file in expected {
         assert!(

@@ -86,3 +86,27 @@ fn readme_gives_the_two_setup_commands() {
     assert!(ci.contains("\ncargo test"), ".ci/run must call the README's test command");
     assert!(ci.contains("SOCKWATCH_STRICT_TESTS=1"));
 }
+
+/// The man page is generated from the command-line definition (build.rs): every flag the
+/// README's table documents is in it, so the two cannot drift apart unnoticed.
+#[test]
+fn every_documented_flag_is_in_the_man_page() {
+    let page = std::path::Path::new(common::BIN).with_file_name("sockwatch.1");
+    let man =
+        std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e} (written by build.rs)", page.display()));
+    // roff escapes hyphens as \-.
+    let man = man.replace("\\-", "-");
+    let flags: Vec<String> = readme()
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `--"))
+        .map(|rest| format!("--{}", rest.split(['`', ' ']).next().unwrap()))
+        .collect();
+    assert!(flags.len() >= 15, "{flags:?}");
+    let missing: Vec<&String> = flags.iter().filter(|f| !man.contains(f.as_str())).collect();
+    assert!(missing.is_empty(), "in the README's flag table but not in sockwatch.1: {missing:?}");
+    for completion in ["sockwatch.bash", "_sockwatch", "sockwatch.fish"] {
+        let path = page.with_file_name("completions").join(completion);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(text.contains("web.listen-address"), "{} lacks the flags", path.display());
+    }
+}
