@@ -60,9 +60,9 @@ fn render(c: &mut Criterion) {
     let mut config = sockwatch::config::Config::load(&Default::default()).unwrap();
     config.procfs = procfs;
     config.munin.socket = None;
-    let mut sampler = sockwatch::sampler::Sampler::new(&config, sockwatch::exporter::prometheus::render);
+    let mut sampler = sockwatch::sampler::Sampler::new(&config, sockwatch::prometheus::render::render);
     let snapshot = sampler.sample();
-    c.bench_function("render_prometheus_text", |b| b.iter(|| sockwatch::exporter::prometheus::render(&snapshot)));
+    c.bench_function("render_prometheus_text", |b| b.iter(|| sockwatch::prometheus::render::render(&snapshot)));
     c.bench_function("sample_render_and_gzip", |b| b.iter(|| sampler.sample_and_render()));
 }
 

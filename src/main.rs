@@ -8,12 +8,12 @@ use clap::Parser;
 use tokio::sync::watch;
 
 use sockwatch::config::{Cli, Command, Config, Flags};
-use sockwatch::exporter::prometheus;
-use sockwatch::http::{self, Web};
-use sockwatch::munin::{self, Shim};
-use sockwatch::munin_plugin;
+use sockwatch::munin::plugin as munin_plugin;
+use sockwatch::munin::shim::{self as munin, Shim};
+use sockwatch::prometheus::http::{self, Web};
+use sockwatch::prometheus::render as prometheus;
+use sockwatch::prometheus::webconfig::WebConfig;
 use sockwatch::sampler::{self, Sampler};
-use sockwatch::webconfig::WebConfig;
 use tracing_subscriber::{prelude::*, reload, EnvFilter};
 
 fn main() -> ExitCode {
@@ -182,7 +182,7 @@ fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
     };
     let code = runtime.block_on(async move {
         // Bind first, so a taken or impossible address fails at once with a clear message.
-        let listener = match sockwatch::http::bind_tcp(config.listen_address) {
+        let listener = match sockwatch::prometheus::http::bind_tcp(config.listen_address) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("sockwatch: cannot listen on {}: {e}", config.listen_address);
@@ -276,7 +276,7 @@ async fn start_munin(
         }
     }
     if let Some(addr) = m.listen_address {
-        match sockwatch::http::bind_tcp(addr) {
+        match sockwatch::prometheus::http::bind_tcp(addr) {
             Ok(listener) => {
                 tracing::info!(address = %listener.local_addr().map_or(addr, |a| a), "munin shim listening");
                 tasks.push(tokio::spawn(munin::serve_tcp(listener, shim, shutdown.clone())));

@@ -1,7 +1,7 @@
 //! Munin request lines: parsing and answering any line never panics.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sockwatch::munin::{parse_request, Session, Shim};
+use sockwatch::munin::shim::{parse_request, Session, Shim};
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,7 +9,7 @@
 //! connections are held, and when they are all taken a new one closes the oldest that has
 //! no request in progress ([`crate::slots`]), so connections that say nothing cannot lock
 //! a scraper out; TLS handshakes time out too. TLS and basic auth come from
-//! `--web.config.file` ([`crate::webconfig`]).
+//! `--web.config.file` ([`crate::prometheus::webconfig`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,9 +28,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::prometheus::webconfig::WebConfig;
 use crate::sampler::Latest;
 use crate::slots::{Peer, SlotState, Slots};
-use crate::webconfig::WebConfig;
 
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

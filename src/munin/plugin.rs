@@ -18,8 +18,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::config::DEFAULT_MUNIN_SOCKET;
-use crate::exporter::munin::{self as graphs, Graph};
-use crate::munin::MULTIGRAPH_SERVICE;
+use crate::munin::graphs::{self, Graph};
+use crate::munin::shim::MULTIGRAPH_SERVICE;
 
 /// The longest the plugin waits for the daemon, all steps together.
 pub const DEADLINE: Duration = Duration::from_secs(2);

@@ -22,8 +22,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
-use crate::exporter::munin as graphs;
-use crate::http::AcceptErrors;
+use crate::munin::graphs;
+use crate::prometheus::http::AcceptErrors;
 use crate::sampler::Latest;
 use crate::slots::{Peer, Slots};
 use crate::snapshot::Snapshot;
@@ -281,7 +281,7 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
-/// Binds and listens on a Unix stream socket with [`crate::http::LISTEN_BACKLOG`] (std and
+/// Binds and listens on a Unix stream socket with [`crate::prometheus::http::LISTEN_BACKLOG`] (std and
 /// tokio use 128 or 1024: a client with a few thousand connections would keep the queue
 /// full and a legitimate `connect()` asleep). Created with mode 0600 whatever the umask, so
 /// nobody else can connect before [`bind_unix`] opens it to the group.
@@ -315,7 +315,7 @@ fn listen_unix(path: &Path) -> std::io::Result<UnixListener> {
         rc
     };
     // SAFETY: fd is a bound socket.
-    if rc != 0 || unsafe { libc::listen(fd, crate::http::LISTEN_BACKLOG as libc::c_int) } != 0 {
+    if rc != 0 || unsafe { libc::listen(fd, crate::prometheus::http::LISTEN_BACKLOG as libc::c_int) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     UnixListener::from_std(std_listener)

@@ -1,0 +1,7 @@
+//! Everything Munin reads: the graph definitions and their values from a snapshot
+//! ([`graphs`]), the munin-node protocol shim the daemon serves on a socket ([`shim`]),
+//! and the munin-node plugin that relays to it ([`plugin`], the binary itself).
+
+pub mod graphs;
+pub mod plugin;
+pub mod shim;

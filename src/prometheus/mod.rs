@@ -1,0 +1,7 @@
+//! Everything Prometheus reads: the text rendering of a snapshot ([`render`], once per
+//! sample), the HTTP server that serves it ([`http`]) and its TLS and basic auth
+//! ([`webconfig`], the exporter-toolkit format).
+
+pub mod http;
+pub mod render;
+pub mod webconfig;
