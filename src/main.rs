@@ -1,20 +1,17 @@
-//! sockwatch: wires config, sampler and exporters together. See the library crate for the parts.
+//! sockwatch: dispatches to a subcommand. The daemon is in daemon.rs; the parts are in the library crate.
+
+mod daemon;
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use tokio::sync::watch;
 
-use sockwatch::config::{Cli, Command, Config, Flags};
+use sockwatch::config::{Cli, Command, Config};
 use sockwatch::munin::plugin as munin_plugin;
-use sockwatch::munin::shim::{self as munin, Shim};
-use sockwatch::prometheus::http::{self, Web};
 use sockwatch::prometheus::render as prometheus;
-use sockwatch::prometheus::webconfig::WebConfig;
-use sockwatch::sampler::{self, Sampler};
-use tracing_subscriber::{prelude::*, reload, EnvFilter};
+use sockwatch::sampler::Sampler;
+use tracing_subscriber::{prelude::*, reload};
 
 fn main() -> ExitCode {
     // Linked as a munin plugin (sockwatch_<graph>): munin-node passes only the action.
@@ -35,7 +32,7 @@ fn main() -> ExitCode {
         }
     };
     // The filter is reloadable: SIGHUP can change log.level.
-    let (filter, log_filter) = reload::Layer::new(log_filter_for(&config));
+    let (filter, log_filter) = reload::Layer::new(daemon::log_filter_for(&config));
     tracing_subscriber::registry()
         .with(filter)
         .with(
@@ -46,7 +43,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command.clone().unwrap_or(Command::Serve) {
         Command::Sample => sample_once(&config),
-        Command::Serve => serve(config, cli.flags, log_filter),
+        Command::Serve => daemon::serve(config, cli.flags, log_filter),
         Command::Doctor { json } => doctor(&config, json),
         Command::MuninPlugin { .. } => unreachable!("handled before logging is set up"),
     }
@@ -78,224 +75,4 @@ fn doctor(config: &Config, json: bool) -> ExitCode {
     };
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     ExitCode::from(report.status.exit_code())
-}
-
-type LogFilter = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
-
-fn log_filter_for(config: &Config) -> EnvFilter {
-    EnvFilter::new(format!("sockwatch={}", config.log_level))
-}
-
-/// Loads the web config file, if one is named; warns when it enables nothing.
-fn load_web_config(path: Option<&std::path::Path>) -> Result<WebConfig, String> {
-    let Some(path) = path else { return Ok(WebConfig::default()) };
-    let w = WebConfig::load(path)?;
-    if w.tls.is_none() && w.auth.is_none() {
-        tracing::warn!(
-            "web config {} enables neither TLS nor basic auth: /metrics is served in plain HTTP to anyone who can connect",
-            path.display()
-        );
-    }
-    Ok(w)
-}
-
-/// SIGHUP: reads the config file and the web config file again. A bad file is rejected and
-/// the running configuration kept; settings that need new listeners are applied at the
-/// next restart (and stay recorded as they run until then).
-fn reload(flags: &Flags, running: &watch::Sender<Config>, web: &Web, log_filter: &LogFilter) {
-    let mut new = match Config::load(flags) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("SIGHUP: reload rejected, keeping the running configuration: {e}");
-            return;
-        }
-    };
-    let web_config = match load_web_config(new.web_config_file.as_deref()) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!("SIGHUP: reload rejected, keeping the running configuration: {e}");
-            return;
-        }
-    };
-    let old = running.borrow().clone();
-    let restart_only: Vec<&str> = [
-        ("web.listen-address", old.listen_address != new.listen_address),
-        ("web.telemetry-path", old.telemetry_path != new.telemetry_path),
-        ("munin.*", old.munin != new.munin),
-        (
-            "conntrack.*",
-            old.conntrack_breakdown != new.conntrack_breakdown
-                || old.conntrack_breakdown_interval != new.conntrack_breakdown_interval,
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(name, changed)| changed.then_some(name))
-    .collect();
-    if !restart_only.is_empty() {
-        tracing::warn!("SIGHUP: {} changed; restart sockwatch to apply (kept as running)", restart_only.join(", "));
-    }
-    // What runs is what the next reload compares against: the restart-only settings as
-    // they run, not as the file says.
-    new.listen_address = old.listen_address;
-    new.telemetry_path = old.telemetry_path.clone();
-    new.munin = old.munin.clone();
-    new.conntrack_breakdown = old.conntrack_breakdown;
-    new.conntrack_breakdown_interval = old.conntrack_breakdown_interval;
-    tracing::info!(
-        tls = web_config.tls.is_some(),
-        basic_auth = web_config.auth.is_some(),
-        "SIGHUP: web config reloaded (credential cache emptied)"
-    );
-    web.set_config(web_config);
-    if let Err(e) = log_filter.modify(|f| *f = log_filter_for(&new)) {
-        tracing::warn!("SIGHUP: cannot change the log level: {e}");
-    }
-    tracing::info!(interval = %humantime::format_duration(new.interval), "SIGHUP: configuration reloaded");
-    running.send_replace(new);
-}
-
-fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
-    // The sampler runs on a blocking thread; keep that thread across samples (tokio's
-    // default lets it exit after 10 s idle, which at the default interval meant a new
-    // thread, stack and malloc arena every sample). Threads ask for a short scheduler
-    // slice (they answer requests); the sampler's gives it back (see sched.rs).
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
-        .on_thread_start(sockwatch::sched::latency_sensitive)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sockwatch: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // A bad web config is a start-up error, before anything listens.
-    let web_config = match load_web_config(config.web_config_file.as_deref()) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("sockwatch: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let code = runtime.block_on(async move {
-        // Bind first, so a taken or impossible address fails at once with a clear message.
-        let listener = match sockwatch::prometheus::http::bind_tcp(config.listen_address) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("sockwatch: cannot listen on {}: {e}", config.listen_address);
-                return ExitCode::FAILURE;
-            }
-        };
-        let address = listener.local_addr().map_or(config.listen_address, |a| a);
-        tracing::info!(
-            %address,
-            tls = web_config.tls.is_some(),
-            basic_auth = web_config.auth.is_some(),
-            path = %config.telemetry_path,
-            interval = %humantime::format_duration(config.interval),
-            "sockwatch {} serving",
-            env!("CARGO_PKG_VERSION")
-        );
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (latest_tx, latest_rx) = watch::channel(None);
-        // The sampler renders each snapshot once, with the exporter the daemon hands it.
-        let mut sampler = Sampler::new(&config, prometheus::render);
-        if config.conntrack_breakdown {
-            let slot = sampler::BreakdownSlot::default();
-            sampler.share_breakdown(slot.clone());
-            tokio::spawn(sampler::run_breakdown(
-                config.conntrack_breakdown_interval,
-                config.procfs.clone(),
-                slot,
-                shutdown_rx.clone(),
-            ));
-        }
-        let munin_tasks = start_munin(&config, latest_rx.clone(), &shutdown_rx).await;
-        let (config_tx, config_rx) = watch::channel(config.clone());
-        let mut sampler_task = tokio::spawn(sampler::run(sampler, latest_tx, config_rx, shutdown_rx.clone()));
-        let web = Arc::new(Web::new(latest_rx, config.telemetry_path.clone(), web_config));
-        let http_task = tokio::spawn(http::serve(listener, web.clone(), shutdown_rx));
-
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
-        let code = loop {
-            tokio::select! {
-                signal = &mut shutdown => {
-                    tracing::info!("{signal}: shutting down");
-                    break ExitCode::SUCCESS;
-                }
-                Some(()) = async { hangup.as_mut()?.recv().await } => reload(&flags, &config_tx, &web, &log_filter),
-                _ = &mut sampler_task => {
-                    tracing::error!("the sampler stopped unexpectedly; exiting so the service manager restarts us");
-                    break ExitCode::FAILURE;
-                }
-            }
-        };
-        let _ = shutdown_tx.send(true);
-        let _ = http_task.await;
-        for task in munin_tasks {
-            let _ = task.await; // removes the Munin socket file
-        }
-        code
-    });
-    // A sample stuck in a kernel read holds a blocking thread that cannot be cancelled;
-    // dropping the runtime would wait for it forever. Give it a moment, then leave it.
-    runtime.shutdown_timeout(SHUTDOWN_BLOCKING_GRACE);
-    tracing::info!("shutdown complete");
-    code
-}
-
-/// How long shutdown waits for a blocking thread (a sample in progress) to finish.
-const SHUTDOWN_BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Starts the Munin shim's listeners. A socket that cannot be created is one warning,
-/// not a failure: HTTP keeps serving (e.g. `cargo run` as a user cannot write /run).
-async fn start_munin(
-    config: &Config,
-    latest: sampler::Latest,
-    shutdown: &watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let m = &config.munin;
-    let mut tasks = Vec::new();
-    if m.socket.is_none() && m.listen_address.is_none() {
-        return tasks;
-    }
-    let shim =
-        Arc::new(Shim::new(latest, munin::hostname(), config.conntrack_breakdown, m.max_clients, m.idle_timeout));
-    if let Some(path) = &m.socket {
-        match munin::bind_unix(path) {
-            Ok(listener) => {
-                tracing::info!(socket = %path.display(), "munin shim listening");
-                tasks.push(tokio::spawn(munin::serve_unix(listener, path.clone(), shim.clone(), shutdown.clone())));
-            }
-            Err(e) => tracing::warn!("munin socket disabled: {e} (set --munin.socket, or \"\" to silence this)"),
-        }
-    }
-    if let Some(addr) = m.listen_address {
-        match sockwatch::prometheus::http::bind_tcp(addr) {
-            Ok(listener) => {
-                tracing::info!(address = %listener.local_addr().map_or(addr, |a| a), "munin shim listening");
-                tasks.push(tokio::spawn(munin::serve_tcp(listener, shim, shutdown.clone())));
-            }
-            Err(e) => tracing::warn!("munin TCP listener disabled: cannot listen on {addr}: {e}"),
-        }
-    }
-    tasks
-}
-
-/// Resolves on SIGTERM or SIGINT, naming which.
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }
