@@ -2,6 +2,7 @@
 //! sample), the HTTP server that serves it ([`http`]) and its TLS and basic auth
 //! ([`webconfig`], the exporter-toolkit format).
 
+mod families;
 pub mod http;
 pub mod render;
 pub mod webconfig;

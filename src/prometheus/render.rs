@@ -4,81 +4,16 @@
 //! Munin side depend on them. Every HELP text says what the number means and where in
 //! the kernel it comes from. A source that is down contributes no series at all.
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::MetricType;
 use prometheus::{Encoder, TextEncoder};
+
+use super::families::Families;
 
 use crate::derived;
 use crate::snapshot::Snapshot;
 use crate::sources::ct_breakdown::CT_TCP_STATES;
 use crate::sources::ports::{self, PortUsage};
 use crate::sources::sockets::TCP_STATES;
-
-/// Collects metric families in output order.
-#[derive(Default)]
-struct Families(Vec<MetricFamily>);
-
-impl Families {
-    fn family(&mut self, name: &str, help: &str, kind: MetricType) -> &mut MetricFamily {
-        let mut f = MetricFamily::default();
-        f.set_name(name.to_owned());
-        f.set_help(help.to_owned());
-        f.set_field_type(kind);
-        self.0.push(f);
-        self.0.last_mut().expect("just pushed")
-    }
-
-    /// One family with one series per `(labels, value)`; none at all when there are no
-    /// series (the text format has no empty families).
-    fn labelled<'a>(
-        &mut self,
-        name: &str,
-        help: &str,
-        kind: MetricType,
-        series: impl IntoIterator<Item = (Vec<(&'a str, String)>, f64)>,
-    ) {
-        let metrics: Vec<Metric> = series.into_iter().map(|(labels, value)| sample(kind, &labels, value)).collect();
-        if !metrics.is_empty() {
-            self.family(name, help, kind).set_metric(metrics);
-        }
-    }
-
-    fn gauge(&mut self, name: &str, help: &str, value: impl Into<Option<f64>>) {
-        if let Some(v) = value.into() {
-            self.labelled(name, help, MetricType::GAUGE, [(vec![], v)]);
-        }
-    }
-
-    fn counter(&mut self, name: &str, help: &str, value: impl Into<Option<f64>>) {
-        if let Some(v) = value.into() {
-            self.labelled(name, help, MetricType::COUNTER, [(vec![], v)]);
-        }
-    }
-}
-
-fn sample(kind: MetricType, labels: &[(&str, String)], value: f64) -> Metric {
-    let mut m = Metric::default();
-    m.set_label(
-        labels
-            .iter()
-            .map(|(k, v)| {
-                let mut lp = LabelPair::default();
-                lp.set_name((*k).to_owned());
-                lp.set_value(v.clone());
-                lp
-            })
-            .collect(),
-    );
-    if kind == MetricType::COUNTER {
-        let mut c = Counter::default();
-        c.set_value(value);
-        m.set_counter(c);
-    } else {
-        let mut g = Gauge::default();
-        g.set_value(value);
-        m.set_gauge(g);
-    }
-    m
-}
 
 fn f(v: u64) -> f64 {
     v as f64
@@ -88,11 +23,18 @@ fn opt(v: Option<u64>) -> Option<f64> {
 }
 
 fn render_ports(out: &mut Families, s: &Snapshot, pu: &PortUsage) {
-    use MetricType::GAUGE;
     if let (Some(e), Some(utilization), Some(projected)) =
         (&pu.ephemeral, derived::port_utilization(s), derived::projected_port_utilization(s))
     {
-        out.labelled(
+        ephemeral(out, e, utilization, projected);
+    }
+    listening(out, pu);
+}
+
+/// Ports per destination, the busiest's utilisation and where the worst is heading.
+fn ephemeral(out: &mut Families, e: &ports::Ephemeral, utilization: f64, projected: f64) {
+    use MetricType::GAUGE;
+    out.labelled(
             "sockwatch_ephemeral_ports_used",
             "Local ports held toward one destination (local IP, remote IP, remote port) by client-side sockets in any state \
              from SYN_SENT to TIME_WAIT, plus bound-only sockets; connect() fails with EADDRNOTAVAIL when it reaches \
@@ -109,37 +51,37 @@ fn render_ports(out: &mut Families, s: &Snapshot, pu: &PortUsage) {
                 )
             }),
         );
-        let dest_labels = |d: &ports::Destination| {
-            vec![
-                ("local_ip", d.local_ip.to_string()),
-                ("remote_ip", d.remote_ip.to_string()),
-                ("remote_port", d.remote_port.to_string()),
-            ]
-        };
-        out.labelled(
-            "sockwatch_ephemeral_ports_projected",
-            "Ports this destination settles at if its current close rate holds: sockets not in TIME_WAIT, plus bound-only \
+    let dest_labels = |d: &ports::Destination| {
+        vec![
+            ("local_ip", d.local_ip.to_string()),
+            ("remote_ip", d.remote_ip.to_string()),
+            ("remote_port", d.remote_port.to_string()),
+        ]
+    };
+    out.labelled(
+        "sockwatch_ephemeral_ports_projected",
+        "Ports this destination settles at if its current close rate holds: sockets not in TIME_WAIT, plus bound-only \
              sockets, plus connections closed per second x the TIME_WAIT length (60 s). Same destinations as \
              sockwatch_ephemeral_ports_used, plus the one heading for exhaustion soonest. From the TIME_WAIT timers \
              (idiag_expires) of the same inet_diag dump.",
-            GAUGE,
-            e.top.iter().map(|d| (dest_labels(d), d.projected)),
-        );
-        out.labelled(
+        GAUGE,
+        e.top.iter().map(|d| (dest_labels(d), d.projected)),
+    );
+    out.labelled(
             "sockwatch_ephemeral_ports_close_rate",
             "Connections toward this destination that this host closed first, per second, over the last 10 s: \
              TIME_WAIT sockets younger than 10 s by their remaining lifetime (idiag_expires). Each holds its port 60 s.",
             GAUGE,
             e.top.iter().map(|d| (dest_labels(d), d.close_rate)),
         );
-        out.gauge(
-            "sockwatch_ephemeral_port_projected_utilization_max",
-            "Highest projected use over all destinations divided by sockwatch_ephemeral_port_range_size: where the \
+    out.gauge(
+        "sockwatch_ephemeral_port_projected_utilization_max",
+        "Highest projected use over all destinations divided by sockwatch_ephemeral_port_range_size: where the \
              worst destination settles if its current close rate holds (not capped: 1.5 means the rate needs 150 % of \
              the range). At 1 or more connect() to it will fail with EADDRNOTAVAIL within a TIME_WAIT length.",
-            projected,
-        );
-        out.gauge(
+        projected,
+    );
+    out.gauge(
             "sockwatch_ephemeral_port_seconds_to_exhaustion",
             &format!(
                 "Seconds until the first destination has every ephemeral port held, at its current close rate and its \
@@ -149,24 +91,24 @@ fn render_ports(out: &mut Families, s: &Snapshot, pu: &PortUsage) {
             ),
             e.seconds_to_exhaustion.unwrap_or(f64::INFINITY),
         );
-        out.gauge(
-            "sockwatch_ephemeral_port_utilization_max",
-            "Busiest destination's ephemeral port use divided by sockwatch_ephemeral_port_range_size. At 1, connect() \
+    out.gauge(
+        "sockwatch_ephemeral_port_utilization_max",
+        "Busiest destination's ephemeral port use divided by sockwatch_ephemeral_port_range_size. At 1, connect() \
              to that destination fails with EADDRNOTAVAIL; not capped: above 1 when reserved ports shrank the range \
              under ports already held.",
-            utilization,
-        );
-        out.gauge(
-            "sockwatch_ephemeral_port_destinations",
-            &format!(
-                "Distinct destinations (local IP, remote IP, remote port) holding ephemeral ports; only the busiest are \
+        utilization,
+    );
+    out.gauge(
+        "sockwatch_ephemeral_port_destinations",
+        &format!(
+            "Distinct destinations (local IP, remote IP, remote port) holding ephemeral ports; only the busiest are \
                  exported. At most {} are tracked per sample (bounded memory): past that, see \
                  sockwatch_ephemeral_port_untracked_sockets.",
-                ports::MAX_TRACKED
-            ),
-            f(e.destinations),
-        );
-        out.gauge(
+            ports::MAX_TRACKED
+        ),
+        f(e.destinations),
+    );
+    out.gauge(
             "sockwatch_ephemeral_port_untracked_sockets",
             &format!(
                 "Client-side sockets toward destinations not tracked in this sample because {} destinations already were \
@@ -176,13 +118,17 @@ fn render_ports(out: &mut Families, s: &Snapshot, pu: &PortUsage) {
             ),
             f(e.untracked),
         );
-        out.gauge(
-            "sockwatch_ephemeral_ports_bound",
-            "Ephemeral ports held by sockets bound but neither connected nor listening (bind() before connect() without \
+    out.gauge(
+        "sockwatch_ephemeral_ports_bound",
+        "Ephemeral ports held by sockets bound but neither connected nor listening (bind() before connect() without \
              IP_BIND_ADDRESS_NO_PORT); each holds its port for every destination. Reported by Linux 6.5 and later.",
-            f(e.bound),
-        );
-    }
+        f(e.bound),
+    );
+}
+
+/// Server-side sockets per listening port, and the accept queues.
+fn listening(out: &mut Families, pu: &PortUsage) {
+    use MetricType::GAUGE;
     out.labelled(
         "sockwatch_tcp_port_sockets",
         "Server-side TCP sockets of a listening port by state (what `netstat -na | grep :PORT | grep STATE | wc -l` \
@@ -227,9 +173,27 @@ fn render_ports(out: &mut Families, s: &Snapshot, pu: &PortUsage) {
 
 /// Renders the snapshot. Called once per sample by the sampler, never per scrape.
 pub fn render(s: &Snapshot) -> Vec<u8> {
-    use MetricType::{COUNTER, GAUGE};
     let mut out = Families::default();
+    sockets(&mut out, s);
+    ports(&mut out, s);
+    sockstat(&mut out, s);
+    conntrack(&mut out, s);
+    conntrack_breakdown(&mut out, s);
+    conntrack_projection(&mut out, s);
+    snmp(&mut out, s);
+    limits(&mut out, s);
+    self_monitoring(&mut out, s);
+    let mut buf = Vec::with_capacity(16 * 1024);
+    if let Err(e) = TextEncoder::new().encode(&out.0, &mut buf) {
+        // Only a bug in this file can get here (an invalid name); serve what was written.
+        tracing::error!("rendering Prometheus text: {e}");
+    }
+    spell_infinities(buf)
+}
 
+/// TCP sockets by family and state.
+fn sockets(out: &mut Families, s: &Snapshot) {
+    use MetricType::GAUGE;
     if let Some(sk) = &s.sockets {
         let series = [("ipv4", &sk.states.ipv4), ("ipv6", &sk.states.ipv6)].into_iter().flat_map(|(fam, counts)| {
             (1..TCP_STATES.len())
@@ -243,11 +207,18 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             series,
         );
     }
+}
 
+/// Ephemeral ports, per-port states and accept queues.
+fn ports(out: &mut Families, s: &Snapshot) {
     if let Some(pu) = &s.ports {
-        render_ports(&mut out, s, pu);
+        render_ports(out, s, pu);
     }
+}
 
+/// The kernel's socket totals.
+fn sockstat(out: &mut Families, s: &Snapshot) {
+    use MetricType::GAUGE;
     if let Some(st) = &s.sockstat {
         out.labelled(
             "sockwatch_sockstat_tcp_sockets",
@@ -263,7 +234,10 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             f(st.mem_bytes),
         );
     }
+}
 
+/// Conntrack counters.
+fn conntrack(out: &mut Families, s: &Snapshot) {
     if let Some(ct) = &s.conntrack {
         out.gauge(
             "sockwatch_conntrack_entries",
@@ -311,7 +285,10 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             );
         }
     }
+}
 
+/// The ctnetlink breakdown.
+fn conntrack_breakdown(out: &mut Families, s: &Snapshot) {
     if let Some(b) = &s.conntrack_breakdown {
         let src =
             "from a ctnetlink dump on its own interval (--conntrack.breakdown-interval), never /proc/net/nf_conntrack";
@@ -339,7 +316,10 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             f(b.nated),
         );
     }
+}
 
+/// Where the conntrack table is heading (with the breakdown).
+fn conntrack_projection(out: &mut Families, s: &Snapshot) {
     if let (Some(p), Some(limit)) = (&s.conntrack_projection, s.conntrack.as_ref().and_then(|c| c.limit)) {
         let src = "from the TCP TIME_WAIT entries' remaining timeouts in the ctnetlink breakdown dump (as old as \
                    --conntrack.breakdown-interval)";
@@ -369,7 +349,10 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             p.seconds_to_exhaustion.unwrap_or(f64::INFINITY),
         );
     }
+}
 
+/// TCP counters.
+fn snmp(out: &mut Families, s: &Snapshot) {
     if let Some(t) = &s.snmp {
         let snmp = "from /proc/net/snmp (Tcp:)";
         let ext = "from /proc/net/netstat (TcpExt:)";
@@ -391,7 +374,10 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             out.counter(name, &help, opt(value));
         }
     }
+}
 
+/// The sysctl limits.
+fn limits(out: &mut Families, s: &Snapshot) {
     if let Some(l) = &s.limits {
         let sysctl = |name: &str| format!("/proc/sys/net/ipv4/{name}");
         out.gauge(
@@ -457,7 +443,11 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             opt(l.tcp_tw_timeout),
         );
     }
+}
 
+/// The exporter's own health: always present.
+fn self_monitoring(out: &mut Families, s: &Snapshot) {
+    use MetricType::{COUNTER, GAUGE};
     // Self-monitoring: always present.
     let per_source = |v: &dyn Fn(&crate::snapshot::SourceStatus) -> f64| -> Vec<(Vec<(&str, String)>, f64)> {
         s.sources.iter().map(|st| (vec![("source", st.source.name().to_owned())], v(st))).collect()
@@ -511,13 +501,6 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
         GAUGE,
         [(vec![("version", env!("CARGO_PKG_VERSION").to_owned())], 1.0)],
     );
-
-    let mut buf = Vec::with_capacity(16 * 1024);
-    if let Err(e) = TextEncoder::new().encode(&out.0, &mut buf) {
-        // Only a bug in this file can get here (an invalid name); serve what was written.
-        tracing::error!("rendering Prometheus text: {e}");
-    }
-    spell_infinities(buf)
 }
 
 /// The prometheus crate writes values with Rust's `f64` formatting, `inf` and `-inf`; the
