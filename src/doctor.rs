@@ -89,7 +89,7 @@ fn rate(before: Option<u64>, after: Option<u64>, seconds: f64) -> Option<f64> {
 pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
     let mut checks = Vec::new();
     let seconds = now.timestamp.duration_since(before.timestamp).map(|d| d.as_secs_f64()).unwrap_or(1.0).max(0.001);
-    let opens = |s: &Snapshot| s.snmp.as_ref().and_then(|t| Some(t.active_opens? + t.passive_opens?));
+    let opens = |s: &Snapshot| s.snmp.as_ref().and_then(|t| t.active_opens?.checked_add(t.passive_opens?));
     let new_conns = rate(opens(before), opens(now), seconds);
 
     // Ephemeral ports: the busiest destination, and where the worst one is heading.
@@ -97,139 +97,10 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
         checks.push(ports_check(e, l));
     }
 
-    // TIME_WAIT against tcp_max_tw_buckets.
-    if let (Some(st), Some(max)) = (now.sockstat.as_ref(), now.limits.as_ref().and_then(|l| l.tcp_max_tw_buckets)) {
-        let u = derived::time_wait_utilization(now).unwrap_or(0.0);
-        let overflow = rate(
-            before.snmp.as_ref().and_then(|t| t.time_wait_overflow),
-            now.snmp.as_ref().and_then(|t| t.time_wait_overflow),
-            seconds,
-        )
-        .unwrap_or(0.0);
-        let level = if overflow > 0.0 { Level::Critical } else { Level::of(u) };
-        let steady = new_conns.map_or(String::new(), |r| {
-            format!(
-                "; at {r:.0} new connections/s, if this host closes them first TIME_WAIT settles near {:.0}",
-                r * TIME_WAIT_SECONDS
-            )
-        });
-        checks.push(Check {
-            resource: "TIME_WAIT buckets",
-            level,
-            used: Some(st.tw as f64),
-            limit: Some(max as f64),
-            utilization: Some(u),
-            projected: None,
-            seconds_to_exhaustion: None,
-            detail: format!("{} TIME_WAIT sockets of tcp_max_tw_buckets {} ({}){steady}", st.tw, max, pct(u)),
-            advice: (level > Level::Ok).then(|| {
-                format!(
-                    "Beyond tcp_max_tw_buckets the kernel destroys TIME_WAIT sockets early{} (\"time wait bucket \
-                     table overflow\"). Raise net.ipv4.tcp_max_tw_buckets or close fewer connections from this side; \
-                     lowering tcp_fin_timeout does not help.",
-                    if overflow > 0.0 { format!(", {overflow:.0}/s right now") } else { String::new() }
-                )
-            }),
-        });
-    }
-
-    // Orphans.
-    if let (Some(st), Some(max)) = (now.sockstat.as_ref(), now.limits.as_ref().and_then(|l| l.tcp_max_orphans)) {
-        let u = if max > 0 { derived::ratio(st.orphan as f64, max as f64) } else { 0.0 };
-        let level = Level::of(u);
-        checks.push(Check {
-            resource: "orphaned sockets",
-            level,
-            used: Some(st.orphan as f64),
-            limit: Some(max as f64),
-            utilization: Some(u),
-            projected: None,
-            seconds_to_exhaustion: None,
-            detail: format!("{} orphans of tcp_max_orphans {} ({})", st.orphan, max, pct(u)),
-            advice: (level > Level::Ok).then(|| {
-                "Past tcp_max_orphans the kernel resets connections (\"too many orphaned sockets\"). Look for \
-                 peers that never acknowledge the close; raise net.ipv4.tcp_max_orphans if memory allows."
-                    .to_owned()
-            }),
-        });
-    }
-
-    // Conntrack.
-    if let Some(ct) = &now.conntrack {
-        let dropping = rate(
-            before.conntrack.as_ref().and_then(|c| c.stats.as_ref()?.drop),
-            ct.stats.as_ref().and_then(|s| s.drop),
-            seconds,
-        )
-        .unwrap_or(0.0);
-        let u = derived::conntrack_utilization(now);
-        let level = if dropping > 0.0 { Level::Critical } else { u.map_or(Level::Ok, Level::of) };
-        checks.push(Check {
-            resource: "conntrack table",
-            level,
-            used: Some(ct.entries as f64),
-            limit: ct.limit.map(|m| m as f64),
-            utilization: u,
-            projected: None,
-            seconds_to_exhaustion: None,
-            detail: format!(
-                "{} entries of nf_conntrack_max {} ({}), {} hash buckets{}",
-                ct.entries,
-                ct.limit.map_or("unknown".to_owned(), |m| m.to_string()),
-                u.map_or("?".to_owned(), pct),
-                ct.buckets.map_or("unknown".to_owned(), |b| b.to_string()),
-                if dropping > 0.0 { format!(", dropping {dropping:.0} packets/s") } else { String::new() }
-            ),
-            advice: (level > Level::Ok).then(|| {
-                "When the table is full the kernel drops new packets (\"nf_conntrack: table full, dropping \
-                 packet\", or on Linux 6.x \"nf_conntrack: table full in netns N, dropping packet\") and the host looks dead from outside. Raise net.netfilter.nf_conntrack_max and the hash \
-                 size together (echo $((max/4)) > /sys/module/nf_conntrack/parameters/hashsize), shorten \
-                 timeouts (nf_conntrack_tcp_timeout_time_wait), or exempt traffic that needs no tracking (notrack)."
-                    .to_owned()
-            }),
-        });
-    }
-
-    // Accept queues.
-    if let Some(p) = &now.ports {
-        let overflows = rate(
-            before.snmp.as_ref().and_then(|t| t.listen_overflows),
-            now.snmp.as_ref().and_then(|t| t.listen_overflows),
-            seconds,
-        )
-        .unwrap_or(0.0);
-        let u = p.listen_utilization_max;
-        let level = if u >= LISTEN_CRIT || overflows > 0.0 { Level::Critical } else { Level::of(u) };
-        let fullest = p
-            .listeners
-            .iter()
-            .filter(|l| l.limit > 0)
-            .max_by(|a, b| (a.length as f64 / a.limit as f64).total_cmp(&(b.length as f64 / b.limit as f64)));
-        let who = fullest.map_or("no listener".to_owned(), |l| {
-            format!("{}:{} with {} of {} queued", l.local_ip, l.port, l.length, l.limit)
-        });
-        checks.push(Check {
-            resource: "accept queues",
-            level,
-            used: fullest.map(|l| l.length as f64),
-            limit: fullest.map(|l| l.limit as f64),
-            utilization: Some(u),
-            projected: None,
-            seconds_to_exhaustion: None,
-            detail: format!(
-                "fullest listener {who} ({}); {} listeners{}",
-                pct(u),
-                p.listener_count,
-                if overflows > 0.0 { format!(", {overflows:.0} connections/s dropped on full queues") } else { String::new() }
-            ),
-            advice: (level > Level::Ok).then(|| {
-                format!(
-                    "A full accept queue drops new connections (ListenOverflows). The application behind {who} does \
-                     not accept() fast enough: check that it is alive, raise its listen() backlog and net.core.somaxconn."
-                )
-            }),
-        });
-    }
+    checks.extend(time_wait_check(before, now, seconds, new_conns));
+    checks.extend(orphans_check(now));
+    checks.extend(conntrack_check(before, now, seconds));
+    checks.extend(listen_check(before, now, seconds));
 
     for s in now.sources.iter().filter(|s| !s.up) {
         if let Some(e) = &s.error {
@@ -249,6 +120,152 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
 
     let status = checks.iter().map(|c| c.level).max().unwrap_or(Level::Ok);
     Report { status, checks, new_connections_per_second: new_conns, facts: FACTS.to_vec() }
+}
+
+/// TIME_WAIT against tcp_max_tw_buckets, and its overflow rate.
+fn time_wait_check(before: &Snapshot, now: &Snapshot, seconds: f64, new_conns: Option<f64>) -> Option<Check> {
+    let (Some(st), Some(max)) = (now.sockstat.as_ref(), now.limits.as_ref().and_then(|l| l.tcp_max_tw_buckets)) else {
+        return None;
+    };
+    let u = derived::time_wait_utilization(now).unwrap_or(0.0);
+    let overflow = rate(
+        before.snmp.as_ref().and_then(|t| t.time_wait_overflow),
+        now.snmp.as_ref().and_then(|t| t.time_wait_overflow),
+        seconds,
+    )
+    .unwrap_or(0.0);
+    let level = if overflow > 0.0 { Level::Critical } else { Level::of(u) };
+    let steady = new_conns.map_or(String::new(), |r| {
+        format!(
+            "; at {r:.0} new connections/s, if this host closes them first TIME_WAIT settles near {:.0}",
+            r * TIME_WAIT_SECONDS
+        )
+    });
+    Some(Check {
+        resource: "TIME_WAIT buckets",
+        level,
+        used: Some(st.tw as f64),
+        limit: Some(max as f64),
+        utilization: Some(u),
+        projected: None,
+        seconds_to_exhaustion: None,
+        detail: format!("{} TIME_WAIT sockets of tcp_max_tw_buckets {} ({}){steady}", st.tw, max, pct(u)),
+        advice: (level > Level::Ok).then(|| {
+            format!(
+                "Beyond tcp_max_tw_buckets the kernel destroys TIME_WAIT sockets early{} (\"time wait bucket \
+                 table overflow\"). Raise net.ipv4.tcp_max_tw_buckets or close fewer connections from this side; \
+                 lowering tcp_fin_timeout does not help.",
+                if overflow > 0.0 { format!(", {overflow:.0}/s right now") } else { String::new() }
+            )
+        }),
+    })
+}
+
+/// Orphaned sockets against tcp_max_orphans.
+fn orphans_check(now: &Snapshot) -> Option<Check> {
+    let (Some(st), Some(max)) = (now.sockstat.as_ref(), now.limits.as_ref().and_then(|l| l.tcp_max_orphans)) else {
+        return None;
+    };
+    let u = if max > 0 { derived::ratio(st.orphan as f64, max as f64) } else { 0.0 };
+    let level = Level::of(u);
+    Some(Check {
+        resource: "orphaned sockets",
+        level,
+        used: Some(st.orphan as f64),
+        limit: Some(max as f64),
+        utilization: Some(u),
+        projected: None,
+        seconds_to_exhaustion: None,
+        detail: format!("{} orphans of tcp_max_orphans {} ({})", st.orphan, max, pct(u)),
+        advice: (level > Level::Ok).then(|| {
+            "Past tcp_max_orphans the kernel resets connections (\"too many orphaned sockets\"). Look for \
+             peers that never acknowledge the close; raise net.ipv4.tcp_max_orphans if memory allows."
+                .to_owned()
+        }),
+    })
+}
+
+/// The conntrack table, and packets dropped.
+fn conntrack_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {
+    let Some(ct) = &now.conntrack else { return None };
+    let dropping = rate(
+        before.conntrack.as_ref().and_then(|c| c.stats.as_ref()?.drop),
+        ct.stats.as_ref().and_then(|s| s.drop),
+        seconds,
+    )
+    .unwrap_or(0.0);
+    let u = derived::conntrack_utilization(now);
+    let level = if dropping > 0.0 { Level::Critical } else { u.map_or(Level::Ok, Level::of) };
+    Some(Check {
+        resource: "conntrack table",
+        level,
+        used: Some(ct.entries as f64),
+        limit: ct.limit.map(|m| m as f64),
+        utilization: u,
+        projected: None,
+        seconds_to_exhaustion: None,
+        detail: format!(
+            "{} entries of nf_conntrack_max {} ({}), {} hash buckets{}",
+            ct.entries,
+            ct.limit.map_or("unknown".to_owned(), |m| m.to_string()),
+            u.map_or("?".to_owned(), pct),
+            ct.buckets.map_or("unknown".to_owned(), |b| b.to_string()),
+            if dropping > 0.0 { format!(", dropping {dropping:.0} packets/s") } else { String::new() }
+        ),
+        advice: (level > Level::Ok).then(|| {
+            "When the table is full the kernel drops new packets (\"nf_conntrack: table full, dropping \
+             packet\", or on Linux 6.x \"nf_conntrack: table full in netns N, dropping packet\") and the host looks dead from outside. Raise net.netfilter.nf_conntrack_max and the hash \
+             size together (echo $((max/4)) > /sys/module/nf_conntrack/parameters/hashsize), shorten \
+             timeouts (nf_conntrack_tcp_timeout_time_wait), or exempt traffic that needs no tracking (notrack)."
+                .to_owned()
+        }),
+    })
+}
+
+/// The fullest accept queue, and overflows.
+fn listen_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {
+    let Some(p) = &now.ports else { return None };
+    let overflows = rate(
+        before.snmp.as_ref().and_then(|t| t.listen_overflows),
+        now.snmp.as_ref().and_then(|t| t.listen_overflows),
+        seconds,
+    )
+    .unwrap_or(0.0);
+    let u = p.listen_utilization_max;
+    let level = if u >= LISTEN_CRIT || overflows > 0.0 { Level::Critical } else { Level::of(u) };
+    let fullest = p
+        .listeners
+        .iter()
+        .filter(|l| l.limit > 0)
+        .max_by(|a, b| (a.length as f64 / a.limit as f64).total_cmp(&(b.length as f64 / b.limit as f64)));
+    let who = fullest.map_or("no listener".to_owned(), |l| {
+        format!("{}:{} with {} of {} queued", l.local_ip, l.port, l.length, l.limit)
+    });
+    Some(Check {
+        resource: "accept queues",
+        level,
+        used: fullest.map(|l| l.length as f64),
+        limit: fullest.map(|l| l.limit as f64),
+        utilization: Some(u),
+        projected: None,
+        seconds_to_exhaustion: None,
+        detail: format!(
+            "fullest listener {who} ({}); {} listeners{}",
+            pct(u),
+            p.listener_count,
+            if overflows > 0.0 {
+                format!(", {overflows:.0} connections/s dropped on full queues")
+            } else {
+                String::new()
+            }
+        ),
+        advice: (level > Level::Ok).then(|| {
+            format!(
+                "A full accept queue drops new connections (ListenOverflows). The application behind {who} does \
+                 not accept() fast enough: check that it is alive, raise its listen() backlog and net.core.somaxconn."
+            )
+        }),
+    })
 }
 
 fn plural(n: u64, one: &str, many: &str) -> String {
