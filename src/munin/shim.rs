@@ -321,25 +321,51 @@ fn listen_unix(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::from_std(std_listener)
 }
 
-/// Serves sessions on the Unix socket until shutdown, then removes the socket file.
-pub async fn serve_unix(listener: UnixListener, path: PathBuf, shim: Arc<Shim>, mut shutdown: watch::Receiver<bool>) {
+/// A listener the shim accepts sessions on, with who is at the other end.
+pub trait Accept {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_peer(&self) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, Peer)>> + Send;
+}
+
+impl Accept for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_peer(&self) -> std::io::Result<(Self::Stream, Peer)> {
+        let (stream, _) = self.accept().await?;
+        let peer =
+            stream.peer_cred().map_or(Peer::Unknown, |c| Peer::Process { uid: c.uid(), pid: c.pid().unwrap_or(0) });
+        Ok((stream, peer))
+    }
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_peer(&self) -> std::io::Result<(Self::Stream, Peer)> {
+        let (stream, addr) = self.accept().await?;
+        Ok((stream, Peer::Ip(addr.ip())))
+    }
+}
+
+/// The accept loop: a session per connection until shutdown; accept failures logged once
+/// per change of state.
+async fn serve<L: Accept>(what: &'static str, listener: &L, shim: Arc<Shim>, shutdown: &mut watch::Receiver<bool>) {
     let mut errors = AcceptErrors::default();
     loop {
         tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    errors.accepted("munin socket");
-                    let peer = stream.peer_cred().map_or(Peer::Unknown, |c| Peer::Process {
-                        uid: c.uid(),
-                        pid: c.pid().unwrap_or(0),
-                    });
+            r = listener.accept_peer() => match r {
+                Ok((stream, peer)) => {
+                    errors.accepted(what);
                     tokio::spawn(shim.clone().session(stream, peer));
                 }
-                Err(e) => errors.failed("munin socket", e).await,
+                Err(e) => errors.failed(what, e).await,
             },
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Serves sessions on the Unix socket until shutdown, then removes the socket file.
+pub async fn serve_unix(listener: UnixListener, path: PathBuf, shim: Arc<Shim>, mut shutdown: watch::Receiver<bool>) {
+    serve("munin socket", &listener, shim, &mut shutdown).await;
     drop(listener);
     if let Err(e) = std::fs::remove_file(&path) {
         tracing::warn!("cannot remove {}: {e}", path.display());
@@ -348,19 +374,7 @@ pub async fn serve_unix(listener: UnixListener, path: PathBuf, shim: Arc<Shim>, 
 
 /// Serves sessions on a TCP listener until shutdown.
 pub async fn serve_tcp(listener: TcpListener, shim: Arc<Shim>, mut shutdown: watch::Receiver<bool>) {
-    let mut errors = AcceptErrors::default();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, addr)) => {
-                    errors.accepted("munin TCP");
-                    tokio::spawn(shim.clone().session(stream, Peer::Ip(addr.ip())));
-                }
-                Err(e) => errors.failed("munin TCP", e).await,
-            },
-            _ = shutdown.changed() => break,
-        }
-    }
+    serve("munin TCP", &listener, shim, &mut shutdown).await;
 }
 
 #[cfg(test)]
