@@ -108,6 +108,74 @@ fn warn_of(limit: Option<f64>) -> Option<f64> {
 fn crit_of(limit: Option<f64>) -> Option<f64> {
     limit.map(|l| l * derived::CRIT)
 }
+// The value and threshold functions of the graphs below, by name (a table of closures is
+// what rustfmt cannot lay out).
+fn ct_entries(s: &Snapshot) -> Option<f64> {
+    s.conntrack.as_ref().map(|c| c.entries as f64)
+}
+fn ct_drop(s: &Snapshot) -> Option<f64> {
+    ct_stat(s, |c| c.drop)
+}
+fn ct_early_drop(s: &Snapshot) -> Option<f64> {
+    ct_stat(s, |c| c.early_drop)
+}
+fn ct_insert_failed(s: &Snapshot) -> Option<f64> {
+    ct_stat(s, |c| c.insert_failed)
+}
+fn listen_overflows(s: &Snapshot) -> Option<f64> {
+    snmp(s, |t| t.listen_overflows)
+}
+fn listen_drops(s: &Snapshot) -> Option<f64> {
+    snmp(s, |t| t.listen_drops)
+}
+fn listen_queue_pct(s: &Snapshot) -> Option<f64> {
+    pct(derived::listen_queue_utilization(s))
+}
+fn bd_established(s: &Snapshot) -> Option<f64> {
+    breakdown(s, |b| b.tcp[3])
+}
+fn bd_fin_wait(s: &Snapshot) -> Option<f64> {
+    breakdown(s, |b| b.tcp[4])
+}
+fn bd_time_wait(s: &Snapshot) -> Option<f64> {
+    breakdown(s, |b| b.tcp[7])
+}
+fn bd_syn_sent(s: &Snapshot) -> Option<f64> {
+    breakdown(s, |b| b.tcp[1])
+}
+fn bd_udp(s: &Snapshot) -> Option<f64> {
+    breakdown(s, |b| b.udp)
+}
+fn bd_assured(s: &Snapshot) -> Option<f64> {
+    breakdown(s, |b| b.assured)
+}
+fn bd_nated(s: &Snapshot) -> Option<f64> {
+    breakdown(s, |b| b.nated)
+}
+fn bd_total(s: &Snapshot) -> Option<f64> {
+    breakdown(s, |b| b.total)
+}
+fn tw_warn(s: &Snapshot) -> Option<f64> {
+    warn_of(tw_limit(s))
+}
+fn tw_crit(s: &Snapshot) -> Option<f64> {
+    crit_of(tw_limit(s))
+}
+fn ct_warn(s: &Snapshot) -> Option<f64> {
+    warn_of(ct_limit(s))
+}
+fn ct_crit(s: &Snapshot) -> Option<f64> {
+    crit_of(ct_limit(s))
+}
+fn pct_warn(_: &Snapshot) -> Option<f64> {
+    warn_of(Some(100.0))
+}
+fn pct_crit(_: &Snapshot) -> Option<f64> {
+    crit_of(Some(100.0))
+}
+fn listen_pct_crit(_: &Snapshot) -> Option<f64> {
+    Some(derived::LISTEN_CRIT * 100.0)
+}
 fn breakdown(s: &Snapshot, pick: fn(&crate::sources::ct_breakdown::Breakdown) -> u64) -> Option<f64> {
     s.conntrack_breakdown.as_ref().map(|b| pick(b) as f64)
 }
@@ -129,8 +197,8 @@ pub static GRAPHS: &[Graph] = &[
             state_field!(4, "STACK", "Closed locally, FIN sent, not yet acknowledged."),
             state_field!(5, "STACK", "Closed locally, waiting for the peer's FIN."),
             Field {
-                warning: Some(|s| warn_of(tw_limit(s))),
-                critical: Some(|s| crit_of(tw_limit(s))),
+                warning: Some(tw_warn),
+                critical: Some(tw_crit),
                 ..state_field!(
                     6,
                     "STACK",
@@ -154,15 +222,15 @@ pub static GRAPHS: &[Graph] = &[
                full the kernel drops new packets (nf_conntrack: table full, dropping packet; on Linux 6.x: table full in netns N).",
         fields: &[
             Field {
-                warning: Some(|s| warn_of(ct_limit(s))),
-                critical: Some(|s| crit_of(ct_limit(s))),
+                warning: Some(ct_warn),
+                critical: Some(ct_crit),
                 ..field!(
                     "entries",
                     "entries",
                     "nf_conntrack_count. Raise nf_conntrack_max together with the hash size if it nears the limit.",
                     "AREA",
                     Kind::Gauge,
-                    |s| s.conntrack.as_ref().map(|c| c.entries as f64)
+                    ct_entries
                 )
             },
             field!("max", "nf_conntrack_max", "The table limit.", "LINE2", Kind::Gauge, ct_limit),
@@ -176,16 +244,16 @@ pub static GRAPHS: &[Graph] = &[
         args: "--base 1000 -l 0",
         info: "Per-CPU counters of /proc/net/stat/nf_conntrack, summed. Any drop means packets are being lost now.",
         fields: &[
-            field!("drop", "dropped", "Packets dropped: no entry could be created.", "LINE2", Kind::Derive, |s| {
-                ct_stat(s, |c| c.drop)
-            }),
-            field!("early_drop", "early dropped", "Entries evicted to make room.", "LINE1", Kind::Derive, |s| ct_stat(
-                s,
-                |c| c.early_drop
-            )),
-            field!("insert_failed", "insert failed", "Entries that clashed on insert.", "LINE1", Kind::Derive, |s| {
-                ct_stat(s, |c| c.insert_failed)
-            }),
+            field!("drop", "dropped", "Packets dropped: no entry could be created.", "LINE2", Kind::Derive, ct_drop),
+            field!("early_drop", "early dropped", "Entries evicted to make room.", "LINE1", Kind::Derive, ct_early_drop),
+            field!(
+                "insert_failed",
+                "insert failed",
+                "Entries that clashed on insert.",
+                "LINE1",
+                Kind::Derive,
+                ct_insert_failed
+            ),
         ],
         needs_breakdown: false,
     },
@@ -199,8 +267,8 @@ pub static GRAPHS: &[Graph] = &[
                connection rate. At 100 % connect() fails with EADDRNOTAVAIL.",
         fields: &[
             Field {
-                warning: Some(|_| warn_of(Some(100.0))),
-                critical: Some(|_| crit_of(Some(100.0))),
+                warning: Some(pct_warn),
+                critical: Some(pct_crit),
                 ..field!(
                     "busiest",
                     "busiest destination",
@@ -231,15 +299,15 @@ pub static GRAPHS: &[Graph] = &[
         info: "Connections waiting to be accepted, as a share of the listener's backlog, for the fullest listener. \
                Above 100 % the kernel drops new connections.",
         fields: &[Field {
-            warning: Some(|_| warn_of(Some(100.0))),
-            critical: Some(|_| Some(derived::LISTEN_CRIT * 100.0)),
+            warning: Some(pct_warn),
+            critical: Some(listen_pct_crit),
             ..field!(
                 "fullest",
                 "fullest listener",
                 "Highest accept queue length / backlog over all listeners.",
                 "AREA",
                 Kind::Gauge,
-                |s| pct(derived::listen_queue_utilization(s))
+                listen_queue_pct
             )
         }],
         needs_breakdown: false,
@@ -252,12 +320,8 @@ pub static GRAPHS: &[Graph] = &[
         info: "TcpExt ListenOverflows (accept queue full) and ListenDrops (all SYNs dropped at a listener) from \
                /proc/net/netstat.",
         fields: &[
-            field!("overflows", "overflows", "Accept queue full.", "LINE2", Kind::Derive, |s| snmp(s, |t| t
-                .listen_overflows)),
-            field!("drops", "drops", "SYNs dropped at a listener, any reason.", "LINE1", Kind::Derive, |s| snmp(
-                s,
-                |t| t.listen_drops
-            )),
+            field!("overflows", "overflows", "Accept queue full.", "LINE2", Kind::Derive, listen_overflows),
+            field!("drops", "drops", "SYNs dropped at a listener, any reason.", "LINE1", Kind::Derive, listen_drops),
         ],
         needs_breakdown: false,
     },
@@ -269,35 +333,17 @@ pub static GRAPHS: &[Graph] = &[
         info: "Conntrack entries by state, as munin's fw_conntrack plugin draws them, from a ctnetlink dump taken \
                by sockwatch on its own slower interval (never /proc/net/nf_conntrack).",
         fields: &[
-            field!("established", "Established", "TCP entries in ESTABLISHED.", "AREA", Kind::Gauge, |s| breakdown(
-                s,
-                |b| b.tcp[3]
-            )),
-            field!("fin_wait", "FIN_WAIT", "TCP entries in FIN_WAIT.", "STACK", Kind::Gauge, |s| breakdown(s, |b| b
-                .tcp[4])),
-            field!("time_wait", "TIME_WAIT", "TCP entries in TIME_WAIT.", "STACK", Kind::Gauge, |s| breakdown(
-                s,
-                |b| b.tcp[7]
-            )),
-            field!("syn_sent", "SYN_SENT", "TCP entries in SYN_SENT.", "STACK", Kind::Gauge, |s| breakdown(s, |b| b
-                .tcp[1])),
-            field!("udp", "UDP connections", "UDP entries.", "STACK", Kind::Gauge, |s| breakdown(s, |b| b.udp)),
-            field!("assured", "Assured", "Entries that saw traffic both ways.", "LINE2", Kind::Gauge, |s| breakdown(
-                s,
-                |b| b.assured
-            )),
-            field!(
-                "nated",
-                "NATed",
-                "Entries whose reply addresses differ from the original's.",
-                "LINE1",
-                Kind::Gauge,
-                |s| { breakdown(s, |b| b.nated) }
-            ),
+            field!("established", "Established", "TCP entries in ESTABLISHED.", "AREA", Kind::Gauge, bd_established),
+            field!("fin_wait", "FIN_WAIT", "TCP entries in FIN_WAIT.", "STACK", Kind::Gauge, bd_fin_wait),
+            field!("time_wait", "TIME_WAIT", "TCP entries in TIME_WAIT.", "STACK", Kind::Gauge, bd_time_wait),
+            field!("syn_sent", "SYN_SENT", "TCP entries in SYN_SENT.", "STACK", Kind::Gauge, bd_syn_sent),
+            field!("udp", "UDP connections", "UDP entries.", "STACK", Kind::Gauge, bd_udp),
+            field!("assured", "Assured", "Entries that saw traffic both ways.", "LINE2", Kind::Gauge, bd_assured),
+            field!("nated", "NATed", "Entries whose reply addresses differ from the original's.", "LINE1", Kind::Gauge, bd_nated),
             Field {
-                warning: Some(|s| warn_of(ct_limit(s))),
-                critical: Some(|s| crit_of(ct_limit(s))),
-                ..field!("total", "Total", "All entries.", "no", Kind::Gauge, |s| breakdown(s, |b| b.total))
+                warning: Some(ct_warn),
+                critical: Some(ct_crit),
+                ..field!("total", "Total", "All entries.", "no", Kind::Gauge, bd_total)
             },
         ],
         needs_breakdown: true,
