@@ -181,7 +181,7 @@ pub fn count_entry(attrs: &[u8], b: &mut Breakdown) {
 
 /// Parses one datagram of the dump. Returns true when the dump is complete.
 pub fn parse_datagram(data: &[u8], seq: u32, b: &mut Breakdown) -> Result<bool, SourceError> {
-    let progress = super::netlink::walk_datagram("ctnetlink", data, seq, &mut |m| {
+    let progress = super::netlink::walk_datagram("ctnetlink", data, seq, |m| {
         if m.kind >> 8 == NFNL_SUBSYS_CTNETLINK {
             if let Some(attrs) = m.payload.get(NFGENMSG_LEN..) {
                 count_entry(attrs, b);

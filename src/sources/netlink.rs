@@ -151,11 +151,12 @@ pub struct Message<'a> {
 /// `NLMSG_DONE` ends the dump (an error code in it is the kernel's answer, as is
 /// `NLMSG_ERROR`'s), `NLMSG_OVERRUN` is an error. Every other message of the dump goes to
 /// `on_message`. Pure: the fuzz target and the fixture tests call it through the parsers.
+#[inline]
 pub fn walk_datagram(
     what: &'static str,
     data: &[u8],
     seq: u32,
-    on_message: &mut dyn FnMut(Message<'_>) -> Result<(), SourceError>,
+    mut on_message: impl FnMut(Message<'_>) -> Result<(), SourceError>,
 ) -> Result<Progress, SourceError> {
     use netlink_packet_core::{NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN};
     let mut off = 0;
@@ -168,9 +169,9 @@ pub fn walk_datagram(
             // NLMSG_DONE and NLMSG_ERROR both start with an int: 0, or a negative errno.
             // A dump that fails once started ends with NLMSG_DONE carrying the error; a
             // request the kernel rejects outright gets NLMSG_ERROR.
-            let code = payload.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
             match nl.message_type() {
                 t @ (NLMSG_DONE | NLMSG_ERROR) => {
+                    let code = payload.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                     let code = match (t, code) {
                         (_, Some(c)) => c,
                         (NLMSG_DONE, None) => 0, // old kernels send an empty DONE

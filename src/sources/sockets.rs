@@ -175,7 +175,7 @@ pub fn parse_datagram(
     interrupted: &mut bool,
     visit: &mut dyn FnMut(&DiagMsg<'_>),
 ) -> Result<Progress, SourceError> {
-    super::netlink::walk_datagram("sock_diag", data, seq, &mut |m| {
+    super::netlink::walk_datagram("sock_diag", data, seq, |m| {
         if m.flags & NLM_F_DUMP_INTR != 0 {
             *interrupted = true;
         }
