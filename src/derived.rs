@@ -90,7 +90,6 @@ mod tests {
                 bound: 0,
                 busiest,
                 projected_max: busiest as f64,
-                seconds_to_exhaustion: None,
                 worst: None,
             }),
             ports: Vec::new(),

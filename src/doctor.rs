@@ -277,7 +277,7 @@ fn plural(n: u64, one: &str, many: &str) -> String {
 fn ports_check(e: &crate::sources::ports::Ephemeral, l: &crate::sources::limits::Limits) -> Check {
     let size = f64::from(l.port_range_size());
     let u = derived::ratio(e.busiest as f64, size);
-    let projected_level = match e.seconds_to_exhaustion {
+    let projected_level = match e.seconds_to_exhaustion() {
         Some(s) if s < PREDICT_CRIT_SECONDS => Level::Critical,
         Some(s) if s < PREDICT_WARN_SECONDS => Level::Warning,
         _ => Level::Ok,
@@ -311,7 +311,7 @@ fn ports_check(e: &crate::sources::ports::Ephemeral, l: &crate::sources::limits:
         limit: Some(size),
         utilization: Some(u),
         projected: e.worst.as_ref().map(|w| w.projected),
-        seconds_to_exhaustion: e.seconds_to_exhaustion,
+        seconds_to_exhaustion: e.seconds_to_exhaustion(),
         detail: format!(
             "busiest destination {dest} holds {} of {} ports ({}); {}{}, range {}-{}{}{}",
             e.busiest,
@@ -395,7 +395,6 @@ mod tests {
             bound: 0,
             busiest: d.used,
             projected_max: d.projected,
-            seconds_to_exhaustion: d.seconds_to_exhaustion,
             worst: Some(d),
         }
     }

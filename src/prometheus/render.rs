@@ -89,7 +89,7 @@ fn ephemeral(out: &mut Families, e: &ports::Ephemeral, utilization: f64, project
                  none is within {} s.",
                 crate::sources::projection::HORIZON_SECONDS
             ),
-            e.seconds_to_exhaustion.unwrap_or(f64::INFINITY),
+            e.seconds_to_exhaustion().unwrap_or(f64::INFINITY),
         );
     out.gauge(
         "sockwatch_ephemeral_port_utilization_max",
@@ -572,7 +572,6 @@ mod tests {
                     bound: 1,
                     busiest: 2400,
                     projected_max: 6360.0,
-                    seconds_to_exhaustion: Some(38.0),
                     worst: Some(heading),
                 }),
                 ports: vec![PortStates { port: 8080, states: [0, 5, 0, 1, 0, 0, 2, 0, 1, 0, 0, 0, 0] }],
@@ -622,6 +621,7 @@ mod tests {
                 total: 106,
                 time_wait,
                 time_wait_timeout: 120,
+                ..Breakdown::default()
             }),
             conntrack_projection: Some(Trajectory {
                 close_rate: 1.5,

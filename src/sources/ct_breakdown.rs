@@ -80,6 +80,8 @@ pub struct Breakdown {
     pub time_wait: TwHistogram,
     /// `nf_conntrack_tcp_timeout_time_wait` in force for this dump, seconds.
     pub time_wait_timeout: u32,
+    /// [`TwHistogram::scale`] of that timeout, computed at the dump's first TIME_WAIT entry.
+    pub time_wait_scale: u64,
 }
 
 impl Breakdown {
@@ -163,8 +165,11 @@ pub fn count_entry(attrs: &[u8], b: &mut Breakdown) {
                 *n += 1;
             }
             if let (Some(CT_TCP_TIME_WAIT), Some(left)) = (tcp_state, timeout) {
-                let length = if b.time_wait_timeout == 0 { DEFAULT_TIME_WAIT_TIMEOUT } else { b.time_wait_timeout };
-                b.time_wait.add(left.saturating_mul(1000), length.saturating_mul(1000));
+                if b.time_wait_scale == 0 {
+                    let length = if b.time_wait_timeout == 0 { DEFAULT_TIME_WAIT_TIMEOUT } else { b.time_wait_timeout };
+                    b.time_wait_scale = TwHistogram::scale(length.saturating_mul(1000));
+                }
+                b.time_wait.add_scaled(left.saturating_mul(1000), b.time_wait_scale);
             }
         }
         Some(17) => b.udp += 1,
@@ -230,10 +235,6 @@ impl CtDump {
     /// Dumps the whole table of this network namespace; TIME_WAIT entries are bucketed
     /// against `time_wait_timeout` seconds.
     pub fn read(&mut self, time_wait_timeout: u32) -> Result<Breakdown, SourceError> {
-        self.try_read(time_wait_timeout)
-    }
-
-    fn try_read(&mut self, time_wait_timeout: u32) -> Result<Breakdown, SourceError> {
         let mut b = Breakdown::new(time_wait_timeout);
         let deadline = std::time::Instant::now() + DUMP_DEADLINE;
         self.nl.dump(Self::request, Some(deadline), &mut |data, seq| {

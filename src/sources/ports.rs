@@ -114,11 +114,16 @@ pub struct Ephemeral {
     pub busiest: u64,
     /// Highest projected use over every tracked destination, ports.
     pub projected_max: f64,
-    /// Smallest seconds to exhaustion over every tracked destination.
-    pub seconds_to_exhaustion: Option<f64>,
     /// The destination heading for exhaustion soonest, else the one projected highest;
     /// `None` when nothing is tracked. Always among `top`.
     pub worst: Option<Destination>,
+}
+
+impl Ephemeral {
+    /// Smallest seconds to exhaustion over every tracked destination: the worst one's.
+    pub fn seconds_to_exhaustion(&self) -> Option<f64> {
+        self.worst.as_ref()?.seconds_to_exhaustion
+    }
 }
 
 /// Server-side sockets of one listening port, by kernel state number.
@@ -374,7 +379,6 @@ impl PortAggregator {
             bound: self.bound,
             busiest: self.dests.values().map(|s| s.used).max().unwrap_or(0) + self.bound,
             projected_max: all.iter().map(|d| d.projected).fold(self.bound as f64, f64::max),
-            seconds_to_exhaustion: all.iter().filter_map(|d| d.seconds_to_exhaustion).reduce(f64::min),
             worst,
         }
     }
@@ -718,7 +722,7 @@ mod tests {
         let s = web.seconds_to_exhaustion.expect("heading for exhaustion");
         // 699 more ports at 30/s, none freed for 50 s: the 24th second (whole seconds).
         assert_eq!(s, 24.0, "{web:?}");
-        assert_eq!(e.seconds_to_exhaustion, Some(s));
+        assert_eq!(e.seconds_to_exhaustion(), Some(s));
         assert_eq!(e.projected_max, web.projected);
         assert_eq!(e.worst.as_ref(), Some(web));
         assert_eq!(e.top.len(), 2);
@@ -754,7 +758,7 @@ mod tests {
             a.visit(&DiagMsg::new(&sock(1, "10.0.0.1", 40000 + i, "10.0.0.9", 80)).unwrap());
         }
         let e = a.finish(&PortsConfig::default()).ephemeral.unwrap();
-        assert_eq!((e.busiest, e.seconds_to_exhaustion, e.projected_max), (3, Some(0.0), 3.0));
+        assert_eq!((e.busiest, e.seconds_to_exhaustion(), e.projected_max), (3, Some(0.0), 3.0));
     }
 
     #[test]

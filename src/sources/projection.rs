@@ -95,6 +95,14 @@ pub struct Trajectory {
 /// ports included); `tw`: its TIME_WAIT history; `capacity`: ports connect() can choose
 /// from; `length_s`: the TIME_WAIT length.
 pub fn project(held: u64, tw: &TwHistogram, capacity: u64, length_s: f64) -> Trajectory {
+    let tw_total = tw.total();
+    // Use already at the range is exhaustion now, whatever the rate.
+    let full_now = held.saturating_add(tw_total) >= capacity;
+    if tw_total == 0 {
+        // Nothing closing toward it (most destinations of a busy host): no history to fit.
+        let seconds_to_exhaustion = full_now.then_some(0.0);
+        return Trajectory { close_rate: 0.0, trend: 0.0, projected: held as f64, seconds_to_exhaustion };
+    }
     let length_s = length_s.max(1.0);
     let w = length_s / BUCKETS as f64; // bucket width, seconds
     let c = |j: usize| f64::from(tw.counts[j]);
@@ -102,21 +110,10 @@ pub fn project(held: u64, tw: &TwHistogram, capacity: u64, length_s: f64) -> Tra
     let trend = significant_trend(tw, w);
     // The rate window is centred one bucket back; bring the estimate to now.
     let rate_now = recent + trend * w * RATE_BUCKETS as f64 / 2.0;
-    let tw_total = tw.total() as f64;
     let projected = held as f64 + rate_now * length_s;
-    let seconds_to_exhaustion = exhaustion(held as f64, tw, w, rate_now, trend, capacity as f64, length_s);
+    let seconds_to_exhaustion =
+        if full_now { Some(0.0) } else { exhaustion(held as f64, tw, w, rate_now, trend, capacity as f64, length_s) };
     Trajectory { close_rate: recent, trend, projected, seconds_to_exhaustion }
-        .with_total_check(held as f64 + tw_total, capacity as f64)
-}
-
-impl Trajectory {
-    /// Use already at the range is exhaustion now, whatever the rate.
-    fn with_total_check(mut self, used: f64, capacity: f64) -> Self {
-        if used >= capacity {
-            self.seconds_to_exhaustion = Some(0.0);
-        }
-        self
-    }
 }
 
 /// The rising trend of the close rate, per second: fitted over the whole history first
