@@ -7,10 +7,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use sockwatch::config::{Config, Flags};
+use sockwatch::listen;
 use sockwatch::munin::shim::{self as munin, Shim};
 use sockwatch::prometheus::http::{self, Web};
 use sockwatch::prometheus::render as prometheus;
-use sockwatch::prometheus::webconfig::WebConfig;
+use sockwatch::prometheus::webconfig::{WebConfig, WebConfigError};
 use sockwatch::sampler::{self, Sampler};
 use tracing_subscriber::{reload, EnvFilter};
 
@@ -21,7 +22,7 @@ pub fn log_filter_for(config: &Config) -> EnvFilter {
 }
 
 /// Loads the web config file, if one is named; warns when it enables nothing.
-fn load_web_config(path: Option<&std::path::Path>) -> Result<WebConfig, String> {
+fn load_web_config(path: Option<&std::path::Path>) -> Result<WebConfig, WebConfigError> {
     let Some(path) = path else { return Ok(WebConfig::default()) };
     let w = WebConfig::load(path)?;
     if w.tls.is_none() && w.auth.is_none() {
@@ -37,7 +38,8 @@ fn load_web_config(path: Option<&std::path::Path>) -> Result<WebConfig, String> 
 /// the running configuration kept; settings that need new listeners are applied at the
 /// next restart (and stay recorded as they run until then).
 fn reload(flags: &Flags, running: &watch::Sender<Config>, web: &Web, log_filter: &LogFilter) {
-    let mut new = match Config::load(flags) {
+    let old = running.borrow().clone();
+    let (new, kept) = match old.reload(flags) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("SIGHUP: reload rejected, keeping the running configuration: {e}");
@@ -51,30 +53,9 @@ fn reload(flags: &Flags, running: &watch::Sender<Config>, web: &Web, log_filter:
             return;
         }
     };
-    let old = running.borrow().clone();
-    let restart_only: Vec<&str> = [
-        ("web.listen-address", old.listen_address != new.listen_address),
-        ("web.telemetry-path", old.telemetry_path != new.telemetry_path),
-        ("munin.*", old.munin != new.munin),
-        (
-            "conntrack.*",
-            old.conntrack_breakdown != new.conntrack_breakdown
-                || old.conntrack_breakdown_interval != new.conntrack_breakdown_interval,
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(name, changed)| changed.then_some(name))
-    .collect();
-    if !restart_only.is_empty() {
-        tracing::warn!("SIGHUP: {} changed; restart sockwatch to apply (kept as running)", restart_only.join(", "));
+    if !kept.is_empty() {
+        tracing::warn!("SIGHUP: {} changed; restart sockwatch to apply (kept as running)", kept.join(", "));
     }
-    // What runs is what the next reload compares against: the restart-only settings as
-    // they run, not as the file says.
-    new.listen_address = old.listen_address;
-    new.telemetry_path = old.telemetry_path.clone();
-    new.munin = old.munin.clone();
-    new.conntrack_breakdown = old.conntrack_breakdown;
-    new.conntrack_breakdown_interval = old.conntrack_breakdown_interval;
     tracing::info!(
         tls = web_config.tls.is_some(),
         basic_auth = web_config.auth.is_some(),
@@ -89,17 +70,7 @@ fn reload(flags: &Flags, running: &watch::Sender<Config>, web: &Web, log_filter:
 }
 
 pub fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
-    // The sampler runs on a blocking thread; keep that thread across samples (tokio's
-    // default lets it exit after 10 s idle, which at the default interval meant a new
-    // thread, stack and malloc arena every sample). Threads ask for a short scheduler
-    // slice (they answer requests); the sampler's gives it back (see sched.rs).
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
-        .on_thread_start(sockwatch::sched::latency_sensitive)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sockwatch: cannot start the async runtime: {e}");
@@ -114,72 +85,89 @@ pub fn serve(config: Config, flags: Flags, log_filter: LogFilter) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = runtime.block_on(async move {
-        // Bind first, so a taken or impossible address fails at once with a clear message.
-        let listener = match sockwatch::prometheus::http::bind_tcp(config.listen_address) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("sockwatch: cannot listen on {}: {e}", config.listen_address);
-                return ExitCode::FAILURE;
-            }
-        };
-        let address = listener.local_addr().map_or(config.listen_address, |a| a);
-        tracing::info!(
-            %address,
-            tls = web_config.tls.is_some(),
-            basic_auth = web_config.auth.is_some(),
-            path = %config.telemetry_path,
-            interval = %humantime::format_duration(config.interval),
-            "sockwatch {} serving",
-            env!("CARGO_PKG_VERSION")
-        );
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (latest_tx, latest_rx) = watch::channel(None);
-        // The sampler renders each snapshot once, with the exporter the daemon hands it.
-        let mut sampler = Sampler::new(&config, prometheus::render);
-        if config.conntrack_breakdown {
-            let slot = sampler::BreakdownSlot::default();
-            sampler.share_breakdown(slot.clone());
-            tokio::spawn(sampler::run_breakdown(
-                config.conntrack_breakdown_interval,
-                config.procfs.clone(),
-                slot,
-                shutdown_rx.clone(),
-            ));
-        }
-        let munin_tasks = start_munin(&config, latest_rx.clone(), &shutdown_rx).await;
-        let (config_tx, config_rx) = watch::channel(config.clone());
-        let mut sampler_task = tokio::spawn(sampler::run(sampler, latest_tx, config_rx, shutdown_rx.clone()));
-        let web = Arc::new(Web::new(latest_rx, config.telemetry_path.clone(), web_config));
-        let http_task = tokio::spawn(http::serve(listener, web.clone(), shutdown_rx));
-
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
-        let code = loop {
-            tokio::select! {
-                signal = &mut shutdown => {
-                    tracing::info!("{signal}: shutting down");
-                    break ExitCode::SUCCESS;
-                }
-                Some(()) = async { hangup.as_mut()?.recv().await } => reload(&flags, &config_tx, &web, &log_filter),
-                _ = &mut sampler_task => {
-                    tracing::error!("the sampler stopped unexpectedly; exiting so the service manager restarts us");
-                    break ExitCode::FAILURE;
-                }
-            }
-        };
-        let _ = shutdown_tx.send(true);
-        let _ = http_task.await;
-        for task in munin_tasks {
-            let _ = task.await; // removes the Munin socket file
-        }
-        code
-    });
+    let code = runtime.block_on(run(config, flags, log_filter, web_config));
     // A sample stuck in a kernel read holds a blocking thread that cannot be cancelled;
     // dropping the runtime would wait for it forever. Give it a moment, then leave it.
     runtime.shutdown_timeout(SHUTDOWN_BLOCKING_GRACE);
     tracing::info!("shutdown complete");
+    code
+}
+
+/// The sampler runs on a blocking thread; keep that thread across samples (tokio's
+/// default lets it exit after 10 s idle, which at the default interval meant a new
+/// thread, stack and malloc arena every sample). Threads ask for a short scheduler
+/// slice (they answer requests); the sampler's gives it back (see sched.rs).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
+        .on_thread_start(sockwatch::sched::latency_sensitive)
+        .enable_all()
+        .build()
+}
+
+/// Binds, starts the sampler and the servers, then waits for a signal: SIGHUP reloads,
+/// SIGTERM/SIGINT stop everything (the Munin socket file removed).
+async fn run(config: Config, flags: Flags, log_filter: LogFilter, web_config: WebConfig) -> ExitCode {
+    // Bind first, so a taken or impossible address fails at once with a clear message.
+    let listener = match listen::bind_tcp(config.listen_address) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sockwatch: cannot listen on {}: {e}", config.listen_address);
+            return ExitCode::FAILURE;
+        }
+    };
+    let address = listener.local_addr().map_or(config.listen_address, |a| a);
+    tracing::info!(
+        %address,
+        tls = web_config.tls.is_some(),
+        basic_auth = web_config.auth.is_some(),
+        path = %config.telemetry_path,
+        interval = %humantime::format_duration(config.interval),
+        "sockwatch {} serving",
+        env!("CARGO_PKG_VERSION")
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (latest_tx, latest_rx) = watch::channel(None);
+    // The sampler renders each snapshot once, with the exporter the daemon hands it.
+    let mut sampler = Sampler::new(&config, prometheus::render);
+    if config.conntrack_breakdown {
+        let slot = sampler::BreakdownSlot::default();
+        sampler.share_breakdown(slot.clone());
+        tokio::spawn(sampler::run_breakdown(
+            config.conntrack_breakdown_interval,
+            config.procfs.clone(),
+            slot,
+            shutdown_rx.clone(),
+        ));
+    }
+    let munin_tasks = start_munin(&config, latest_rx.clone(), &shutdown_rx).await;
+    let (config_tx, config_rx) = watch::channel(config.clone());
+    let mut sampler_task = tokio::spawn(sampler::run(sampler, latest_tx, config_rx, shutdown_rx.clone()));
+    let web = Arc::new(Web::new(latest_rx, config.telemetry_path.clone(), web_config));
+    let http_task = tokio::spawn(http::serve(listener, web.clone(), shutdown_rx));
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let code = loop {
+        tokio::select! {
+            signal = &mut shutdown => {
+                tracing::info!("{signal}: shutting down");
+                break ExitCode::SUCCESS;
+            }
+            Some(()) = async { hangup.as_mut()?.recv().await } => reload(&flags, &config_tx, &web, &log_filter),
+            _ = &mut sampler_task => {
+                tracing::error!("the sampler stopped unexpectedly; exiting so the service manager restarts us");
+                break ExitCode::FAILURE;
+            }
+        }
+    };
+    let _ = shutdown_tx.send(true);
+    let _ = http_task.await;
+    for task in munin_tasks {
+        let _ = task.await; // removes the Munin socket file
+    }
     code
 }
 
@@ -210,7 +198,7 @@ async fn start_munin(
         }
     }
     if let Some(addr) = m.listen_address {
-        match sockwatch::prometheus::http::bind_tcp(addr) {
+        match listen::bind_tcp(addr) {
             Ok(listener) => {
                 tracing::info!(address = %listener.local_addr().map_or(addr, |a| a), "munin shim listening");
                 tasks.push(tokio::spawn(munin::serve_tcp(listener, shim, shutdown.clone())));

@@ -13,13 +13,18 @@
 //! - `sampler.rs`, `snapshot.rs`, `derived.rs`: the sample, what it holds, what follows from it;
 //! - `prometheus/`: the text rendering, the HTTP server, TLS and basic auth;
 //! - `munin/`: the graphs, the protocol shim, the plugin;
-//! - `doctor.rs`, `slots.rs`, `cli.rs`, `config.rs`: the report, connection slots, the
-//!   command line, the merged configuration. The daemon's wiring is the binary's `daemon.rs`.
+//! - `config/`: every setting defined once (`settings.rs`), merged from flags, file and
+//!   defaults (`mod.rs`);
+//! - `doctor.rs`: the report; `listen.rs`, `slots.rs`: listening and connection slots,
+//!   shared by HTTP and Munin.
+//!
+//! The binary (`main.rs`) holds the command line (`cli.rs`, built from the settings table)
+//! and the daemon's wiring, reload and shutdown (`daemon.rs`).
 
-pub mod cli;
 pub mod config;
 pub mod derived;
 pub mod doctor;
+pub mod listen;
 pub mod munin;
 pub mod prometheus;
 pub mod sampler;

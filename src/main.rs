@@ -1,13 +1,15 @@
 //! sockwatch: dispatches to a subcommand. The daemon is in daemon.rs; the parts are in the library crate.
 
+mod cli;
 mod daemon;
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
-use sockwatch::config::{Cli, Command, Config};
+use cli::{Cli, Command};
+use sockwatch::config::{settings, Config, Flags};
 use sockwatch::munin::plugin as munin_plugin;
 use sockwatch::prometheus::render as prometheus;
 use sockwatch::sampler::Sampler;
@@ -20,11 +22,11 @@ fn main() -> ExitCode {
         let action = std::env::args().nth(1);
         return munin_plugin::run(&argv0, action.as_deref());
     }
-    let cli = Cli::parse(); // usage errors exit 2 with clap's message
-    if let Some(Command::MuninPlugin { plugin, action }) = &cli.command {
+    let (command, flags) = parse_command_line(); // usage errors exit 2 with clap's message
+    if let Some(Command::MuninPlugin { plugin, action }) = &command {
         return munin_plugin::run(plugin, action.as_deref());
     }
-    let config = match Config::load(&cli.flags) {
+    let config = match Config::load(&flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sockwatch: {e}");
@@ -41,12 +43,32 @@ fn main() -> ExitCode {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
         .init();
-    match cli.command.clone().unwrap_or(Command::Serve) {
+    match command.unwrap_or(Command::Serve) {
         Command::Sample => sample_once(&config),
-        Command::Serve => daemon::serve(config, cli.flags, log_filter),
+        Command::Serve => daemon::serve(config, flags, log_filter),
         Command::Doctor { json } => doctor(&config, json),
         Command::MuninPlugin { .. } => unreachable!("handled before logging is set up"),
     }
+}
+
+/// The subcommand, and the settings given as flags, as text (validated by `Config::load`).
+fn parse_command_line() -> (Option<Command>, Flags) {
+    let matches = cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut flags = Flags::default();
+    flags.config = cli.config;
+    for s in settings::SETTINGS {
+        match s.kind {
+            settings::Kind::Switch if matches.get_flag(s.name) => flags.set(s, "true"),
+            settings::Kind::Switch => {}
+            _ => {
+                if let Some(values) = matches.get_many::<String>(s.name) {
+                    flags.set(s, values.map(String::as_str).collect::<Vec<_>>().join(","));
+                }
+            }
+        }
+    }
+    (cli.command, flags)
 }
 
 fn sample_once(config: &Config) -> ExitCode {

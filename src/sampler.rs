@@ -360,40 +360,9 @@ pub async fn run(
             let published = sampler.sample_and_render();
             (sampler, published)
         });
-        // The watchdog: a sample past its deadline is logged once, and the latest snapshot
-        // is re-published marked overdue every few seconds until the sample returns. No
-        // second sample starts on top of it; shutdown does not wait for it.
-        let (started, deadline) = (Instant::now(), sample_deadline(before));
-        let mut next_check = tokio::time::Instant::now() + deadline;
-        let mut warned = false;
-        let outcome = loop {
-            tokio::select! {
-                r = &mut job => break r,
-                _ = tokio::time::sleep_until(next_check) => {
-                    let (running, source) = (started.elapsed(), Source::from_code(progress.load(Ordering::Relaxed)));
-                    let name = source.map_or("none", Source::name);
-                    if !warned {
-                        tracing::error!(
-                            source = name,
-                            "a sample has run {} s, past its {} s deadline: a kernel read or dump is not returning; \
-                             serving the previous sample marked overdue (/-/ready fails) until it does",
-                            running.as_secs(),
-                            deadline.as_secs()
-                        );
-                        warned = true;
-                    }
-                    let last = tx.borrow().as_ref().map(|p| p.snapshot.clone());
-                    if let Some(last) = last {
-                        tx.send_replace(Some(Arc::new(overdue(&last, running, source, render))));
-                    }
-                    next_check += Duration::from_secs(5);
-                }
-                _ = shutdown.changed() => return,
-            }
+        let Some(outcome) = watchdog(&mut job, before, &progress, render, &tx, &mut shutdown).await else {
+            return; // shutting down: do not wait for a stuck sample
         };
-        if warned {
-            tracing::warn!("the overdue sample returned after {} s", started.elapsed().as_secs());
-        }
         match outcome {
             Ok((s, published)) => {
                 sampler = s;
@@ -401,17 +370,7 @@ pub async fn run(
                     ticks = ticker(sampler.interval);
                     ticks.tick().await; // immediate: the next sample comes one interval from now
                 }
-                let published = Arc::new(published);
-                tx.send_replace(Some(published.clone()));
-                if published.snapshot.samples_total == 1 {
-                    let down: Vec<&str> =
-                        published.snapshot.sources.iter().filter(|s| !s.up).map(|s| s.source.name()).collect();
-                    tracing::info!(
-                        took_ms = published.snapshot.duration.as_millis() as u64,
-                        ?down,
-                        "first sample published, /metrics and /-/ready are live"
-                    );
-                }
+                make_latest(&tx, published);
             }
             Err(e) => {
                 // Only a bug can get here (a panic in a source). main exits non-zero
@@ -420,6 +379,64 @@ pub async fn run(
                 return;
             }
         }
+    }
+}
+
+/// Waits for a sample. One past its deadline is logged once, and the latest snapshot is
+/// re-published marked overdue every few seconds until the sample returns. No second
+/// sample starts on top of it. `None`: shutdown came first (it does not wait for it).
+async fn watchdog<T>(
+    job: &mut tokio::task::JoinHandle<T>,
+    interval: Duration,
+    progress: &AtomicUsize,
+    render: Renderer,
+    tx: &watch::Sender<Option<Arc<Published>>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    let (started, deadline) = (Instant::now(), sample_deadline(interval));
+    let mut next_check = tokio::time::Instant::now() + deadline;
+    let mut warned = false;
+    let outcome = loop {
+        tokio::select! {
+            r = &mut *job => break r,
+            _ = tokio::time::sleep_until(next_check) => {
+                let (running, source) = (started.elapsed(), Source::from_code(progress.load(Ordering::Relaxed)));
+                if !warned {
+                    tracing::error!(
+                        source = source.map_or("none", Source::name),
+                        "a sample has run {} s, past its {} s deadline: a kernel read or dump is not returning; \
+                         serving the previous sample marked overdue (/-/ready fails) until it does",
+                        running.as_secs(),
+                        deadline.as_secs()
+                    );
+                    warned = true;
+                }
+                let last = tx.borrow().as_ref().map(|p| p.snapshot.clone());
+                if let Some(last) = last {
+                    tx.send_replace(Some(Arc::new(overdue(&last, running, source, render))));
+                }
+                next_check += Duration::from_secs(5);
+            }
+            _ = shutdown.changed() => return None,
+        }
+    };
+    if warned {
+        tracing::warn!("the overdue sample returned after {} s", started.elapsed().as_secs());
+    }
+    Some(outcome)
+}
+
+/// Makes a sample the latest; the first one is logged (the daemon is ready from then).
+fn make_latest(tx: &watch::Sender<Option<Arc<Published>>>, published: Published) {
+    let published = Arc::new(published);
+    tx.send_replace(Some(published.clone()));
+    if published.snapshot.samples_total == 1 {
+        let down: Vec<&str> = published.snapshot.sources.iter().filter(|s| !s.up).map(|s| s.source.name()).collect();
+        tracing::info!(
+            took_ms = published.snapshot.duration.as_millis() as u64,
+            ?down,
+            "first sample published, /metrics and /-/ready are live"
+        );
     }
 }
 

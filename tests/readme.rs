@@ -110,3 +110,24 @@ fn every_documented_flag_is_in_the_man_page() {
         assert!(text.contains("web.listen-address"), "{} lacks the flags", path.display());
     }
 }
+
+/// The other direction: every setting in the table that defines them has a README row
+/// naming its flag, its file key and its default.
+#[test]
+fn every_setting_is_in_the_readme_with_its_default() {
+    let r = readme();
+    for s in sockwatch::config::settings::SETTINGS {
+        let row = r
+            .lines()
+            .find(|l| l.starts_with(&format!("| `--{}` |", s.name)))
+            .unwrap_or_else(|| panic!("no README row for --{}", s.name));
+        assert!(row.contains(&format!("| `{}` |", s.name)), "{row}: file key");
+        let default = match (s.default, s.kind) {
+            ("", _) | (_, sockwatch::config::settings::Kind::Switch) => None,
+            (d, _) => Some(format!("`{d}`")),
+        };
+        if let Some(d) = default {
+            assert!(row.contains(&d), "{row}: default should be {d}");
+        }
+    }
+}

@@ -40,44 +40,58 @@ fn socket_path() -> String {
     std::env::var("socket").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_MUNIN_SOCKET.to_owned())
 }
 
+/// Why the daemon could not be asked; the plugin then answers without it.
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    #[error("cannot connect to {path}: {source}")]
+    Connect { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path} {what}")]
+    Protocol { path: String, what: String },
+    #[error("the daemon did not answer within {}s", DEADLINE.as_secs())]
+    Timeout,
+}
+
 /// Asks the daemon: sends `commands`, returns the lines of the last answer (up to `.`).
-fn ask(path: &str, commands: &[String]) -> Result<Vec<String>, String> {
+fn ask(path: &str, commands: &[String]) -> Result<Vec<String>, AskError> {
     let start = Instant::now();
     let left = || DEADLINE.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
-    let stream = UnixStream::connect(path).map_err(|e| format!("cannot connect to {path}: {e}"))?;
-    stream.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
-    let mut w = stream.try_clone().map_err(|e| e.to_string())?;
+    let io = |source| AskError::Io { path: path.to_owned(), source };
+    let protocol = |what: String| AskError::Protocol { path: path.to_owned(), what };
+    let stream = UnixStream::connect(path).map_err(|source| AskError::Connect { path: path.to_owned(), source })?;
+    stream.set_read_timeout(Some(left())).map_err(io)?;
+    stream.set_write_timeout(Some(left())).map_err(io)?;
+    let mut w = stream.try_clone().map_err(io)?;
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     let mut total = 0usize;
     // One bounded line: the read stops at MAX_LINE bytes, and the whole answer at MAX_ANSWER.
-    let mut read_line = |r: &mut BufReader<UnixStream>, line: &mut String| -> Result<usize, String> {
+    let mut read_line = |r: &mut BufReader<UnixStream>, line: &mut String| -> Result<usize, AskError> {
         line.clear();
-        let n = (&mut *r).take(MAX_LINE).read_line(line).map_err(|e| format!("reading from {path}: {e}"))?;
+        let n = (&mut *r).take(MAX_LINE).read_line(line).map_err(io)?;
         if n as u64 >= MAX_LINE && !line.ends_with('\n') {
-            return Err(format!("{path} sent a line longer than {MAX_LINE} bytes"));
+            return Err(protocol(format!("sent a line longer than {MAX_LINE} bytes")));
         }
         total += n;
         if total > MAX_ANSWER {
-            return Err(format!("{path} sent more than {MAX_ANSWER} bytes"));
+            return Err(protocol(format!("sent more than {MAX_ANSWER} bytes")));
         }
         Ok(n)
     };
-    read_line(&mut r, &mut line).map_err(|e| format!("no greeting: {e}"))?;
+    read_line(&mut r, &mut line)?;
     if !line.starts_with("# munin node at ") {
-        return Err(format!("{path} did not greet like a munin node: {line:?}"));
+        return Err(protocol(format!("did not greet like a munin node: {line:?}")));
     }
     let mut answer = Vec::new();
     for (i, cmd) in commands.iter().enumerate() {
-        w.write_all(format!("{cmd}\n").as_bytes()).map_err(|e| format!("writing to {path}: {e}"))?;
+        w.write_all(format!("{cmd}\n").as_bytes()).map_err(io)?;
         let multiline = cmd.starts_with("config") || cmd.starts_with("fetch");
         answer.clear();
         loop {
-            r.get_ref().set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
-            let n = read_line(&mut r, &mut line)?;
-            if n == 0 {
-                return Err(format!("{path} closed the connection"));
+            r.get_ref().set_read_timeout(Some(left())).map_err(io)?;
+            if read_line(&mut r, &mut line)? == 0 {
+                return Err(protocol("closed the connection".into()));
             }
             let l = line.trim_end_matches('\n');
             if multiline && l == "." {
@@ -97,14 +111,13 @@ fn ask(path: &str, commands: &[String]) -> Result<Vec<String>, String> {
 
 /// `ask` with a hard deadline: a daemon that accepts and never answers, or a connect
 /// stuck on a full backlog, cannot hold the plugin past [`DEADLINE`].
-fn ask_with_deadline(commands: Vec<String>) -> Result<Vec<String>, String> {
+fn ask_with_deadline(commands: Vec<String>) -> Result<Vec<String>, AskError> {
     let path = socket_path();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(ask(&path, &commands));
     });
-    rx.recv_timeout(DEADLINE + Duration::from_millis(100))
-        .unwrap_or_else(|_| Err(format!("the daemon did not answer within {}s", DEADLINE.as_secs())))
+    rx.recv_timeout(DEADLINE + Duration::from_millis(100)).unwrap_or(Err(AskError::Timeout))
 }
 
 /// A snapshot holding only the kernel limits (`ip_local_port_range`, `tcp_max_tw_buckets`,
@@ -122,90 +135,88 @@ fn limits_snapshot() -> crate::snapshot::Snapshot {
 /// `action` is munin's argument: `config`, `autoconf`, `suggest`, or none for fetch.
 pub fn run(name: &str, action: Option<&str>) -> ExitCode {
     let base = name.rsplit('/').next().unwrap_or(name);
-    let multigraph_cap = std::env::var("MUNIN_CAP_MULTIGRAPH").is_ok_and(|v| v == "1");
-    let mut out = String::new();
-    match action.unwrap_or("fetch") {
-        "autoconf" => {
-            match ask_with_deadline(vec!["version".into()]) {
-                Ok(_) => out.push_str("yes\n"),
-                Err(e) => out.push_str(&format!("no ({e})\n")),
-            }
-            print!("{out}");
-            return ExitCode::SUCCESS;
-        }
-        "suggest" => {
-            // The daemon knows whether the breakdown graph exists; without it, the static set.
-            let names = match ask_with_deadline(vec!["list".into()]) {
-                Ok(lines) => lines.first().cloned().unwrap_or_default(),
-                Err(_) => graphs::graphs(false).map(|g| format!("sockwatch_{}", g.name)).collect::<Vec<_>>().join(" "),
-            };
-            for n in names.split_whitespace() {
-                if let Some(suffix) = n.strip_prefix("sockwatch_") {
-                    out.push_str(suffix);
-                    out.push('\n');
-                }
-            }
-            print!("{out}");
-            return ExitCode::SUCCESS;
-        }
-        "config" | "fetch" => {}
+    let out = match action.unwrap_or("fetch") {
+        "autoconf" => autoconf(),
+        "suggest" => suggest(),
+        verb @ ("config" | "fetch") => match target(base) {
+            Ok(target) => relay(base, &target, verb == "config"),
+            Err(code) => return code,
+        },
         other => {
             eprintln!("{base}: unknown argument {other:?} (expected config, autoconf, suggest or none)");
             return ExitCode::from(1);
         }
-    }
-    let config = action == Some("config");
-    let target = if base == MULTIGRAPH_PLUGIN {
-        if !multigraph_cap {
-            println!("# {base} needs a multigraph-capable munin-node (MUNIN_CAP_MULTIGRAPH=1)");
-            return ExitCode::SUCCESS;
-        }
-        Target::Multigraph
-    } else {
-        let graph = base.strip_prefix("sockwatch_").and_then(|g| graphs::find(g, true));
-        match graph {
-            Some(g) => Target::One(g),
-            None => {
-                eprintln!(
-                    "{base}: not a sockwatch graph; link the plugin as sockwatch_<graph> (see `{base} suggest`) \
-                     or {MULTIGRAPH_PLUGIN}"
-                );
-                return ExitCode::from(1);
-            }
-        }
     };
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+    ExitCode::SUCCESS
+}
+
+/// `autoconf`: yes when the daemon answers, no with the reason otherwise.
+fn autoconf() -> String {
+    match ask_with_deadline(vec!["version".into()]) {
+        Ok(_) => "yes\n".to_owned(),
+        Err(e) => format!("no ({e})\n"),
+    }
+}
+
+/// `suggest`: the graphs the daemon serves (it knows whether the breakdown graph
+/// exists); without it, the static set.
+fn suggest() -> String {
+    let names = match ask_with_deadline(vec!["list".into()]) {
+        Ok(lines) => lines.first().cloned().unwrap_or_default(),
+        Err(_) => graphs::graphs(false).map(|g| format!("sockwatch_{}", g.name)).collect::<Vec<_>>().join(" "),
+    };
+    names.split_whitespace().filter_map(|n| n.strip_prefix("sockwatch_")).map(|g| format!("{g}\n")).collect()
+}
+
+/// Which graph the plugin's name asks for. `Err` is the exit status after saying why.
+fn target(base: &str) -> Result<Target, ExitCode> {
+    if base == MULTIGRAPH_PLUGIN {
+        if !std::env::var("MUNIN_CAP_MULTIGRAPH").is_ok_and(|v| v == "1") {
+            println!("# {base} needs a multigraph-capable munin-node (MUNIN_CAP_MULTIGRAPH=1)");
+            return Err(ExitCode::SUCCESS);
+        }
+        return Ok(Target::Multigraph);
+    }
+    match base.strip_prefix("sockwatch_").and_then(|g| graphs::find(g, true)) {
+        Some(g) => Ok(Target::One(g)),
+        None => {
+            eprintln!(
+                "{base}: not a sockwatch graph; link the plugin as sockwatch_<graph> (see `{base} suggest`) \
+                 or {MULTIGRAPH_PLUGIN}"
+            );
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// `config` or fetch: the daemon's answer, or one made here without it.
+fn relay(base: &str, target: &Target, config: bool) -> String {
     let verb = if config { "config" } else { "fetch" };
-    let (commands, service) = match &target {
+    let (commands, service) = match target {
         Target::One(g) => (vec![format!("{verb} sockwatch_{}", g.name)], format!("sockwatch_{}", g.name)),
         Target::Multigraph => {
             (vec!["cap multigraph".into(), format!("{verb} {MULTIGRAPH_SERVICE}")], MULTIGRAPH_SERVICE.to_owned())
         }
     };
-    match ask_with_deadline(commands) {
+    let why = match ask_with_deadline(commands) {
         Ok(lines) if lines.first().is_none_or(|l| !l.starts_with("# Unknown")) => {
-            for l in lines {
-                out.push_str(&l);
-                out.push('\n');
-            }
+            return lines.into_iter().map(|l| l + "\n").collect();
         }
-        result => {
-            let why = match result {
-                Err(e) => e,
-                Ok(_) => format!("the daemon does not serve {service} (conntrack breakdown off?)"),
-            };
-            // stderr lines starting with "# " are not logged as errors by munin-node.
-            eprintln!("# {base}: {why}; answering without it");
-            // The limits the thresholds come from are O(1) reads: keep Munin's warning and
-            // critical lines when the daemon is down, which is when they matter.
-            let limits = config.then(limits_snapshot);
-            match target {
-                Target::One(g) if config => graphs::config(g, limits.as_ref(), &mut out),
-                Target::One(g) => graphs::fetch(g, None, &mut out),
-                Target::Multigraph => graphs::multigraph(limits.as_ref(), false, config, !config, &mut out),
-            }
-        }
+        Ok(_) => format!("the daemon does not serve {service} (conntrack breakdown off?)"),
+        Err(e) => e.to_string(),
+    };
+    // stderr lines starting with "# " are not logged as errors by munin-node.
+    eprintln!("# {base}: {why}; answering without it");
+    // The limits the thresholds come from are O(1) reads: keep Munin's warning and
+    // critical lines when the daemon is down, which is when they matter.
+    let limits = config.then(limits_snapshot);
+    let mut out = String::new();
+    match *target {
+        Target::One(g) if config => graphs::config(g, limits.as_ref(), &mut out),
+        Target::One(g) => graphs::fetch(g, None, &mut out),
+        Target::Multigraph => graphs::multigraph(limits.as_ref(), false, config, !config, &mut out),
     }
-    print!("{out}");
-    let _ = std::io::stdout().flush();
-    ExitCode::SUCCESS
+    out
 }

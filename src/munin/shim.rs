@@ -22,8 +22,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
+use crate::listen::{AcceptErrors, LISTEN_BACKLOG};
 use crate::munin::graphs;
-use crate::prometheus::http::AcceptErrors;
 use crate::sampler::Latest;
 use crate::slots::{Peer, Slots};
 use crate::snapshot::Snapshot;
@@ -236,24 +236,35 @@ pub fn hostname() -> String {
     }
 }
 
+/// Why the Munin socket could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io { action: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    #[error("{} is in use by another running process", .0.display())]
+    InUse(std::path::PathBuf),
+    #[error("{} exists and is not a socket", .0.display())]
+    NotSocket(std::path::PathBuf),
+}
+
 /// Creates the Unix socket: makes its directory, refuses to steal a live socket, removes a
 /// stale one, and sets mode 0660 so the munin group (via the directory) can connect.
-pub fn bind_unix(path: &Path) -> Result<UnixListener, String> {
+pub fn bind_unix(path: &Path) -> Result<UnixListener, SocketError> {
+    let io = |action: &'static str, at: &Path| {
+        let at = at.to_owned();
+        move |source| SocketError::Io { action, path: at, source }
+    };
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // 0755 whatever the umask: the socket's own mode (0660) is what admits the group.
         use std::os::unix::fs::DirBuilderExt;
         let existed = dir.exists();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(io("create", dir))?;
         if !existed {
             // mkdir applies the umask: set the mode we mean (a umask of 077 would lock the
             // munin group out, one of 000 would open it to everyone).
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                .map_err(|e| format!("cannot set mode 0755 on {}: {e}", dir.display()))?;
+                .map_err(io("set mode 0755 on", dir))?;
         }
         if let Ok(meta) = std::fs::metadata(dir) {
             let mode = meta.permissions().mode() & 0o7777;
@@ -268,20 +279,19 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, String> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(format!("{} is in use by another running process", path.display()));
+                return Err(SocketError::InUse(path.to_owned()));
             }
-            std::fs::remove_file(path).map_err(|e| format!("cannot remove stale {}: {e}", path.display()))?;
+            std::fs::remove_file(path).map_err(io("remove stale", path))?;
         }
-        Ok(_) => return Err(format!("{} exists and is not a socket", path.display())),
+        Ok(_) => return Err(SocketError::NotSocket(path.to_owned())),
         Err(_) => {}
     }
-    let listener = listen_unix(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| format!("cannot set mode 0660 on {}: {e}", path.display()))?;
+    let listener = listen_unix(path).map_err(io("bind", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io("set mode 0660 on", path))?;
     Ok(listener)
 }
 
-/// Binds and listens on a Unix stream socket with [`crate::prometheus::http::LISTEN_BACKLOG`] (std and
+/// Binds and listens on a Unix stream socket with [`LISTEN_BACKLOG`] (std and
 /// tokio use 128 or 1024: a client with a few thousand connections would keep the queue
 /// full and a legitimate `connect()` asleep). Created with mode 0600 whatever the umask, so
 /// nobody else can connect before [`bind_unix`] opens it to the group.
@@ -315,7 +325,7 @@ fn listen_unix(path: &Path) -> std::io::Result<UnixListener> {
         rc
     };
     // SAFETY: fd is a bound socket.
-    if rc != 0 || unsafe { libc::listen(fd, crate::prometheus::http::LISTEN_BACKLOG as libc::c_int) } != 0 {
+    if rc != 0 || unsafe { libc::listen(fd, LISTEN_BACKLOG as libc::c_int) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     UnixListener::from_std(std_listener)

@@ -48,9 +48,20 @@ pub struct WebConfig {
     pub auth: Option<BasicAuth>,
 }
 
+/// What is wrong in the file, in words; [`WebConfigError`] adds which file.
+type Problem = String;
+
+/// A web config file that cannot be used, with what is wrong in it.
+#[derive(Debug, thiserror::Error)]
+#[error("web config {}: {problem}", path.display())]
+pub struct WebConfigError {
+    path: PathBuf,
+    problem: String,
+}
+
 impl WebConfig {
-    pub fn load(path: &Path) -> Result<WebConfig, String> {
-        let ctx = |e: String| format!("web config {}: {e}", path.display());
+    pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+        let ctx = |problem: String| WebConfigError { path: path.to_owned(), problem };
         let text = crate::sources::read_small_file(path, crate::config::MAX_CONFIG_FILE)
             .map_err(|e| ctx(format!("cannot read: {e}")))?;
         let file: File = serde_yaml_ng::from_str(&text).map_err(|e| ctx(e.to_string()))?;
@@ -79,7 +90,7 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-fn tls_acceptor(t: TlsSection, base: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+fn tls_acceptor(t: TlsSection, base: &Path) -> Result<tokio_rustls::TlsAcceptor, Problem> {
     if let Some(key) = t.other.keys().next() {
         return Err(format!(
             "tls_server_config.{key} is not supported by sockwatch (remove it, or terminate TLS in front)"
@@ -119,7 +130,7 @@ fn tls_acceptor(t: TlsSection, base: &Path) -> Result<tokio_rustls::TlsAcceptor,
 /// The leaf certificate's version and validity, read before rustls sees it: a v1
 /// certificate is refused by name (rustls takes only v3), an expired one or one expiring
 /// within 14 days is a warning (clients will refuse it, or soon).
-fn check_leaf(der: &[u8], path: &Path) -> Result<(), String> {
+fn check_leaf(der: &[u8], path: &Path) -> Result<(), Problem> {
     let Some((version, not_after)) = der::leaf_facts(der) else {
         return Err(format!(
             "tls_server_config.cert_file {}: the first certificate is not valid DER X.509",
@@ -361,7 +372,7 @@ mod tests {
             ("[not yaml", "web config"),
         ] {
             let p = write("bad.yml", text);
-            let e = WebConfig::load(&p).err().unwrap_or_else(|| panic!("{text:?} accepted"));
+            let e = WebConfig::load(&p).err().unwrap_or_else(|| panic!("{text:?} accepted")).to_string();
             assert!(e.contains(want) && e.contains("bad.yml"), "{text:?}: {e}");
         }
     }

@@ -28,6 +28,9 @@ pub struct DumpSocket {
     seq: u32,
 }
 
+/// What a dump hands each datagram to: the bytes and the request's sequence number.
+pub type OnDatagram<'a> = dyn FnMut(&[u8], u32) -> Result<Progress, SourceError> + 'a;
+
 impl DumpSocket {
     pub fn new(name: &'static str, protocol: isize, timeout: Duration) -> DumpSocket {
         DumpSocket { name, protocol, timeout, sock: None, buf: vec![0u8; RECV_BUF].into_boxed_slice(), seq: 0 }
@@ -110,7 +113,7 @@ impl DumpSocket {
         &mut self,
         request: impl FnOnce(u32) -> Vec<u8>,
         deadline: Option<std::time::Instant>,
-        on_datagram: &mut dyn FnMut(&[u8], u32) -> Result<Progress, SourceError>,
+        on_datagram: &mut OnDatagram<'_>,
     ) -> Result<(), SourceError> {
         let result = (|| {
             let seq = self.send(request)?;
