@@ -17,6 +17,7 @@ use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
 use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
 use crate::sources::projection;
+use crate::sources::udp::{UdpConfig, UdpTracker};
 use crate::sources::{self, sockets::SockDiag, SourceError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -104,6 +105,8 @@ pub struct Sampler {
     sockdiag: SockDiag,
     ports_config: PortsConfig,
     ports: PortAggregator,
+    udp_config: UdpConfig,
+    udp: UdpTracker,
     trackers: [Tracker; Source::ALL.len()],
     breakdown: BreakdownMode,
     samples_total: u64,
@@ -134,6 +137,8 @@ impl Sampler {
             max_share: config.max_share,
             ports_config: config.ports.clone(),
             ports: PortAggregator::default(),
+            udp_config: config.udp.clone(),
+            udp: UdpTracker::default(),
             sockdiag: SockDiag::new(),
             trackers: Default::default(),
             breakdown: if config.conntrack_breakdown {
@@ -152,6 +157,7 @@ impl Sampler {
     pub fn reconfigure(&mut self, config: &Config) -> bool {
         self.proc_root = config.procfs.clone();
         self.ports_config = config.ports.clone();
+        self.udp_config = config.udp.clone();
         self.max_share = config.max_share;
         let changed = self.interval != config.interval || self.configured_interval != config.interval;
         self.configured_interval = config.interval;
@@ -200,7 +206,7 @@ impl Sampler {
         let timestamp = SystemTime::now();
         let start = Instant::now();
         let root = self.proc_root.as_path();
-        let [t_sockets, t_sockstat, t_conntrack, t_snmp, t_limits] = &mut self.trackers;
+        let [t_sockets, t_sockstat, t_conntrack, t_snmp, t_limits, t_udp] = &mut self.trackers;
         let progress = self.progress.clone();
         let at = |source: Source| progress.store(source.code(), Ordering::Relaxed);
         // Limits first: the socket walk needs the port range to classify sockets.
@@ -217,7 +223,10 @@ impl Sampler {
         let (conntrack, s2) = t_conntrack.observe(Source::Conntrack, || sources::conntrack::read(root));
         at(Source::Snmp);
         let (snmp, s3) = t_snmp.observe(Source::Snmp, || sources::snmp::read(root));
-        let mut statuses = vec![s0, s1, s2, s3, s4];
+        at(Source::Udp);
+        let (udp_tracker, udp_config) = (&mut self.udp, &self.udp_config);
+        let (udp, s5) = t_udp.observe(Source::Udp, || udp_tracker.read(udp_config));
+        let mut statuses = vec![s0, s1, s2, s3, s4, s5];
         let latest_breakdown = match &mut self.breakdown {
             BreakdownMode::Off => None,
             BreakdownMode::Inline(dump, tracker) => {
@@ -249,6 +258,7 @@ impl Sampler {
             conntrack,
             snmp,
             limits,
+            udp,
             conntrack_breakdown,
             conntrack_projection,
             sources: statuses,

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::sources::{
     conntrack::Conntrack, ct_breakdown::Breakdown, limits::Limits, ports::PortUsage, projection::Trajectory,
-    snmp::TcpCounters, sockets::Sockets, sockstat::Sockstat,
+    snmp::SnmpCounters, sockets::Sockets, sockstat::Sockstat, udp::Udp,
 };
 
 /// The kernel sources, in the order they are sampled and exported.
@@ -18,19 +18,23 @@ pub enum Source {
     Conntrack,
     Snmp,
     Limits,
+    /// UDP sockets: a second sock_diag dump (per family), with memory info.
+    Udp,
     /// The optional ctnetlink dump (`--conntrack.breakdown`), on its own interval.
     ConntrackBreakdown,
 }
 
 impl Source {
-    pub const ALL: [Source; 5] = [Source::Sockets, Source::Sockstat, Source::Conntrack, Source::Snmp, Source::Limits];
+    pub const ALL: [Source; 6] =
+        [Source::Sockets, Source::Sockstat, Source::Conntrack, Source::Snmp, Source::Limits, Source::Udp];
     /// Every source, the breakdown included: [`Source::code`] indexes it from 1.
-    const EVERY: [Source; 6] = [
+    const EVERY: [Source; 7] = [
         Source::Sockets,
         Source::Sockstat,
         Source::Conntrack,
         Source::Snmp,
         Source::Limits,
+        Source::Udp,
         Source::ConntrackBreakdown,
     ];
 
@@ -51,6 +55,7 @@ impl Source {
             Source::Conntrack => "conntrack",
             Source::Snmp => "snmp",
             Source::Limits => "limits",
+            Source::Udp => "udp",
             Source::ConntrackBreakdown => "conntrack_breakdown",
         }
     }
@@ -82,13 +87,15 @@ pub struct Snapshot {
     pub ports: Option<PortUsage>,
     pub sockstat: Option<Sockstat>,
     pub conntrack: Option<Conntrack>,
-    pub snmp: Option<TcpCounters>,
+    pub snmp: Option<SnmpCounters>,
     /// The latest ctnetlink breakdown (it may be up to one breakdown interval old).
     pub conntrack_breakdown: Option<Breakdown>,
     /// Where the conntrack table is heading (from the breakdown's TIME_WAIT entries, against
     /// nf_conntrack_max); `None` without the breakdown.
     pub conntrack_projection: Option<Trajectory>,
     pub limits: Option<Limits>,
+    /// UDP sockets, per-port receive queues and drops.
+    pub udp: Option<Udp>,
     /// One entry per [`Source::ALL`], in that order, then the breakdown's when it runs.
     pub sources: Vec<SourceStatus>,
     /// Samples taken since start, this one included.
@@ -125,6 +132,7 @@ impl Snapshot {
             conntrack_breakdown: None,
             conntrack_projection: None,
             limits,
+            udp: None,
             sources: Vec::new(),
             samples_total: 0,
             inconsistent_total: 0,

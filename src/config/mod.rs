@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::sources::ports::PortsConfig;
+use crate::sources::udp::UdpConfig;
 use settings::{Kind, Reload, Setting, SETTINGS};
 
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -46,6 +47,7 @@ pub struct Config {
     pub log_level: String,
     pub procfs: PathBuf,
     pub ports: PortsConfig,
+    pub udp: UdpConfig,
     pub conntrack_breakdown: bool,
     pub conntrack_breakdown_interval: Duration,
     pub munin: MuninConfig,
@@ -162,6 +164,7 @@ impl Config {
                 listeners_top_k: v.get(&LISTENERS_TOP_K, top_k)?,
                 listener_ports: v.get(&LISTENER_PORTS, port_list)?,
             },
+            udp: UdpConfig { top_k: v.get(&UDP_TOP_K, top_k)?, ports: v.get(&UDP_PORTS, port_list)? },
             conntrack_breakdown: v.get(&CONNTRACK_BREAKDOWN, switch)?,
             conntrack_breakdown_interval: v.get(&CONNTRACK_BREAKDOWN_INTERVAL, parse_interval)?,
             max_share: v.get(&MAX_SHARE, fraction)?,

@@ -74,6 +74,10 @@ settings! {
         "Busiest listening ports and listeners exported (0 to 1000)";
     LISTENER_PORTS = "listeners.ports", "PORTS", Ports, "", Applies,
         "Listening ports always exported, comma-separated (e.g. 80,443)";
+    UDP_TOP_K = "udp.top-k", "K", Count, "20", Applies,
+        "UDP ports exported by drops and, separately, by receive queue fill (0 to 1000)";
+    UDP_PORTS = "udp.ports", "PORTS", Ports, "", Applies,
+        "UDP ports always exported while they have a socket, comma-separated (e.g. 53,514)";
     MAX_SHARE = "sampler.max-share", "FRACTION", Number, "0.25", Applies,
         "Largest share of the interval a sample may take; slower samples stretch the interval (self-protection)";
     CONNTRACK_BREAKDOWN = "conntrack.breakdown", "", Switch, "false", Restart,

@@ -88,7 +88,7 @@ fn ct_limit(s: &Snapshot) -> Option<f64> {
 fn ct_stat(s: &Snapshot, pick: fn(&crate::sources::conntrack::ConntrackStats) -> Option<u64>) -> Option<f64> {
     pick(s.conntrack.as_ref()?.stats.as_ref()?).map(|v| v as f64)
 }
-fn snmp(s: &Snapshot, pick: fn(&crate::sources::snmp::TcpCounters) -> Option<u64>) -> Option<f64> {
+fn snmp(s: &Snapshot, pick: fn(&crate::sources::snmp::SnmpCounters) -> Option<u64>) -> Option<f64> {
     pick(s.snmp.as_ref()?).map(|v| v as f64)
 }
 /// A derived ratio as the percentage Munin graphs draw (uncapped, see [`derived`]).

@@ -5,4 +5,5 @@
 mod families;
 pub mod http;
 pub mod render;
+mod udp;
 pub mod webconfig;

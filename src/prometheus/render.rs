@@ -181,6 +181,8 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     conntrack_breakdown(&mut out, s);
     conntrack_projection(&mut out, s);
     snmp(&mut out, s);
+    super::udp::sockets(&mut out, s);
+    super::udp::counters(&mut out, s);
     limits(&mut out, s);
     self_monitoring(&mut out, s);
     let mut buf = Vec::with_capacity(16 * 1024);
@@ -531,9 +533,10 @@ mod tests {
     use crate::sources::limits::Limits;
     use crate::sources::ports::{Destination, Ephemeral, ListenQueue, PortStates, PortUsage};
     use crate::sources::projection::{Trajectory, TwHistogram};
-    use crate::sources::snmp::TcpCounters;
+    use crate::sources::snmp::{SnmpCounters, UdpMib};
     use crate::sources::sockets::{Sockets, TcpStates};
     use crate::sources::sockstat::Sockstat;
+    use crate::sources::udp::{Udp, UdpPort};
 
     fn dest(remote: &str, port: u16, used: u64, rate: f64, projected: f64, seconds: Option<f64>) -> Destination {
         Destination {
@@ -600,7 +603,7 @@ mod tests {
                     clash_resolve: None,
                 }),
             }),
-            snmp: Some(TcpCounters {
+            snmp: Some(SnmpCounters {
                 active_opens: Some(10),
                 passive_opens: Some(20),
                 attempt_fails: Some(1),
@@ -610,6 +613,18 @@ mod tests {
                 listen_overflows: Some(4),
                 listen_drops: Some(5),
                 abort_on_memory: None,
+                udp: vec![
+                    UdpMib {
+                        family: "ipv4",
+                        protocol: "udp",
+                        in_datagrams: Some(1500),
+                        no_ports: Some(12),
+                        in_errors: Some(7),
+                        rcvbuf_errors: Some(5),
+                        sndbuf_errors: Some(1),
+                    },
+                    UdpMib { family: "ipv6", protocol: "udplite", in_datagrams: Some(3), ..UdpMib::default() },
+                ],
             }),
             conntrack_breakdown: Some(Breakdown {
                 tcp,
@@ -640,6 +655,34 @@ mod tests {
                 tcp_max_syn_backlog: Some(512),
                 somaxconn: Some(4096),
                 tcp_tw_timeout: None,
+            }),
+            udp: Some(Udp {
+                sockets: [12, 3],
+                ports: vec![
+                    UdpPort {
+                        local_ip: "0.0.0.0".parse().unwrap(),
+                        port: 53,
+                        sockets: 2,
+                        drops_total: 1234,
+                        drops_recent: 34,
+                        queue_bytes: 212_992,
+                        buffer_bytes: 425_984,
+                    },
+                    UdpPort {
+                        local_ip: "::1".parse().unwrap(),
+                        port: 8125,
+                        sockets: 1,
+                        drops_total: 0,
+                        drops_recent: 0,
+                        queue_bytes: 0,
+                        buffer_bytes: 212_992,
+                    },
+                ],
+                drops_total: 1240,
+                queue_utilization_max: 0.5,
+                local_ports: 9,
+                untracked: 0,
+                interrupted: false,
             }),
             sources: Source::ALL
                 .iter()

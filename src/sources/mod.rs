@@ -21,6 +21,7 @@ pub mod projection;
 pub mod snmp;
 pub mod sockets;
 pub mod sockstat;
+pub mod udp;
 
 use std::io;
 use std::path::{Path, PathBuf};

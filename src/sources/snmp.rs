@@ -1,4 +1,5 @@
-//! TCP counters from `/proc/net/snmp` (`Tcp:`) and `/proc/net/netstat` (`TcpExt:`).
+//! TCP and UDP counters from `/proc/net/snmp` (`Tcp:`, `Udp:`, `UdpLite:`),
+//! `/proc/net/netstat` (`TcpExt:`) and `/proc/net/snmp6` (`Udp6…`, `UdpLite6…`).
 //!
 //! Both files hold pairs of lines, a header of names and a line of values with the same
 //! prefix; columns differ between kernels, so values are found by name.
@@ -14,7 +15,9 @@ use super::{read_optional, read_required, SourceError};
 
 /// Cumulative counters since boot (per network namespace). `None`: this kernel lacks the column.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TcpCounters {
+pub struct SnmpCounters {
+    /// The UDP MIBs: (family, protocol) → counters, for each one the kernel has.
+    pub udp: Vec<UdpMib>,
     pub active_opens: Option<u64>,
     pub passive_opens: Option<u64>,
     pub attempt_fails: Option<u64>,
@@ -26,10 +29,40 @@ pub struct TcpCounters {
     pub abort_on_memory: Option<u64>,
 }
 
-pub fn read(proc_root: &Path) -> Result<TcpCounters, SourceError> {
+/// One UDP MIB (`Udp:` of /proc/net/snmp, or `Udp6…` of /proc/net/snmp6).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UdpMib {
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    /// `udp` or `udplite`.
+    pub protocol: &'static str,
+    pub in_datagrams: Option<u64>,
+    /// Datagrams to a port nobody listens on.
+    pub no_ports: Option<u64>,
+    /// Datagrams not delivered: receive buffer full, checksum, memory (RcvbufErrors among them).
+    pub in_errors: Option<u64>,
+    /// Datagrams dropped because a socket's receive buffer was full.
+    pub rcvbuf_errors: Option<u64>,
+    pub sndbuf_errors: Option<u64>,
+}
+
+impl UdpMib {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<u64>> {
+        Some(match name {
+            "InDatagrams" => &mut self.in_datagrams,
+            "NoPorts" => &mut self.no_ports,
+            "InErrors" => &mut self.in_errors,
+            "RcvbufErrors" => &mut self.rcvbuf_errors,
+            "SndbufErrors" => &mut self.sndbuf_errors,
+            _ => return None,
+        })
+    }
+}
+
+pub fn read(proc_root: &Path) -> Result<SnmpCounters, SourceError> {
     let snmp_path = proc_root.join("net/snmp");
     let snmp = read_required(&snmp_path, "/proc/net/snmp")?;
-    let mut c = TcpCounters::default();
+    let mut c = SnmpCounters::default();
     let found = for_each_pair(&snmp, "Tcp", &snmp_path, |name, v| {
         let slot = match name {
             "ActiveOpens" => &mut c.active_opens,
@@ -43,6 +76,21 @@ pub fn read(proc_root: &Path) -> Result<TcpCounters, SourceError> {
     })?;
     if !found {
         return Err(SourceError::parse(&snmp_path, "no \"Tcp:\" header and value lines"));
+    }
+    for (prefix, protocol) in [("Udp", "udp"), ("UdpLite", "udplite")] {
+        let mut mib = UdpMib { family: "ipv4", protocol, ..UdpMib::default() };
+        if for_each_pair(&snmp, prefix, &snmp_path, |name, v| {
+            if let Some(slot) = mib.slot(name) {
+                *slot = Some(v);
+            }
+        })? {
+            c.udp.push(mib);
+        }
+    }
+    // snmp6 is absent with IPv6 disabled: no IPv6 MIBs then.
+    let snmp6_path = proc_root.join("net/snmp6");
+    if let Some(snmp6) = read_optional(&snmp6_path)? {
+        c.udp.extend(udp6(&snmp6, &snmp6_path)?);
     }
     // netstat (TcpExt) exists on every kernel we support, but a missing file only
     // loses the TcpExt series; it does not take the Tcp counters down with it.
@@ -60,6 +108,30 @@ pub fn read(proc_root: &Path) -> Result<TcpCounters, SourceError> {
         })?;
     }
     Ok(c)
+}
+
+/// The `Udp6…` and `UdpLite6…` lines of /proc/net/snmp6 (one `Name value` per line).
+fn udp6(text: &str, path: &Path) -> Result<Vec<UdpMib>, SourceError> {
+    let mut udp = UdpMib { family: "ipv6", protocol: "udp", ..UdpMib::default() };
+    let mut lite = UdpMib { family: "ipv6", protocol: "udplite", ..UdpMib::default() };
+    let (mut seen_udp, mut seen_lite) = (false, false);
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(name), Some(raw)) = (fields.next(), fields.next()) else { continue };
+        let (mib, field, seen) = if let Some(f) = name.strip_prefix("UdpLite6") {
+            (&mut lite, f, &mut seen_lite)
+        } else if let Some(f) = name.strip_prefix("Udp6") {
+            (&mut udp, f, &mut seen_udp)
+        } else {
+            continue;
+        };
+        *seen = true;
+        if let Some(slot) = mib.slot(field) {
+            let v = raw.parse().map_err(|_| SourceError::parse(path, format!("{name} = {raw:?} is not a number")))?;
+            *slot = Some(v);
+        }
+    }
+    Ok([(seen_udp, udp), (seen_lite, lite)].into_iter().filter_map(|(seen, m)| seen.then_some(m)).collect())
 }
 
 /// Calls `f(name, value)` for every column of the `prefix:` header/value pair. Returns
@@ -115,6 +187,21 @@ mod tests {
         assert_eq!(c.listen_overflows, Some(6));
         assert_eq!(c.listen_drops, Some(6));
         assert_eq!(c.abort_on_memory, Some(0));
+        let udp = &c.udp[0];
+        assert_eq!((udp.family, udp.protocol), ("ipv4", "udp"));
+        assert_eq!((udp.in_datagrams, udp.no_ports, udp.in_errors), (Some(1500), Some(12), Some(7)));
+        assert_eq!((udp.rcvbuf_errors, udp.sndbuf_errors), (Some(5), Some(1)));
+        let families: Vec<_> = c.udp.iter().map(|m| (m.family, m.protocol)).collect();
+        assert_eq!(families, [("ipv4", "udp"), ("ipv4", "udplite"), ("ipv6", "udp"), ("ipv6", "udplite")]);
+        let udp6 = &c.udp[2];
+        assert_eq!((udp6.in_datagrams, udp6.rcvbuf_errors, udp6.no_ports), (Some(42), Some(3), Some(2)));
+    }
+
+    #[test]
+    fn snmp6_garbage_is_an_error_naming_the_counter() {
+        let e = udp6("Udp6InDatagrams x\n", Path::new("/proc/net/snmp6")).unwrap_err().to_string();
+        assert!(e.contains("Udp6InDatagrams = \"x\""), "{e}");
+        assert!(udp6("Ip6InReceives 5\nlonely\n", Path::new("p")).unwrap().is_empty());
     }
 
     #[test]

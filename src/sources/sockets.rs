@@ -124,6 +124,29 @@ impl<'a> DiagMsg<'a> {
         b.copy_from_slice(&self.raw[at..at + 4]);
         u32::from_ne_bytes(b)
     }
+    /// The socket's cookie: unique per socket for the kernel's lifetime.
+    pub fn cookie(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.raw[44..52]);
+        u64::from_ne_bytes(b)
+    }
+    /// The payload of the first attribute of type `kind` after the fixed part (the
+    /// extensions asked for: `INET_DIAG_SKMEMINFO`, ...). `None` if absent or malformed.
+    pub fn attribute(&self, kind: u16) -> Option<&'a [u8]> {
+        let mut rest = &self.raw[DIAG_MSG_LEN..];
+        while rest.len() >= 4 {
+            let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+            let typ = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff; // without NLA_F_NESTED/NET_BYTEORDER
+            if len < 4 || len > rest.len() {
+                return None;
+            }
+            if typ == kind {
+                return Some(&rest[4..len]);
+            }
+            rest = rest.get(len.next_multiple_of(4)..)?;
+        }
+        None
+    }
     /// For a listener: its accept queue length. Otherwise bytes in the receive queue.
     pub fn rqueue(&self) -> u32 {
         self.u32_at(56)

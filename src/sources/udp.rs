@@ -1,0 +1,379 @@
+//! UDP sockets: receive queues and drops per local port, from one inet_diag dump per
+//! address family with the memory-info extension (`INET_DIAG_SKMEMINFO`, what `ss -uam`
+//! prints as `skmem:(r…,rb…,…,d…)`).
+//!
+//! A UDP socket drops a datagram when its receive queue (`SK_MEMINFO_RMEM_ALLOC`, bytes
+//! with the kernel's per-buffer overhead) would pass its receive buffer (`SK_MEMINFO_RCVBUF`,
+//! `SO_RCVBUF`, doubled by the kernel). It counts each drop in `sk_drops`
+//! (`SK_MEMINFO_DROPS`); the host counter `Udp: RcvbufErrors` says only *that* some socket
+//! dropped.
+//!
+//! What the kernel does that matters here:
+//! - the UDP dump cannot serve both families in one walk: `SOCK_DIAG_BY_FAMILY` has no
+//!   handler for `AF_UNSPEC`, and the old one-walk request (`TCPDIAG_GETSOCK`) is TCP only.
+//!   The UDP hash is small next to TCP's TIME_WAIT population, so two walks it is;
+//! - a socket's drop counter lives and dies with the socket. Drops per port are kept
+//!   monotonic across samples here ([`UdpTracker`]): each socket's counter is followed by
+//!   its cookie, and only what it adds between samples is added to its port's total. When
+//!   a socket closes, the drops it counted after the last sample are lost (at most one
+//!   interval's worth); its earlier drops stay in the port's total;
+//! - sockets sharing a port (an `SO_REUSEPORT` group, or one per address) are summed per
+//!   (local address, port).
+//!
+//! Memory: one entry per (local address, port) up to [`MAX_TRACKED_PORTS`], and one per
+//! socket that has dropped, up to [`MAX_TRACKED_DROPPERS`]; past them sockets are counted as
+//! untracked (their drops still reach the host-wide total only while followed).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::{AF_INET, AF_INET6, SOCK_DIAG_BY_FAMILY};
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+
+use super::netlink::DumpSocket;
+use super::sockets::{parse_datagram, DiagMsg};
+use super::SourceError;
+
+/// `IPPROTO_UDP`.
+const IPPROTO_UDP: u8 = 17;
+/// The inet_diag extension carrying `sk_meminfo` (`INET_DIAG_SKMEMINFO`).
+pub const INET_DIAG_SKMEMINFO: u16 = 7;
+/// Indices into the `sk_meminfo` array (`SK_MEMINFO_*`).
+const SK_MEMINFO_RMEM_ALLOC: usize = 0;
+const SK_MEMINFO_RCVBUF: usize = 1;
+const SK_MEMINFO_DROPS: usize = 8;
+
+/// (Local address, port) pairs tracked at most.
+pub const MAX_TRACKED_PORTS: usize = 20_000;
+/// Sockets with drops followed across samples at most.
+pub const MAX_TRACKED_DROPPERS: usize = 20_000;
+/// A port with no socket for this many samples is forgotten (its drop total with it).
+const FORGET_AFTER_SAMPLES: u64 = 360;
+
+const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much of the per-port view is exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpConfig {
+    /// Ports exported by drops and, separately, by queue fill (`--udp.top-k`).
+    pub top_k: usize,
+    /// Ports always exported when they have a socket (`--udp.ports`).
+    pub ports: Vec<u16>,
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        UdpConfig { top_k: 20, ports: Vec::new() }
+    }
+}
+
+/// One exported (local address, port).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdpPort {
+    pub local_ip: IpAddr,
+    pub port: u16,
+    /// Sockets on it in this sample.
+    pub sockets: u32,
+    /// Datagrams dropped by its sockets since sockwatch first saw them; never decreases.
+    pub drops_total: u64,
+    /// Drops added in the latest sample.
+    pub drops_recent: u64,
+    /// Receive queues summed (bytes, kernel overhead included).
+    pub queue_bytes: u64,
+    /// Receive buffers summed (`SO_RCVBUF` as the kernel doubled it).
+    pub buffer_bytes: u64,
+}
+
+impl UdpPort {
+    /// The fullest socket's queue over its buffer is what drops; this is the port's sum.
+    pub fn queue_utilization(&self) -> f64 {
+        if self.buffer_bytes == 0 {
+            0.0
+        } else {
+            self.queue_bytes as f64 / self.buffer_bytes as f64
+        }
+    }
+}
+
+/// What one sample of the UDP source found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Udp {
+    /// Sockets by family: `[ipv4, ipv6]`.
+    pub sockets: [u64; 2],
+    /// The busiest ports by recent drops, then by queue fill, then the ones asked for.
+    pub ports: Vec<UdpPort>,
+    /// Drops counted by every socket, summed the same monotonic way; the host-wide figure.
+    pub drops_total: u64,
+    /// The fullest socket's receive queue over its receive buffer (not capped).
+    pub queue_utilization_max: f64,
+    /// Distinct (local address, port) pairs in this sample (tracked ones).
+    pub local_ports: u64,
+    /// Sockets on pairs left untracked because [`MAX_TRACKED_PORTS`] were already.
+    pub untracked: u64,
+    /// The dump was interrupted by table changes (`NLM_F_DUMP_INTR`).
+    pub interrupted: bool,
+}
+
+/// A port's state across samples.
+#[derive(Debug, Clone, Default)]
+struct PortState {
+    drops_total: u64,
+    /// Last sample in which it had a socket.
+    seen: u64,
+    // This sample's figures.
+    sockets: u32,
+    drops_recent: u64,
+    queue_bytes: u64,
+    buffer_bytes: u64,
+}
+
+/// The UDP source: its netlink socket, and what it follows across samples.
+pub struct UdpTracker {
+    nl: DumpSocket,
+    state: Follow,
+}
+
+/// Sockets and ports followed across samples.
+#[derive(Default)]
+struct Follow {
+    ports: HashMap<(IpAddr, u16), PortState>,
+    /// Sockets that have dropped: cookie → (port, drops at the last sample).
+    droppers: HashMap<u64, ((IpAddr, u16), u64)>,
+    next_droppers: HashMap<u64, ((IpAddr, u16), u64)>,
+    drops_total: u64,
+    samples: u64,
+}
+
+impl Default for UdpTracker {
+    fn default() -> Self {
+        UdpTracker { nl: DumpSocket::new("sock_diag udp", NETLINK_SOCK_DIAG, RECV_TIMEOUT), state: Follow::default() }
+    }
+}
+
+/// The per-family dump request: `SOCK_DIAG_BY_FAMILY` with a `struct inet_diag_req_v2`
+/// (family, UDP, the SKMEMINFO extension bit, every state, a zero socket id).
+#[doc(hidden)]
+pub fn request(family: u8, seq: u32) -> Vec<u8> {
+    const REQ_LEN: usize = 4 + 4 + 48;
+    let mut buf = Vec::with_capacity(16 + REQ_LEN);
+    buf.extend_from_slice(&((16 + REQ_LEN) as u32).to_ne_bytes());
+    buf.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    buf.extend_from_slice(&[family, IPPROTO_UDP, 1 << (INET_DIAG_SKMEMINFO - 1), 0]);
+    buf.extend_from_slice(&u32::MAX.to_ne_bytes());
+    buf.extend_from_slice(&[0; 48]);
+    buf
+}
+
+/// The `sk_meminfo` values a UDP socket reply carries: (queue, buffer, drops). `None`
+/// when the attribute is absent or too short (a kernel before 3.x has no drops field).
+pub fn meminfo(m: &DiagMsg<'_>) -> Option<(u32, u32, u32)> {
+    let a = m.attribute(INET_DIAG_SKMEMINFO)?;
+    let at = |i: usize| a.get(i * 4..i * 4 + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    Some((at(SK_MEMINFO_RMEM_ALLOC)?, at(SK_MEMINFO_RCVBUF)?, at(SK_MEMINFO_DROPS)?))
+}
+
+impl UdpTracker {
+    /// One sample: both families dumped, every socket aggregated, the bounded view built.
+    pub fn read(&mut self, cfg: &UdpConfig) -> Result<Udp, SourceError> {
+        let (nl, state) = (&mut self.nl, &mut self.state);
+        state.begin();
+        let mut out = Udp::default();
+        for family in [AF_INET, AF_INET6] {
+            let mut interrupted = false;
+            let mut visit = |m: &DiagMsg<'_>| state.visit(m, &mut out);
+            let result = nl.dump(|seq| request(family, seq), None, &mut |d, seq| {
+                parse_datagram(d, seq, &mut interrupted, &mut visit)
+            });
+            match result {
+                Ok(()) => out.interrupted |= interrupted,
+                // IPv6 disabled at boot: no AF_INET6 handler, no sockets.
+                Err(SourceError::Kernel { errno: libc::ENOENT, .. }) if family == AF_INET6 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        state.finish(&mut out, cfg);
+        Ok(out)
+    }
+}
+
+impl Follow {
+    fn begin(&mut self) {
+        self.samples += 1;
+        for p in self.ports.values_mut() {
+            (p.sockets, p.drops_recent, p.queue_bytes, p.buffer_bytes) = (0, 0, 0, 0);
+        }
+        self.next_droppers.clear();
+    }
+
+    /// Sockets not met in this sample are no longer followed; ports without a socket
+    /// for [`FORGET_AFTER_SAMPLES`] are forgotten.
+    fn finish(&mut self, out: &mut Udp, cfg: &UdpConfig) {
+        std::mem::swap(&mut self.droppers, &mut self.next_droppers);
+        let now = self.samples;
+        self.ports.retain(|_, p| now - p.seen < FORGET_AFTER_SAMPLES);
+        out.drops_total = self.drops_total;
+        out.local_ports = self.ports.values().filter(|p| p.seen == now).count() as u64;
+        out.ports = self.select(cfg);
+    }
+
+    fn visit(&mut self, m: &DiagMsg<'_>, out: &mut Udp) {
+        out.sockets[usize::from(m.family() == AF_INET6)] += 1;
+        let Some((queue, buffer, drops)) = meminfo(m) else { return };
+        if buffer > 0 {
+            out.queue_utilization_max = out.queue_utilization_max.max(f64::from(queue) / f64::from(buffer));
+        }
+        let key = (m.src_addr(), m.src_port());
+        if !self.ports.contains_key(&key) && self.ports.len() >= MAX_TRACKED_PORTS {
+            out.untracked += 1;
+            return;
+        }
+        let added = if drops == 0 {
+            0
+        } else {
+            let cookie = m.cookie();
+            let before = self.droppers.get(&cookie).map_or(0, |&(_, d)| d);
+            if self.next_droppers.len() < MAX_TRACKED_DROPPERS || self.droppers.contains_key(&cookie) {
+                self.next_droppers.insert(cookie, (key, u64::from(drops)));
+            }
+            u64::from(drops).saturating_sub(before)
+        };
+        self.drops_total += added;
+        let p = self.ports.entry(key).or_default();
+        p.seen = self.samples;
+        p.sockets += 1;
+        p.drops_total += added;
+        p.drops_recent += added;
+        p.queue_bytes += u64::from(queue);
+        p.buffer_bytes += u64::from(buffer);
+    }
+
+    /// The top-K ports dropping now (then by total drops), the top-K by queue fill, and
+    /// the ports asked for: each (address, port) once.
+    fn select(&self, cfg: &UdpConfig) -> Vec<UdpPort> {
+        let now = self.samples;
+        let mut all: Vec<UdpPort> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.seen == now || p.drops_total > 0)
+            .map(|(&(local_ip, port), p)| UdpPort {
+                local_ip,
+                port,
+                sockets: p.sockets,
+                drops_total: p.drops_total,
+                drops_recent: p.drops_recent,
+                queue_bytes: p.queue_bytes,
+                buffer_bytes: p.buffer_bytes,
+            })
+            .collect();
+        let key = |p: &UdpPort| (p.local_ip, p.port);
+        all.sort_by_key(|p| (std::cmp::Reverse((p.drops_recent, p.drops_total)), key(p)));
+        let mut keep: Vec<UdpPort> = all.iter().take(cfg.top_k).filter(|p| p.drops_total > 0).cloned().collect();
+        let mut by_fill: Vec<&UdpPort> = all.iter().filter(|p| p.sockets > 0).collect();
+        by_fill.sort_by(|a, b| b.queue_utilization().total_cmp(&a.queue_utilization()).then(key(a).cmp(&key(b))));
+        let wanted = all.iter().filter(|p| cfg.ports.contains(&p.port) && p.sockets > 0);
+        for p in by_fill.into_iter().take(cfg.top_k).chain(wanted) {
+            if !keep.iter().any(|k| key(k) == key(p)) {
+                keep.push(p.clone());
+            }
+        }
+        keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An inet_diag_msg for a UDP socket with an SKMEMINFO attribute, as the kernel sends it.
+    fn msg(port: u16, cookie: u64, queue: u32, buffer: u32, drops: u32) -> Vec<u8> {
+        let mut m = vec![0u8; 72];
+        m[0] = AF_INET;
+        m[4..6].copy_from_slice(&port.to_be_bytes());
+        m[8..12].copy_from_slice(&[127, 0, 0, 1]);
+        m[44..52].copy_from_slice(&cookie.to_ne_bytes());
+        // An unrelated attribute first (INET_DIAG_SHUTDOWN, 1 byte, padded), then SKMEMINFO.
+        m.extend_from_slice(&5u16.to_ne_bytes());
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        let mut info = [0u32; 9];
+        (info[0], info[1], info[8]) = (queue, buffer, drops);
+        m.extend_from_slice(&(4 + 36u16).to_ne_bytes());
+        m.extend_from_slice(&INET_DIAG_SKMEMINFO.to_ne_bytes());
+        for v in info {
+            m.extend_from_slice(&v.to_ne_bytes());
+        }
+        m
+    }
+
+    fn sample(t: &mut Follow, msgs: &[Vec<u8>], cfg: &UdpConfig) -> Udp {
+        t.begin();
+        let mut out = Udp::default();
+        for m in msgs {
+            t.visit(&DiagMsg::new(m).unwrap(), &mut out);
+        }
+        t.finish(&mut out, cfg);
+        out
+    }
+
+    #[test]
+    fn meminfo_is_found_among_other_attributes() {
+        let m = msg(53, 1, 2304, 212_992, 17);
+        assert_eq!(meminfo(&DiagMsg::new(&m).unwrap()), Some((2304, 212_992, 17)));
+        // Without the attribute (a kernel that ignored the extension): no figures, no panic.
+        assert_eq!(meminfo(&DiagMsg::new(&m[..72]).unwrap()), None);
+        // A truncated attribute.
+        assert_eq!(meminfo(&DiagMsg::new(&m[..m.len() - 4]).unwrap()), None);
+    }
+
+    #[test]
+    fn drops_per_port_never_go_backwards_when_sockets_close() {
+        let cfg = UdpConfig::default();
+        let mut t = Follow::default();
+        // Two sockets of a reuseport group on :53.
+        let u = sample(&mut t, &[msg(53, 1, 0, 1000, 10), msg(53, 2, 0, 1000, 5)], &cfg);
+        assert_eq!((u.ports[0].drops_total, u.ports[0].sockets, u.drops_total), (15, 2, 15));
+        // Socket 1 closes; socket 2 drops 3 more: the total goes on from 15.
+        let u = sample(&mut t, &[msg(53, 2, 0, 1000, 8)], &cfg);
+        assert_eq!((u.ports[0].drops_total, u.ports[0].drops_recent), (18, 3));
+        // A new socket on the port, its own counter from 0 then 4.
+        let u = sample(&mut t, &[msg(53, 2, 0, 1000, 8), msg(53, 3, 0, 1000, 4)], &cfg);
+        assert_eq!(u.ports[0].drops_total, 22);
+        // Every socket gone: the port keeps its total (until forgotten).
+        let u = sample(&mut t, &[], &cfg);
+        assert_eq!((u.ports[0].drops_total, u.ports[0].sockets, u.drops_total), (22, 0, 22));
+    }
+
+    #[test]
+    fn selection_by_drops_then_fill_then_asked() {
+        let cfg = UdpConfig { top_k: 1, ports: vec![9999] };
+        let mut t = Follow::default();
+        let u = sample(
+            &mut t,
+            &[
+                msg(100, 1, 0, 1000, 0),
+                msg(200, 2, 900, 1000, 0), // fullest
+                msg(300, 3, 0, 1000, 7),   // dropping
+                msg(400, 4, 0, 1000, 0),
+                msg(9999, 5, 0, 1000, 0), // asked for
+            ],
+            &cfg,
+        );
+        let ports: Vec<u16> = u.ports.iter().map(|p| p.port).collect();
+        assert_eq!(ports, [300, 200, 9999]);
+        assert!((u.queue_utilization_max - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn request_layout() {
+        let r = request(AF_INET6, 3);
+        assert_eq!(r.len(), 72);
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), SOCK_DIAG_BY_FAMILY);
+        assert_eq!((r[16], r[17], r[18]), (AF_INET6, IPPROTO_UDP, 64), "SKMEMINFO (7) is bit 6 of idiag_ext");
+        assert_eq!(u32::from_ne_bytes(r[20..24].try_into().unwrap()), u32::MAX);
+    }
+}
