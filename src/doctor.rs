@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use crate::snapshot::Snapshot;
+use crate::sources::udp::UdpPort;
 
 use crate::derived::{self, CRIT, LISTEN_CRIT, PREDICT_CRIT_SECONDS, PREDICT_WARN_SECONDS, WARN};
 /// `TCP_TIMEWAIT_LEN`: compiled into the kernel.
@@ -101,6 +102,7 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
     checks.extend(orphans_check(now));
     checks.extend(conntrack_check(before, now, seconds));
     checks.extend(listen_check(before, now, seconds));
+    checks.extend(udp_check(now, seconds));
 
     for s in now.sources.iter().filter(|s| !s.up) {
         if let Some(e) = &s.error {
@@ -268,6 +270,50 @@ fn listen_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check
     })
 }
 
+/// UDP receive queues and the ports dropping datagrams. `drops_recent` is what each port
+/// dropped since the sample before (the first of the two, a second earlier).
+fn udp_check(now: &Snapshot, seconds: f64) -> Option<Check> {
+    let u = now.udp.as_ref()?;
+    let mut dropping: Vec<&UdpPort> = u.ports.iter().filter(|p| p.drops_recent > 0).collect();
+    dropping.sort_by_key(|p| std::cmp::Reverse(p.drops_recent));
+    let earlier: Vec<&UdpPort> = u.ports.iter().filter(|p| p.drops_recent == 0 && p.drops_total > 0).collect();
+    let level = if dropping.is_empty() { Level::of(u.queue_utilization_max) } else { Level::Critical };
+    let name = |p: &UdpPort| format!("{}:{}", p.local_ip, p.port);
+    let mut detail = format!(
+        "{} UDP sockets on {} ports; fullest receive queue {}",
+        u.sockets[0] + u.sockets[1],
+        u.local_ports,
+        pct(u.queue_utilization_max)
+    );
+    if !dropping.is_empty() {
+        let list: Vec<String> =
+            dropping.iter().map(|p| format!("{} ({:.0}/s)", name(p), p.drops_recent as f64 / seconds)).collect();
+        detail.push_str(&format!("; dropping now: {}", list.join(", ")));
+    }
+    if !earlier.is_empty() {
+        let list: Vec<String> = earlier.iter().map(|p| format!("{} ({})", name(p), p.drops_total)).collect();
+        detail.push_str(&format!("; dropped earlier, not now: {}", list.join(", ")));
+    }
+    Some(Check {
+        resource: "udp receive queues",
+        level,
+        used: None,
+        limit: None,
+        utilization: Some(u.queue_utilization_max),
+        projected: None,
+        seconds_to_exhaustion: None,
+        detail,
+        advice: (level > Level::Ok).then(|| {
+            let who = dropping.first().map_or("the fullest UDP socket".to_owned(), |p| name(p));
+            format!(
+                "A UDP socket whose receive queue reaches its buffer drops datagrams silently (the d of `ss -uam`). \
+                 The application on {who} reads too slowly: raise its SO_RCVBUF and net.core.rmem_max (which caps \
+                 it), add reader threads or SO_REUSEPORT sockets, or find what stalls it."
+            )
+        }),
+    })
+}
+
 fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -430,5 +476,39 @@ mod tests {
         let c = ports_check(&ephemeral(dest(5100, 85.0, 5100.0, None)), &limits(40000, 45999));
         assert!(c.detail.contains("it settles near 5100 of 6000 ports (85%)"), "{}", c.detail);
         assert_eq!(c.level, Level::Warning, "85 % now is a warning");
+    }
+
+    #[test]
+    fn udp_names_the_port_dropping_now_and_the_one_that_dropped_before() {
+        use crate::sources::udp::Udp;
+        let port = |p: u16, recent: u64, total: u64| UdpPort {
+            local_ip: "127.0.0.1".parse().unwrap(),
+            port: p,
+            sockets: 1,
+            drops_total: total,
+            drops_recent: recent,
+            queue_bytes: 7680,
+            buffer_bytes: 8192,
+        };
+        let mut now = Snapshot::limits_only(None, None);
+        now.udp = Some(Udp {
+            sockets: [3, 0],
+            ports: vec![port(5353, 40, 494), port(514, 0, 12), port(8125, 0, 0)],
+            queue_utilization_max: 0.9375,
+            local_ports: 3,
+            ..Udp::default()
+        });
+        let c = udp_check(&now, 2.0).unwrap();
+        assert_eq!(c.level, Level::Critical);
+        assert!(c.detail.contains("dropping now: 127.0.0.1:5353 (20/s)"), "{}", c.detail);
+        assert!(c.detail.contains("dropped earlier, not now: 127.0.0.1:514 (12)"), "{}", c.detail);
+        assert!(!c.detail.contains("8125"), "{}", c.detail);
+        assert!(c.advice.unwrap().contains("127.0.0.1:5353 reads too slowly"));
+        // No drops now, a queue at 94 %: critical by level; at 50 %: ok, no advice.
+        now.udp.as_mut().unwrap().ports = vec![port(514, 0, 12)];
+        assert_eq!(udp_check(&now, 1.0).unwrap().level, Level::Critical);
+        now.udp.as_mut().unwrap().queue_utilization_max = 0.5;
+        let c = udp_check(&now, 1.0).unwrap();
+        assert_eq!((c.level, c.advice), (Level::Ok, None));
     }
 }

@@ -141,5 +141,28 @@ fn udp_drops_per_port_equal_the_kernels_counters() {
     let again = ss_drops(&ns, slow_port);
     assert!(again > 0 && again < kernel, "a new socket counts from 0: {again}");
     assert_eq!(drops(&d, &ns, slow_port), Some((kernel + again) as f64), "never backwards: old + new");
+
+    // `sockwatch doctor` while the port drops: critical, and it names the port.
+    // A socket made in the namespace sends from any thread.
+    let tx = ns.enter(|| UdpSocket::bind("127.0.0.1:0").unwrap());
+    let flooding = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_millis(2500);
+        while Instant::now() < until {
+            let _ = tx.send_to(&[0u8; 200], ("127.0.0.1", slow_port));
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, common::BIN, "doctor", "--json", "--munin.socket", ""])
+        .output()
+        .unwrap();
+    flooding.join().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    let udp = report["checks"].as_array().unwrap().iter().find(|c| c["resource"] == "udp receive queues").unwrap();
+    assert_eq!(udp["level"], "critical");
+    let detail = udp["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("dropping now: 127.0.0.1:{slow_port} (")), "{detail}");
     drop(slow);
 }
