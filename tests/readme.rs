@@ -139,3 +139,12 @@ fn every_setting_is_in_the_readme_with_its_default() {
         }
     }
 }
+
+/// The shipped config file (packaging/sockwatch.toml) shows every setting, commented out.
+#[test]
+fn the_shipped_config_shows_every_setting() {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/sockwatch.toml")).unwrap();
+    for s in sockwatch::config::settings::SETTINGS {
+        assert!(shipped.contains(&format!("\n# {} = ", s.name)), "packaging/sockwatch.toml lacks `# {} = …`", s.name);
+    }
+}

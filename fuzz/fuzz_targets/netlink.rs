@@ -1,11 +1,12 @@
-//! Netlink replies: the inet_diag dump parser and the ctnetlink breakdown parser must
-//! never panic, whatever the kernel (or a corrupted buffer) hands them.
+//! Netlink replies: the inet_diag dump parser (TCP, and UDP's memory-info attribute) and
+//! the ctnetlink breakdown parser must never panic, whatever the kernel (or a corrupted
+//! buffer) hands them.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use sockwatch::sources::{
     ct_breakdown,
     ports::{EphemeralRange, PortAggregator},
-    sockets,
+    sockets, udp,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -25,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = sockets::parse_datagram(body, seq, &mut intr, &mut |m| {
             states.count(m);
             ports.visit(m);
+            // The UDP reply's attribute walk (SKMEMINFO) and socket cookie.
+            let _ = (udp::meminfo(m), m.cookie(), m.attribute(u16::from(seq as u8)));
         });
         let _ = ports.finish(&Default::default());
     }

@@ -1,0 +1,155 @@
+//! The UDP source's cost (issue 18), measured side by side in one run:
+//!
+//! 1. at N UDP sockets (10k and 100k by default), sockwatch's UDP source (both families
+//!    dumped with the memory-info extension, parsed, aggregated per port, drops followed)
+//!    against a minimal client making the same two dumps and only counting the replies;
+//! 2. on a host with few UDP sockets (10), the UDP source's share of a whole sample, at
+//!    0 and at 20,000 TCP sockets.
+//!
+//! CPU is the measuring thread's own clock (`CLOCK_THREAD_CPUTIME_ID`): the kernel builds
+//! the dump in the reader's `recvmsg`, so its walk is counted too. Rounds alternate between
+//! the two ways; medians are reported. Needs root (it makes its own network namespace);
+//! prints why and exits 0 otherwise.
+//!
+//!     cargo bench --bench udp                      # N = 10000,100000
+//!     cargo bench --bench udp -- --sizes 1000,10000 --rounds 30
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use sockwatch::sources::udp::{self, UdpConfig, UdpTracker};
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn cpu_of(f: impl FnOnce()) -> f64 {
+    let t = thread_cpu();
+    f();
+    (thread_cpu() - t).as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The minimal client: the same two requests (UDP, every state, SKMEMINFO), each reply
+/// datagram walked only to count its messages. Returns the sockets counted.
+fn floor_dump(buf: &mut [u8]) -> u64 {
+    use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
+    let mut sock = Socket::new(NETLINK_SOCK_DIAG).unwrap();
+    sock.bind_auto().unwrap();
+    sock.connect(&SocketAddr::new(0, 0)).unwrap();
+    let mut n = 0;
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        sock.send(&udp::request(family, 1), 0).unwrap();
+        'dump: loop {
+            let mut w: &mut [u8] = &mut buf[..];
+            let got = sock.recv(&mut w, 0).unwrap();
+            let mut off = 0;
+            while off + 16 <= got {
+                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+                let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+                if ty == 3 || ty == 2 {
+                    break 'dump;
+                }
+                n += 1;
+                off += (len + 3) & !3;
+            }
+        }
+    }
+    n
+}
+
+/// `n` UDP sockets bound on 127.0.x.1, ports 1024 up: distinct local ports, as on a host
+/// with many UDP services or connected client sockets.
+fn udp_population(n: usize) -> Vec<UdpSocket> {
+    (0..n)
+        .map(|i| {
+            let addr = Ipv4Addr::new(127, 0, (i / 60_000) as u8, 1);
+            UdpSocket::bind((addr, 1024 + (i % 60_000) as u16)).unwrap()
+        })
+        .collect()
+}
+
+fn setup_namespace(max_files: u64) {
+    // SAFETY: plain syscalls on this process.
+    unsafe {
+        assert_eq!(libc::unshare(libc::CLONE_NEWNET), 0, "unshare: {}", std::io::Error::last_os_error());
+        let lim = libc::rlimit { rlim_cur: max_files, rlim_max: max_files };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0, "setrlimit: {}", std::io::Error::last_os_error());
+    }
+    // A child inherits the namespace.
+    assert!(std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let sizes: Vec<usize> = arg("--sizes")
+        .unwrap_or_else(|| "10000,100000".into())
+        .split(',')
+        .map(|s| s.parse().expect("--sizes N,N"))
+        .collect();
+    let rounds: usize = arg("--rounds").map_or(20, |r| r.parse().expect("--rounds N"));
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP benches/udp: needs root for a network namespace");
+        return;
+    }
+    setup_namespace(sizes.iter().max().copied().unwrap_or(0) as u64 + 50_000);
+    let mut buf = vec![0u8; 64 * 1024];
+    let cfg = UdpConfig::default();
+    println!("| UDP sockets | minimal client CPU/dump | sockwatch UDP source CPU/sample | ratio |");
+    println!("|---|---|---|---|");
+    for &n in &sizes {
+        let population = udp_population(n);
+        let mut tracker = UdpTracker::default();
+        let (mut floor, mut ours) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let mut counted = 0;
+            floor.push(cpu_of(|| counted = floor_dump(&mut buf)));
+            assert_eq!(counted, n as u64, "the minimal client saw every socket");
+            let mut seen = 0;
+            ours.push(cpu_of(|| seen = tracker.read(&cfg).unwrap().sockets[0]));
+            assert_eq!(seen, n as u64, "sockwatch saw every socket");
+        }
+        let (f, o) = (median(floor), median(ours));
+        println!("| {n} | {:.2} ms | {:.2} ms | {:.2} |", f * 1e3, o * 1e3, o / f);
+        drop(population);
+    }
+
+    // A host with few UDP sockets: the UDP source's share of a whole sample.
+    let few = udp_population(10);
+    let config = sockwatch::config::Config::load(&Default::default()).unwrap();
+    println!();
+    println!("| host | whole sample CPU | UDP source CPU | UDP's share of the rest |");
+    println!("|---|---|---|---|");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut held = Vec::new();
+    for tcp in [0usize, 20_000] {
+        while held.len() * 2 < tcp {
+            let c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            held.push((c, listener.accept().unwrap().0));
+        }
+        let mut sampler = sockwatch::sampler::Sampler::new(&config, |_| Vec::new());
+        let mut tracker = UdpTracker::default();
+        let (mut whole, mut alone) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            whole.push(cpu_of(|| drop(sampler.sample())));
+            alone.push(cpu_of(|| drop(tracker.read(&cfg).unwrap())));
+        }
+        let (w, u) = (median(whole), median(alone));
+        println!(
+            "| 10 UDP, {tcp} TCP sockets | {:.3} ms | {:.3} ms | {:.1} % |",
+            w * 1e3,
+            u * 1e3,
+            100.0 * u / (w - u).max(1e-9)
+        );
+    }
+    drop(few);
+}
