@@ -225,7 +225,8 @@ impl Sampler {
         let (snmp, s3) = t_snmp.observe(Source::Snmp, || sources::snmp::read(root));
         at(Source::Udp);
         let (udp_tracker, udp_config) = (&mut self.udp, &self.udp_config);
-        let (udp, s5) = t_udp.observe(Source::Udp, || udp_tracker.read(udp_config));
+        let inuse = sockstat.as_ref().map_or([None, None], |s| s.udp_inuse);
+        let (udp, s5) = t_udp.observe(Source::Udp, || udp_tracker.read(udp_config, inuse));
         let mut statuses = vec![s0, s1, s2, s3, s4, s5];
         let latest_breakdown = match &mut self.breakdown {
             BreakdownMode::Off => None,

@@ -587,7 +587,14 @@ mod tests {
                 listener_count: 1,
                 listen_utilization_max: 3.0 / 128.0,
             }),
-            sockstat: Some(Sockstat { inuse: 130, orphan: 1, tw: 3600, alloc: 140, mem_bytes: 4096 * 268 }),
+            sockstat: Some(Sockstat {
+                inuse: 130,
+                orphan: 1,
+                tw: 3600,
+                alloc: 140,
+                mem_bytes: 4096 * 268,
+                udp_inuse: [Some(12), Some(3)],
+            }),
             conntrack: Some(Conntrack {
                 entries: 100,
                 limit: Some(262_144),
@@ -680,7 +687,6 @@ mod tests {
                 ],
                 drops_total: 1240,
                 queue_utilization_max: 0.5,
-                local_ports: 9,
                 untracked: 0,
                 interrupted: false,
             }),

@@ -57,11 +57,6 @@ pub(super) fn sockets(out: &mut Families, s: &Snapshot) {
          sockwatch_udp_drops_total, whether or not their port is exported.",
         u.drops_total as f64,
     );
-    out.gauge(
-        "sockwatch_udp_local_ports",
-        "Distinct (local address, port) pairs with a UDP socket in this sample; only the top ones are exported.",
-        u.local_ports as f64,
-    );
 }
 
 /// The UDP MIBs of /proc/net/snmp and /proc/net/snmp6, by family and protocol.

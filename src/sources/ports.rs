@@ -207,7 +207,7 @@ impl Hasher for FxHasher {
     }
 }
 
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub(crate) type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// Accumulates over one dump. Feed it every socket with [`PortAggregator::visit`];
 /// the kernel sends a family's listeners before its other sockets, which the

@@ -101,6 +101,10 @@ impl<'a> DiagMsg<'a> {
             std::net::IpAddr::from([b[0], b[1], b[2], b[3]])
         }
     }
+    /// The local address's 16 raw bytes (IPv4: the first 4).
+    pub fn src_addr_bytes(&self) -> &'a [u8; 16] {
+        self.raw[8..24].try_into().expect("16 bytes")
+    }
     pub fn src_addr(&self) -> std::net::IpAddr {
         self.addr(8)
     }

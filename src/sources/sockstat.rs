@@ -24,22 +24,37 @@ pub struct Sockstat {
     pub alloc: u64,
     /// Memory used by TCP buffers, in bytes (`mem` pages × page size).
     pub mem_bytes: u64,
+    /// UDP sockets in use, `[IPv4, IPv6]` (`UDP: inuse`, `UDP6: inuse`; per namespace).
+    /// `None` when the line is missing. The UDP source skips a family's dump at 0.
+    pub udp_inuse: [Option<u64>; 2],
 }
 
 pub fn read(proc_root: &Path) -> Result<Sockstat, SourceError> {
     let path = proc_root.join("net/sockstat");
     let text = read_required(&path, "/proc/net/sockstat")?;
     let mut s = parse_v4(&text, &path)?;
+    s.udp_inuse[0] = udp_inuse(&text, "UDP", &path)?;
     // sockstat6 is absent when IPv6 is disabled: then there are no IPv6 sockets.
     let path6 = proc_root.join("net/sockstat6");
     if let Some(text6) = read_optional(&path6)? {
         let v6 = parse_v6_inuse(&text6, &path6)?;
+        s.udp_inuse[1] = udp_inuse(&text6, "UDP6", &path6)?;
         // Kernel numbers are added with a check: a wrapped sum would be served as true.
         s.inuse = s.inuse.checked_add(v6).ok_or_else(|| {
             SourceError::parse(&path6, format!("TCP inuse {} + TCP6 inuse {v6} overflows a 64-bit counter", s.inuse))
         })?;
+    } else {
+        s.udp_inuse[1] = Some(0); // IPv6 disabled: no IPv6 UDP sockets either
     }
     Ok(s)
+}
+
+/// `inuse` of the `UDP:` / `UDP6:` line, if the line is there.
+fn udp_inuse(text: &str, prefix: &str, path: &Path) -> Result<Option<u64>, SourceError> {
+    match fields(text, prefix).and_then(|mut pairs| pairs.find(|(name, _)| *name == "inuse")) {
+        Some((_, v)) => super::parse_u64(v, path).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The `name value name value` pairs after `prefix:` on the line that starts with it.
@@ -78,6 +93,7 @@ pub fn parse_v4(text: &str, path: &Path) -> Result<Sockstat, SourceError> {
                 SourceError::parse(path, format!("\"TCP:\" mem {pages} pages overflows a 64-bit byte count"))
             })?
         },
+        udp_inuse: [None, None],
     })
 }
 
@@ -133,6 +149,7 @@ mod tests {
         assert_eq!(s.tw, 600);
         assert_eq!(s.alloc, 23);
         assert_eq!(s.mem_bytes, 0);
+        assert_eq!(s.udp_inuse, [Some(4), Some(2)], "UDP: inuse, UDP6: inuse");
         let s = parse_v4("TCP: inuse 1 orphan 0 tw 1 alloc 1 mem 268\n", Path::new("x")).unwrap();
         assert_eq!(s.mem_bytes, 268 * page_size(), "mem is in pages");
     }
@@ -142,6 +159,7 @@ mod tests {
         // IPv6 disabled: no sockstat6 file, inuse is the IPv4 count alone.
         let s = read(&fixture_root("linux-4.19")).unwrap();
         assert_eq!((s.inuse, s.orphan, s.tw, s.alloc), (28140, 17, 28051, 28160));
+        assert_eq!(s.udp_inuse[1], Some(0), "no IPv6, no IPv6 UDP dump");
     }
 
     #[test]
