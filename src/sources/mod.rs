@@ -49,6 +49,11 @@ fn kernel_message(what: &str, errno: i32) -> String {
     match what {
         "ctnetlink" if errno == libc::EPERM => format!("netlink ctnetlink: dump refused: {err} (needs CAP_NET_ADMIN)"),
         "ctnetlink" => format!("netlink ctnetlink: dump refused: {err}"),
+        "sock_diag udp" if errno == libc::ENOENT => {
+            "netlink sock_diag udp: this kernel has no UDP socket dump (module udp_diag not loaded: modprobe udp_diag, \
+             or CONFIG_INET_UDP_DIAG off)"
+                .to_owned()
+        }
         _ => format!("netlink {what}: kernel answered the dump with an error: {err}"),
     }
 }

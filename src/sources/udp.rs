@@ -521,6 +521,12 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_without_udp_diag_is_named() {
+        let e = SourceError::Kernel { what: "sock_diag udp", errno: libc::ENOENT }.to_string();
+        assert!(e.contains("module udp_diag not loaded"), "{e}");
+    }
+
+    #[test]
     fn request_layout() {
         let r = request(AF_INET6, 3);
         assert_eq!(r.len(), 72);
