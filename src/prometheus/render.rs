@@ -600,6 +600,7 @@ mod tests {
                 limit: Some(262_144),
                 buckets: Some(65_536),
                 stats: Some(ConntrackStats {
+                    entries: Some(100),
                     drop: Some(1),
                     early_drop: Some(2),
                     insert_failed: Some(3),

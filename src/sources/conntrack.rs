@@ -32,6 +32,9 @@ pub struct Conntrack {
 /// does not have is `None`, so its series is absent rather than a false zero.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConntrackStats {
+    /// This namespace's entry count (`cnet->count`, the same on every CPU's row: taken
+    /// once). What a namespace's table is checked against `nf_conntrack_max` with.
+    pub entries: Option<u64>,
     pub drop: Option<u64>,
     pub early_drop: Option<u64>,
     pub insert_failed: Option<u64>,
@@ -94,6 +97,7 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<ConntrackStats, SourceErro
     }
     let mut sums = vec![0u64; header.len()];
     let mut rows = 0usize;
+    let mut entries = None;
     for (lineno, line) in lines.enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -106,6 +110,9 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<ConntrackStats, SourceErro
             };
             let v = u64::from_str_radix(tok, 16)
                 .map_err(|_| SourceError::parse(path, format!("line {}: {tok:?} is not a hex number", lineno + 2)))?;
+            if i == 0 && rows == 0 {
+                entries = Some(v);
+            }
             *sum = sum.checked_add(v).ok_or_else(|| {
                 SourceError::parse(path, format!("column {:?}: the per-CPU sum overflows a 64-bit counter", header[i]))
             })?;
@@ -124,6 +131,7 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<ConntrackStats, SourceErro
     }
     let col = |name: &str| header.iter().position(|h| *h == name).map(|i| sums[i]);
     Ok(ConntrackStats {
+        entries,
         drop: col("drop"),
         early_drop: col("early_drop"),
         insert_failed: col("insert_failed"),
@@ -155,8 +163,10 @@ mod tests {
 
     #[test]
     fn linux_6_18_header_with_clashres_and_chainlength() {
+        const ENTRIES_6_18: u64 = 0x00000263;
         let s = stats_of("nf_conntrack_stat/linux-6.18");
-        // Two CPUs; values summed from the hex columns of the capture.
+        // Two CPUs; values summed from the hex columns of the capture, entries taken once.
+        assert_eq!(s.entries, Some(ENTRIES_6_18));
         assert_eq!(s.found, Some(0x1 + 0x2));
         assert_eq!(s.insert, Some(0x60 + 0x3a));
         assert_eq!(s.invalid, Some(0x4 + 0x0));

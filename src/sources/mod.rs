@@ -16,6 +16,7 @@ pub mod conntrack;
 pub mod ct_breakdown;
 pub mod limits;
 pub mod netlink;
+pub mod netns;
 pub mod ports;
 pub mod projection;
 pub mod snmp;

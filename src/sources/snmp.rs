@@ -59,7 +59,18 @@ impl UdpMib {
     }
 }
 
+/// Everything: the TCP counters and every UDP MIB.
 pub fn read(proc_root: &Path) -> Result<SnmpCounters, SourceError> {
+    read_parts(proc_root, true)
+}
+
+/// The TCP counters only (`snmp` and `netstat`, not `snmp6`): what a namespace's cheap
+/// reading needs.
+pub fn read_tcp(proc_root: &Path) -> Result<SnmpCounters, SourceError> {
+    read_parts(proc_root, false)
+}
+
+fn read_parts(proc_root: &Path, udp: bool) -> Result<SnmpCounters, SourceError> {
     let snmp_path = proc_root.join("net/snmp");
     let snmp = read_required(&snmp_path, "/proc/net/snmp")?;
     let mut c = SnmpCounters::default();
@@ -77,7 +88,7 @@ pub fn read(proc_root: &Path) -> Result<SnmpCounters, SourceError> {
     if !found {
         return Err(SourceError::parse(&snmp_path, "no \"Tcp:\" header and value lines"));
     }
-    for (prefix, protocol) in [("Udp", "udp"), ("UdpLite", "udplite")] {
+    for (prefix, protocol) in [("Udp", "udp"), ("UdpLite", "udplite")].into_iter().filter(|_| udp) {
         let mut mib = UdpMib { family: "ipv4", protocol, ..UdpMib::default() };
         if for_each_pair(&snmp, prefix, &snmp_path, |name, v| {
             if let Some(slot) = mib.slot(name) {
@@ -89,7 +100,7 @@ pub fn read(proc_root: &Path) -> Result<SnmpCounters, SourceError> {
     }
     // snmp6 is absent with IPv6 disabled: no IPv6 MIBs then.
     let snmp6_path = proc_root.join("net/snmp6");
-    if let Some(snmp6) = read_optional(&snmp6_path)? {
+    if let Some(snmp6) = if udp { read_optional(&snmp6_path)? } else { None } {
         c.udp.extend(udp6(&snmp6, &snmp6_path)?);
     }
     // netstat (TcpExt) exists on every kernel we support, but a missing file only

@@ -1,0 +1,410 @@
+//! Every network namespace on the host, the cheap way: O(1) kernel counters per namespace,
+//! read from `/proc/PID/net/` of one process inside it, no setns, no socket walk.
+//!
+//! - **Discovery.** Every `/proc/PID/ns/net` link names its namespace by inode
+//!   (`net:[4026531840]`): one representative process per inode. Namespaces pinned by a
+//!   bind mount without any process (`ip netns add`, `/run/netns/*`; Docker's
+//!   `/var/run/docker/netns/*`) are found by the inode of that file; they have no
+//!   `/proc/PID/net`, so they are read from a short-lived thread that enters them (`setns`,
+//!   needs CAP_SYS_ADMIN) and reads `/proc/thread-self/net/`.
+//! - **Attribution.** From the representative's `/proc/PID/cgroup` (cgroup v1 and v2): the
+//!   container id of Docker (`docker-<id>.scope`, `/docker/<id>`), containerd
+//!   (`cri-containerd-<id>.scope`), CRI-O (`crio-<id>.scope`) and Podman
+//!   (`libpod-<id>.scope`), the pod uid from a kubepods path (`pod<uid>` or
+//!   `kubepods-…-pod<uid_with_underscores>.slice`), and the `/run/netns` name.
+//! - **Per namespace** (all are: the kernel keeps them per namespace): `sockstat` (TCP
+//!   inuse and tw, UDP inuse), `stat/nf_conntrack` (this namespace's entries, checked
+//!   against the host-wide `nf_conntrack_max`, and its drop, early_drop, insert_failed),
+//!   `snmp` and `netstat` (ActiveOpens, AttemptFails, ListenOverflows, TCPTimeWaitOverflow).
+//!
+//! Reading another user's `/proc/PID/ns/net` needs ptrace access (root or CAP_SYS_PTRACE);
+//! `/proc/PID/net/*` is readable by anyone unless `/proc` is mounted with `hidepid` (or
+//! the unit has `ProtectProc=invisible`). Namespaces that cannot be identified or read
+//! are counted, not guessed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::SourceError;
+
+/// Directories where namespaces are pinned by bind mounts.
+pub const PIN_DIRS: [&str; 2] = ["/run/netns", "/var/run/docker/netns"];
+
+/// Most namespaces read per sample (bounded work and memory on a host gone wrong).
+pub const MAX_NAMESPACES: usize = 10_000;
+
+/// How many namespaces are exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsConfig {
+    /// Read every namespace (`--netns`).
+    pub enabled: bool,
+    /// Namespaces exported, by pressure (`--netns.top-k`).
+    pub top_k: usize,
+}
+
+impl Default for NetnsConfig {
+    fn default() -> Self {
+        NetnsConfig { enabled: true, top_k: 20 }
+    }
+}
+
+/// Who a namespace belongs to, where it could be found out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub container_id: Option<String>,
+    /// `docker`, `containerd`, `crio`, `podman`.
+    pub runtime: Option<&'static str>,
+    pub pod_uid: Option<String>,
+}
+
+/// One namespace's O(1) counters. `None`: the kernel does not have it here (no conntrack
+/// module, an older kernel's missing column).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NsCounters {
+    pub tcp_inuse: u64,
+    pub time_wait: u64,
+    pub udp_inuse: Option<u64>,
+    pub conntrack_entries: Option<u64>,
+    pub conntrack_drop: Option<u64>,
+    pub conntrack_early_drop: Option<u64>,
+    pub conntrack_insert_failed: Option<u64>,
+    pub active_opens: Option<u64>,
+    pub attempt_fails: Option<u64>,
+    pub listen_overflows: Option<u64>,
+    pub time_wait_overflow: Option<u64>,
+}
+
+/// A network namespace and what was read in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Namespace {
+    /// The namespace's inode: stable for its life, the `netns` label.
+    pub inode: u64,
+    /// The process it was read through (`None`: a pinned namespace without processes).
+    pub pid: Option<u32>,
+    /// Its `/run/netns` (or Docker netns) file name, if pinned.
+    pub name: Option<String>,
+    pub owner: Owner,
+    /// The namespace sockwatch itself runs in.
+    pub own: bool,
+    /// `None`: it could not be read (permissions, or it went away during the sample).
+    pub counters: Option<NsCounters>,
+    /// Pressure, 0 to 1 and beyond: the larger of its conntrack use (entries over
+    /// `nf_conntrack_max`) and its TCP sockets in use or TIME_WAIT over a default
+    /// ephemeral port range (28,232).
+    pub pressure: f64,
+}
+
+/// What one sample of every namespace found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Namespaces {
+    /// Namespaces found.
+    pub count: u64,
+    /// Found but not read (no access, or gone).
+    pub unreadable: u64,
+    /// The top-K by pressure, the daemon's own namespace and the worst of each kind always
+    /// among them.
+    pub top: Vec<Namespace>,
+    /// The namespace with the most conntrack entries: (inode, entries).
+    pub worst_conntrack: Option<(u64, u64)>,
+    /// The namespace with the most TIME_WAIT sockets: (inode, count).
+    pub worst_time_wait: Option<(u64, u64)>,
+}
+
+/// `net:[4026531840]` → 4026531840.
+pub fn parse_ns_link(link: &str) -> Option<u64> {
+    link.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The inode of `/proc/PID/ns/net` (`root` is the procfs mount), or why not.
+fn ns_of(root: &Path, pid: &str) -> std::io::Result<u64> {
+    let link = std::fs::read_link(root.join(pid).join("ns/net"))?;
+    parse_ns_link(&link.to_string_lossy())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}", link.display())))
+}
+
+/// A namespace found by discovery: how to reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    pub inode: u64,
+    pub pid: Option<u32>,
+    /// The pinning file, for a namespace without a process.
+    pub pin: Option<PathBuf>,
+    pub name: Option<String>,
+}
+
+/// Finds every namespace: one process per inode (the lowest PID), then the pinned ones.
+/// Processes whose link cannot be read (another user's, without ptrace access) are
+/// counted in the second value.
+pub fn discover(root: &Path, pin_dirs: &[&str]) -> Result<(Vec<Found>, u64), SourceError> {
+    let dir = std::fs::read_dir(root).map_err(|e| SourceError::Io { path: root.to_owned(), source: e })?;
+    let mut by_inode: HashMap<u64, Found> = HashMap::new();
+    let mut denied = 0u64;
+    let mut pids: Vec<u32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    pids.sort_unstable();
+    for pid in pids {
+        match ns_of(root, &pid.to_string()) {
+            Ok(inode) => {
+                by_inode.entry(inode).or_insert(Found { inode, pid: Some(pid), ..Found::default() });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => denied += 1,
+            Err(_) => {} // exited meanwhile, or a kernel thread without one
+        }
+        if by_inode.len() >= MAX_NAMESPACES {
+            break;
+        }
+    }
+    for dir in pin_dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            use std::os::unix::fs::MetadataExt;
+            // The bind-mounted nsfs file's inode is the namespace's.
+            let Ok(meta) = std::fs::metadata(e.path()) else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            let found = by_inode.entry(meta.ino()).or_insert(Found { inode: meta.ino(), ..Found::default() });
+            found.name.get_or_insert(name);
+            if found.pid.is_none() {
+                found.pin.get_or_insert(e.path());
+            }
+        }
+    }
+    let mut all: Vec<Found> = by_inode.into_values().collect();
+    all.sort_by_key(|f| f.inode);
+    Ok((all, denied))
+}
+
+/// The owner named by a `/proc/PID/cgroup` file (v1 lines `N:controllers:/path`, the v2
+/// line `0::/path`). The last container-id-looking component wins: it is the innermost.
+pub fn parse_cgroup(text: &str) -> Owner {
+    let mut owner = Owner::default();
+    for line in text.lines() {
+        let Some(path) = line.splitn(3, ':').nth(2) else { continue };
+        let mut parent = "";
+        for part in path.split('/') {
+            if let Some((runtime, id)) = container_id(part, parent) {
+                owner.container_id = Some(id.to_owned());
+                owner.runtime = runtime.or(owner.runtime);
+            }
+            if let Some(uid) = pod_uid(part) {
+                owner.pod_uid = Some(uid);
+            }
+            parent = part;
+        }
+    }
+    owner
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A cgroup path component naming a container: `<prefix>-<id>.scope` (systemd driver),
+/// or the bare id under `docker/`, `libpod_parent/` or a pod's directory (cgroupfs driver).
+/// Conmon (the monitor process of CRI-O and Podman) is not the container.
+fn container_id<'a>(part: &'a str, parent: &str) -> Option<(Option<&'static str>, &'a str)> {
+    let stem = part.strip_suffix(".scope").unwrap_or(part);
+    for (prefix, runtime) in
+        [("docker-", "docker"), ("cri-containerd-", "containerd"), ("crio-", "crio"), ("libpod-", "podman")]
+    {
+        if let Some(id) = stem.strip_prefix(prefix) {
+            return is_id(id).then_some((Some(runtime), id));
+        }
+    }
+    if !is_id(stem) {
+        return None;
+    }
+    let runtime = match parent {
+        "docker" => Some("docker"),
+        "libpod_parent" => Some("podman"),
+        _ => None, // kubepods/<qos>/pod<uid>/<id>: the runtime is not in the path
+    };
+    Some((runtime, stem))
+}
+
+/// `pod<uid>` (cgroupfs) or `kubepods-<qos>-pod<uid_with_underscores>.slice` (systemd).
+fn pod_uid(part: &str) -> Option<String> {
+    let stem = part.strip_suffix(".slice").unwrap_or(part);
+    let uid = stem.rsplit_once("-pod").map_or_else(|| stem.strip_prefix("pod"), |(_, u)| Some(u))?;
+    let uid = uid.replace('_', "-");
+    let ok = uid.len() == 36
+        && uid.bytes().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() });
+    ok.then_some(uid)
+}
+
+/// Reads the O(1) counters under `net` (`/proc/PID/net`, or `/proc/thread-self/net` in
+/// an entered namespace).
+pub fn read_counters(proc_dir: &Path) -> Result<NsCounters, SourceError> {
+    let sockstat = super::sockstat::read(proc_dir)?;
+    let stat_path = proc_dir.join("net/stat/nf_conntrack");
+    let ct = match super::read_optional(&stat_path)? {
+        Some(text) => Some(super::conntrack::parse_stats(&text, &stat_path)?),
+        None => None,
+    };
+    let snmp = super::snmp::read_tcp(proc_dir)?;
+    Ok(NsCounters {
+        tcp_inuse: sockstat.inuse,
+        time_wait: sockstat.tw,
+        udp_inuse: match sockstat.udp_inuse {
+            [Some(a), b] => Some(a + b.unwrap_or(0)),
+            _ => None,
+        },
+        conntrack_entries: ct.as_ref().and_then(|c| c.entries),
+        conntrack_drop: ct.as_ref().and_then(|c| c.drop),
+        conntrack_early_drop: ct.as_ref().and_then(|c| c.early_drop),
+        conntrack_insert_failed: ct.as_ref().and_then(|c| c.insert_failed),
+        active_opens: snmp.active_opens,
+        attempt_fails: snmp.attempt_fails,
+        listen_overflows: snmp.listen_overflows,
+        time_wait_overflow: snmp.time_wait_overflow,
+    })
+}
+
+/// The default `ip_local_port_range` (32768–60999) a new namespace starts with: what the
+/// cheap layer holds a namespace's sockets against (its own range needs the deep layer).
+pub const DEFAULT_PORT_RANGE: f64 = 28_232.0;
+
+fn pressure(c: &NsCounters, conntrack_max: Option<u64>) -> f64 {
+    let ct = match (c.conntrack_entries, conntrack_max) {
+        (Some(e), Some(m)) if m > 0 => e as f64 / m as f64,
+        _ => 0.0,
+    };
+    ct.max(c.tcp_inuse.max(c.time_wait) as f64 / DEFAULT_PORT_RANGE)
+}
+
+/// Reads pinned namespaces (no process inside) from a thread that enters each one. The
+/// thread ends with the call, so it never runs a sample in the wrong namespace. `Err` per
+/// namespace: setns refused (no CAP_SYS_ADMIN) or the file gone.
+fn read_pinned(pins: &[PathBuf]) -> Vec<Result<NsCounters, SourceError>> {
+    if pins.is_empty() {
+        return Vec::new();
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pins.iter()
+                .map(|pin| {
+                    use std::os::fd::AsRawFd;
+                    let io = |e| SourceError::Io { path: pin.clone(), source: e };
+                    let file = std::fs::File::open(pin).map_err(io)?;
+                    // SAFETY: a valid fd; setns changes this (scoped, short-lived) thread only.
+                    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(io(std::io::Error::last_os_error()));
+                    }
+                    read_counters(Path::new("/proc/thread-self"))
+                })
+                .collect()
+        })
+        .join()
+        .unwrap_or_default()
+    })
+}
+
+/// One sample of every namespace. `conntrack_max` is the host-wide `nf_conntrack_max`.
+pub fn read(root: &Path, cfg: &NetnsConfig, conntrack_max: Option<u64>) -> Result<Namespaces, SourceError> {
+    let (found, denied) = discover(root, &PIN_DIRS)?;
+    let own = ns_of(root, "self").ok();
+    let pins: Vec<PathBuf> = found.iter().filter_map(|f| f.pin.clone()).collect();
+    let mut pinned = read_pinned(&pins).into_iter();
+    let mut out = Namespaces { count: found.len() as u64, unreadable: denied, ..Namespaces::default() };
+    let mut all = Vec::with_capacity(found.len());
+    for f in found {
+        let (counters, owner) = match f.pid {
+            Some(pid) => {
+                let dir = root.join(pid.to_string());
+                let owner = super::read_optional(&dir.join("cgroup")).ok().flatten().map_or_else(Owner::default, |t| parse_cgroup(&t));
+                (read_counters(&dir).ok(), owner)
+            }
+            None => (pinned.next().and_then(Result::ok), Owner::default()),
+        };
+        if counters.is_none() {
+            out.unreadable += 1;
+        }
+        let pressure = counters.as_ref().map_or(0.0, |c| pressure(c, conntrack_max));
+        all.push(Namespace {
+            inode: f.inode,
+            pid: f.pid,
+            name: f.name,
+            owner,
+            own: Some(f.inode) == own,
+            counters,
+            pressure,
+        });
+    }
+    let worst = |pick: fn(&NsCounters) -> Option<u64>| {
+        all.iter().filter_map(|n| Some((n.inode, pick(n.counters.as_ref()?)?))).max_by_key(|&(i, v)| (v, std::cmp::Reverse(i)))
+    };
+    out.worst_conntrack = worst(|c| c.conntrack_entries);
+    out.worst_time_wait = worst(|c| Some(c.time_wait));
+    all.sort_by(|a, b| b.pressure.total_cmp(&a.pressure).then(a.inode.cmp(&b.inode)));
+    let keep = |n: &Namespace, i: usize| {
+        i < cfg.top_k
+            || n.own
+            || Some(n.inode) == out.worst_conntrack.map(|w| w.0)
+            || Some(n.inode) == out.worst_time_wait.map(|w| w.0)
+    };
+    out.top = all.into_iter().enumerate().filter(|(i, n)| keep(n, *i)).map(|(_, n)| n).collect();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4f1c0e2a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
+
+    #[test]
+    fn container_ids_of_every_runtime_and_driver() {
+        for (cgroup, runtime) in [
+            (format!("0::/system.slice/docker-{ID}.scope"), Some("docker")),
+            (format!("12:pids:/docker/{ID}\n11:memory:/docker/{ID}"), Some("docker")),
+            (
+                format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f9b2c4e_1a2b_4c3d_8e9f_0a1b2c3d4e5f.slice/cri-containerd-{ID}.scope"),
+                Some("containerd"),
+            ),
+            (format!("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f9b2c4e_1a2b_4c3d_8e9f_0a1b2c3d4e5f.slice/crio-{ID}.scope"), Some("crio")),
+            (format!("0::/machine.slice/libpod-{ID}.scope/container"), Some("podman")),
+            (format!("1:name=systemd:/libpod_parent/{ID}"), Some("podman")),
+            (format!("4:memory:/kubepods/burstable/pod0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f/{ID}"), None),
+        ] {
+            let o = parse_cgroup(&cgroup);
+            assert_eq!(o.container_id.as_deref(), Some(ID), "{cgroup}");
+            assert_eq!(o.runtime, runtime, "{cgroup}");
+            if cgroup.contains("pod0f9b") {
+                assert_eq!(o.pod_uid.as_deref(), Some("0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f"), "{cgroup}");
+            }
+        }
+    }
+
+    #[test]
+    fn not_containers() {
+        for cgroup in [
+            "0::/init.scope",
+            "0::/system.slice/sshd.service",
+            "0::/user.slice/user-1000.slice/session-3.scope",
+            &format!("0::/machine.slice/libpod-conmon-{ID}.scope"),
+            &format!("0::/system.slice/crio-conmon-{ID}.scope"),
+            "0::/system.slice/docker-short.scope",
+            "garbage without colons",
+            "",
+        ] {
+            assert_eq!(parse_cgroup(cgroup), Owner::default(), "{cgroup}");
+        }
+        // A pod's sandbox (pause) cgroup without a container id still names the pod.
+        let o = parse_cgroup("0::/kubepods/besteffort/pod0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f");
+        assert_eq!((o.container_id, o.pod_uid.as_deref()), (None, Some("0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f")));
+    }
+
+    #[test]
+    fn ns_links() {
+        assert_eq!(parse_ns_link("net:[4026531840]"), Some(4026531840));
+        assert_eq!(parse_ns_link("mnt:[4026531840]"), None);
+        assert_eq!(parse_ns_link("net:[x]"), None);
+    }
+
+    #[test]
+    fn counters_from_a_captured_proc_net() {
+        let c = read_counters(&crate::sources::fixture("proc/linux-6.18")).unwrap();
+        assert_eq!((c.tcp_inuse, c.time_wait, c.udp_inuse), (17 + 5, 600, Some(4 + 2)));
+        assert_eq!((c.conntrack_entries, c.listen_overflows, c.active_opens), (Some(0x263), Some(6), Some(611)));
+        assert!((pressure(&c, Some(0x263 * 2)) - 0.5).abs() < 1e-9, "conntrack half full");
+        assert!((pressure(&c, None) - 600.0 / DEFAULT_PORT_RANGE).abs() < 1e-9);
+    }
+}
