@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use crate::snapshot::Snapshot;
+use crate::sources::netns::Namespace;
 use crate::sources::udp::UdpPort;
 
 use crate::derived::{self, CRIT, LISTEN_CRIT, PREDICT_CRIT_SECONDS, PREDICT_WARN_SECONDS, WARN};
@@ -103,6 +104,7 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
     checks.extend(conntrack_check(before, now, seconds));
     checks.extend(listen_check(before, now, seconds));
     checks.extend(udp_check(now, seconds));
+    checks.extend(netns_check(before, now, seconds));
 
     for s in now.sources.iter().filter(|s| !s.up) {
         if let Some(e) = &s.error {
@@ -266,6 +268,76 @@ fn listen_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check
                 "A full accept queue drops new connections (ListenOverflows). The application behind {who} does \
                  not accept() fast enough: check that it is alive, raise its listen() backlog and net.core.somaxconn."
             )
+        }),
+    })
+}
+
+/// A namespace in words: its inode and whatever names it.
+fn namespace_name(n: &Namespace) -> String {
+    let mut parts = vec![format!("netns {}", n.inode)];
+    if let Some(name) = &n.name {
+        parts.push(format!("name {name}"));
+    }
+    if let Some(id) = &n.owner.container_id {
+        let short = &id[..id.len().min(12)];
+        parts.push(format!("container {short}{}", n.owner.runtime.map(|r| format!(" ({r})")).unwrap_or_default()));
+    }
+    if let Some(uid) = &n.owner.pod_uid {
+        parts.push(format!("pod uid {uid}"));
+    }
+    if n.own {
+        parts.push("sockwatch's own".into());
+    }
+    parts.join(", ")
+}
+
+/// Every network namespace: the fullest conntrack table against nf_conntrack_max (each
+/// namespace is held to it on its own), and the namespaces dropping now.
+fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {
+    let n = now.namespaces.as_ref()?;
+    let max = now.conntrack.as_ref().and_then(|c| c.limit).filter(|&m| m > 0);
+    let drops = |s: &Snapshot, inode: u64| {
+        let ns = s.namespaces.as_ref()?.top.iter().find(|x| x.inode == inode)?;
+        ns.counters.as_ref()?.conntrack_drop
+    };
+    let dropping: Vec<(&Namespace, f64)> = n
+        .top
+        .iter()
+        .filter_map(|ns| Some((ns, rate(drops(before, ns.inode), drops(now, ns.inode), seconds)?)))
+        .filter(|&(_, r)| r > 0.0)
+        .collect();
+    let worst =
+        n.worst_conntrack.and_then(|(inode, entries)| Some((n.top.iter().find(|x| x.inode == inode)?, entries)));
+    let utilization = match (worst, max) {
+        (Some((_, entries)), Some(m)) => Some(entries as f64 / m as f64),
+        _ => None,
+    };
+    let level = if dropping.is_empty() { utilization.map_or(Level::Ok, Level::of) } else { Level::Critical };
+    let mut detail = format!("{} network namespaces ({} not readable)", n.count, n.unreadable);
+    if let (Some((ns, entries)), Some(u)) = (worst, utilization) {
+        detail.push_str(&format!(
+            "; fullest conntrack table: {} with {entries} entries ({})",
+            namespace_name(ns),
+            pct(u)
+        ));
+    }
+    for (ns, r) in &dropping {
+        detail.push_str(&format!("; DROPPING {r:.0} packets/s: {}", namespace_name(ns)));
+    }
+    Some(Check {
+        resource: "network namespaces",
+        level,
+        used: worst.map(|(_, e)| e as f64),
+        limit: max.map(|m| m as f64),
+        utilization,
+        projected: None,
+        seconds_to_exhaustion: None,
+        detail,
+        advice: (level > Level::Ok).then(|| {
+            "Each network namespace (container, pod) is held to the host-wide nf_conntrack_max with its own count, \
+             so it drops new flows ('table full in netns N') while the host's count may be low. Find what opens so \
+             many flows in the namespace named above, or raise nf_conntrack_max (and the hash size) on the host."
+                .to_owned()
         }),
     })
 }

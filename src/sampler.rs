@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
+use crate::sources::netns::NetnsConfig;
 use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
 use crate::sources::projection;
 use crate::sources::udp::{UdpConfig, UdpTracker};
@@ -107,6 +108,8 @@ pub struct Sampler {
     ports: PortAggregator,
     udp_config: UdpConfig,
     udp: UdpTracker,
+    /// Every namespace's counters, when `--netns` is on (or auto decided on).
+    netns: Option<(NetnsConfig, Tracker)>,
     trackers: [Tracker; Source::ALL.len()],
     breakdown: BreakdownMode,
     samples_total: u64,
@@ -139,6 +142,7 @@ impl Sampler {
             ports: PortAggregator::default(),
             udp_config: config.udp.clone(),
             udp: UdpTracker::default(),
+            netns: netns_config(config).map(|c| (c, Tracker::default())),
             sockdiag: SockDiag::new(),
             trackers: Default::default(),
             breakdown: if config.conntrack_breakdown {
@@ -158,6 +162,8 @@ impl Sampler {
         self.proc_root = config.procfs.clone();
         self.ports_config = config.ports.clone();
         self.udp_config = config.udp.clone();
+        let tracker = self.netns.take().map(|(_, t)| t).unwrap_or_default();
+        self.netns = netns_config(config).map(|c| (c, tracker));
         self.max_share = config.max_share;
         let changed = self.interval != config.interval || self.configured_interval != config.interval;
         self.configured_interval = config.interval;
@@ -228,6 +234,13 @@ impl Sampler {
         let inuse = sockstat.as_ref().map_or([None, None], |s| s.udp_inuse);
         let (udp, s5) = t_udp.observe(Source::Udp, || udp_tracker.read(udp_config, inuse));
         let mut statuses = vec![s0, s1, s2, s3, s4, s5];
+        let namespaces = self.netns.as_mut().and_then(|(cfg, tracker)| {
+            at(Source::Netns);
+            let max = conntrack.as_ref().and_then(|c| c.limit);
+            let (n, status) = tracker.observe(Source::Netns, || sources::netns::read(root, cfg, max));
+            statuses.push(status);
+            n
+        });
         let latest_breakdown = match &mut self.breakdown {
             BreakdownMode::Off => None,
             BreakdownMode::Inline(dump, tracker) => {
@@ -260,6 +273,7 @@ impl Sampler {
             snmp,
             limits,
             udp,
+            namespaces,
             conntrack_breakdown,
             conntrack_projection,
             sources: statuses,
@@ -277,6 +291,22 @@ impl Sampler {
         snapshot.interval = self.interval;
         publish(snapshot, self.render)
     }
+}
+
+/// `--netns`: on, off, or auto: on unless PID 1 of the procfs is seen in another network
+/// namespace (a pod with the host's PID namespace but its own network: it would read the
+/// host's namespaces from a vantage point it does not own). A PID 1 whose link cannot be
+/// read (a sandbox) does not turn it off.
+fn netns_config(config: &Config) -> Option<NetnsConfig> {
+    let enabled = config.netns.unwrap_or_else(|| {
+        let link = |p: &str| std::fs::read_link(config.procfs.join(p).join("ns/net")).ok();
+        match (link("self"), link("1")) {
+            (Some(own), Some(init)) => own == init,
+            (own, None) => own.is_some(),
+            (None, Some(_)) => false,
+        }
+    });
+    enabled.then(|| NetnsConfig { enabled, top_k: config.netns_top_k })
 }
 
 /// Renders a snapshot for readers, once.

@@ -6,8 +6,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::sources::{
-    conntrack::Conntrack, ct_breakdown::Breakdown, limits::Limits, ports::PortUsage, projection::Trajectory,
-    snmp::SnmpCounters, sockets::Sockets, sockstat::Sockstat, udp::Udp,
+    conntrack::Conntrack, ct_breakdown::Breakdown, limits::Limits, netns::Namespaces, ports::PortUsage,
+    projection::Trajectory, snmp::SnmpCounters, sockets::Sockets, sockstat::Sockstat, udp::Udp,
 };
 
 /// The kernel sources, in the order they are sampled and exported.
@@ -22,13 +22,15 @@ pub enum Source {
     Udp,
     /// The optional ctnetlink dump (`--conntrack.breakdown`), on its own interval.
     ConntrackBreakdown,
+    /// Every network namespace's O(1) counters (`--netns`).
+    Netns,
 }
 
 impl Source {
     pub const ALL: [Source; 6] =
         [Source::Sockets, Source::Sockstat, Source::Conntrack, Source::Snmp, Source::Limits, Source::Udp];
     /// Every source, the breakdown included: [`Source::code`] indexes it from 1.
-    const EVERY: [Source; 7] = [
+    const EVERY: [Source; 8] = [
         Source::Sockets,
         Source::Sockstat,
         Source::Conntrack,
@@ -36,6 +38,7 @@ impl Source {
         Source::Limits,
         Source::Udp,
         Source::ConntrackBreakdown,
+        Source::Netns,
     ];
 
     /// A small number for an atomic progress marker (0 is "none").
@@ -57,6 +60,7 @@ impl Source {
             Source::Limits => "limits",
             Source::Udp => "udp",
             Source::ConntrackBreakdown => "conntrack_breakdown",
+            Source::Netns => "netns",
         }
     }
 }
@@ -96,7 +100,10 @@ pub struct Snapshot {
     pub limits: Option<Limits>,
     /// UDP sockets, per-port receive queues and drops.
     pub udp: Option<Udp>,
-    /// One entry per [`Source::ALL`], in that order, then the breakdown's when it runs.
+    /// Every network namespace (`--netns`); `None` when off or down.
+    pub namespaces: Option<Namespaces>,
+    /// One entry per [`Source::ALL`], in that order, then the breakdown's and the
+    /// namespaces' when they run.
     pub sources: Vec<SourceStatus>,
     /// Samples taken since start, this one included.
     pub samples_total: u64,
@@ -133,6 +140,7 @@ impl Snapshot {
             conntrack_projection: None,
             limits,
             udp: None,
+            namespaces: None,
             sources: Vec::new(),
             samples_total: 0,
             inconsistent_total: 0,

@@ -26,7 +26,7 @@ fn alert_rules_pass_promtool() {
     let check =
         Command::new("promtool").args(["check", "rules", &format!("{ROOT}/prometheus/alerts.yml")]).output().unwrap();
     assert!(check.status.success(), "{}", output_text(&check));
-    assert!(output_text(&check).contains("SUCCESS: 14 rules found"), "{}", output_text(&check));
+    assert!(output_text(&check).contains("SUCCESS: 16 rules found"), "{}", output_text(&check));
     let test = Command::new("promtool")
         .args(["test", "rules", &format!("{ROOT}/prometheus/alerts_test.yml")])
         .output()
@@ -344,6 +344,7 @@ fn debian_package_installs_and_runs() {
         "/usr/share/bash-completion/completions/sockwatch",
         "/usr/share/zsh/vendor-completions/_sockwatch",
         "/usr/share/fish/vendor_completions.d/sockwatch.fish",
+        "/usr/share/doc/sockwatch/sockwatch-netns.conf",
     ];
     for file in expected {
         assert!(

@@ -48,6 +48,9 @@ pub struct Config {
     pub procfs: PathBuf,
     pub ports: PortsConfig,
     pub udp: UdpConfig,
+    /// `--netns`: `None` is auto (decided by the sampler from where it runs).
+    pub netns: Option<bool>,
+    pub netns_top_k: usize,
     pub conntrack_breakdown: bool,
     pub conntrack_breakdown_interval: Duration,
     pub munin: MuninConfig,
@@ -165,6 +168,8 @@ impl Config {
                 listener_ports: v.get(&LISTENER_PORTS, port_list)?,
             },
             udp: UdpConfig { top_k: v.get(&UDP_TOP_K, top_k)?, ports: v.get(&UDP_PORTS, port_list)? },
+            netns: v.get(&NETNS, auto_on_off)?,
+            netns_top_k: v.get(&NETNS_TOP_K, top_k)?,
             conntrack_breakdown: v.get(&CONNTRACK_BREAKDOWN, switch)?,
             conntrack_breakdown_interval: v.get(&CONNTRACK_BREAKDOWN_INTERVAL, parse_interval)?,
             max_share: v.get(&MAX_SHARE, fraction)?,
@@ -231,6 +236,16 @@ fn log_level(v: &str) -> Result<String, Problem> {
         Ok(v.to_owned())
     } else {
         Err(format!("{v:?} is not a log level (one of {})", LOG_LEVELS.join(", ")))
+    }
+}
+
+/// `auto` is `None`.
+fn auto_on_off(v: &str) -> Result<Option<bool>, Problem> {
+    match v {
+        "auto" => Ok(None),
+        "on" | "true" => Ok(Some(true)),
+        "off" | "false" => Ok(Some(false)),
+        _ => Err(format!("{v:?} is not auto, on or off")),
     }
 }
 

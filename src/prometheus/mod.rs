@@ -4,6 +4,7 @@
 
 mod families;
 pub mod http;
+mod netns;
 pub mod render;
 mod udp;
 pub mod webconfig;

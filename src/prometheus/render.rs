@@ -183,6 +183,7 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     snmp(&mut out, s);
     super::udp::sockets(&mut out, s);
     super::udp::counters(&mut out, s);
+    super::netns::render(&mut out, s);
     limits(&mut out, s);
     self_monitoring(&mut out, s);
     let mut buf = Vec::with_capacity(16 * 1024);
@@ -531,6 +532,7 @@ mod tests {
     use crate::sources::conntrack::{Conntrack, ConntrackStats};
     use crate::sources::ct_breakdown::Breakdown;
     use crate::sources::limits::Limits;
+    use crate::sources::netns::{Namespace, Namespaces, NsCounters, Owner};
     use crate::sources::ports::{Destination, Ephemeral, ListenQueue, PortStates, PortUsage};
     use crate::sources::projection::{Trajectory, TwHistogram};
     use crate::sources::snmp::{SnmpCounters, UdpMib};
@@ -690,6 +692,50 @@ mod tests {
                 queue_utilization_max: 0.5,
                 untracked: 0,
                 interrupted: false,
+            }),
+            namespaces: Some(Namespaces {
+                count: 3,
+                unreadable: 1,
+                top: vec![
+                    Namespace {
+                        inode: 4026532247,
+                        pid: Some(4242),
+                        name: None,
+                        owner: Owner {
+                            container_id: Some(
+                                "4f1c0e2a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e".into(),
+                            ),
+                            runtime: Some("containerd"),
+                            pod_uid: Some("0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f".into()),
+                        },
+                        own: false,
+                        counters: Some(NsCounters {
+                            tcp_inuse: 40,
+                            time_wait: 27_000,
+                            udp_inuse: Some(2),
+                            conntrack_entries: Some(250_000),
+                            conntrack_drop: Some(17),
+                            conntrack_early_drop: Some(3),
+                            conntrack_insert_failed: Some(0),
+                            active_opens: Some(900_000),
+                            attempt_fails: Some(12),
+                            listen_overflows: Some(0),
+                            time_wait_overflow: None,
+                        }),
+                        pressure: 0.95,
+                    },
+                    Namespace {
+                        inode: 4026531833,
+                        pid: Some(1),
+                        name: Some("host \"quoted\"".into()),
+                        own: true,
+                        counters: Some(NsCounters { tcp_inuse: 130, time_wait: 3600, ..NsCounters::default() }),
+                        pressure: 0.13,
+                        ..Namespace::default()
+                    },
+                ],
+                worst_conntrack: Some((4026532247, 250_000)),
+                worst_time_wait: Some((4026532247, 27_000)),
             }),
             sources: Source::ALL
                 .iter()

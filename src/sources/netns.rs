@@ -226,7 +226,10 @@ fn pod_uid(part: &str) -> Option<String> {
     let uid = stem.rsplit_once("-pod").map_or_else(|| stem.strip_prefix("pod"), |(_, u)| Some(u))?;
     let uid = uid.replace('_', "-");
     let ok = uid.len() == 36
-        && uid.bytes().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() });
+        && uid
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() });
     ok.then_some(uid)
 }
 
@@ -309,7 +312,10 @@ pub fn read(root: &Path, cfg: &NetnsConfig, conntrack_max: Option<u64>) -> Resul
         let (counters, owner) = match f.pid {
             Some(pid) => {
                 let dir = root.join(pid.to_string());
-                let owner = super::read_optional(&dir.join("cgroup")).ok().flatten().map_or_else(Owner::default, |t| parse_cgroup(&t));
+                let owner = super::read_optional(&dir.join("cgroup"))
+                    .ok()
+                    .flatten()
+                    .map_or_else(Owner::default, |t| parse_cgroup(&t));
                 (read_counters(&dir).ok(), owner)
             }
             None => (pinned.next().and_then(Result::ok), Owner::default()),
@@ -329,7 +335,9 @@ pub fn read(root: &Path, cfg: &NetnsConfig, conntrack_max: Option<u64>) -> Resul
         });
     }
     let worst = |pick: fn(&NsCounters) -> Option<u64>| {
-        all.iter().filter_map(|n| Some((n.inode, pick(n.counters.as_ref()?)?))).max_by_key(|&(i, v)| (v, std::cmp::Reverse(i)))
+        all.iter()
+            .filter_map(|n| Some((n.inode, pick(n.counters.as_ref()?)?)))
+            .max_by_key(|&(i, v)| (v, std::cmp::Reverse(i)))
     };
     out.worst_conntrack = worst(|c| c.conntrack_entries);
     out.worst_time_wait = worst(|c| Some(c.time_wait));

@@ -1,0 +1,244 @@
+//! Every network namespace (issue 16), against the kernel's own counters, in namespaces,
+//! processes and cgroups the test makes:
+//! - a namespace whose conntrack count reaches a lowered `nf_conntrack_max` while the
+//!   host's stays low: sockwatch names it (inode, /run/netns name, the container id of the
+//!   Docker-style cgroup its process sits in), its drop counter equals the kernel's, the
+//!   alert fires in a real Prometheus, `doctor` names it;
+//! - a namespace pinned without any process: read through setns, its TCP count equals `ss`;
+//! - a process in a kubelet-style cgroup (v1, cgroupfs driver): its pod uid and container id;
+//! - the pinned namespace deleted while sampled: gone from the output, the source stays up;
+//! - unprivileged: the namespaces it cannot name are counted, its own is read.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{parse_metrics, require, Daemon, KillOnDrop, Netns, Prometheus, BIN};
+
+const CT_MAX: u64 = 300;
+const DOCKER_ID: &str = "5e0c2f1a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
+const CRI_ID: &str = "7a0c2f1a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
+const POD_UID: &str = "0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
+
+/// Restores the host's `nf_conntrack_max` when dropped.
+struct ConntrackMax(String);
+
+impl ConntrackMax {
+    fn lower_to(max: u64) -> ConntrackMax {
+        let path = "/proc/sys/net/netfilter/nf_conntrack_max";
+        let saved = std::fs::read_to_string(path).unwrap().trim().to_owned();
+        std::fs::write(path, max.to_string()).unwrap();
+        ConntrackMax(saved)
+    }
+}
+
+impl Drop for ConntrackMax {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/net/netfilter/nf_conntrack_max", &self.0);
+    }
+}
+
+/// A cgroup directory the test made (v1 or v2), removed when its process is gone.
+struct Cgroup(std::path::PathBuf);
+
+impl Cgroup {
+    fn with(dir: &str, pid: u32) -> Option<Cgroup> {
+        let path = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&path).ok()?;
+        std::fs::write(path.join("cgroup.procs"), pid.to_string()).ok()?;
+        Some(Cgroup(path))
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20)); // its process is being reaped
+        }
+    }
+}
+
+/// A process sleeping inside `ns`; its PID is the sleep's (ip netns exec execs it).
+fn sleeper(ns: &Netns) -> KillOnDrop {
+    let child = Command::new("ip").args(["netns", "exec", &ns.name, "sleep", "600"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    KillOnDrop(child)
+}
+
+fn inode(ns: &Netns) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/run/netns/{}", ns.name)).unwrap().ino()
+}
+
+fn stat_column(ns: &Netns, column: &str) -> u64 {
+    let text = ns.exec_stdout("cat", &["/proc/net/stat/nf_conntrack"]);
+    let mut lines = text.lines();
+    let i = lines.next().unwrap().split_whitespace().position(|h| h == column).unwrap();
+    lines.map(|l| u64::from_str_radix(l.split_whitespace().nth(i).unwrap(), 16).unwrap()).sum()
+}
+
+/// Processes whose namespace link even root may not read here (a sandbox's PID 1).
+fn denied_links() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            std::fs::read_link(e.path().join("ns/net")).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+        })
+        .count()
+}
+
+fn metrics(d: &Daemon, ns: &Netns) -> std::collections::HashMap<String, f64> {
+    parse_metrics(&d.get(ns, "/metrics").1)
+}
+
+fn info_line(text: &str, inode: u64) -> String {
+    text.lines()
+        .find(|l| l.starts_with(&format!("sockwatch_netns_info{{netns=\"{inode}\"")))
+        .unwrap_or_else(|| panic!("no info series for {inode}"))
+        .to_owned()
+}
+
+#[test]
+fn every_namespace_against_the_kernel() {
+    if !require("every_namespace_against_the_kernel", &["nft", "ss", "prometheus"]) {
+        return;
+    }
+    let host_count: u64 =
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count").map_or(0, |t| t.trim().parse().unwrap());
+    assert!(host_count < CT_MAX / 2, "the host's own conntrack count ({host_count}) must stay below the test's max");
+
+    // A: conntrack on, its process in a Docker-style (systemd driver, cgroup v2) scope.
+    let a = Netns::new("nsfull");
+    a.enable_conntrack();
+    let a_proc = sleeper(&a);
+    let docker = Cgroup::with(&format!("/sys/fs/cgroup/unified/system.slice/docker-{DOCKER_ID}.scope"), a_proc.0.id());
+    // D: a pod's container, kubelet cgroupfs style, on cgroup v1.
+    let d_ns = Netns::new("nspod");
+    let d_proc = sleeper(&d_ns);
+    let pod = Cgroup::with(&format!("/sys/fs/cgroup/pids/kubepods/burstable/pod{POD_UID}/{CRI_ID}"), d_proc.0.id());
+    if docker.is_none() || pod.is_none() {
+        common::skip("every_namespace_against_the_kernel", "cannot create cgroups under /sys/fs/cgroup");
+        return;
+    }
+    // B: pinned, no process; 1 listener and 5 connections held by this process.
+    let b = Netns::new("nspinned");
+    let held = b.enter(|| {
+        let l = TcpListener::bind("127.0.0.1:7000").unwrap();
+        let pairs: Vec<_> =
+            (0..5).map(|_| (TcpStream::connect("127.0.0.1:7000").unwrap(), l.accept().unwrap().0)).collect();
+        (l, pairs)
+    });
+    // Fill A's table past the lowered max: loopback connections, one entry each.
+    let _max = ConntrackMax::lower_to(CT_MAX);
+    let a_conns = a.enter(|| {
+        let l = TcpListener::bind("127.0.0.1:7001").unwrap();
+        let mut kept = Vec::new();
+        for _ in 0..CT_MAX + 20 {
+            if let Ok(c) = TcpStream::connect_timeout(&"127.0.0.1:7001".parse().unwrap(), Duration::from_millis(100)) {
+                kept.push((c, l.accept().unwrap().0));
+            }
+        }
+        (l, kept)
+    });
+    assert!(stat_column(&a, "drop") > 0, "A's table should have dropped");
+    let (ia, ib, id) = (inode(&a), inode(&b), inode(&d_ns));
+
+    // The daemon runs in its own namespace C, reads every namespace, Prometheus scrapes it.
+    let c = Netns::new("nsdaemon");
+    let daemon = Daemon::start(&c, 9851, &["--interval", "1s", "--netns", "on", "--netns.top-k", "1000"]);
+    let text = daemon.get(&c, "/metrics").1;
+    let m = parse_metrics(&text);
+    let kernel_entries: u64 =
+        a.exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]).trim().parse().unwrap();
+    assert_eq!(kernel_entries, CT_MAX, "A is full");
+    assert_eq!(m[&format!("sockwatch_netns_conntrack_entries{{netns=\"{ia}\"}}")], kernel_entries as f64);
+    assert_eq!(
+        m[&format!("sockwatch_netns_conntrack_dropped_total{{netns=\"{ia}\"}}")],
+        stat_column(&a, "drop") as f64
+    );
+    assert_eq!(m[&format!("sockwatch_netns_conntrack_utilization_max{{netns=\"{ia}\"}}")], 1.0);
+    assert!(m["sockwatch_conntrack_entries"] < (CT_MAX / 2) as f64, "the daemon's own namespace is not full");
+    let info = info_line(&text, ia);
+    assert!(info.contains(&format!("name=\"{}\"", a.name)), "{info}");
+    assert!(info.contains(&format!("container_id=\"{DOCKER_ID}\",runtime=\"docker\"")), "{info}");
+    assert!(info.contains(&format!("pid=\"{}\"", a_proc.0.id())), "{info}");
+    let info = info_line(&text, id);
+    assert!(
+        info.contains(&format!("container_id=\"{CRI_ID}\"")) && info.contains(&format!("pod_uid=\"{POD_UID}\"")),
+        "{info}"
+    );
+    // B, pinned without a process, read by entering it: its TCP sockets as ss counts them.
+    let ss_b = b.exec_stdout("ss", &["-H", "-t", "-a", "-n"]).lines().count() as f64;
+    assert_eq!(m[&format!("sockwatch_netns_tcp_sockets{{netns=\"{ib}\"}}")], ss_b);
+    assert!(info_line(&text, ib).contains("pid=\"\""), "read through setns, not a process");
+    assert_eq!(m["sockwatch_netns_unreadable"], denied_links() as f64, "root reads every link it may");
+    assert!(info_line(&text, inode(&c)).contains("own=\"1\""));
+
+    // The alert, in a real Prometheus with the shipped rules.
+    let prom = Prometheus::start(&c, "netns", 9851);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Keep A dropping: one more attempt a second while the alert is awaited.
+    while !prom.firing(&c).iter().any(|a| a == "NetnsConntrackDropping") {
+        assert!(Instant::now() < deadline, "NetnsConntrackDropping did not fire: {:?}", prom.firing(&c));
+        a.enter(|| drop(TcpStream::connect_timeout(&"127.0.0.1:7001".parse().unwrap(), Duration::from_millis(300))));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    drop(prom);
+
+    // doctor names A with its container, and exits critical.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &c.name, BIN, "doctor", "--json", "--netns", "on", "--munin.socket", ""])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = report["checks"].as_array().unwrap().iter().find(|c| c["resource"] == "network namespaces").unwrap();
+    let detail = check["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("netns {ia}")) && detail.contains(&format!("container {} (docker)", &DOCKER_ID[..12])),
+        "{detail}"
+    );
+    assert_eq!(check["level"], "critical", "{detail}");
+
+    // B deleted while sampled: gone at the next sample, no error, the source up.
+    drop(held);
+    let name_b = b.name.clone();
+    drop(b);
+    assert!(!std::path::Path::new(&format!("/run/netns/{name_b}")).exists());
+    std::thread::sleep(Duration::from_millis(2500));
+    let m = metrics(&daemon, &c);
+    assert!(!m.keys().any(|k| k.contains(&format!("netns=\"{ib}\""))), "B still exported");
+    assert_eq!(m["sockwatch_source_up{source=\"netns\"}"], 1.0);
+    assert_eq!(m["sockwatch_source_errors_total{source=\"netns\"}"], 0.0);
+    drop(a_conns);
+    drop((docker, pod));
+}
+
+#[test]
+fn unprivileged_reads_its_own_namespace_and_counts_the_rest() {
+    if !require("unprivileged_reads_its_own_namespace_and_counts_the_rest", &["setpriv"]) {
+        return;
+    }
+    let ns = Netns::new("nsunpriv");
+    let _other = sleeper(&ns); // a root process in another namespace
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all"])
+        .args([&common::bin_for_any_user(), "sample", "--netns", "on", "--munin.socket", ""])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = parse_metrics(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(m["sockwatch_source_up{source=\"netns\"}"], 1.0);
+    assert!(m["sockwatch_netns_unreadable"] >= 1.0, "root's processes cannot be named: {m:?}");
+    assert!(
+        m.keys().any(|k| k.starts_with("sockwatch_netns_info{") && k.contains("own=\"1\"")),
+        "its own namespace is read"
+    );
+}
