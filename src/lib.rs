@@ -1,4 +1,5 @@
-//! sockwatch: a Linux exporter for TCP socket states, ephemeral ports and conntrack.
+//! sockwatch: a Linux exporter for TCP socket states, ephemeral ports, conntrack, UDP drops
+//! per port, and every network namespace's counters.
 //!
 //! Data flows one way: kernel → [`sources`] → [`snapshot::Snapshot`] (built by the
 //! [`sampler`]) → its readers: [`prometheus`] (rendered once per sample, served over HTTP)
@@ -11,7 +12,8 @@
 //! - `sources/`: one module per kernel source (add a source: a file here, a field on
 //!   [`snapshot::Snapshot`], one small function per reader);
 //! - `sampler.rs`, `snapshot.rs`, `derived.rs`: the sample, what it holds, what follows from it;
-//! - `prometheus/`: the text rendering, the HTTP server, TLS and basic auth;
+//! - `prometheus/`: the text rendering (`render.rs`, with `udp.rs` and `netns.rs` for those
+//!   families), the HTTP server, TLS and basic auth;
 //! - `munin/`: the graphs, the protocol shim, the plugin;
 //! - `config/`: every setting defined once (`settings.rs`), merged from flags, file and
 //!   defaults (`mod.rs`);

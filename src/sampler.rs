@@ -293,17 +293,21 @@ impl Sampler {
     }
 }
 
-/// `--netns`: on, off, or auto: on unless PID 1 of the procfs is seen in another network
-/// namespace (a pod with the host's PID namespace but its own network: it would read the
-/// host's namespaces from a vantage point it does not own). A PID 1 whose link cannot be
-/// read (a sandbox) does not turn it off.
+/// `--netns`: on, off, or auto: on in the host's initial network namespace, told by
+/// sharing PID 1's namespace, or, where PID 1's link cannot be read (a sandbox), by the
+/// initial namespace's fixed inode (`PROC_NET_INIT_INO`, 0xEFFFFFF9, recent kernels).
+/// Off in any other namespace: a container or a test namespace reports itself.
 fn netns_config(config: &Config) -> Option<NetnsConfig> {
+    const PROC_NET_INIT_INO: u64 = 0xEFFF_FFF9;
     let enabled = config.netns.unwrap_or_else(|| {
-        let link = |p: &str| std::fs::read_link(config.procfs.join(p).join("ns/net")).ok();
+        let link = |p: &str| {
+            let l = std::fs::read_link(config.procfs.join(p).join("ns/net")).ok()?;
+            sources::netns::parse_ns_link(&l.to_string_lossy())
+        };
         match (link("self"), link("1")) {
             (Some(own), Some(init)) => own == init,
-            (own, None) => own.is_some(),
-            (None, Some(_)) => false,
+            (Some(own), None) => own == PROC_NET_INIT_INO,
+            (None, _) => false,
         }
     });
     enabled.then(|| NetnsConfig { enabled, top_k: config.netns_top_k })

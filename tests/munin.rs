@@ -95,9 +95,16 @@ fn shim_speaks_the_munin_protocol() {
     let d = Served::start(&["--interval", "1h", "--munin.socket", sock.to_str().unwrap()]);
     let mut s = Session::open(&sock);
     let list = s.ask_line("list");
-    for g in
-        ["tcp_states", "conntrack", "conntrack_errors", "ephemeral_ports", "listen_queue", "listen_drops", "udp_drops"]
-    {
+    for g in [
+        "tcp_states",
+        "conntrack",
+        "conntrack_errors",
+        "ephemeral_ports",
+        "listen_queue",
+        "listen_drops",
+        "udp_drops",
+        "netns",
+    ] {
         assert!(list.split_whitespace().any(|n| n == format!("sockwatch_{g}")), "{g} in {list}");
     }
     assert!(s.ask_line("version").starts_with("munins node on "));
@@ -120,7 +127,7 @@ fn shim_speaks_the_munin_protocol() {
     assert_eq!(s.ask_line("cap multigraph dirtyconfig"), "cap multigraph dirtyconfig\n");
     assert_eq!(s.ask_line("list"), "sockwatch\n");
     let mg = s.ask("fetch sockwatch");
-    assert_eq!(mg.iter().filter(|l| l.starts_with("multigraph sockwatch_")).count(), 7, "{mg:?}");
+    assert_eq!(mg.iter().filter(|l| l.starts_with("multigraph sockwatch_")).count(), 8, "{mg:?}");
     s.send(b"quit\n");
     assert_eq!(s.line(), "", "quit closes the session");
 }
@@ -212,7 +219,8 @@ fn plugin_relays_to_the_daemon() {
             "ephemeral_ports",
             "listen_queue",
             "listen_drops",
-            "udp_drops"
+            "udp_drops",
+            "netns"
         ]
     );
     assert!(run(Some("config")).contains("time_wait.warning "), "thresholds come from the daemon");
@@ -237,7 +245,7 @@ fn plugin_relays_to_the_daemon() {
     std::os::unix::fs::symlink(munin_plugin(), &mg).unwrap();
     let out = Command::new(&mg).env("socket", &sock).env("MUNIN_CAP_MULTIGRAPH", "1").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.matches("multigraph sockwatch_").count(), 7, "{text}");
+    assert_eq!(text.matches("multigraph sockwatch_").count(), 8, "{text}");
     assert!(!text.contains("U\n"), "{text}");
     let out = Command::new(&mg).env("socket", &sock).output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("needs a multigraph-capable"));

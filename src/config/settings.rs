@@ -79,7 +79,7 @@ settings! {
     UDP_PORTS = "udp.ports", "PORTS", Ports, "", Applies,
         "UDP ports always exported while they have a socket, comma-separated (e.g. 53,514)";
     NETNS = "netns", "MODE", Text, "auto", Applies,
-        "Read every network namespace (containers, pods): auto (on in the host's network namespace with the host's /proc), on, off";
+        "Read every network namespace (containers, pods): auto (on in the host's initial network namespace), on, off";
     NETNS_TOP_K = "netns.top-k", "K", Count, "20", Applies,
         "Network namespaces exported, by pressure (0 to 1000)";
     MAX_SHARE = "sampler.max-share", "FRACTION", Number, "0.25", Applies,

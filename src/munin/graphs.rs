@@ -194,6 +194,16 @@ fn udp_no_ports(s: &Snapshot) -> Option<f64> {
 fn any(_: &Snapshot) -> Option<f64> {
     Some(0.0)
 }
+fn netns_count(s: &Snapshot) -> Option<f64> {
+    s.namespaces.as_ref().map(|n| n.count as f64)
+}
+fn netns_conntrack_pct(s: &Snapshot) -> Option<f64> {
+    let (_, entries) = s.namespaces.as_ref()?.worst_conntrack?;
+    pct(Some(entries as f64 / ct_limit(s).filter(|&m| m > 0.0)?))
+}
+fn netns_time_wait_max(s: &Snapshot) -> Option<f64> {
+    s.namespaces.as_ref()?.worst_time_wait.map(|(_, tw)| tw as f64)
+}
 fn breakdown(s: &Snapshot, pick: fn(&crate::sources::ct_breakdown::Breakdown) -> u64) -> Option<f64> {
     s.conntrack_breakdown.as_ref().map(|b| pick(b) as f64)
 }
@@ -382,6 +392,42 @@ pub static GRAPHS: &[Graph] = &[
                 Kind::Derive,
                 udp_no_ports
             ),
+        ],
+        needs_breakdown: false,
+    },
+    Graph {
+        name: "netns",
+        title: "Network namespaces: the worst one",
+        vlabel: "% / count",
+        args: "--base 1000 -l 0",
+        info: "Every network namespace on the host (containers, pods), read from /proc/PID/net by sockwatch: how \
+               many there are, the fullest one's conntrack table against the host-wide nf_conntrack_max (each \
+               namespace is held to it with its own count), and the most TIME_WAIT sockets any one holds. Munin \
+               cannot add a field per pod: which namespace it is, with its container and pod, is in \
+               sockwatch_netns_info (Prometheus) and sockwatch doctor.",
+        fields: &[
+            Field {
+                warning: Some(pct_warn),
+                critical: Some(pct_crit),
+                ..field!(
+                    "conntrack_max",
+                    "fullest conntrack table (%)",
+                    "The namespace with the most conntrack entries, as a share of nf_conntrack_max. At 100 % it drops \
+                     new flows (table full in netns N) while the host's own count may be low.",
+                    "LINE2",
+                    Kind::Gauge,
+                    netns_conntrack_pct
+                )
+            },
+            field!(
+                "time_wait_max",
+                "most TIME_WAIT in one",
+                "TIME_WAIT sockets of the namespace holding the most; a new namespace has 28,232 ephemeral ports.",
+                "LINE1",
+                Kind::Gauge,
+                netns_time_wait_max
+            ),
+            field!("namespaces", "namespaces", "Network namespaces found.", "LINE1", Kind::Gauge, netns_count),
         ],
         needs_breakdown: false,
     },

@@ -1,0 +1,194 @@
+//! The cost of seeing every network namespace (issue 16), side by side in one run:
+//!
+//! 1. at K namespaces (10, 100, 1000 by default), each with one process in it, sockwatch's
+//!    cheap layer (discovery over every /proc/PID, attribution, the O(1) counters of each
+//!    namespace) against cAdvisor's method on the same namespaces: reading and parsing
+//!    `/proc/PID/net/tcp` and `tcp6` of one process per namespace (what its per-container
+//!    TCP metrics do, and why they are off by default). The host holds `--tcp` TCP sockets
+//!    (default 10,000) in one of the namespaces, as a busy node would: `/proc/PID/net/tcp`
+//!    walks the host's whole socket hash whatever namespace asks;
+//! 2. discovery alone with `--procs` extra processes on the host (default 10,000);
+//! 3. the daemon's RSS with every namespace read (`sockwatch serve --netns on`).
+//!
+//! CPU is the measuring thread's clock (`CLOCK_THREAD_CPUTIME_ID`, kernel time included:
+//! procfs generates the files in the reader's `read`). Medians of `--rounds` (default 10),
+//! alternating. Needs root; prints why and exits 0 otherwise.
+//!
+//!     cargo bench --bench netns
+//!     cargo bench --bench netns -- --sizes 10,100 --procs 2000 --rounds 5
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sockwatch::sources::netns::{self, NetnsConfig};
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn cpu_of<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let t = thread_cpu();
+    let v = f();
+    ((thread_cpu() - t).as_secs_f64(), v)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// cAdvisor's per-container TCP statistics: /proc/PID/net/tcp and tcp6 read and parsed
+/// (the state column counted), for one process per namespace.
+fn cadvisor_method(pids: &[u32]) -> u64 {
+    let mut states = [0u64; 16];
+    for pid in pids {
+        for file in ["tcp", "tcp6"] {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else { continue };
+            for line in text.lines().skip(1) {
+                if let Some(st) = line.split_whitespace().nth(3).and_then(|s| u8::from_str_radix(s, 16).ok()) {
+                    states[usize::from(st & 15)] += 1;
+                }
+            }
+        }
+    }
+    states.iter().sum()
+}
+
+/// K namespaces (`ip netns add`), each with a `sleep` in it; removed on drop.
+struct Namespaces {
+    names: Vec<String>,
+    sleepers: Vec<Child>,
+}
+
+impl Namespaces {
+    fn new(k: usize, tag: &str) -> Namespaces {
+        let mut n = Namespaces { names: Vec::new(), sleepers: Vec::new() };
+        for i in 0..k {
+            let name = format!("swb-{tag}-{i}-{}", std::process::id());
+            assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+            let child = Command::new("ip")
+                .args(["netns", "exec", &name, "sleep", "3600"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            n.names.push(name);
+            n.sleepers.push(child);
+        }
+        std::thread::sleep(Duration::from_millis(300)); // every exec done
+        n
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.sleepers.iter().map(Child::id).collect()
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for c in &mut self.sleepers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// `n` TCP sockets (n/2 loopback pairs) created inside `ns` by a thread that entered it.
+fn tcp_population(ns: &str, n: usize) -> Vec<(TcpStream, TcpStream)> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: valid fd; this thread only.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        (0..n / 2).map(|_| (TcpStream::connect(a).unwrap(), l.accept().unwrap().0)).collect()
+    })
+    .join()
+    .unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.trim().parse().ok()).unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let sizes: Vec<usize> = arg("--sizes")
+        .unwrap_or_else(|| "10,100,1000".into())
+        .split(',')
+        .map(|s| s.parse().expect("--sizes"))
+        .collect();
+    let rounds: usize = arg("--rounds").map_or(10, |r| r.parse().expect("--rounds N"));
+    let tcp: usize = arg("--tcp").map_or(10_000, |r| r.parse().expect("--tcp N"));
+    let procs: usize = arg("--procs").map_or(10_000, |r| r.parse().expect("--procs N"));
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP benches/netns: needs root for network namespaces");
+        return;
+    }
+    let cfg = NetnsConfig::default();
+    let root = Path::new("/proc");
+    let busy = Namespaces::new(1, "busy");
+    let _sockets = tcp_population(&busy.names[0], tcp);
+    println!(
+        "{tcp} TCP sockets held in one namespace; {} processes on the host",
+        std::fs::read_dir(root).unwrap().count()
+    );
+    println!();
+    println!("| namespaces | sockwatch cheap layer CPU/sample | cAdvisor method (tcp + tcp6 per namespace) | cAdvisor ÷ sockwatch |");
+    println!("|---|---|---|---|");
+    for &k in &sizes {
+        let set = Namespaces::new(k, "k");
+        let mut pids = set.pids();
+        pids.extend(busy.pids());
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let (t, n) = cpu_of(|| netns::read(root, &cfg, Some(262_144)).unwrap());
+            assert!(n.count as usize > k, "every namespace found: {} of {k}", n.count);
+            ours.push(t);
+            let (t, seen) = cpu_of(|| cadvisor_method(&pids));
+            assert!(seen as usize >= tcp, "the busy namespace's sockets seen: {seen}");
+            theirs.push(t);
+        }
+        let (o, c) = (median(ours), median(theirs));
+        println!("| {k} | {:.2} ms | {:.1} ms | {:.0}× |", o * 1e3, c * 1e3, c / o);
+        if k == *sizes.iter().max().unwrap() {
+            // The daemon with every namespace: its RSS once it has sampled a few times.
+            let mut d = Command::new(env!("CARGO_BIN_EXE_sockwatch"))
+                .args(["serve", "--netns", "on", "--interval", "1s", "--web.listen-address", "127.0.0.1:0"])
+                .args(["--munin.socket", "", "--log.level", "error"])
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_secs(6));
+            println!();
+            println!("daemon RSS with {k} namespaces read every second: {:.1} MiB", rss_kib(d.id()) as f64 / 1024.0);
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+
+    // Discovery alone, with many processes on the host.
+    let extra: Vec<Child> =
+        (0..procs).map(|_| Command::new("sleep").arg("3600").stdout(Stdio::null()).spawn().unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let host_procs = std::fs::read_dir(root).unwrap().count();
+    let times: Vec<f64> = (0..rounds).map(|_| cpu_of(|| netns::discover(root, &netns::PIN_DIRS).unwrap()).0).collect();
+    println!();
+    println!("discovery over {host_procs} /proc entries: {:.2} ms CPU (median of {rounds})", median(times) * 1e3);
+    for mut c in extra {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
