@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
-use crate::sources::netns::NetnsConfig;
+use crate::sources::netns::{NetnsConfig, NetnsSource};
 use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
 use crate::sources::projection;
 use crate::sources::udp::{UdpConfig, UdpTracker};
@@ -109,7 +109,7 @@ pub struct Sampler {
     udp_config: UdpConfig,
     udp: UdpTracker,
     /// Every namespace's counters, when `--netns` is on (or auto decided on).
-    netns: Option<(NetnsConfig, Tracker)>,
+    netns: Option<(NetnsConfig, Tracker, NetnsSource)>,
     trackers: [Tracker; Source::ALL.len()],
     breakdown: BreakdownMode,
     samples_total: u64,
@@ -142,7 +142,7 @@ impl Sampler {
             ports: PortAggregator::default(),
             udp_config: config.udp.clone(),
             udp: UdpTracker::default(),
-            netns: netns_config(config).map(|c| (c, Tracker::default())),
+            netns: netns_config(config).map(|c| (c, Tracker::default(), NetnsSource::default())),
             sockdiag: SockDiag::new(),
             trackers: Default::default(),
             breakdown: if config.conntrack_breakdown {
@@ -162,8 +162,8 @@ impl Sampler {
         self.proc_root = config.procfs.clone();
         self.ports_config = config.ports.clone();
         self.udp_config = config.udp.clone();
-        let tracker = self.netns.take().map(|(_, t)| t).unwrap_or_default();
-        self.netns = netns_config(config).map(|c| (c, tracker));
+        let kept = self.netns.take().map(|(_, t, n)| (t, n)).unwrap_or_default();
+        self.netns = netns_config(config).map(|c| (c, kept.0, kept.1));
         self.max_share = config.max_share;
         let changed = self.interval != config.interval || self.configured_interval != config.interval;
         self.configured_interval = config.interval;
@@ -234,10 +234,10 @@ impl Sampler {
         let inuse = sockstat.as_ref().map_or([None, None], |s| s.udp_inuse);
         let (udp, s5) = t_udp.observe(Source::Udp, || udp_tracker.read(udp_config, inuse));
         let mut statuses = vec![s0, s1, s2, s3, s4, s5];
-        let namespaces = self.netns.as_mut().and_then(|(cfg, tracker)| {
+        let namespaces = self.netns.as_mut().and_then(|(cfg, tracker, source)| {
             at(Source::Netns);
             let max = conntrack.as_ref().and_then(|c| c.limit);
-            let (n, status) = tracker.observe(Source::Netns, || sources::netns::read(root, cfg, max));
+            let (n, status) = tracker.observe(Source::Netns, || source.read(root, cfg, max));
             statuses.push(status);
             n
         });

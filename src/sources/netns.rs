@@ -132,27 +132,68 @@ pub struct Found {
     pub name: Option<String>,
 }
 
-/// Finds every namespace: one process per inode (the lowest PID), then the pinned ones.
-/// Processes whose link cannot be read (another user's, without ptrace access) are
-/// counted in the second value.
-pub fn discover(root: &Path, pin_dirs: &[&str]) -> Result<(Vec<Found>, u64), SourceError> {
-    let dir = std::fs::read_dir(root).map_err(|e| SourceError::Io { path: root.to_owned(), source: e })?;
-    let mut by_inode: HashMap<u64, Found> = HashMap::new();
-    let mut denied = 0u64;
-    let mut pids: Vec<u32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
-    pids.sort_unstable();
-    for pid in pids {
-        match ns_of(root, &pid.to_string()) {
-            Ok(inode) => {
-                by_inode.entry(inode).or_insert(Found { inode, pid: Some(pid), ..Found::default() });
+/// Full `/proc` scans happen every this many samples; in between only processes not seen
+/// before have their link read (measured: 52 ms of CPU for a full scan of 10,000 processes,
+/// BENCHMARKS.md). A process that changes namespace without a new PID (setns, unshare) is
+/// seen at the next full scan, unless it is a namespace's representative, which is checked
+/// every sample.
+pub const FULL_SCAN_EVERY: u64 = 30;
+
+/// What discovery remembers between samples: each PID's namespace inode (`None`: its
+/// link may not be read).
+#[derive(Default)]
+pub struct Discovery {
+    known: HashMap<u32, Option<u64>>,
+    samples: u64,
+}
+
+impl Discovery {
+    /// Finds every namespace: one process per inode (the lowest PID), then the pinned
+    /// ones. Processes whose link cannot be read (another user's, without ptrace access)
+    /// are counted in the second value.
+    pub fn scan(&mut self, root: &Path, pin_dirs: &[&str]) -> Result<(Vec<Found>, u64), SourceError> {
+        let full = self.samples % FULL_SCAN_EVERY == 0;
+        self.samples += 1;
+        let dir = std::fs::read_dir(root).map_err(|e| SourceError::Io { path: root.to_owned(), source: e })?;
+        let mut pids: Vec<u32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+        pids.sort_unstable();
+        let mut by_inode: HashMap<u64, Found> = HashMap::new();
+        let mut denied = 0u64;
+        let mut seen = HashMap::with_capacity(pids.len());
+        for pid in pids {
+            let cached = if full { None } else { self.known.get(&pid).copied() };
+            let inode = match cached {
+                // A representative is checked every sample: its files are read as its namespace's.
+                Some(Some(inode)) if by_inode.contains_key(&inode) => Some(inode),
+                Some(inode) if inode.is_none() => None,
+                _ => match ns_of(root, &pid.to_string()) {
+                    Ok(inode) => Some(inode),
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
+                    Err(_) => continue, // exited meanwhile
+                },
+            };
+            seen.insert(pid, inode);
+            match inode {
+                Some(inode) => {
+                    by_inode.entry(inode).or_insert(Found { inode, pid: Some(pid), ..Found::default() });
+                }
+                None => denied += 1,
             }
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => denied += 1,
-            Err(_) => {} // exited meanwhile, or a kernel thread without one
+            if by_inode.len() >= MAX_NAMESPACES {
+                break;
+            }
         }
-        if by_inode.len() >= MAX_NAMESPACES {
-            break;
-        }
+        self.known = seen;
+        add_pinned(&mut by_inode, pin_dirs);
+        let mut all: Vec<Found> = by_inode.into_values().collect();
+        all.sort_by_key(|f| f.inode);
+        Ok((all, denied))
     }
+}
+
+/// Namespaces pinned by a bind mount: named, and reached through the file when no process
+/// is in them.
+fn add_pinned(by_inode: &mut HashMap<u64, Found>, pin_dirs: &[&str]) {
     for dir in pin_dirs {
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
         for e in entries.flatten() {
@@ -167,9 +208,11 @@ pub fn discover(root: &Path, pin_dirs: &[&str]) -> Result<(Vec<Found>, u64), Sou
             }
         }
     }
-    let mut all: Vec<Found> = by_inode.into_values().collect();
-    all.sort_by_key(|f| f.inode);
-    Ok((all, denied))
+}
+
+/// A full scan, without memory: for tests and benchmarks.
+pub fn discover(root: &Path, pin_dirs: &[&str]) -> Result<(Vec<Found>, u64), SourceError> {
+    Discovery::default().scan(root, pin_dirs)
 }
 
 /// The owner named by a `/proc/PID/cgroup` file (v1 lines `N:controllers:/path`, the v2
@@ -233,32 +276,51 @@ fn pod_uid(part: &str) -> Option<String> {
     ok.then_some(uid)
 }
 
-/// Reads the O(1) counters under `net` (`/proc/PID/net`, or `/proc/thread-self/net` in
-/// an entered namespace).
-pub fn read_counters(proc_dir: &Path) -> Result<NsCounters, SourceError> {
-    let sockstat = super::sockstat::read(proc_dir)?;
+/// The counters every namespace is ranked by, under `proc_dir` (`/proc/PID`, or
+/// `/proc/thread-self` in an entered namespace): `sockstat` (IPv4 TCP in use, TIME_WAIT,
+/// UDP) and `stat/nf_conntrack` (entries and drops). Two small files.
+pub fn read_pressure(proc_dir: &Path) -> Result<NsCounters, SourceError> {
+    let path = proc_dir.join("net/sockstat");
+    let text = super::read_required(&path, "/proc/PID/net/sockstat")?;
+    let v4 = super::sockstat::parse_v4(&text, &path)?;
     let stat_path = proc_dir.join("net/stat/nf_conntrack");
     let ct = match super::read_optional(&stat_path)? {
         Some(text) => Some(super::conntrack::parse_stats(&text, &stat_path)?),
         None => None,
     };
-    let snmp = super::snmp::read_tcp(proc_dir)?;
     Ok(NsCounters {
-        tcp_inuse: sockstat.inuse,
-        time_wait: sockstat.tw,
-        udp_inuse: match sockstat.udp_inuse {
-            [Some(a), b] => Some(a + b.unwrap_or(0)),
-            _ => None,
-        },
+        tcp_inuse: v4.inuse,
+        time_wait: v4.tw,
+        udp_inuse: super::sockstat::udp_inuse(&text, "UDP", &path)?,
         conntrack_entries: ct.as_ref().and_then(|c| c.entries),
         conntrack_drop: ct.as_ref().and_then(|c| c.drop),
         conntrack_early_drop: ct.as_ref().and_then(|c| c.early_drop),
         conntrack_insert_failed: ct.as_ref().and_then(|c| c.insert_failed),
-        active_opens: snmp.active_opens,
-        attempt_fails: snmp.attempt_fails,
-        listen_overflows: snmp.listen_overflows,
-        time_wait_overflow: snmp.time_wait_overflow,
+        ..NsCounters::default()
     })
+}
+
+/// The rest, for the namespaces exported: IPv6 sockets (`sockstat6`), and the TCP
+/// counters of `snmp` and `netstat` (the largest file: read only for these).
+pub fn read_details(proc_dir: &Path, c: &mut NsCounters) -> Result<(), SourceError> {
+    let path6 = proc_dir.join("net/sockstat6");
+    if let Some(text6) = super::read_optional(&path6)? {
+        c.tcp_inuse += super::sockstat::parse_v6_inuse(&text6, &path6)?;
+        if let (Some(v4), Some(v6)) = (c.udp_inuse, super::sockstat::udp_inuse(&text6, "UDP6", &path6)?) {
+            c.udp_inuse = Some(v4 + v6);
+        }
+    }
+    let snmp = super::snmp::read_tcp(proc_dir)?;
+    (c.active_opens, c.attempt_fails) = (snmp.active_opens, snmp.attempt_fails);
+    (c.listen_overflows, c.time_wait_overflow) = (snmp.listen_overflows, snmp.time_wait_overflow);
+    Ok(())
+}
+
+/// Both phases: every counter of one namespace.
+pub fn read_counters(proc_dir: &Path) -> Result<NsCounters, SourceError> {
+    let mut c = read_pressure(proc_dir)?;
+    read_details(proc_dir, &mut c)?;
+    Ok(c)
 }
 
 /// The default `ip_local_port_range` (32768–60999) a new namespace starts with: what the
@@ -300,56 +362,87 @@ fn read_pinned(pins: &[PathBuf]) -> Vec<Result<NsCounters, SourceError>> {
     })
 }
 
-/// One sample of every namespace. `conntrack_max` is the host-wide `nf_conntrack_max`.
-pub fn read(root: &Path, cfg: &NetnsConfig, conntrack_max: Option<u64>) -> Result<Namespaces, SourceError> {
-    let (found, denied) = discover(root, &PIN_DIRS)?;
-    let own = ns_of(root, "self").ok();
-    let pins: Vec<PathBuf> = found.iter().filter_map(|f| f.pin.clone()).collect();
-    let mut pinned = read_pinned(&pins).into_iter();
-    let mut out = Namespaces { count: found.len() as u64, unreadable: denied, ..Namespaces::default() };
-    let mut all = Vec::with_capacity(found.len());
-    for f in found {
-        let (counters, owner) = match f.pid {
-            Some(pid) => {
-                let dir = root.join(pid.to_string());
-                let owner = super::read_optional(&dir.join("cgroup"))
-                    .ok()
-                    .flatten()
-                    .map_or_else(Owner::default, |t| parse_cgroup(&t));
-                (read_counters(&dir).ok(), owner)
-            }
-            None => (pinned.next().and_then(Result::ok), Owner::default()),
-        };
-        if counters.is_none() {
-            out.unreadable += 1;
+/// The namespaces source: discovery's memory and each representative's owner (its
+/// cgroup does not change while it lives).
+#[derive(Default)]
+pub struct NetnsSource {
+    discovery: Discovery,
+    owners: HashMap<u32, Owner>,
+}
+
+impl NetnsSource {
+    /// One sample of every namespace. `conntrack_max` is the host-wide `nf_conntrack_max`.
+    /// Every namespace is ranked by two small files; the exported ones (top-K, own, the
+    /// worst of each kind) get the rest of their counters and their owner.
+    pub fn read(
+        &mut self,
+        root: &Path,
+        cfg: &NetnsConfig,
+        conntrack_max: Option<u64>,
+    ) -> Result<Namespaces, SourceError> {
+        let (found, denied) = self.discovery.scan(root, &PIN_DIRS)?;
+        let own = ns_of(root, "self").ok();
+        let pins: Vec<PathBuf> = found.iter().filter_map(|f| f.pin.clone()).collect();
+        let mut pinned = read_pinned(&pins).into_iter();
+        let mut out = Namespaces { count: found.len() as u64, unreadable: denied, ..Namespaces::default() };
+        let mut all = Vec::with_capacity(found.len());
+        for f in found {
+            let counters = match f.pid {
+                Some(pid) => read_pressure(&root.join(pid.to_string())).ok(),
+                None => pinned.next().and_then(Result::ok), // entered: every counter at once
+            };
+            out.unreadable += u64::from(counters.is_none());
+            let pressure = counters.as_ref().map_or(0.0, |c| pressure(c, conntrack_max));
+            let own = Some(f.inode) == own;
+            all.push(Namespace {
+                inode: f.inode,
+                pid: f.pid,
+                name: f.name,
+                owner: Owner::default(),
+                own,
+                counters,
+                pressure,
+            });
         }
-        let pressure = counters.as_ref().map_or(0.0, |c| pressure(c, conntrack_max));
-        all.push(Namespace {
-            inode: f.inode,
-            pid: f.pid,
-            name: f.name,
-            owner,
-            own: Some(f.inode) == own,
-            counters,
-            pressure,
-        });
+        let worst = |pick: fn(&NsCounters) -> Option<u64>| {
+            all.iter()
+                .filter_map(|n| Some((n.inode, pick(n.counters.as_ref()?)?)))
+                .max_by_key(|&(i, v)| (v, std::cmp::Reverse(i)))
+        };
+        out.worst_conntrack = worst(|c| c.conntrack_entries);
+        out.worst_time_wait = worst(|c| Some(c.time_wait));
+        all.sort_by(|a, b| b.pressure.total_cmp(&a.pressure).then(a.inode.cmp(&b.inode)));
+        let worst_inodes = [out.worst_conntrack.map(|w| w.0), out.worst_time_wait.map(|w| w.0)];
+        let keep = |n: &Namespace, i: usize| i < cfg.top_k || n.own || worst_inodes.contains(&Some(n.inode));
+        out.top = all.into_iter().enumerate().filter(|(i, n)| keep(n, *i)).map(|(_, n)| n).collect();
+        let live: std::collections::HashSet<u32> = out.top.iter().filter_map(|n| n.pid).collect();
+        self.owners.retain(|pid, _| live.contains(pid));
+        for n in &mut out.top {
+            let Some(pid) = n.pid else { continue };
+            let dir = root.join(pid.to_string());
+            if let Some(c) = n.counters.as_mut() {
+                if read_details(&dir, c).is_err() {
+                    n.counters = None; // gone between the two reads
+                }
+            }
+            n.owner = self
+                .owners
+                .entry(pid)
+                .or_insert_with(|| {
+                    super::read_optional(&dir.join("cgroup"))
+                        .ok()
+                        .flatten()
+                        .map_or_else(Owner::default, |t| parse_cgroup(&t))
+                })
+                .clone();
+        }
+        Ok(out)
     }
-    let worst = |pick: fn(&NsCounters) -> Option<u64>| {
-        all.iter()
-            .filter_map(|n| Some((n.inode, pick(n.counters.as_ref()?)?)))
-            .max_by_key(|&(i, v)| (v, std::cmp::Reverse(i)))
-    };
-    out.worst_conntrack = worst(|c| c.conntrack_entries);
-    out.worst_time_wait = worst(|c| Some(c.time_wait));
-    all.sort_by(|a, b| b.pressure.total_cmp(&a.pressure).then(a.inode.cmp(&b.inode)));
-    let keep = |n: &Namespace, i: usize| {
-        i < cfg.top_k
-            || n.own
-            || Some(n.inode) == out.worst_conntrack.map(|w| w.0)
-            || Some(n.inode) == out.worst_time_wait.map(|w| w.0)
-    };
-    out.top = all.into_iter().enumerate().filter(|(i, n)| keep(n, *i)).map(|(_, n)| n).collect();
-    Ok(out)
+}
+
+/// One sample without memory between calls: for tests and benchmarks.
+pub fn read(root: &Path, cfg: &NetnsConfig, conntrack_max: Option<u64>) -> Result<Namespaces, SourceError> {
+    NetnsSource::default().read(root, cfg, conntrack_max)
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ pub fn read(proc_root: &Path) -> Result<Sockstat, SourceError> {
 }
 
 /// `inuse` of the `UDP:` / `UDP6:` line, if the line is there.
-fn udp_inuse(text: &str, prefix: &str, path: &Path) -> Result<Option<u64>, SourceError> {
+pub fn udp_inuse(text: &str, prefix: &str, path: &Path) -> Result<Option<u64>, SourceError> {
     match fields(text, prefix).and_then(|mut pairs| pairs.find(|(name, _)| *name == "inuse")) {
         Some((_, v)) => super::parse_u64(v, path).map(Some),
         None => Ok(None),
