@@ -237,7 +237,9 @@ impl Sampler {
         let namespaces = self.netns.as_mut().and_then(|(cfg, tracker, source)| {
             at(Source::Netns);
             let max = conntrack.as_ref().and_then(|c| c.limit);
-            let (n, status) = tracker.observe(Source::Netns, || source.read(root, cfg, max));
+            // Dumps inside namespaces get half of what self-protection leaves this sample.
+            let budget = (self.configured_interval.mul_f64(self.max_share) / 2).saturating_sub(start.elapsed());
+            let (n, status) = tracker.observe(Source::Netns, || source.read_within(root, cfg, max, budget));
             statuses.push(status);
             n
         });
@@ -310,7 +312,7 @@ fn netns_config(config: &Config) -> Option<NetnsConfig> {
             (None, _) => false,
         }
     });
-    enabled.then(|| NetnsConfig { enabled, top_k: config.netns_top_k })
+    enabled.then_some(NetnsConfig { enabled, top_k: config.netns_top_k })
 }
 
 /// Renders a snapshot for readers, once.

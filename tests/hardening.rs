@@ -605,7 +605,7 @@ fn certificates_v1_refused_by_name_and_expired_warned() {
     assert!(err.contains("an X.509 v1 certificate") && !err.contains("do not fit together"), "{err}");
     // A v3 certificate whose notAfter is rewritten to 2001-01-01 (rustls does not check the
     // signature of its own certificate, only that the key fits).
-    sh(&format!("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout k3.pem -subj /CN=localhost -days 30 -out v3.pem && openssl x509 -in v3.pem -outform DER -out v3.der"));
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout k3.pem -subj /CN=localhost -days 30 -out v3.pem && openssl x509 -in v3.pem -outform DER -out v3.der");
     let mut der = std::fs::read(dir.join("v3.der")).unwrap();
     let times: Vec<usize> =
         (0..der.len() - 15).filter(|&i| der[i] == 0x17 && der[i + 1] == 13 && der[i + 14] == b'Z').collect();

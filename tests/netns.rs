@@ -6,7 +6,10 @@
 //!   alert fires in a real Prometheus, `doctor` names it;
 //! - a namespace pinned without any process: read through setns, its TCP count equals `ss`;
 //! - a process in a kubelet-style cgroup (v1, cgroupfs driver): its pod uid and container id;
-//! - the pinned namespace deleted while sampled: gone from the output, the source stays up;
+//! - a pinned namespace with a narrowed port range driven to EADDRNOTAVAIL: the deep layer's
+//!   busiest destination inside it equals what `ss` counts there;
+//! - the pinned namespace deleted while sampled: gone from the output, the source stays up,
+//!   its kept netlink socket closed;
 //! - unprivileged: the namespaces it cannot name are counted, its own is read.
 
 mod common;
@@ -135,6 +138,20 @@ fn every_namespace_against_the_kernel() {
             (0..5).map(|_| (TcpStream::connect("127.0.0.1:7000").unwrap(), l.accept().unwrap().0)).collect();
         (l, pairs)
     });
+    // E: pinned, a narrowed port range driven to EADDRNOTAVAIL toward one destination.
+    let e = Netns::new("nsports");
+    e.sysctl("net.ipv4.ip_local_port_range", "40000 40099");
+    let exhausted = e.enter(|| {
+        let l = TcpListener::bind("127.0.0.1:7002").unwrap();
+        for n in 0..200 {
+            match TcpStream::connect("127.0.0.1:7002") {
+                Ok(c) => drop((c, l.accept().unwrap().0)), // the client closes first: TIME_WAIT
+                Err(e) => return (n, e.raw_os_error()),
+            }
+        }
+        (200, None)
+    });
+    assert_eq!(exhausted, (100, Some(libc::EADDRNOTAVAIL)), "E's 100 ports should run out");
     // Fill A's table past the lowered max: loopback connections, one entry each.
     let _max = ConntrackMax::lower_to(CT_MAX);
     let a_conns = a.enter(|| {
@@ -180,6 +197,16 @@ fn every_namespace_against_the_kernel() {
     assert!(info_line(&text, ib).contains("pid=\"\""), "read through setns, not a process");
     assert_eq!(m["sockwatch_netns_unreadable"], denied_links() as f64, "root reads every link it may");
     assert!(info_line(&text, inode(&c)).contains("own=\"1\""));
+    // The deep layer: E's busiest destination, dumped inside E, as ss counts it there.
+    let ie = inode(&e);
+    let ss_e = e.exec_stdout("ss", &["-H", "-t", "-a", "-n", "dport", "=", ":7002"]).lines().count() as f64;
+    let used = format!(
+        "sockwatch_netns_ephemeral_ports_used{{netns=\"{ie}\",local_ip=\"127.0.0.1\",remote_ip=\"127.0.0.1\",remote_port=\"7002\"}}"
+    );
+    assert_eq!((m[&used], ss_e), (100.0, 100.0), "sockwatch against ss inside E");
+    assert_eq!(m[&format!("sockwatch_netns_ephemeral_port_range_size{{netns=\"{ie}\"}}")], 100.0, "E's own range");
+    assert_eq!(m[&format!("sockwatch_netns_ephemeral_port_utilization_max{{netns=\"{ie}\"}}")], 1.0);
+    assert_eq!(m["sockwatch_netns_deep_up"], 1.0);
 
     // The alert, in a real Prometheus with the shipped rules.
     let prom = Prometheus::start(&c, "netns", 9851);
@@ -207,7 +234,17 @@ fn every_namespace_against_the_kernel() {
     );
     assert_eq!(check["level"], "critical", "{detail}");
 
-    // B deleted while sampled: gone at the next sample, no error, the source up.
+    // B deleted while sampled: gone at the next sample, no error, the source up, its kept
+    // socket closed (a kept socket would keep the dead namespace alive).
+    let sockets = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter(|f| std::fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+            .count()
+    };
+    let kept_before = metrics(&daemon, &c)["sockwatch_netns_deep_sockets"];
+    let fds_before = sockets(daemon.child.id());
     drop(held);
     let name_b = b.name.clone();
     drop(b);
@@ -217,6 +254,8 @@ fn every_namespace_against_the_kernel() {
     assert!(!m.keys().any(|k| k.contains(&format!("netns=\"{ib}\""))), "B still exported");
     assert_eq!(m["sockwatch_source_up{source=\"netns\"}"], 1.0);
     assert_eq!(m["sockwatch_source_errors_total{source=\"netns\"}"], 0.0);
+    assert_eq!(m["sockwatch_netns_deep_sockets"], kept_before - 1.0, "B's socket closed");
+    assert_eq!(sockets(daemon.child.id()), fds_before - 1, "one socket fewer in the daemon");
     drop(a_conns);
     drop((docker, pod));
 }

@@ -155,9 +155,80 @@ fn aggregates(out: &mut Families, s: &Snapshot) {
     }
 }
 
+/// The deep layer: ports per destination inside each namespace, against its own range.
+fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
+    use MetricType::GAUGE;
+    out.gauge(
+        "sockwatch_netns_deep_up",
+        "1 when sockwatch can dump sockets inside other network namespaces (setns: CAP_SYS_ADMIN); 0 when it cannot \
+         (the per-namespace ports are then absent; the O(1) counters go on). The log says why, once.",
+        if n.deep_down.is_some() { 0.0 } else { 1.0 },
+    );
+    out.counter(
+        "sockwatch_netns_deep_dumps_total",
+        "sock_diag dumps taken inside namespaces: the most pressured first, the others in turn, within half of what \
+         --sampler.max-share leaves of each sample (a dump walks the host's whole socket hash).",
+        n.deep_dumps_total as f64,
+    );
+    out.gauge(
+        "sockwatch_netns_deep_sockets",
+        "Netlink sockets kept open inside namespaces (one each; closed as soon as its namespace is gone).",
+        n.deep_kept as f64,
+    );
+    let with_deep = || n.top.iter().filter_map(|ns| Some((ns, ns.deep.as_ref()?)));
+    out.labelled(
+        "sockwatch_netns_ephemeral_port_utilization",
+        "The namespace's busiest destination's ephemeral ports over its own ip_local_port_range (a new namespace starts \
+         at 32768-60999, not the host's), from its latest dump inside it (see sockwatch_netns_deep_age_samples). At 1 \
+         connect() in it fails with EADDRNOTAVAIL. Not capped.",
+        GAUGE,
+        with_deep().map(|(ns, d)| (netns_label(ns), d.utilization)),
+    );
+    out.labelled(
+        "sockwatch_netns_ephemeral_ports_used",
+        "Local ports held toward the namespace's busiest destination (local IP, remote IP, remote port), every state \
+         from SYN_SENT to TIME_WAIT, from its latest dump inside it.",
+        GAUGE,
+        with_deep().filter_map(|(ns, d)| {
+            let b = d.busiest.as_ref()?;
+            let mut labels = netns_label(ns);
+            labels.extend([
+                ("local_ip", b.local_ip.to_string()),
+                ("remote_ip", b.remote_ip.to_string()),
+                ("remote_port", b.remote_port.to_string()),
+            ]);
+            Some((labels, b.used as f64))
+        }),
+    );
+    out.labelled(
+        "sockwatch_netns_ephemeral_port_range_size",
+        "The namespace's own ip_local_port_range size, read inside it at its latest dump.",
+        GAUGE,
+        with_deep().map(|(ns, d)| (netns_label(ns), f64::from(d.range.capacity))),
+    );
+    out.labelled(
+        "sockwatch_netns_deep_age_samples",
+        "Samples since the namespace's latest dump inside it (0: this sample). Namespaces under pressure are dumped \
+         every sample; the others in turn.",
+        GAUGE,
+        with_deep().map(|(ns, d)| (netns_label(ns), d.age as f64)),
+    );
+    if let Some((inode, u)) = n.worst_ports {
+        out.labelled(
+            "sockwatch_netns_ephemeral_port_utilization_max",
+            "The highest sockwatch_netns_ephemeral_port_utilization of any namespace, with its netns: a container or pod \
+             whose busiest destination is running out of local ports inside its own namespace, where the host's figures \
+             do not see it.",
+            GAUGE,
+            [(vec![("netns", inode.to_string())], u)],
+        );
+    }
+}
+
 pub(super) fn render(out: &mut Families, s: &Snapshot) {
     let Some(n) = &s.namespaces else { return };
     aggregates(out, s);
     info(out, &n.top);
     per_namespace(out, &n.top);
+    deep(out, n);
 }

@@ -533,6 +533,8 @@ mod tests {
     use crate::sources::ct_breakdown::Breakdown;
     use crate::sources::limits::Limits;
     use crate::sources::netns::{Namespace, Namespaces, NsCounters, Owner};
+    use crate::sources::netns_deep::DeepReading;
+    use crate::sources::ports::EphemeralRange;
     use crate::sources::ports::{Destination, Ephemeral, ListenQueue, PortStates, PortUsage};
     use crate::sources::projection::{Trajectory, TwHistogram};
     use crate::sources::snmp::{SnmpCounters, UdpMib};
@@ -723,6 +725,12 @@ mod tests {
                             time_wait_overflow: None,
                         }),
                         pressure: 0.95,
+                        deep: Some(DeepReading {
+                            range: EphemeralRange::new(32768, 60999),
+                            busiest: Some(dest("10.96.0.10", 443, 21_000, 350.0, 21_000.0, None)),
+                            utilization: 21_000.0 / 28_232.0,
+                            age: 2,
+                        }),
                     },
                     Namespace {
                         inode: 4026531833,
@@ -736,6 +744,10 @@ mod tests {
                 ],
                 worst_conntrack: Some((4026532247, 250_000)),
                 worst_time_wait: Some((4026532247, 27_000)),
+                worst_ports: Some((4026532247, 21_000.0 / 28_232.0)),
+                deep_down: None,
+                deep_dumps_total: 77,
+                deep_kept: 2,
             }),
             sources: Source::ALL
                 .iter()

@@ -17,6 +17,7 @@ pub mod ct_breakdown;
 pub mod limits;
 pub mod netlink;
 pub mod netns;
+pub mod netns_deep;
 pub mod ports;
 pub mod projection;
 pub mod snmp;

@@ -26,6 +26,9 @@ pub struct DumpSocket {
     sock: Option<Socket>,
     buf: Box<[u8]>,
     seq: u32,
+    /// Open the socket inside this network namespace (its `/proc/PID/ns/net` or pinning
+    /// file), not the caller's: the socket keeps that namespace for its life.
+    namespace: Option<std::path::PathBuf>,
 }
 
 /// What a dump hands each datagram to: the bytes and the request's sequence number.
@@ -33,7 +36,22 @@ pub type OnDatagram<'a> = dyn FnMut(&[u8], u32) -> Result<Progress, SourceError>
 
 impl DumpSocket {
     pub fn new(name: &'static str, protocol: isize, timeout: Duration) -> DumpSocket {
-        DumpSocket { name, protocol, timeout, sock: None, buf: vec![0u8; RECV_BUF].into_boxed_slice(), seq: 0 }
+        DumpSocket {
+            name,
+            protocol,
+            timeout,
+            sock: None,
+            buf: vec![0u8; RECV_BUF].into_boxed_slice(),
+            seq: 0,
+            namespace: None,
+        }
+    }
+
+    /// A socket opened inside another network namespace, from a short-lived thread that
+    /// enters it (setns: CAP_SYS_ADMIN) and ends, so no thread of ours ever runs in the
+    /// wrong namespace. Reopened the same way after an error.
+    pub fn in_namespace(name: &'static str, protocol: isize, timeout: Duration, ns: std::path::PathBuf) -> DumpSocket {
+        DumpSocket { namespace: Some(ns), ..DumpSocket::new(name, protocol, timeout) }
     }
 
     fn error(&self, what: impl std::fmt::Display) -> SourceError {
@@ -41,6 +59,24 @@ impl DumpSocket {
     }
 
     fn open(&self) -> io::Result<Socket> {
+        match &self.namespace {
+            None => self.open_here(),
+            Some(ns) => std::thread::scope(|s| {
+                s.spawn(|| {
+                    let file = std::fs::File::open(ns)?;
+                    // SAFETY: a valid fd; setns changes this scoped, short-lived thread only.
+                    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    self.open_here()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+            }),
+        }
+    }
+
+    fn open_here(&self) -> io::Result<Socket> {
         let mut sock = Socket::new(self.protocol)?;
         sock.bind_auto()?;
         sock.connect(&SocketAddr::new(0, 0))?;

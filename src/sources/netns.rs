@@ -24,7 +24,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use super::netns_deep::{DeepLayer, DeepReading};
 use super::SourceError;
 
 /// Directories where namespaces are pinned by bind mounts.
@@ -89,9 +91,12 @@ pub struct Namespace {
     /// `None`: it could not be read (permissions, or it went away during the sample).
     pub counters: Option<NsCounters>,
     /// Pressure, 0 to 1 and beyond: the larger of its conntrack use (entries over
-    /// `nf_conntrack_max`) and its TCP sockets in use or TIME_WAIT over a default
-    /// ephemeral port range (28,232).
+    /// `nf_conntrack_max`), its TCP sockets in use or TIME_WAIT over a default ephemeral
+    /// port range (28,232), and its busiest destination's ports over its own range (from
+    /// the deep layer's latest dump).
     pub pressure: f64,
+    /// Its latest dump from inside (the deep layer), if one was taken.
+    pub deep: Option<DeepReading>,
 }
 
 /// What one sample of every namespace found.
@@ -108,6 +113,13 @@ pub struct Namespaces {
     pub worst_conntrack: Option<(u64, u64)>,
     /// The namespace with the most TIME_WAIT sockets: (inode, count).
     pub worst_time_wait: Option<(u64, u64)>,
+    /// The namespace whose busiest destination holds the largest share of its own port
+    /// range (deep layer): (inode, utilization).
+    pub worst_ports: Option<(u64, f64)>,
+    /// The deep layer: why it is down (no CAP_SYS_ADMIN), dumps since start, sockets kept.
+    pub deep_down: Option<String>,
+    pub deep_dumps_total: u64,
+    pub deep_kept: u64,
 }
 
 /// `net:[4026531840]` → 4026531840.
@@ -368,6 +380,7 @@ fn read_pinned(pins: &[PathBuf]) -> Vec<Result<NsCounters, SourceError>> {
 pub struct NetnsSource {
     discovery: Discovery,
     owners: HashMap<u32, Owner>,
+    deep: DeepLayer,
 }
 
 impl NetnsSource {
@@ -380,7 +393,25 @@ impl NetnsSource {
         cfg: &NetnsConfig,
         conntrack_max: Option<u64>,
     ) -> Result<Namespaces, SourceError> {
+        self.read_within(root, cfg, conntrack_max, Duration::ZERO)
+    }
+
+    /// [`NetnsSource::read`], with `deep_budget` of time for dumps inside namespaces.
+    pub fn read_within(
+        &mut self,
+        root: &Path,
+        cfg: &NetnsConfig,
+        conntrack_max: Option<u64>,
+        deep_budget: Duration,
+    ) -> Result<Namespaces, SourceError> {
         let (found, denied) = self.discovery.scan(root, &PIN_DIRS)?;
+        let reachable: HashMap<u64, PathBuf> = found
+            .iter()
+            .filter_map(|f| {
+                let path = f.pin.clone().or_else(|| Some(root.join(f.pid?.to_string()).join("ns/net")))?;
+                Some((f.inode, path))
+            })
+            .collect();
         let own = ns_of(root, "self").ok();
         let pins: Vec<PathBuf> = found.iter().filter_map(|f| f.pin.clone()).collect();
         let mut pinned = read_pinned(&pins).into_iter();
@@ -392,7 +423,9 @@ impl NetnsSource {
                 None => pinned.next().and_then(Result::ok), // entered: every counter at once
             };
             out.unreadable += u64::from(counters.is_none());
+            let deep = self.deep.latest(f.inode).cloned();
             let pressure = counters.as_ref().map_or(0.0, |c| pressure(c, conntrack_max));
+            let pressure = pressure.max(deep.as_ref().map_or(0.0, |d| d.utilization));
             let own = Some(f.inode) == own;
             all.push(Namespace {
                 inode: f.inode,
@@ -402,6 +435,7 @@ impl NetnsSource {
                 own,
                 counters,
                 pressure,
+                deep,
             });
         }
         let worst = |pick: fn(&NsCounters) -> Option<u64>| {
@@ -412,9 +446,25 @@ impl NetnsSource {
         out.worst_conntrack = worst(|c| c.conntrack_entries);
         out.worst_time_wait = worst(|c| Some(c.time_wait));
         all.sort_by(|a, b| b.pressure.total_cmp(&a.pressure).then(a.inode.cmp(&b.inode)));
-        let worst_inodes = [out.worst_conntrack.map(|w| w.0), out.worst_time_wait.map(|w| w.0)];
+        let worst_ports =
+            all.iter().filter_map(|n| Some((n.inode, n.deep.as_ref()?.utilization))).max_by(|a, b| a.1.total_cmp(&b.1));
+        let worst_inodes =
+            [out.worst_conntrack.map(|w| w.0), out.worst_time_wait.map(|w| w.0), worst_ports.map(|w| w.0)];
         let keep = |n: &Namespace, i: usize| i < cfg.top_k || n.own || worst_inodes.contains(&Some(n.inode));
         out.top = all.into_iter().enumerate().filter(|(i, n)| keep(n, *i)).map(|(_, n)| n).collect();
+        self.deep.run(&mut out.top, &reachable, deep_budget);
+        out.worst_ports = out
+            .top
+            .iter()
+            .filter_map(|n| Some((n.inode, n.deep.as_ref()?.utilization)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        for n in &mut out.top {
+            if let Some(d) = &n.deep {
+                n.pressure = n.pressure.max(d.utilization);
+            }
+        }
+        (out.deep_down, out.deep_dumps_total, out.deep_kept) =
+            (self.deep.down.clone(), self.deep.dumps_total, self.deep.kept() as u64);
         let live: std::collections::HashSet<u32> = out.top.iter().filter_map(|n| n.pid).collect();
         self.owners.retain(|pid, _| live.contains(pid));
         for n in &mut out.top {

@@ -242,6 +242,11 @@ impl SockDiag {
         SockDiag { nl: DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT), one_walk: true }
     }
 
+    /// A sock_diag socket of another network namespace (see [`DumpSocket::in_namespace`]).
+    pub fn in_namespace(ns: std::path::PathBuf) -> Self {
+        SockDiag { nl: DumpSocket::in_namespace("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT, ns), one_walk: true }
+    }
+
     /// Dumps one family at a time, as on a kernel that refuses the one-walk request: for
     /// tests that hold the two ways against each other.
     #[doc(hidden)]

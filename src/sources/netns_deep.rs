@@ -1,0 +1,174 @@
+//! The deep layer of every network namespace: a sock_diag dump *inside* a namespace gives
+//! its ephemeral ports per destination against its own `ip_local_port_range`, which no
+//! /proc counter has.
+//!
+//! - One netlink socket per namespace, opened once from a short-lived thread that enters
+//!   the namespace (setns, CAP_SYS_ADMIN) and kept; with it, the namespace's
+//!   `ip_local_port_range` file, opened in the namespace and re-read at each dump (a sysctl
+//!   file shows the namespace it was opened in).
+//! - A dump walks the host's whole socket hash whatever namespace asks (unless the
+//!   namespace has its own, `tcp_child_ehash_entries`), so not every namespace is dumped
+//!   every sample: the exported namespaces by pressure first, then the others in turn,
+//!   until the time budget of this sample is spent. A reading is kept until the next dump
+//!   of its namespace, with its age.
+//! - A kept socket keeps its namespace alive: a namespace discovery no longer finds has its
+//!   socket closed at once.
+//! - Without CAP_SYS_ADMIN the layer is down, said once in the log; the cheap layer goes on.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::netns::Namespace;
+use super::ports::{Destination, EphemeralRange, PortAggregator, PortsConfig};
+use super::sockets::SockDiag;
+
+/// What one dump inside a namespace found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeepReading {
+    /// The namespace's own `ip_local_port_range`.
+    pub range: EphemeralRange,
+    /// Its busiest destination (ports used toward it), if it has client sockets.
+    pub busiest: Option<Destination>,
+    /// Busiest destination's ports over the range size (not capped).
+    pub utilization: f64,
+    /// Samples since this reading was taken (0: this sample).
+    pub age: u64,
+}
+
+struct Kept {
+    diag: SockDiag,
+    range_file: std::fs::File,
+    reading: Option<DeepReading>,
+}
+
+/// The kept sockets and the turn of the round-robin.
+#[derive(Default)]
+pub struct DeepLayer {
+    kept: HashMap<u64, Kept>,
+    turn: usize,
+    /// Why the layer is down, once known (logged once).
+    pub down: Option<String>,
+    /// Dumps done since start.
+    pub dumps_total: u64,
+}
+
+/// `32768\t60999` → the range.
+fn parse_range(text: &str) -> Option<EphemeralRange> {
+    let mut it = text.split_whitespace().map(str::parse::<u16>);
+    let (low, high) = (it.next()?.ok()?, it.next()?.ok()?);
+    (low <= high).then(|| EphemeralRange::new(low, high))
+}
+
+/// Opens a namespace's port range file from inside it.
+fn open_range_file(ns: &PathBuf) -> std::io::Result<std::fs::File> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(ns)?;
+            // SAFETY: a valid fd; setns changes this scoped, short-lived thread only.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::fs::File::open("/proc/sys/net/ipv4/ip_local_port_range")
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
+    })
+}
+
+impl DeepLayer {
+    /// Dumps namespaces inside `budget`, exported ones (`top`, by pressure) first, then
+    /// the rest of `reachable` (inode → namespace file) in turn; attaches each exported
+    /// namespace's latest reading. Closes the sockets of namespaces no longer reachable.
+    pub fn run(&mut self, top: &mut [Namespace], reachable: &HashMap<u64, PathBuf>, budget: Duration) {
+        self.kept.retain(|inode, _| reachable.contains_key(inode));
+        for k in self.kept.values_mut() {
+            if let Some(r) = k.reading.as_mut() {
+                r.age += 1;
+            }
+        }
+        if self.down.is_some() {
+            return;
+        }
+        let start = Instant::now();
+        let mut order: Vec<u64> = top.iter().map(|n| n.inode).collect();
+        let mut rest: Vec<u64> = reachable.keys().copied().filter(|i| !order.contains(i)).collect();
+        rest.sort_unstable();
+        if !rest.is_empty() {
+            let t = self.turn % rest.len();
+            rest.rotate_left(t);
+            self.turn = t + 1;
+        }
+        order.extend(rest);
+        for inode in order {
+            if start.elapsed() >= budget {
+                break;
+            }
+            let Some(path) = reachable.get(&inode) else { continue };
+            if let Err(e) = self.dump(inode, path) {
+                if e.raw_os_error() == Some(libc::EPERM) {
+                    let why = format!("cannot enter network namespaces ({e}): needs CAP_SYS_ADMIN");
+                    tracing::warn!("per-namespace ports (deep layer) down: {why}; the per-namespace counters go on");
+                    self.down = Some(why);
+                    return;
+                }
+                self.kept.remove(&inode); // reopened at its next turn
+            }
+        }
+        for n in top.iter_mut() {
+            n.deep = self.kept.get(&n.inode).and_then(|k| k.reading.clone());
+        }
+    }
+
+    fn dump(&mut self, inode: u64, path: &PathBuf) -> std::io::Result<()> {
+        let k = match self.kept.entry(inode) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let range_file = open_range_file(path)?;
+                v.insert(Kept { diag: SockDiag::in_namespace(path.clone()), range_file, reading: None })
+            }
+        };
+        let mut buf = [0u8; 64];
+        let n = k.range_file.read_at(&mut buf, 0)?;
+        let range = std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(parse_range)
+            .ok_or_else(|| std::io::Error::other("unreadable ip_local_port_range"))?;
+        let mut ports = PortAggregator::default();
+        ports.begin_range(Some(range));
+        k.diag.read(&mut |m| ports.visit(m)).map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.dumps_total += 1;
+        let usage = ports.finish(&PortsConfig { top_k: 1, listeners_top_k: 0, listener_ports: Vec::new() });
+        let e = usage.ephemeral.expect("a range was given");
+        let busiest = e.top.into_iter().max_by_key(|d| d.used);
+        let utilization = e.busiest as f64 / f64::from(range.capacity.max(1));
+        k.reading = Some(DeepReading { range, busiest, utilization, age: 0 });
+        Ok(())
+    }
+
+    /// The latest reading of a namespace, whenever it was taken.
+    pub fn latest(&self, inode: u64) -> Option<&DeepReading> {
+        self.kept.get(&inode)?.reading.as_ref()
+    }
+
+    /// Namespaces with a kept socket.
+    pub fn kept(&self) -> usize {
+        self.kept.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_range_files() {
+        assert_eq!(parse_range("32768\t60999\n"), Some(EphemeralRange::new(32768, 60999)));
+        assert_eq!(parse_range("40000 40099"), Some(EphemeralRange::new(40000, 40099)));
+        assert_eq!(parse_range("60999 32768"), None);
+        assert_eq!(parse_range("x"), None);
+        assert_eq!(parse_range(""), None);
+    }
+}
