@@ -312,7 +312,9 @@ fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check>
         (Some((_, entries)), Some(m)) => Some(entries as f64 / m as f64),
         _ => None,
     };
-    let level = if dropping.is_empty() { utilization.map_or(Level::Ok, Level::of) } else { Level::Critical };
+    let ports = n.worst_ports.and_then(|(inode, u)| Some((n.top.iter().find(|x| x.inode == inode)?, u)));
+    let worst_level = utilization.into_iter().chain(ports.map(|(_, u)| u)).fold(0.0, f64::max);
+    let level = if dropping.is_empty() { Level::of(worst_level) } else { Level::Critical };
     let mut detail = format!("{} network namespaces ({} not readable)", n.count, n.unreadable);
     if let (Some((ns, entries)), Some(u)) = (worst, utilization) {
         detail.push_str(&format!(
@@ -320,6 +322,14 @@ fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check>
             namespace_name(ns),
             pct(u)
         ));
+    }
+    if let Some((ns, u)) = ports {
+        let toward = ns
+            .deep
+            .as_ref()
+            .and_then(|d| d.busiest.as_ref())
+            .map_or(String::new(), |b| format!(" toward {}:{} ({} ports)", b.remote_ip, b.remote_port, b.used));
+        detail.push_str(&format!("; fullest port range: {}{toward} ({})", namespace_name(ns), pct(u)));
     }
     for (ns, r) in &dropping {
         detail.push_str(&format!("; DROPPING {r:.0} packets/s: {}", namespace_name(ns)));
@@ -335,8 +345,10 @@ fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check>
         detail,
         advice: (level > Level::Ok).then(|| {
             "Each network namespace (container, pod) is held to the host-wide nf_conntrack_max with its own count, \
-             so it drops new flows ('table full in netns N') while the host's count may be low. Find what opens so \
-             many flows in the namespace named above, or raise nf_conntrack_max (and the hash size) on the host."
+             so it drops new flows ('table full in netns N') while the host's count may be low; and it has its own \
+             ephemeral port range, where a client without keep-alive runs out of ports (EADDRNOTAVAIL) unseen by \
+             the host's figures. Find what opens so many flows or connections in the namespace named above; raise \
+             nf_conntrack_max (and the hash size) on the host, or use keep-alive in that pod."
                 .to_owned()
         }),
     })

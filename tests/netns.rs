@@ -24,6 +24,9 @@ const CT_MAX: u64 = 300;
 const DOCKER_ID: &str = "5e0c2f1a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
 const CRI_ID: &str = "7a0c2f1a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
 const POD_UID: &str = "0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
+const CRIO_ID: &str = "9c0c2f1a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
+const CONTAINERD_ID: &str = "3b0c2f1a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
+const POD2_UID: &str = "1e8a3d5f-2b3c-4d4e-9f0a-1b2c3d4e5f60";
 
 /// Restores the host's `nf_conntrack_max` when dropped.
 struct ConntrackMax(String);
@@ -126,7 +129,18 @@ fn every_namespace_against_the_kernel() {
     let d_ns = Netns::new("nspod");
     let d_proc = sleeper(&d_ns);
     let pod = Cgroup::with(&format!("/sys/fs/cgroup/pids/kubepods/burstable/pod{POD_UID}/{CRI_ID}"), d_proc.0.id());
-    if docker.is_none() || pod.is_none() {
+    // F and G: pods under the kubelet's systemd driver on cgroup v2, CRI-O and containerd.
+    let f_ns = Netns::new("nscrio");
+    let f_proc = sleeper(&f_ns);
+    let slice = format!(
+        "/sys/fs/cgroup/unified/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
+        POD2_UID.replace('-', "_")
+    );
+    let crio = Cgroup::with(&format!("{slice}/crio-{CRIO_ID}.scope"), f_proc.0.id());
+    let g_ns = Netns::new("nscontainerd");
+    let g_proc = sleeper(&g_ns);
+    let containerd = Cgroup::with(&format!("{slice}/cri-containerd-{CONTAINERD_ID}.scope"), g_proc.0.id());
+    if docker.is_none() || pod.is_none() || crio.is_none() || containerd.is_none() {
         common::skip("every_namespace_against_the_kernel", "cannot create cgroups under /sys/fs/cgroup");
         return;
     }
@@ -191,6 +205,11 @@ fn every_namespace_against_the_kernel() {
         info.contains(&format!("container_id=\"{CRI_ID}\"")) && info.contains(&format!("pod_uid=\"{POD_UID}\"")),
         "{info}"
     );
+    for (ns, id, runtime) in [(&f_ns, CRIO_ID, "crio"), (&g_ns, CONTAINERD_ID, "containerd")] {
+        let info = info_line(&text, inode(ns));
+        let want = format!("container_id=\"{id}\",runtime=\"{runtime}\",pod_uid=\"{POD2_UID}\"");
+        assert!(info.contains(&want), "{info}");
+    }
     // B, pinned without a process, read by entering it: its TCP sockets as ss counts them.
     let ss_b = b.exec_stdout("ss", &["-H", "-t", "-a", "-n"]).lines().count() as f64;
     assert_eq!(m[&format!("sockwatch_netns_tcp_sockets{{netns=\"{ib}\"}}")], ss_b);
@@ -233,6 +252,11 @@ fn every_namespace_against_the_kernel() {
         "{detail}"
     );
     assert_eq!(check["level"], "critical", "{detail}");
+    assert!(
+        detail.contains(&format!("fullest port range: netns {ie}"))
+            && detail.contains("toward 127.0.0.1:7002 (100 ports)"),
+        "{detail}"
+    );
 
     // B deleted while sampled: gone at the next sample, no error, the source up, its kept
     // socket closed (a kept socket would keep the dead namespace alive).
@@ -257,7 +281,20 @@ fn every_namespace_against_the_kernel() {
     assert_eq!(m["sockwatch_netns_deep_sockets"], kept_before - 1.0, "B's socket closed");
     assert_eq!(sockets(daemon.child.id()), fds_before - 1, "one socket fewer in the daemon");
     drop(a_conns);
-    drop((docker, pod));
+    drop((f_proc, g_proc));
+    drop((docker, pod, crio, containerd));
+    let slice_dir = std::path::Path::new(&slice);
+    for _ in 0..50 {
+        if std::fs::remove_dir(slice_dir).is_ok() || !slice_dir.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for dir in
+        ["/sys/fs/cgroup/unified/kubepods.slice/kubepods-besteffort.slice", "/sys/fs/cgroup/unified/kubepods.slice"]
+    {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 #[test]

@@ -201,6 +201,9 @@ fn netns_conntrack_pct(s: &Snapshot) -> Option<f64> {
     let (_, entries) = s.namespaces.as_ref()?.worst_conntrack?;
     pct(Some(entries as f64 / ct_limit(s).filter(|&m| m > 0.0)?))
 }
+fn netns_ports_pct(s: &Snapshot) -> Option<f64> {
+    pct(Some(s.namespaces.as_ref()?.worst_ports?.1))
+}
 fn netns_time_wait_max(s: &Snapshot) -> Option<f64> {
     s.namespaces.as_ref()?.worst_time_wait.map(|(_, tw)| tw as f64)
 }
@@ -417,6 +420,19 @@ pub static GRAPHS: &[Graph] = &[
                     "LINE2",
                     Kind::Gauge,
                     netns_conntrack_pct
+                )
+            },
+            Field {
+                warning: Some(pct_warn),
+                critical: Some(pct_crit),
+                ..field!(
+                    "ports_max",
+                    "fullest port range (%)",
+                    "The namespace whose busiest destination holds the largest share of its own ip_local_port_range \
+                     (from dumps inside namespaces: needs CAP_SYS_ADMIN). At 100 % connect() fails there.",
+                    "LINE2",
+                    Kind::Gauge,
+                    netns_ports_pct
                 )
             },
             field!(

@@ -47,11 +47,17 @@ impl DumpSocket {
         }
     }
 
+    /// A socket of another namespace: no receive buffer until its first dump.
+    fn lean(mut self) -> Self {
+        self.buf = Box::default();
+        self
+    }
+
     /// A socket opened inside another network namespace, from a short-lived thread that
     /// enters it (setns: CAP_SYS_ADMIN) and ends, so no thread of ours ever runs in the
     /// wrong namespace. Reopened the same way after an error.
     pub fn in_namespace(name: &'static str, protocol: isize, timeout: Duration, ns: std::path::PathBuf) -> DumpSocket {
-        DumpSocket { namespace: Some(ns), ..DumpSocket::new(name, protocol, timeout) }
+        DumpSocket { namespace: Some(ns), ..DumpSocket::new(name, protocol, timeout).lean() }
     }
 
     fn error(&self, what: impl std::fmt::Display) -> SourceError {
@@ -101,6 +107,9 @@ impl DumpSocket {
     pub fn send(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> Result<u32, SourceError> {
         if self.sock.is_none() {
             self.sock = Some(self.open().map_err(|e| self.error(format_args!("cannot open a netlink socket: {e}")))?);
+        }
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; RECV_BUF].into_boxed_slice();
         }
         self.seq = self.seq.wrapping_add(1);
         let request = build(self.seq);
@@ -164,6 +173,11 @@ impl DumpSocket {
         })();
         if result.is_err() {
             self.reset();
+        }
+        // A namespace's socket is one of possibly thousands, dumped now and then: its
+        // 64 KiB buffer is given back between dumps (the daemon's RSS stays flat).
+        if self.namespace.is_some() {
+            self.buf = Box::default();
         }
         result
     }
