@@ -58,8 +58,10 @@ struct Container {
 
 impl Container {
     fn sleeping(image: &str, name: &str) -> Container {
+        // No network: a bridge would add NAT rules to the host's namespace, turning conntrack
+        // on there for every later test. The container still gets a namespace of its own.
         let mut args = PODMAN_RUN.to_vec();
-        args.extend(["-d", "--name", name, image, "/bin/sleep", "600"]);
+        args.extend(["-d", "--network", "none", "--name", name, image, "/bin/sleep", "600"]);
         ok(&podman(&args), "podman run");
         Container { name: name.to_owned(), image: image.to_owned() }
     }
@@ -100,7 +102,6 @@ fn a_podman_container_is_named_on_its_namespace() {
     let text = ok(&out, "sockwatch sample");
     let info = info_of(&text, c.netns());
     assert!(info.contains(&format!("container_id=\"{}\",runtime=\"podman\"", c.id())), "{info}");
-    assert!(info.contains("name=\"netns-"), "Podman pins the namespace under /run/netns: {info}");
     let m = parse_metrics(&text);
     assert_eq!(m[&format!("sockwatch_netns_tcp_sockets{{netns=\"{}\"}}", c.netns())], 0.0, "an idle container");
 }

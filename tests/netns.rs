@@ -118,7 +118,11 @@ fn every_namespace_against_the_kernel() {
     }
     let host_count: u64 =
         std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count").map_or(0, |t| t.trim().parse().unwrap());
-    assert!(host_count < CT_MAX / 2, "the host's own conntrack count ({host_count}) must stay below the test's max");
+    assert!(
+        host_count < CT_MAX / 2,
+        "the host's own conntrack count ({host_count}) must stay below the test's max: something tracks connections \
+         in the host's namespace (nft list ruleset; a container bridge's NAT rules do)"
+    );
 
     // A: conntrack on, its process in a Docker-style (systemd driver, cgroup v2) scope.
     let a = Netns::new("nsfull");
@@ -226,6 +230,9 @@ fn every_namespace_against_the_kernel() {
     assert_eq!(m[&format!("sockwatch_netns_ephemeral_port_range_size{{netns=\"{ie}\"}}")], 100.0, "E's own range");
     assert_eq!(m[&format!("sockwatch_netns_ephemeral_port_utilization_max{{netns=\"{ie}\"}}")], 1.0);
     assert_eq!(m["sockwatch_netns_deep_up"], 1.0);
+    let tw_e = m[&format!("sockwatch_netns_tcp_states{{netns=\"{ie}\",state=\"time_wait\"}}")];
+    let ss_tw = e.exec_stdout("ss", &["-H", "-t", "-n", "state", "time-wait"]).lines().count() as f64;
+    assert_eq!((tw_e, ss_tw), (100.0, 100.0), "E's TIME_WAIT from inside E, as ss counts it");
 
     // The alert, in a real Prometheus with the shipped rules.
     let prom = Prometheus::start(&c, "netns", 9851);

@@ -7,6 +7,7 @@ use prometheus::proto::MetricType;
 use super::families::Families;
 use crate::snapshot::Snapshot;
 use crate::sources::netns::{Namespace, NsCounters};
+use crate::sources::sockets::TCP_STATES;
 
 fn netns_label(n: &Namespace) -> Vec<(&'static str, String)> {
     vec![("netns", n.inode.to_string())]
@@ -205,6 +206,26 @@ fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
         "The namespace's own ip_local_port_range size, read inside it at its latest dump.",
         GAUGE,
         with_deep().map(|(ns, d)| (netns_label(ns), f64::from(d.range.capacity))),
+    );
+    out.labelled(
+        "sockwatch_netns_tcp_states",
+        "TCP sockets of the namespace by state (both families), from its latest dump inside it. TIME_WAIT sockets in \
+         their substate, as ss shows them.",
+        GAUGE,
+        with_deep().flat_map(|(ns, d)| {
+            (1..TCP_STATES.len()).map(move |i| {
+                let mut labels = netns_label(ns);
+                labels.push(("state", TCP_STATES[i].to_owned()));
+                (labels, d.states[i] as f64)
+            })
+        }),
+    );
+    out.labelled(
+        "sockwatch_netns_listen_queue_utilization",
+        "The namespace's fullest listener: its accept queue over its backlog, from its latest dump inside it. At 1 \
+         the kernel drops new connections to it (ListenOverflows).",
+        GAUGE,
+        with_deep().map(|(ns, d)| (netns_label(ns), d.listen_utilization)),
     );
     out.labelled(
         "sockwatch_netns_deep_age_samples",

@@ -729,6 +729,8 @@ mod tests {
                             range: EphemeralRange::new(32768, 60999),
                             busiest: Some(dest("10.96.0.10", 443, 21_000, 350.0, 21_000.0, None)),
                             utilization: 21_000.0 / 28_232.0,
+                            states: [0, 12, 1, 0, 0, 0, 21_000, 0, 2, 0, 3, 0, 0],
+                            listen_utilization: 0.25,
                             age: 2,
                         }),
                     },

@@ -33,6 +33,10 @@ pub struct DeepReading {
     pub busiest: Option<Destination>,
     /// Busiest destination's ports over the range size (not capped).
     pub utilization: f64,
+    /// TCP sockets by state, both families (indexed like [`super::sockets::TCP_STATES`]).
+    pub states: [u64; 13],
+    /// The fullest listener's accept queue over its backlog (0 without listeners).
+    pub listen_utilization: f64,
     /// Samples since this reading was taken (0: this sample).
     pub age: u64,
 }
@@ -138,13 +142,18 @@ impl DeepLayer {
             .ok_or_else(|| std::io::Error::other("unreadable ip_local_port_range"))?;
         let mut ports = PortAggregator::default();
         ports.begin_range(Some(range));
-        k.diag.read(&mut |m| ports.visit(m)).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let sockets = k.diag.read(&mut |m| ports.visit(m)).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut states = sockets.states.ipv4;
+        for (n, v6) in states.iter_mut().zip(sockets.states.ipv6) {
+            *n += v6;
+        }
         self.dumps_total += 1;
         let usage = ports.finish(&PortsConfig { top_k: 1, listeners_top_k: 0, listener_ports: Vec::new() });
         let e = usage.ephemeral.expect("a range was given");
         let busiest = e.top.into_iter().max_by_key(|d| d.used);
         let utilization = e.busiest as f64 / f64::from(range.capacity.max(1));
-        k.reading = Some(DeepReading { range, busiest, utilization, age: 0 });
+        let listen_utilization = usage.listen_utilization_max;
+        k.reading = Some(DeepReading { range, busiest, utilization, states, listen_utilization, age: 0 });
         Ok(())
     }
 
