@@ -17,30 +17,16 @@
 //!     cargo bench --bench netns
 //!     cargo bench --bench netns -- --sizes 10,100 --procs 2000 --rounds 5
 
+#[path = "common/measure.rs"]
+mod measure;
+use measure::{cpu_of, median};
+
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sockwatch::sources::netns::{self, NetnsConfig};
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn cpu_of<T>(f: impl FnOnce() -> T) -> (f64, T) {
-    let t = thread_cpu();
-    let v = f();
-    ((thread_cpu() - t).as_secs_f64(), v)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// cAdvisor's per-container TCP statistics: /proc/PID/net/tcp and tcp6 read and parsed
 /// (the state column counted), for one process per namespace.

@@ -14,28 +14,18 @@
 //!     cargo bench --bench udp                      # N = 10000,100000
 //!     cargo bench --bench udp -- --sizes 1000,10000 --rounds 30
 
+#[path = "common/measure.rs"]
+mod measure;
+use measure::median;
+
+/// CPU seconds `f` takes on this thread.
+fn cpu(f: impl FnOnce()) -> f64 {
+    measure::cpu_of(f).0
+}
+
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
-use std::time::Duration;
 
 use sockwatch::sources::udp::{self, UdpConfig, UdpTracker};
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn cpu_of(f: impl FnOnce()) -> f64 {
-    let t = thread_cpu();
-    f();
-    (thread_cpu() - t).as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// The minimal client: the same two requests (UDP, every state, SKMEMINFO), each reply
 /// datagram walked only to count its messages. Returns the sockets counted.
@@ -161,10 +151,10 @@ fn main() {
         let (mut floor, mut ours) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             let mut counted = 0;
-            floor.push(cpu_of(|| counted = floor_dump(&mut buf)));
+            floor.push(cpu(|| counted = floor_dump(&mut buf)));
             assert_eq!(counted, n as u64, "the minimal client saw every socket");
             let mut seen = 0;
-            ours.push(cpu_of(|| seen = tracker.read(&cfg, [None, None]).unwrap().sockets[0]));
+            ours.push(cpu(|| seen = tracker.read(&cfg, [None, None]).unwrap().sockets[0]));
             assert_eq!(seen, n as u64, "sockwatch saw every socket");
         }
         let (f, o) = (median(floor), median(ours));
@@ -192,9 +182,9 @@ fn main() {
         let mut tracker = UdpTracker::default();
         let (mut whole, mut alone) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            whole.push(cpu_of(|| drop(sampler.sample())));
+            whole.push(cpu(|| drop(sampler.sample())));
             let inuse = sockwatch::sources::sockstat::read(std::path::Path::new("/proc")).unwrap().udp_inuse;
-            alone.push(cpu_of(|| drop(tracker.read(&cfg, inuse).unwrap())));
+            alone.push(cpu(|| drop(tracker.read(&cfg, inuse).unwrap())));
         }
         let (w, u) = (median(whole), median(alone));
         println!(

@@ -67,18 +67,7 @@ impl DumpSocket {
     fn open(&self) -> io::Result<Socket> {
         match &self.namespace {
             None => self.open_here(),
-            Some(ns) => std::thread::scope(|s| {
-                s.spawn(|| {
-                    let file = std::fs::File::open(ns)?;
-                    // SAFETY: a valid fd; setns changes this scoped, short-lived thread only.
-                    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    self.open_here()
-                })
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
-            }),
+            Some(ns) => super::netns::in_namespace(ns, || self.open_here()),
         }
     }
 

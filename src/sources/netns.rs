@@ -347,31 +347,36 @@ fn pressure(c: &NsCounters, conntrack_max: Option<u64>) -> f64 {
     ct.max(c.tcp_inuse.max(c.time_wait) as f64 / DEFAULT_PORT_RANGE)
 }
 
+/// Runs `f` on a short-lived thread that has entered the network namespace of `ns` (a
+/// `/proc/PID/ns/net` link or a pinning file; setns needs CAP_SYS_ADMIN). The thread ends
+/// with the call, so no thread of ours ever goes on in the wrong namespace; what `f` opens
+/// there (a netlink socket, a sysctl file) keeps that namespace.
+pub fn in_namespace<T: Send>(ns: &Path, f: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(ns)?;
+            // SAFETY: a valid fd; setns changes this scoped, short-lived thread only.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
+    })
+}
+
 /// Reads pinned namespaces (no process inside) from a thread that enters each one. The
 /// thread ends with the call, so it never runs a sample in the wrong namespace. `Err` per
 /// namespace: setns refused (no CAP_SYS_ADMIN) or the file gone.
 fn read_pinned(pins: &[PathBuf]) -> Vec<Result<NsCounters, SourceError>> {
-    if pins.is_empty() {
-        return Vec::new();
-    }
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            pins.iter()
-                .map(|pin| {
-                    use std::os::fd::AsRawFd;
-                    let io = |e| SourceError::Io { path: pin.clone(), source: e };
-                    let file = std::fs::File::open(pin).map_err(io)?;
-                    // SAFETY: a valid fd; setns changes this (scoped, short-lived) thread only.
-                    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        return Err(io(std::io::Error::last_os_error()));
-                    }
-                    read_counters(Path::new("/proc/thread-self"))
-                })
-                .collect()
+    pins.iter()
+        .map(|pin| {
+            in_namespace(pin, || read_counters(Path::new("/proc/thread-self")).map_err(std::io::Error::other))
+                .map_err(|e| SourceError::Io { path: pin.clone(), source: e })
         })
-        .join()
-        .unwrap_or_default()
-    })
+        .collect()
 }
 
 /// The namespaces source: discovery's memory and each representative's owner (its

@@ -67,19 +67,7 @@ fn parse_range(text: &str) -> Option<EphemeralRange> {
 
 /// Opens a namespace's port range file from inside it.
 fn open_range_file(ns: &PathBuf) -> std::io::Result<std::fs::File> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            use std::os::fd::AsRawFd;
-            let file = std::fs::File::open(ns)?;
-            // SAFETY: a valid fd; setns changes this scoped, short-lived thread only.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            std::fs::File::open("/proc/sys/net/ipv4/ip_local_port_range")
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
-    })
+    super::netns::in_namespace(ns, || std::fs::File::open("/proc/sys/net/ipv4/ip_local_port_range"))
 }
 
 impl DeepLayer {
