@@ -27,8 +27,8 @@ pub struct DumpSocket {
     buf: Box<[u8]>,
     seq: u32,
     /// Open the socket inside this network namespace (its `/proc/PID/ns/net` or pinning
-    /// file), not the caller's: the socket keeps that namespace for its life.
-    namespace: Option<std::path::PathBuf>,
+    /// file, and its inode), not the caller's: the socket keeps that namespace for its life.
+    namespace: Option<(std::path::PathBuf, u64)>,
 }
 
 /// What a dump hands each datagram to: the bytes and the request's sequence number.
@@ -56,8 +56,14 @@ impl DumpSocket {
     /// A socket opened inside another network namespace, from a short-lived thread that
     /// enters it (setns: CAP_SYS_ADMIN) and ends, so no thread of ours ever runs in the
     /// wrong namespace. Reopened the same way after an error.
-    pub fn in_namespace(name: &'static str, protocol: isize, timeout: Duration, ns: std::path::PathBuf) -> DumpSocket {
-        DumpSocket { namespace: Some(ns), ..DumpSocket::new(name, protocol, timeout).lean() }
+    pub fn in_namespace(
+        name: &'static str,
+        protocol: isize,
+        timeout: Duration,
+        ns: std::path::PathBuf,
+        inode: u64,
+    ) -> DumpSocket {
+        DumpSocket { namespace: Some((ns, inode)), ..DumpSocket::new(name, protocol, timeout).lean() }
     }
 
     fn error(&self, what: impl std::fmt::Display) -> SourceError {
@@ -67,7 +73,7 @@ impl DumpSocket {
     fn open(&self) -> io::Result<Socket> {
         match &self.namespace {
             None => self.open_here(),
-            Some(ns) => super::netns::in_namespace(ns, || self.open_here()),
+            Some((ns, inode)) => super::netns::in_namespace(ns, Some(*inode), || self.open_here()),
         }
     }
 

@@ -317,9 +317,11 @@ pub fn read_pressure(proc_dir: &Path) -> Result<NsCounters, SourceError> {
 pub fn read_details(proc_dir: &Path, c: &mut NsCounters) -> Result<(), SourceError> {
     let path6 = proc_dir.join("net/sockstat6");
     if let Some(text6) = super::read_optional(&path6)? {
-        c.tcp_inuse += super::sockstat::parse_v6_inuse(&text6, &path6)?;
+        // Kernel numbers are added with a check: a wrapped sum would be served as true.
+        let overflow = || SourceError::parse(&path6, "IPv4 + IPv6 sockets overflow a 64-bit counter");
+        c.tcp_inuse = c.tcp_inuse.checked_add(super::sockstat::parse_v6_inuse(&text6, &path6)?).ok_or_else(overflow)?;
         if let (Some(v4), Some(v6)) = (c.udp_inuse, super::sockstat::udp_inuse(&text6, "UDP6", &path6)?) {
-            c.udp_inuse = Some(v4 + v6);
+            c.udp_inuse = Some(v4.checked_add(v6).ok_or_else(overflow)?);
         }
     }
     let snmp = super::snmp::read_tcp(proc_dir)?;
@@ -351,11 +353,23 @@ fn pressure(c: &NsCounters, conntrack_max: Option<u64>) -> f64 {
 /// `/proc/PID/ns/net` link or a pinning file; setns needs CAP_SYS_ADMIN). The thread ends
 /// with the call, so no thread of ours ever goes on in the wrong namespace; what `f` opens
 /// there (a netlink socket, a sysctl file) keeps that namespace.
-pub fn in_namespace<T: Send>(ns: &Path, f: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<T> {
+/// With `expect`, the namespace entered must be that inode: a `/proc/PID/ns/net` whose
+/// process died and whose PID was reused elsewhere is refused, not read as the old one.
+pub fn in_namespace<T: Send>(
+    ns: &Path,
+    expect: Option<u64>,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
             use std::os::fd::AsRawFd;
+            use std::os::unix::fs::MetadataExt;
             let file = std::fs::File::open(ns)?;
+            let inode = file.metadata()?.ino();
+            if expect.is_some_and(|e| e != inode) {
+                let msg = format!("{} is now namespace {inode}, not {}", ns.display(), expect.unwrap_or(0));
+                return Err(std::io::Error::new(std::io::ErrorKind::NotFound, msg));
+            }
             // SAFETY: a valid fd; setns changes this scoped, short-lived thread only.
             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -373,7 +387,7 @@ pub fn in_namespace<T: Send>(ns: &Path, f: impl FnOnce() -> std::io::Result<T> +
 fn read_pinned(pins: &[PathBuf]) -> Vec<Result<NsCounters, SourceError>> {
     pins.iter()
         .map(|pin| {
-            in_namespace(pin, || read_counters(Path::new("/proc/thread-self")).map_err(std::io::Error::other))
+            in_namespace(pin, None, || read_counters(Path::new("/proc/thread-self")).map_err(std::io::Error::other))
                 .map_err(|e| SourceError::Io { path: pin.clone(), source: e })
         })
         .collect()
@@ -546,6 +560,14 @@ mod tests {
         // A pod's sandbox (pause) cgroup without a container id still names the pod.
         let o = parse_cgroup("0::/kubepods/besteffort/pod0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f");
         assert_eq!((o.container_id, o.pod_uid.as_deref()), (None, Some("0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f")));
+    }
+
+    #[test]
+    fn a_namespace_file_that_now_names_another_namespace_is_refused() {
+        // A /proc/PID/ns/net whose PID was reused: the inode differs from the one discovered.
+        let e = in_namespace(Path::new("/proc/self/ns/net"), Some(1), || Ok(())).unwrap_err();
+        assert!(e.to_string().contains("not 1"), "{e}");
+        assert!(in_namespace(Path::new("/nonexistent/ns"), None, || Ok(())).is_err());
     }
 
     #[test]

@@ -66,8 +66,8 @@ fn parse_range(text: &str) -> Option<EphemeralRange> {
 }
 
 /// Opens a namespace's port range file from inside it.
-fn open_range_file(ns: &PathBuf) -> std::io::Result<std::fs::File> {
-    super::netns::in_namespace(ns, || std::fs::File::open("/proc/sys/net/ipv4/ip_local_port_range"))
+fn open_range_file(ns: &PathBuf, inode: u64) -> std::io::Result<std::fs::File> {
+    super::netns::in_namespace(ns, Some(inode), || std::fs::File::open("/proc/sys/net/ipv4/ip_local_port_range"))
 }
 
 impl DeepLayer {
@@ -118,8 +118,8 @@ impl DeepLayer {
         let k = match self.kept.entry(inode) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let range_file = open_range_file(path)?;
-                v.insert(Kept { diag: SockDiag::in_namespace(path.clone()), range_file, reading: None })
+                let range_file = open_range_file(path, inode)?;
+                v.insert(Kept { diag: SockDiag::in_namespace(path.clone(), inode), range_file, reading: None })
             }
         };
         let mut buf = [0u8; 64];

@@ -243,8 +243,11 @@ impl SockDiag {
     }
 
     /// A sock_diag socket of another network namespace (see [`DumpSocket::in_namespace`]).
-    pub fn in_namespace(ns: std::path::PathBuf) -> Self {
-        SockDiag { nl: DumpSocket::in_namespace("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT, ns), one_walk: true }
+    pub fn in_namespace(ns: std::path::PathBuf, inode: u64) -> Self {
+        SockDiag {
+            nl: DumpSocket::in_namespace("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT, ns, inode),
+            one_walk: true,
+        }
     }
 
     /// Dumps one family at a time, as on a kernel that refuses the one-walk request: for
