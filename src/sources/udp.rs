@@ -117,7 +117,8 @@ pub struct Udp {
     pub drops_total: u64,
     /// The fullest socket's receive queue over its receive buffer (not capped).
     pub queue_utilization_max: f64,
-    /// Busy sockets on pairs left untracked because [`MAX_TRACKED_PORTS`] were already.
+    /// Sockets left untracked: busy ones on pairs past [`MAX_TRACKED_PORTS`], dropping ones
+    /// past [`MAX_TRACKED_DROPPERS`] (their drops are not counted).
     pub untracked: u64,
     /// The dump was interrupted by table changes (`NLM_F_DUMP_INTR`).
     pub interrupted: bool,
@@ -321,11 +322,22 @@ impl Follow {
             0
         } else {
             let cookie = m.cookie();
-            let before = self.droppers.get(&cookie).copied();
-            if before.is_some() || self.next_droppers.len() < MAX_TRACKED_DROPPERS {
-                self.next_droppers.insert(cookie, u64::from(drops));
+            match self.droppers.get(&cookie).copied() {
+                Some(before) => {
+                    self.next_droppers.insert(cookie, u64::from(drops));
+                    u64::from(drops).saturating_sub(before)
+                }
+                None if self.next_droppers.len() < MAX_TRACKED_DROPPERS => {
+                    self.next_droppers.insert(cookie, u64::from(drops));
+                    u64::from(drops)
+                }
+                // Not followed, so not counted: counted now, it would be counted again at
+                // every sample.
+                None => {
+                    out.untracked += 1;
+                    0
+                }
             }
-            u64::from(drops).saturating_sub(before.unwrap_or(0))
         };
         self.drops_total += added;
         let port = m.src_port();
@@ -505,6 +517,17 @@ mod tests {
         let u = sample(&mut t, &idle, &cfg);
         assert_eq!(u.ports.len(), 0, "{:?}", u.ports);
         assert_eq!(t.ports.len(), 1, "watched this sample: kept in the map, not exported");
+    }
+
+    #[test]
+    fn droppers_past_the_cap_are_not_counted_again_and_again() {
+        let cfg = UdpConfig::default();
+        let mut t = Follow::default();
+        let many: Vec<Vec<u8>> = (0..MAX_TRACKED_DROPPERS as u64 + 5).map(|c| msg(53, c, 0, 1000, 1)).collect();
+        let u = sample(&mut t, &many, &cfg);
+        assert_eq!((u.drops_total, u.untracked), (MAX_TRACKED_DROPPERS as u64, 5));
+        let u = sample(&mut t, &many, &cfg);
+        assert_eq!(u.drops_total, MAX_TRACKED_DROPPERS as u64, "nothing new dropped, nothing added");
     }
 
     #[test]
