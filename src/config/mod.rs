@@ -4,7 +4,7 @@
 //! Each setting is defined once, in [`settings`]: its name (the flag is `--NAME`, the
 //! file key is `NAME` as a TOML dotted key), default, type and whether a SIGHUP applies
 //! it. This module turns the text of each value into its typed field, in one line per
-//! field ([`Config::from_resolved`]). For example:
+//! field (`Config::from_resolved`). For example:
 //!
 //! ```toml
 //! interval = "15s"

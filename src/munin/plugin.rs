@@ -131,7 +131,7 @@ fn limits_snapshot() -> crate::snapshot::Snapshot {
     )
 }
 
-/// Runs the plugin. `name` is the plugin's path (argv[0], or the plugin file's path);
+/// Runs the plugin. `name` is the plugin's path (`argv[0]`, or the plugin file's path);
 /// `action` is munin's argument: `config`, `autoconf`, `suggest`, or none for fetch.
 pub fn run(name: &str, action: Option<&str>) -> ExitCode {
     let base = name.rsplit('/').next().unwrap_or(name);

@@ -244,7 +244,7 @@ where
 }
 
 /// Serves until `shutdown` flips, then stops accepting and gives in-flight requests
-/// [`SHUTDOWN_GRACE`] to finish.
+/// `SHUTDOWN_GRACE` to finish.
 pub async fn serve(listener: TcpListener, web: Arc<Web>, mut shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     let slots = Slots::new(MAX_CONNECTIONS);

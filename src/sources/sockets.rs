@@ -69,7 +69,7 @@ pub const DIAG_MSG_LEN: usize = 72;
 /// only when asked for, so counting states costs two byte loads per socket.
 ///
 /// Layout: family, state, timer, retrans (u8 each); sockid { sport, dport (be16),
-/// src[16], dst[16], if (u32), cookie[8] }; expires, rqueue, wqueue, uid, inode (u32).
+/// `src[16]`, `dst[16]`, if (u32), `cookie[8]` }; expires, rqueue, wqueue, uid, inode (u32).
 #[derive(Clone, Copy)]
 pub struct DiagMsg<'a> {
     raw: &'a [u8],
