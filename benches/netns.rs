@@ -139,7 +139,7 @@ fn deep_layer(busy: &str, tw: usize, k: usize, rounds: usize) {
     for _ in 0..rounds.min(5) {
         let before = source.read(Path::new("/proc"), &cfg, Some(262_144)).unwrap().deep_dumps_total;
         let t = std::time::Instant::now();
-        let (c, n) = cpu_of(|| source.read_within(Path::new("/proc"), &cfg, Some(262_144), budget).unwrap());
+        let (c, n) = cpu_of(|| source.read_within(Path::new("/proc"), &cfg, Some(262_144), budget, None).unwrap());
         wall.push(t.elapsed().as_secs_f64());
         cpu.push(c);
         dumps.push((n.deep_dumps_total - before) as f64);

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
 use crate::sources::netns::{NetnsConfig, NetnsSource};
+use crate::sources::netns_deep::DeepReading;
 use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
 use crate::sources::projection;
 use crate::sources::udp::{UdpConfig, UdpTracker};
@@ -239,7 +240,8 @@ impl Sampler {
             let max = conntrack.as_ref().and_then(|c| c.limit);
             // Dumps inside namespaces get half of what self-protection leaves this sample.
             let budget = (self.configured_interval.mul_f64(self.max_share) / 2).saturating_sub(start.elapsed());
-            let (n, status) = tracker.observe(Source::Netns, || source.read_within(root, cfg, max, budget));
+            let own = own_reading(ports.as_ref(), sockets.as_ref(), limits.as_ref());
+            let (n, status) = tracker.observe(Source::Netns, || source.read_within(root, cfg, max, budget, own));
             statuses.push(status);
             n
         });
@@ -293,6 +295,30 @@ impl Sampler {
         snapshot.interval = self.interval;
         publish(snapshot, self.render)
     }
+}
+
+/// sockwatch's own namespace as the main dump of this sample saw it, in the form of a
+/// dump inside a namespace: the deep layer does not walk it a second time.
+fn own_reading(
+    ports: Option<&sources::ports::PortUsage>,
+    sockets: Option<&sources::sockets::Sockets>,
+    limits: Option<&sources::limits::Limits>,
+) -> Option<DeepReading> {
+    let (p, s, l) = (ports?, sockets?, limits?);
+    let e = p.ephemeral.as_ref()?;
+    let range = ephemeral_range(l);
+    let mut states = s.states.ipv4;
+    for (n, v6) in states.iter_mut().zip(s.states.ipv6) {
+        *n += v6;
+    }
+    Some(DeepReading {
+        range,
+        busiest: e.top.iter().max_by_key(|d| d.used).cloned(),
+        utilization: e.busiest as f64 / f64::from(range.capacity.max(1)),
+        states,
+        listen_utilization: p.listen_utilization_max,
+        age: 0,
+    })
 }
 
 /// `--netns`: on, off, or auto: on in the host's initial network namespace, told by

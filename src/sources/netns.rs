@@ -412,16 +412,19 @@ impl NetnsSource {
         cfg: &NetnsConfig,
         conntrack_max: Option<u64>,
     ) -> Result<Namespaces, SourceError> {
-        self.read_within(root, cfg, conntrack_max, Duration::ZERO)
+        self.read_within(root, cfg, conntrack_max, Duration::ZERO, None)
     }
 
     /// [`NetnsSource::read`], with `deep_budget` of time for dumps inside namespaces.
+    /// `own_reading` is sockwatch's own namespace as the sample's main dump saw it: that
+    /// namespace is never dumped a second time.
     pub fn read_within(
         &mut self,
         root: &Path,
         cfg: &NetnsConfig,
         conntrack_max: Option<u64>,
         deep_budget: Duration,
+        own_reading: Option<DeepReading>,
     ) -> Result<Namespaces, SourceError> {
         let (found, denied) = self.discovery.scan(root, &PIN_DIRS)?;
         let reachable: HashMap<u64, PathBuf> = found
@@ -471,7 +474,7 @@ impl NetnsSource {
             [out.worst_conntrack.map(|w| w.0), out.worst_time_wait.map(|w| w.0), worst_ports.map(|w| w.0)];
         let keep = |n: &Namespace, i: usize| i < cfg.top_k || n.own || worst_inodes.contains(&Some(n.inode));
         out.top = all.into_iter().enumerate().filter(|(i, n)| keep(n, *i)).map(|(_, n)| n).collect();
-        self.deep.run(&mut out.top, &reachable, deep_budget);
+        self.deep.run(&mut out.top, &reachable, deep_budget, own.map(|i| (i, own_reading)));
         out.worst_ports = out
             .top
             .iter()

@@ -74,19 +74,47 @@ impl DeepLayer {
     /// Dumps namespaces inside `budget`, exported ones (`top`, by pressure) first, then
     /// the rest of `reachable` (inode → namespace file) in turn; attaches each exported
     /// namespace's latest reading. Closes the sockets of namespaces no longer reachable.
-    pub fn run(&mut self, top: &mut [Namespace], reachable: &HashMap<u64, PathBuf>, budget: Duration) {
+    /// sockwatch's own namespace (`own`: its inode, and the reading of the sample's main
+    /// dump) is never dumped again.
+    pub fn run(
+        &mut self,
+        top: &mut [Namespace],
+        reachable: &HashMap<u64, PathBuf>,
+        budget: Duration,
+        own: Option<(u64, Option<DeepReading>)>,
+    ) {
+        let own_inode = own.as_ref().map(|o| o.0);
+        if let Some(i) = own_inode {
+            self.kept.remove(&i);
+        }
         self.kept.retain(|inode, _| reachable.contains_key(inode));
         for k in self.kept.values_mut() {
             if let Some(r) = k.reading.as_mut() {
                 r.age += 1;
             }
         }
-        if self.down.is_some() {
-            return;
+        if self.down.is_none() {
+            self.dump_within(top, reachable, budget, own_inode);
         }
+        for n in top.iter_mut() {
+            n.deep = match &own {
+                Some((inode, reading)) if *inode == n.inode => reading.clone(),
+                _ => self.kept.get(&n.inode).and_then(|k| k.reading.clone()),
+            };
+        }
+    }
+
+    fn dump_within(
+        &mut self,
+        top: &[Namespace],
+        reachable: &HashMap<u64, PathBuf>,
+        budget: Duration,
+        own_inode: Option<u64>,
+    ) {
         let start = Instant::now();
-        let mut order: Vec<u64> = top.iter().map(|n| n.inode).collect();
-        let mut rest: Vec<u64> = reachable.keys().copied().filter(|i| !order.contains(i)).collect();
+        let mut order: Vec<u64> = top.iter().map(|n| n.inode).filter(|&i| Some(i) != own_inode).collect();
+        let mut rest: Vec<u64> =
+            reachable.keys().copied().filter(|&i| !order.contains(&i) && Some(i) != own_inode).collect();
         rest.sort_unstable();
         if !rest.is_empty() {
             let t = self.turn % rest.len();
@@ -108,9 +136,6 @@ impl DeepLayer {
                 }
                 self.kept.remove(&inode); // reopened at its next turn
             }
-        }
-        for n in top.iter_mut() {
-            n.deep = self.kept.get(&n.inode).and_then(|k| k.reading.clone());
         }
     }
 
@@ -159,6 +184,25 @@ impl DeepLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockwatchs_own_namespace_is_never_dumped_twice() {
+        // Its reading comes from the sample's main dump; no socket is opened for it.
+        let reading = DeepReading {
+            range: EphemeralRange::new(40000, 40099),
+            busiest: None,
+            utilization: 0.5,
+            states: [0; 13],
+            listen_utilization: 0.0,
+            age: 0,
+        };
+        let mut top = vec![Namespace { inode: 7, own: true, ..Namespace::default() }];
+        let reachable = HashMap::from([(7, PathBuf::from("/proc/self/ns/net"))]);
+        let mut layer = DeepLayer::default();
+        layer.run(&mut top, &reachable, Duration::from_secs(5), Some((7, Some(reading.clone()))));
+        assert_eq!((layer.kept(), layer.dumps_total, layer.down.clone()), (0, 0, None));
+        assert_eq!(top[0].deep, Some(reading));
+    }
 
     #[test]
     fn port_range_files() {
