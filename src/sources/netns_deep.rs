@@ -65,6 +65,25 @@ fn parse_range(text: &str) -> Option<EphemeralRange> {
     (low <= high).then(|| EphemeralRange::new(low, high))
 }
 
+/// This sample's dump order: the exported namespaces (by pressure), then every other one
+/// starting at `turn` (wrapping), sockwatch's own never. Returns the order, where the others
+/// start in it, and the turn actually used.
+fn schedule(
+    exported: &[u64],
+    all: impl Iterator<Item = u64>,
+    own: Option<u64>,
+    turn: usize,
+) -> (Vec<u64>, usize, usize) {
+    let mut order: Vec<u64> = exported.iter().copied().filter(|&i| Some(i) != own).collect();
+    let mut rest: Vec<u64> = all.filter(|&i| !order.contains(&i) && Some(i) != own).collect();
+    rest.sort_unstable();
+    let t = if rest.is_empty() { 0 } else { turn % rest.len() };
+    rest.rotate_left(t);
+    let first_rest = order.len();
+    order.extend(rest);
+    (order, first_rest, t)
+}
+
 /// Opens a namespace's port range file from inside it.
 fn open_range_file(ns: &PathBuf, inode: u64) -> std::io::Result<std::fs::File> {
     super::netns::in_namespace(ns, Some(inode), || std::fs::File::open("/proc/sys/net/ipv4/ip_local_port_range"))
@@ -112,20 +131,16 @@ impl DeepLayer {
         own_inode: Option<u64>,
     ) {
         let start = Instant::now();
-        let mut order: Vec<u64> = top.iter().map(|n| n.inode).filter(|&i| Some(i) != own_inode).collect();
-        let mut rest: Vec<u64> =
-            reachable.keys().copied().filter(|&i| !order.contains(&i) && Some(i) != own_inode).collect();
-        rest.sort_unstable();
-        if !rest.is_empty() {
-            let t = self.turn % rest.len();
-            rest.rotate_left(t);
-            self.turn = t + 1;
-        }
-        order.extend(rest);
-        for inode in order {
+        let exported: Vec<u64> = top.iter().map(|n| n.inode).collect();
+        let (order, first_rest, t) = schedule(&exported, reachable.keys().copied(), own_inode, self.turn);
+        let mut rest_attempted = 0;
+        for (i, inode) in order.into_iter().enumerate() {
             if start.elapsed() >= budget {
                 break;
             }
+            // The round-robin goes on next sample from the first namespace not reached.
+            rest_attempted += usize::from(i >= first_rest);
+            self.turn = t + rest_attempted;
             let Some(path) = reachable.get(&inode) else { continue };
             if let Err(e) = self.dump(inode, path) {
                 if e.raw_os_error() == Some(libc::EPERM) {
@@ -202,6 +217,20 @@ mod tests {
         layer.run(&mut top, &reachable, Duration::from_secs(5), Some((7, Some(reading.clone()))));
         assert_eq!((layer.kept(), layer.dumps_total, layer.down.clone()), (0, 0, None));
         assert_eq!(top[0].deep, Some(reading));
+    }
+
+    #[test]
+    fn the_round_robin_goes_on_where_the_budget_stopped_it() {
+        let all = [10, 11, 12, 13, 14, 15, 99];
+        // Exported first (own excluded), then the others from the turn.
+        let (order, first_rest, t) = schedule(&[14, 99], all.into_iter(), Some(99), 0);
+        assert_eq!((order, first_rest, t), (vec![14, 10, 11, 12, 13, 15], 1, 0));
+        // A sample that reached 3 of the others: the next starts at the 4th.
+        let (order, _, _) = schedule(&[14], all.into_iter(), Some(99), 3);
+        assert_eq!(order, [14, 13, 15, 10, 11, 12]);
+        // Past the end it wraps.
+        let (order, _, t) = schedule(&[], all.into_iter(), Some(99), 8);
+        assert_eq!((order[0], t), (12, 2));
     }
 
     #[test]
