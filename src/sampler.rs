@@ -304,21 +304,7 @@ fn own_reading(
     sockets: Option<&sources::sockets::Sockets>,
     limits: Option<&sources::limits::Limits>,
 ) -> Option<DeepReading> {
-    let (p, s, l) = (ports?, sockets?, limits?);
-    let e = p.ephemeral.as_ref()?;
-    let range = ephemeral_range(l);
-    let mut states = s.states.ipv4;
-    for (n, v6) in states.iter_mut().zip(s.states.ipv6) {
-        *n += v6;
-    }
-    Some(DeepReading {
-        range,
-        busiest: e.top.iter().max_by_key(|d| d.used).cloned(),
-        utilization: e.busiest as f64 / f64::from(range.capacity.max(1)),
-        states,
-        listen_utilization: p.listen_utilization_max,
-        age: 0,
-    })
+    DeepReading::of_dump(ephemeral_range(limits?), ports?, sockets?)
 }
 
 /// `--netns`: on, off, or auto: on in the host's initial network namespace, told by
@@ -338,7 +324,7 @@ fn netns_config(config: &Config) -> Option<NetnsConfig> {
             (None, _) => false,
         }
     });
-    enabled.then_some(NetnsConfig { enabled, top_k: config.netns_top_k })
+    enabled.then_some(NetnsConfig { top_k: config.netns_top_k })
 }
 
 /// Renders a snapshot for readers, once.

@@ -84,13 +84,6 @@ impl Drop for Container {
     }
 }
 
-fn info_of(text: &str, netns: u64) -> String {
-    text.lines()
-        .find(|l| l.starts_with(&format!("sockwatch_netns_info{{netns=\"{netns}\"")))
-        .unwrap_or_else(|| panic!("no info series for netns {netns}:\n{text}"))
-        .to_owned()
-}
-
 #[test]
 fn a_podman_container_is_named_on_its_namespace() {
     if !require("a_podman_container_is_named_on_its_namespace", &["podman", "runc", "busybox", "tar"]) {
@@ -100,7 +93,7 @@ fn a_podman_container_is_named_on_its_namespace() {
     let c = Container::sleeping(&image, &format!("sockwatch-test-{}", std::process::id()));
     let out = Command::new(BIN).args(["sample", "--netns", "on", "--munin.socket", ""]).output().unwrap();
     let text = ok(&out, "sockwatch sample");
-    let info = info_of(&text, c.netns());
+    let info = common::netns_info_line(&text, c.netns());
     assert!(info.contains(&format!("container_id=\"{}\",runtime=\"podman\"", c.id())), "{info}");
     let m = parse_metrics(&text);
     assert_eq!(m[&format!("sockwatch_netns_tcp_sockets{{netns=\"{}\"}}", c.netns())], 0.0, "an idle container");
@@ -143,7 +136,7 @@ fn the_scratch_image_sees_the_other_containers() {
     let out = podman(&args);
     let _ = podman(&["rmi", "-f", &tag]);
     let text = ok(&out, "sockwatch in its scratch image");
-    let info = info_of(&text, other.netns());
+    let info = common::netns_info_line(&text, other.netns());
     assert!(info.contains(&format!("container_id=\"{}\"", other.id())), "{info}");
     let m = parse_metrics(&text);
     assert_eq!(m["sockwatch_netns_deep_up"], 1.0, "CAP_SYS_ADMIN given: the deep layer runs");

@@ -104,13 +104,6 @@ fn metrics(d: &Daemon, ns: &Netns) -> std::collections::HashMap<String, f64> {
     parse_metrics(&d.get(ns, "/metrics").1)
 }
 
-fn info_line(text: &str, inode: u64) -> String {
-    text.lines()
-        .find(|l| l.starts_with(&format!("sockwatch_netns_info{{netns=\"{inode}\"")))
-        .unwrap_or_else(|| panic!("no info series for {inode}"))
-        .to_owned()
-}
-
 #[test]
 fn every_namespace_against_the_kernel() {
     if !require("every_namespace_against_the_kernel", &["nft", "ss", "prometheus"]) {
@@ -200,26 +193,26 @@ fn every_namespace_against_the_kernel() {
     );
     assert_eq!(m[&format!("sockwatch_netns_conntrack_utilization_max{{netns=\"{ia}\"}}")], 1.0);
     assert!(m["sockwatch_conntrack_entries"] < (CT_MAX / 2) as f64, "the daemon's own namespace is not full");
-    let info = info_line(&text, ia);
+    let info = common::netns_info_line(&text, ia);
     assert!(info.contains(&format!("name=\"{}\"", a.name)), "{info}");
     assert!(info.contains(&format!("container_id=\"{DOCKER_ID}\",runtime=\"docker\"")), "{info}");
     assert!(info.contains(&format!("pid=\"{}\"", a_proc.0.id())), "{info}");
-    let info = info_line(&text, id);
+    let info = common::netns_info_line(&text, id);
     assert!(
         info.contains(&format!("container_id=\"{CRI_ID}\"")) && info.contains(&format!("pod_uid=\"{POD_UID}\"")),
         "{info}"
     );
     for (ns, id, runtime) in [(&f_ns, CRIO_ID, "crio"), (&g_ns, CONTAINERD_ID, "containerd")] {
-        let info = info_line(&text, inode(ns));
+        let info = common::netns_info_line(&text, inode(ns));
         let want = format!("container_id=\"{id}\",runtime=\"{runtime}\",pod_uid=\"{POD2_UID}\"");
         assert!(info.contains(&want), "{info}");
     }
     // B, pinned without a process, read by entering it: its TCP sockets as ss counts them.
     let ss_b = b.exec_stdout("ss", &["-H", "-t", "-a", "-n"]).lines().count() as f64;
     assert_eq!(m[&format!("sockwatch_netns_tcp_sockets{{netns=\"{ib}\"}}")], ss_b);
-    assert!(info_line(&text, ib).contains("pid=\"\""), "read through setns, not a process");
+    assert!(common::netns_info_line(&text, ib).contains("pid=\"\""), "read through setns, not a process");
     assert_eq!(m["sockwatch_netns_unreadable"], denied_links() as f64, "root reads every link it may");
-    assert!(info_line(&text, inode(&c)).contains("own=\"1\""));
+    assert!(common::netns_info_line(&text, inode(&c)).contains("own=\"1\""));
     // The deep layer: E's busiest destination, dumped inside E, as ss counts it there.
     let ie = inode(&e);
     let ss_e = e.exec_stdout("ss", &["-H", "-t", "-a", "-n", "dport", "=", ":7002"]).lines().count() as f64;

@@ -35,18 +35,16 @@ pub const PIN_DIRS: [&str; 2] = ["/run/netns", "/var/run/docker/netns"];
 /// Most namespaces read per sample (bounded work and memory on a host gone wrong).
 pub const MAX_NAMESPACES: usize = 10_000;
 
-/// How many namespaces are exported.
+/// How many namespaces are exported (the source runs only when `--netns` is on).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetnsConfig {
-    /// Read every namespace (`--netns`).
-    pub enabled: bool,
     /// Namespaces exported, by pressure (`--netns.top-k`).
     pub top_k: usize,
 }
 
 impl Default for NetnsConfig {
     fn default() -> Self {
-        NetnsConfig { enabled: true, top_k: 20 }
+        NetnsConfig { top_k: 20 }
     }
 }
 

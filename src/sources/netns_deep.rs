@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::netns::Namespace;
-use super::ports::{Destination, EphemeralRange, PortAggregator, PortsConfig};
-use super::sockets::SockDiag;
+use super::ports::{Destination, EphemeralRange, PortAggregator, PortUsage, PortsConfig};
+use super::sockets::{SockDiag, Sockets};
 
 /// What one dump inside a namespace found.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +39,27 @@ pub struct DeepReading {
     pub listen_utilization: f64,
     /// Samples since this reading was taken (0: this sample).
     pub age: u64,
+}
+
+impl DeepReading {
+    /// What one dump of a namespace says: its busiest destination against `range`, its
+    /// states, its fullest accept queue. The deep layer's dumps and the sample's main dump
+    /// (sockwatch's own namespace) both go through here. `None` without a port range.
+    pub fn of_dump(range: EphemeralRange, usage: &PortUsage, sockets: &Sockets) -> Option<DeepReading> {
+        let e = usage.ephemeral.as_ref()?;
+        let mut states = sockets.states.ipv4;
+        for (n, v6) in states.iter_mut().zip(sockets.states.ipv6) {
+            *n += v6;
+        }
+        Some(DeepReading {
+            range,
+            busiest: e.top.iter().max_by_key(|d| d.used).cloned(),
+            utilization: e.busiest as f64 / f64::from(range.capacity.max(1)),
+            states,
+            listen_utilization: usage.listen_utilization_max,
+            age: 0,
+        })
+    }
 }
 
 struct Kept {
@@ -85,7 +106,7 @@ fn schedule(
 }
 
 /// Opens a namespace's port range file from inside it.
-fn open_range_file(ns: &PathBuf, inode: u64) -> std::io::Result<std::fs::File> {
+fn open_range_file(ns: &std::path::Path, inode: u64) -> std::io::Result<std::fs::File> {
     super::netns::in_namespace(ns, Some(inode), || std::fs::File::open("/proc/sys/net/ipv4/ip_local_port_range"))
 }
 
@@ -171,17 +192,9 @@ impl DeepLayer {
         let mut ports = PortAggregator::default();
         ports.begin_range(Some(range));
         let sockets = k.diag.read(&mut |m| ports.visit(m)).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut states = sockets.states.ipv4;
-        for (n, v6) in states.iter_mut().zip(sockets.states.ipv6) {
-            *n += v6;
-        }
         self.dumps_total += 1;
         let usage = ports.finish(&PortsConfig { top_k: 1, listeners_top_k: 0, listener_ports: Vec::new() });
-        let e = usage.ephemeral.expect("a range was given");
-        let busiest = e.top.into_iter().max_by_key(|d| d.used);
-        let utilization = e.busiest as f64 / f64::from(range.capacity.max(1));
-        let listen_utilization = usage.listen_utilization_max;
-        k.reading = Some(DeepReading { range, busiest, utilization, states, listen_utilization, age: 0 });
+        k.reading = DeepReading::of_dump(range, &usage, &sockets);
         Ok(())
     }
 

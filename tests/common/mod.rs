@@ -630,3 +630,11 @@ pub fn basic_auth(credentials: &str) -> String {
     }
     out
 }
+
+/// The `sockwatch_netns_info` line of namespace `inode` in a rendering.
+pub fn netns_info_line(text: &str, inode: u64) -> String {
+    text.lines()
+        .find(|l| l.starts_with(&format!("sockwatch_netns_info{{netns=\"{inode}\"")))
+        .unwrap_or_else(|| panic!("no info series for netns {inode}:\n{text}"))
+        .to_owned()
+}
