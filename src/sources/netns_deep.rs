@@ -175,12 +175,12 @@ impl DeepLayer {
         }
     }
 
-    fn dump(&mut self, inode: u64, path: &PathBuf) -> std::io::Result<()> {
+    fn dump(&mut self, inode: u64, path: &std::path::Path) -> std::io::Result<()> {
         let k = match self.kept.entry(inode) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let range_file = open_range_file(path, inode)?;
-                v.insert(Kept { diag: SockDiag::in_namespace(path.clone(), inode), range_file, reading: None })
+                v.insert(Kept { diag: SockDiag::in_namespace(path.to_owned(), inode), range_file, reading: None })
             }
         };
         let mut buf = [0u8; 64];
