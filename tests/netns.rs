@@ -9,7 +9,8 @@
 //! - a pinned namespace with a narrowed port range driven to EADDRNOTAVAIL: the deep layer's
 //!   busiest destination inside it equals what `ss` counts there;
 //! - the pinned namespace deleted while sampled: gone from the output, the source stays up,
-//!   its kept netlink socket closed;
+//!   its kept netlink socket and files closed, and the namespace freed (the kernel destroys
+//!   its devices: the host end of a veth pair into it goes away);
 //! - unprivileged: the namespaces it cannot name are counted, its own is read.
 
 mod common;
@@ -269,11 +270,25 @@ fn every_namespace_against_the_kernel() {
     };
     let kept_before = metrics(&daemon, &c)["sockwatch_netns_deep_sockets"];
     let fds_before = sockets(daemon.child.id());
+    // The kernel's own word that B is freed: a veth pair with one end in B. When B's last
+    // reference goes, the kernel destroys its devices, and the peer end here with them.
+    let host_end = format!("swfree{}", std::process::id() % 100_000);
+    let veth = ["link", "add", &host_end, "type", "veth", "peer", "name", "vb", "netns", &b.name];
+    assert!(Command::new("ip").args(veth).status().unwrap().success());
+    let host_end_exists = || std::path::Path::new(&format!("/sys/class/net/{host_end}")).exists();
+    assert!(host_end_exists());
     drop(held);
     let name_b = b.name.clone();
     drop(b);
     assert!(!std::path::Path::new(&format!("/run/netns/{name_b}")).exists());
     std::thread::sleep(Duration::from_millis(2500));
+    let freed_by = Instant::now() + Duration::from_secs(10);
+    while host_end_exists() && Instant::now() < freed_by {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let freed = !host_end_exists();
+    let _ = Command::new("ip").args(["link", "del", &host_end]).stderr(Stdio::null()).status();
+    assert!(freed, "B was not freed: something (a kept file or socket) still holds it");
     let m = metrics(&daemon, &c);
     assert!(!m.keys().any(|k| k.contains(&format!("netns=\"{ib}\""))), "B still exported");
     assert_eq!(m["sockwatch_source_up{source=\"netns\"}"], 1.0);

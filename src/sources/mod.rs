@@ -13,10 +13,12 @@
 //!   and its series is simply absent.
 
 pub mod conntrack;
+pub mod kept;
 pub mod ct_breakdown;
 pub mod limits;
 pub mod netlink;
 pub mod netns;
+pub mod netns_counters;
 pub mod netns_deep;
 pub mod ports;
 pub mod projection;
@@ -69,7 +71,7 @@ impl SourceError {
 /// Upper bound on a /proc file we read whole. The files we read are small (one
 /// line per CPU at most); a larger one means something is wrong with the input,
 /// and we refuse it rather than allocate without bound.
-const MAX_PROC_FILE: u64 = 1 << 20;
+pub(crate) const MAX_PROC_FILE: u64 = 1 << 20;
 
 /// Why [`read_small_file`] refused a file.
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::netns_deep::{DeepLayer, DeepReading};
+pub use super::netns_counters::{read_counters, NetFiles, NsCounters};
 use super::SourceError;
 
 /// Directories where namespaces are pinned by bind mounts.
@@ -55,23 +56,6 @@ pub struct Owner {
     /// `docker`, `containerd`, `crio`, `podman`.
     pub runtime: Option<&'static str>,
     pub pod_uid: Option<String>,
-}
-
-/// One namespace's O(1) counters. `None`: the kernel does not have it here (no conntrack
-/// module, an older kernel's missing column).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NsCounters {
-    pub tcp_inuse: u64,
-    pub time_wait: u64,
-    pub udp_inuse: Option<u64>,
-    pub conntrack_entries: Option<u64>,
-    pub conntrack_drop: Option<u64>,
-    pub conntrack_early_drop: Option<u64>,
-    pub conntrack_insert_failed: Option<u64>,
-    pub active_opens: Option<u64>,
-    pub attempt_fails: Option<u64>,
-    pub listen_overflows: Option<u64>,
-    pub time_wait_overflow: Option<u64>,
 }
 
 /// A network namespace and what was read in it.
@@ -286,55 +270,6 @@ fn pod_uid(part: &str) -> Option<String> {
     ok.then_some(uid)
 }
 
-/// The counters every namespace is ranked by, under `proc_dir` (`/proc/PID`, or
-/// `/proc/thread-self` in an entered namespace): `sockstat` (IPv4 TCP in use, TIME_WAIT,
-/// UDP) and `stat/nf_conntrack` (entries and drops). Two small files.
-pub fn read_pressure(proc_dir: &Path) -> Result<NsCounters, SourceError> {
-    let path = proc_dir.join("net/sockstat");
-    let text = super::read_required(&path, "/proc/PID/net/sockstat")?;
-    let v4 = super::sockstat::parse_v4(&text, &path)?;
-    let stat_path = proc_dir.join("net/stat/nf_conntrack");
-    let ct = match super::read_optional(&stat_path)? {
-        Some(text) => Some(super::conntrack::parse_stats(&text, &stat_path)?),
-        None => None,
-    };
-    Ok(NsCounters {
-        tcp_inuse: v4.inuse,
-        time_wait: v4.tw,
-        udp_inuse: super::sockstat::udp_inuse(&text, "UDP", &path)?,
-        conntrack_entries: ct.as_ref().and_then(|c| c.entries),
-        conntrack_drop: ct.as_ref().and_then(|c| c.drop),
-        conntrack_early_drop: ct.as_ref().and_then(|c| c.early_drop),
-        conntrack_insert_failed: ct.as_ref().and_then(|c| c.insert_failed),
-        ..NsCounters::default()
-    })
-}
-
-/// The rest, for the namespaces exported: IPv6 sockets (`sockstat6`), and the TCP
-/// counters of `snmp` and `netstat` (the largest file: read only for these).
-pub fn read_details(proc_dir: &Path, c: &mut NsCounters) -> Result<(), SourceError> {
-    let path6 = proc_dir.join("net/sockstat6");
-    if let Some(text6) = super::read_optional(&path6)? {
-        // Kernel numbers are added with a check: a wrapped sum would be served as true.
-        let overflow = || SourceError::parse(&path6, "IPv4 + IPv6 sockets overflow a 64-bit counter");
-        c.tcp_inuse = c.tcp_inuse.checked_add(super::sockstat::parse_v6_inuse(&text6, &path6)?).ok_or_else(overflow)?;
-        if let (Some(v4), Some(v6)) = (c.udp_inuse, super::sockstat::udp_inuse(&text6, "UDP6", &path6)?) {
-            c.udp_inuse = Some(v4.checked_add(v6).ok_or_else(overflow)?);
-        }
-    }
-    let snmp = super::snmp::read_tcp(proc_dir)?;
-    (c.active_opens, c.attempt_fails) = (snmp.active_opens, snmp.attempt_fails);
-    (c.listen_overflows, c.time_wait_overflow) = (snmp.listen_overflows, snmp.time_wait_overflow);
-    Ok(())
-}
-
-/// Both phases: every counter of one namespace.
-pub fn read_counters(proc_dir: &Path) -> Result<NsCounters, SourceError> {
-    let mut c = read_pressure(proc_dir)?;
-    read_details(proc_dir, &mut c)?;
-    Ok(c)
-}
-
 /// The default `ip_local_port_range` (32768–60999) a new namespace starts with: what the
 /// cheap layer holds a namespace's sockets against (its own range needs the deep layer).
 pub const DEFAULT_PORT_RANGE: f64 = 28_232.0;
@@ -379,24 +314,17 @@ pub fn in_namespace<T: Send>(
     })
 }
 
-/// Reads pinned namespaces (no process inside) from a thread that enters each one. The
-/// thread ends with the call, so it never runs a sample in the wrong namespace. `Err` per
-/// namespace: setns refused (no CAP_SYS_ADMIN) or the file gone.
-fn read_pinned(pins: &[PathBuf]) -> Vec<Result<NsCounters, SourceError>> {
-    pins.iter()
-        .map(|pin| {
-            in_namespace(pin, None, || read_counters(Path::new("/proc/thread-self")).map_err(std::io::Error::other))
-                .map_err(|e| SourceError::Io { path: pin.clone(), source: e })
-        })
-        .collect()
-}
-
-/// The namespaces source: discovery's memory and each representative's owner (its
-/// cgroup does not change while it lives).
+/// The namespaces source: discovery's memory, each namespace's kept files, each
+/// representative's owner (its cgroup does not change while it lives), the deep layer.
 #[derive(Default)]
 pub struct NetnsSource {
     discovery: Discovery,
     owners: HashMap<u32, Owner>,
+    /// Kept `/proc/PID/net` files by namespace inode; dropped with the namespace.
+    files: HashMap<u64, NetFiles>,
+    /// Descriptors the kept files and sockets may use ([`super::kept::keepable_fds`]),
+    /// known at the first sample.
+    fd_limit: Option<usize>,
     deep: DeepLayer,
 }
 
@@ -411,6 +339,79 @@ impl NetnsSource {
         conntrack_max: Option<u64>,
     ) -> Result<Namespaces, SourceError> {
         self.read_within(root, cfg, conntrack_max, Duration::ZERO, None)
+    }
+
+    /// Descriptors still free for kept files and sockets.
+    fn fds_left(&mut self) -> usize {
+        let limit = *self.fd_limit.get_or_insert_with(super::kept::keepable_fds);
+        let held: usize = self.files.values().map(NetFiles::open_count).sum::<usize>() + 2 * self.deep.kept();
+        limit.saturating_sub(held)
+    }
+
+    /// A pinned namespace (no process inside): its files opened once from a thread that
+    /// entered it (setns, CAP_SYS_ADMIN), then kept and re-read without entering. When
+    /// not every file could be kept (no descriptors to spare, a file absent), it is
+    /// entered at each sample instead: an unopened file could not be opened later from
+    /// outside. `None`: it cannot be entered or read.
+    fn read_entered(&mut self, inode: u64, pin: &Path, fds_left: &mut usize) -> Option<NsCounters> {
+        let thread_self = Path::new("/proc/thread-self");
+        if self.files.get(&inode).is_some_and(|f| !f.entered()) {
+            self.files.remove(&inode); // opened through a process that has left it
+        }
+        if !self.files.contains_key(&inode) && *fds_left >= NetFiles::COUNT {
+            let mut left = *fds_left;
+            let opened = in_namespace(pin, Some(inode), || {
+                NetFiles::open_all(thread_self, &mut left).map_err(std::io::Error::other)
+            });
+            if let Ok(files) = opened.map(NetFiles::into_entered) {
+                if files.open_count() == NetFiles::COUNT {
+                    *fds_left = left;
+                    self.files.insert(inode, files);
+                }
+            }
+        }
+        match self.files.get_mut(&inode) {
+            Some(files) => {
+                let mut c = files.read_pressure(&mut 0).ok()?;
+                files.read_details(&mut c, &mut 0).ok()?;
+                Some(c)
+            }
+            None => in_namespace(pin, Some(inode), || read_counters(thread_self).map_err(std::io::Error::other)).ok(),
+        }
+    }
+
+    /// Every namespace found, ranked by its two small files (all counters for a pinned one).
+    fn read_all(&mut self, root: &Path, found: Vec<Found>, own: Option<u64>, ct_max: Option<u64>) -> Vec<Namespace> {
+        let live: std::collections::HashSet<u64> = found.iter().map(|f| f.inode).collect();
+        self.files.retain(|inode, _| live.contains(inode)); // a kept file holds its namespace
+        let mut fds_left = self.fds_left();
+        let mut all = Vec::with_capacity(found.len());
+        for f in found {
+            let counters = match (f.pid, &f.pin) {
+                (Some(pid), _) => {
+                    let dir = root.join(pid.to_string());
+                    let files = self.files.entry(f.inode).or_insert_with(|| NetFiles::new(dir.clone()));
+                    files.set_dir(dir); // the representative may have changed
+                    files.read_pressure(&mut fds_left).ok()
+                }
+                (None, Some(pin)) => self.read_entered(f.inode, pin, &mut fds_left),
+                (None, None) => None,
+            };
+            let deep = self.deep.latest(f.inode).cloned();
+            let pressure = counters.as_ref().map_or(0.0, |c| pressure(c, ct_max));
+            let pressure = pressure.max(deep.as_ref().map_or(0.0, |d| d.utilization));
+            all.push(Namespace {
+                inode: f.inode,
+                pid: f.pid,
+                name: f.name,
+                owner: Owner::default(),
+                own: Some(f.inode) == own,
+                counters,
+                pressure,
+                deep,
+            });
+        }
+        all
     }
 
     /// [`NetnsSource::read`], with `deep_budget` of time for dumps inside namespaces.
@@ -433,31 +434,9 @@ impl NetnsSource {
             })
             .collect();
         let own = ns_of(root, "self").ok();
-        let pins: Vec<PathBuf> = found.iter().filter_map(|f| f.pin.clone()).collect();
-        let mut pinned = read_pinned(&pins).into_iter();
         let mut out = Namespaces { count: found.len() as u64, unreadable: denied, ..Namespaces::default() };
-        let mut all = Vec::with_capacity(found.len());
-        for f in found {
-            let counters = match f.pid {
-                Some(pid) => read_pressure(&root.join(pid.to_string())).ok(),
-                None => pinned.next().and_then(Result::ok), // entered: every counter at once
-            };
-            out.unreadable += u64::from(counters.is_none());
-            let deep = self.deep.latest(f.inode).cloned();
-            let pressure = counters.as_ref().map_or(0.0, |c| pressure(c, conntrack_max));
-            let pressure = pressure.max(deep.as_ref().map_or(0.0, |d| d.utilization));
-            let own = Some(f.inode) == own;
-            all.push(Namespace {
-                inode: f.inode,
-                pid: f.pid,
-                name: f.name,
-                owner: Owner::default(),
-                own,
-                counters,
-                pressure,
-                deep,
-            });
-        }
+        let mut all = self.read_all(root, found, own, conntrack_max);
+        out.unreadable += all.iter().filter(|n| n.counters.is_none()).count() as u64;
         let worst = |pick: fn(&NsCounters) -> Option<u64>| {
             all.iter()
                 .filter_map(|n| Some((n.inode, pick(n.counters.as_ref()?)?)))
@@ -472,7 +451,8 @@ impl NetnsSource {
             [out.worst_conntrack.map(|w| w.0), out.worst_time_wait.map(|w| w.0), worst_ports.map(|w| w.0)];
         let keep = |n: &Namespace, i: usize| i < cfg.top_k || n.own || worst_inodes.contains(&Some(n.inode));
         out.top = all.into_iter().enumerate().filter(|(i, n)| keep(n, *i)).map(|(_, n)| n).collect();
-        self.deep.run(&mut out.top, &reachable, deep_budget, own.map(|i| (i, own_reading)));
+        let fds_left = self.fds_left();
+        self.deep.run(&mut out.top, &reachable, deep_budget, own.map(|i| (i, own_reading)), fds_left);
         out.worst_ports = out
             .top
             .iter()
@@ -487,11 +467,12 @@ impl NetnsSource {
             (self.deep.down.clone(), self.deep.dumps_total, self.deep.kept() as u64);
         let live: std::collections::HashSet<u32> = out.top.iter().filter_map(|n| n.pid).collect();
         self.owners.retain(|pid, _| live.contains(pid));
+        let mut fds_left = self.fds_left();
         for n in &mut out.top {
             let Some(pid) = n.pid else { continue };
             let dir = root.join(pid.to_string());
-            if let Some(c) = n.counters.as_mut() {
-                if read_details(&dir, c).is_err() {
+            if let (Some(c), Some(files)) = (n.counters.as_mut(), self.files.get_mut(&n.inode)) {
+                if files.read_details(c, &mut fds_left).is_err() {
                     n.counters = None; // gone between the two reads
                 }
             }

@@ -77,6 +77,10 @@ pub struct DeepLayer {
     pub down: Option<String>,
     /// Dumps done since start.
     pub dumps_total: u64,
+    /// Descriptors this sample may still keep (a namespace's socket and range file take 2).
+    fds_left: usize,
+    /// Said once: namespaces go without a kept socket for want of descriptors.
+    said_fds: bool,
 }
 
 /// `32768\t60999` → the range.
@@ -122,8 +126,10 @@ impl DeepLayer {
         reachable: &HashMap<u64, PathBuf>,
         budget: Duration,
         own: Option<(u64, Option<DeepReading>)>,
+        fds_left: usize,
     ) {
         let own_inode = own.as_ref().map(|o| o.0);
+        self.fds_left = fds_left;
         if let Some(i) = own_inode {
             self.kept.remove(&i);
         }
@@ -178,7 +184,18 @@ impl DeepLayer {
     fn dump(&mut self, inode: u64, path: &std::path::Path) -> std::io::Result<()> {
         let k = match self.kept.entry(inode) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(_) if self.fds_left < 2 => {
+                if !std::mem::replace(&mut self.said_fds, true) {
+                    tracing::warn!(
+                        kept = self.kept.len(),
+                        "per-namespace ports (deep layer): no file descriptors to spare for more namespace sockets; \
+                         namespaces beyond these go without; raise the open-files limit (LimitNOFILE=)"
+                    );
+                }
+                return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+            }
             std::collections::hash_map::Entry::Vacant(v) => {
+                self.fds_left -= 2;
                 let range_file = open_range_file(path, inode)?;
                 v.insert(Kept { diag: SockDiag::in_namespace(path.to_owned(), inode), range_file, reading: None })
             }
@@ -227,7 +244,7 @@ mod tests {
         let mut top = vec![Namespace { inode: 7, own: true, ..Namespace::default() }];
         let reachable = HashMap::from([(7, PathBuf::from("/proc/self/ns/net"))]);
         let mut layer = DeepLayer::default();
-        layer.run(&mut top, &reachable, Duration::from_secs(5), Some((7, Some(reading.clone()))));
+        layer.run(&mut top, &reachable, Duration::from_secs(5), Some((7, Some(reading.clone()))), 100);
         assert_eq!((layer.kept(), layer.dumps_total, layer.down.clone()), (0, 0, None));
         assert_eq!(top[0].deep, Some(reading));
     }

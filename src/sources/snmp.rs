@@ -73,8 +73,28 @@ pub fn read_tcp(proc_root: &Path) -> Result<SnmpCounters, SourceError> {
 fn read_parts(proc_root: &Path, udp: bool) -> Result<SnmpCounters, SourceError> {
     let snmp_path = proc_root.join("net/snmp");
     let snmp = read_required(&snmp_path, "/proc/net/snmp")?;
+    // snmp6 is absent with IPv6 disabled: no IPv6 MIBs then.
+    let snmp6_path = proc_root.join("net/snmp6");
+    let snmp6 = if udp { read_optional(&snmp6_path)? } else { None };
+    let netstat_path = proc_root.join("net/netstat");
+    let netstat = read_optional(&netstat_path)?;
+    let mut c = parse_tcp((&snmp, &snmp_path), netstat.as_deref().map(|t| (t, netstat_path.as_path())))?;
+    if udp {
+        c.udp = parse_udp(&snmp, &snmp_path)?;
+    }
+    if let Some(snmp6) = snmp6 {
+        c.udp.extend(udp6(&snmp6, &snmp6_path)?);
+    }
+    Ok(c)
+}
+
+/// The TCP counters from the texts of `snmp` and `netstat` (each with its path, for
+/// errors). netstat (TcpExt) exists on every kernel we support, but a missing file only
+/// loses the TcpExt series; it does not take the Tcp counters down with it.
+pub fn parse_tcp(snmp: (&str, &Path), netstat: Option<(&str, &Path)>) -> Result<SnmpCounters, SourceError> {
+    let (snmp, snmp_path) = snmp;
     let mut c = SnmpCounters::default();
-    let found = for_each_pair(&snmp, "Tcp", &snmp_path, |name, v| {
+    let found = for_each_pair(snmp, "Tcp", snmp_path, |name, v| {
         let slot = match name {
             "ActiveOpens" => &mut c.active_opens,
             "PassiveOpens" => &mut c.passive_opens,
@@ -86,28 +106,10 @@ fn read_parts(proc_root: &Path, udp: bool) -> Result<SnmpCounters, SourceError> 
         *slot = Some(v);
     })?;
     if !found {
-        return Err(SourceError::parse(&snmp_path, "no \"Tcp:\" header and value lines"));
+        return Err(SourceError::parse(snmp_path, "no \"Tcp:\" header and value lines"));
     }
-    for (prefix, protocol) in [("Udp", "udp"), ("UdpLite", "udplite")].into_iter().filter(|_| udp) {
-        let mut mib = UdpMib { family: "ipv4", protocol, ..UdpMib::default() };
-        if for_each_pair(&snmp, prefix, &snmp_path, |name, v| {
-            if let Some(slot) = mib.slot(name) {
-                *slot = Some(v);
-            }
-        })? {
-            c.udp.push(mib);
-        }
-    }
-    // snmp6 is absent with IPv6 disabled: no IPv6 MIBs then.
-    let snmp6_path = proc_root.join("net/snmp6");
-    if let Some(snmp6) = if udp { read_optional(&snmp6_path)? } else { None } {
-        c.udp.extend(udp6(&snmp6, &snmp6_path)?);
-    }
-    // netstat (TcpExt) exists on every kernel we support, but a missing file only
-    // loses the TcpExt series; it does not take the Tcp counters down with it.
-    let netstat_path = proc_root.join("net/netstat");
-    if let Some(netstat) = read_optional(&netstat_path)? {
-        for_each_pair(&netstat, "TcpExt", &netstat_path, |name, v| {
+    if let Some((netstat, netstat_path)) = netstat {
+        for_each_pair(netstat, "TcpExt", netstat_path, |name, v| {
             let slot = match name {
                 "TCPTimeWaitOverflow" => &mut c.time_wait_overflow,
                 "ListenOverflows" => &mut c.listen_overflows,
@@ -119,6 +121,22 @@ fn read_parts(proc_root: &Path, udp: bool) -> Result<SnmpCounters, SourceError> 
         })?;
     }
     Ok(c)
+}
+
+/// The `Udp:` and `UdpLite:` MIBs of /proc/net/snmp.
+fn parse_udp(snmp: &str, snmp_path: &Path) -> Result<Vec<UdpMib>, SourceError> {
+    let mut out = Vec::new();
+    for (prefix, protocol) in [("Udp", "udp"), ("UdpLite", "udplite")] {
+        let mut mib = UdpMib { family: "ipv4", protocol, ..UdpMib::default() };
+        if for_each_pair(snmp, prefix, snmp_path, |name, v| {
+            if let Some(slot) = mib.slot(name) {
+                *slot = Some(v);
+            }
+        })? {
+            out.push(mib);
+        }
+    }
+    Ok(out)
 }
 
 /// The `Udp6…` and `UdpLite6…` lines of /proc/net/snmp6 (one `Name value` per line).
