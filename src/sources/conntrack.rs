@@ -87,7 +87,7 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<ConntrackStats, SourceErro
     let header: Vec<&str> = lines
         .next()
         .ok_or_else(|| SourceError::parse(path, "empty file, expected a header line"))?
-        .split_whitespace()
+        .split_ascii_whitespace()
         .collect();
     if header.first() != Some(&"entries") {
         return Err(SourceError::parse(
@@ -103,7 +103,7 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<ConntrackStats, SourceErro
             continue;
         }
         let mut width = 0;
-        for (i, tok) in line.split_whitespace().enumerate() {
+        for (i, tok) in line.split_ascii_whitespace().enumerate() {
             let Some(sum) = sums.get_mut(i) else {
                 width = i + 1;
                 continue;

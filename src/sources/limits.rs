@@ -67,7 +67,7 @@ fn parse_port(s: &str, path: &Path) -> Result<u16, SourceError> {
 
 /// `"32768\t60999\n"` → `(32768, 60999)`.
 pub fn parse_port_range(text: &str, path: &Path) -> Result<(u16, u16), SourceError> {
-    let mut it = text.split_whitespace();
+    let mut it = text.split_ascii_whitespace();
     let (Some(lo), Some(hi), None) = (it.next(), it.next(), it.next()) else {
         return Err(SourceError::parse(path, format!("expected two port numbers, found {:?}", text.trim())));
     };

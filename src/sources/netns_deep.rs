@@ -85,7 +85,7 @@ pub struct DeepLayer {
 
 /// `32768\t60999` → the range.
 fn parse_range(text: &str) -> Option<EphemeralRange> {
-    let mut it = text.split_whitespace().map(str::parse::<u16>);
+    let mut it = text.split_ascii_whitespace().map(str::parse::<u16>);
     let (low, high) = (it.next()?.ok()?, it.next()?.ok()?);
     (low <= high).then(|| EphemeralRange::new(low, high))
 }

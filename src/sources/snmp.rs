@@ -145,7 +145,7 @@ fn udp6(text: &str, path: &Path) -> Result<Vec<UdpMib>, SourceError> {
     let mut lite = UdpMib { family: "ipv6", protocol: "udplite", ..UdpMib::default() };
     let (mut seen_udp, mut seen_lite) = (false, false);
     for line in text.lines() {
-        let mut fields = line.split_whitespace();
+        let mut fields = line.split_ascii_whitespace();
         let (Some(name), Some(raw)) = (fields.next(), fields.next()) else { continue };
         let (mib, field, seen) = if let Some(f) = name.strip_prefix("UdpLite6") {
             (&mut lite, f, &mut seen_lite)
@@ -177,19 +177,23 @@ pub fn for_each_pair(text: &str, prefix: &str, path: &Path, mut f: impl FnMut(&s
     let values = lines
         .next()
         .ok_or_else(|| SourceError::parse(path, format!("\"{prefix}:\" header line has no value line after it")))?;
-    let names: Vec<&str> = header.split_whitespace().collect();
-    let vals: Vec<&str> = values.split_whitespace().collect();
-    if names.len() != vals.len() {
-        return Err(SourceError::parse(
-            path,
-            format!("\"{prefix}:\" has {} names but {} values", names.len(), vals.len()),
-        ));
-    }
-    for (name, raw) in names.into_iter().zip(vals) {
-        match raw.parse::<u64>() {
-            Ok(v) => f(name, v),
-            Err(_) if raw.parse::<i64>().is_ok() => {}
-            Err(_) => return Err(SourceError::parse(path, format!("\"{prefix}:\" {name} = {raw:?} is not a number"))),
+    // Walked in step, without collecting: netstat's TcpExt line has over a hundred columns
+    // and is read for every exported namespace each sample.
+    let (mut names, mut vals) = (header.split_ascii_whitespace(), values.split_ascii_whitespace());
+    loop {
+        match (names.next(), vals.next()) {
+            (Some(name), Some(raw)) => match raw.parse::<u64>() {
+                Ok(v) => f(name, v),
+                Err(_) if raw.parse::<i64>().is_ok() => {}
+                Err(_) => {
+                    return Err(SourceError::parse(path, format!("\"{prefix}:\" {name} = {raw:?} is not a number")))
+                }
+            },
+            (None, None) => break,
+            _ => {
+                let (n, v) = (header.split_ascii_whitespace().count(), values.split_ascii_whitespace().count());
+                return Err(SourceError::parse(path, format!("\"{prefix}:\" has {n} names but {v} values")));
+            }
         }
     }
     Ok(true)

@@ -60,7 +60,7 @@ pub fn udp_inuse(text: &str, prefix: &str, path: &Path) -> Result<Option<u64>, S
 /// The `name value name value` pairs after `prefix:` on the line that starts with it.
 fn fields<'a>(text: &'a str, prefix: &str) -> Option<impl Iterator<Item = (&'a str, &'a str)>> {
     let line = text.lines().find_map(|l| l.strip_prefix(prefix)?.strip_prefix(':'))?;
-    let mut it = line.split_whitespace();
+    let mut it = line.split_ascii_whitespace();
     Some(std::iter::from_fn(move || Some((it.next()?, it.next()?))))
 }
 
