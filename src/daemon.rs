@@ -139,6 +139,7 @@ async fn run(config: Config, flags: Flags, log_filter: LogFilter, web_config: We
         sampler.share_breakdown(slot.clone());
         tokio::spawn(sampler::run_breakdown(
             config.conntrack_breakdown_interval,
+            config.conntrack_attribution,
             config.procfs.clone(),
             slot,
             shutdown_rx.clone(),

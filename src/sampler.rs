@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
+use crate::sources::ct_attribution::AttributionConfig;
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
 use crate::sources::netns::{NetnsConfig, NetnsSource};
 use crate::sources::netns_deep::DeepReading;
@@ -113,6 +114,8 @@ pub struct Sampler {
     netns: Option<(NetnsConfig, Tracker, NetnsSource)>,
     trackers: [Tracker; Source::ALL.len()],
     breakdown: BreakdownMode,
+    /// What the breakdown dump attributes (top-K, NAT port range).
+    attribution: AttributionConfig,
     samples_total: u64,
     inconsistent_total: u64,
     /// [`Source::code`] of the source being read now (0: none), for the watchdog.
@@ -151,6 +154,7 @@ impl Sampler {
             } else {
                 BreakdownMode::Off
             },
+            attribution: config.conntrack_attribution,
             samples_total: 0,
             inconsistent_total: 0,
             progress: Arc::new(AtomicUsize::new(0)),
@@ -250,7 +254,8 @@ impl Sampler {
             BreakdownMode::Inline(dump, tracker) => {
                 at(Source::ConntrackBreakdown);
                 let timeout = ct_breakdown::time_wait_timeout(root);
-                Some(tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout)))
+                let cfg = self.attribution;
+                Some(tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout, &cfg)))
             }
             // Absent until the first dump finishes, then the latest result.
             BreakdownMode::Shared(slot) => slot.lock().map(|g| g.clone()).unwrap_or(None),
@@ -503,6 +508,7 @@ fn make_latest(tx: &watch::Sender<Option<Arc<Published>>>, published: Published)
 /// large table never delays the other sources or a scrape.
 pub async fn run_breakdown(
     interval: Duration,
+    attribution: AttributionConfig,
     proc_root: PathBuf,
     slot: BreakdownSlot,
     mut shutdown: watch::Receiver<bool>,
@@ -518,7 +524,7 @@ pub async fn run_breakdown(
         let job = tokio::task::spawn_blocking(move || {
             crate::sched::throughput();
             let (dump, tracker) = &mut state;
-            let result = tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout));
+            let result = tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout, &attribution));
             (state, result)
         });
         match job.await {

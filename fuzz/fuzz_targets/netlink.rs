@@ -32,6 +32,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = ports.finish(&Default::default());
     }
     let mut b = ct_breakdown::Breakdown::default();
-    let _ = ct_breakdown::parse_datagram(body, seq, &mut b);
+    let _ = ct_breakdown::parse_datagram(body, seq, &mut |e| b.count(e));
     ct_breakdown::count_entry(body, &mut b);
 });

@@ -25,6 +25,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::sources::ct_attribution::AttributionConfig;
 use crate::sources::ports::PortsConfig;
 use crate::sources::udp::UdpConfig;
 use settings::{Kind, Reload, Setting, SETTINGS};
@@ -53,6 +54,8 @@ pub struct Config {
     pub netns_top_k: usize,
     pub conntrack_breakdown: bool,
     pub conntrack_breakdown_interval: Duration,
+    /// With the breakdown: top-K and the NAT port range (`--conntrack.top-k`, `--nat.port-range`).
+    pub conntrack_attribution: AttributionConfig,
     pub munin: MuninConfig,
     /// Self-protection: the share of the interval a sample may take.
     pub max_share: f64,
@@ -172,6 +175,10 @@ impl Config {
             netns_top_k: v.get(&NETNS_TOP_K, top_k)?,
             conntrack_breakdown: v.get(&CONNTRACK_BREAKDOWN, switch)?,
             conntrack_breakdown_interval: v.get(&CONNTRACK_BREAKDOWN_INTERVAL, parse_interval)?,
+            conntrack_attribution: AttributionConfig {
+                top_k: v.get(&CONNTRACK_TOP_K, top_k)?,
+                nat_ports: v.get(&NAT_PORT_RANGE, port_range_size)?,
+            },
             max_share: v.get(&MAX_SHARE, fraction)?,
             munin: MuninConfig {
                 socket: v.get(&MUNIN_SOCKET, optional(|p| Ok(PathBuf::from(p))))?,
@@ -285,6 +292,17 @@ fn port_list(v: &str) -> Result<Vec<u16>, Problem> {
 
 /// A bound on any top-K: series count is what keeps Prometheus healthy.
 const MAX_TOP_K: usize = 1000;
+
+/// `1024-65535` → the number of ports in it (64,512).
+fn port_range_size(v: &str) -> Result<u32, Problem> {
+    let (low, high) = v.split_once('-').ok_or_else(|| format!("{v:?} is not a range LOW-HIGH such as 1024-65535"))?;
+    let port = |p: &str| p.trim().parse::<u16>().map_err(|_| format!("{p:?} in {v:?} is not a port number"));
+    let (low, high) = (port(low)?, port(high)?);
+    if low == 0 || low > high {
+        return Err(format!("{v:?}: the range must run from 1 up to 65535, low to high"));
+    }
+    Ok(u32::from(high - low) + 1)
+}
 
 fn top_k(v: &str) -> Result<usize, Problem> {
     let k: usize = v.parse().map_err(|_| format!("{v:?} is not a whole number"))?;

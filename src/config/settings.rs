@@ -88,6 +88,10 @@ settings! {
         "Count conntrack entries by state from a ctnetlink dump (needs CAP_NET_ADMIN)";
     CONNTRACK_BREAKDOWN_INTERVAL = "conntrack.breakdown-interval", "DURATION", Text, "60s", Restart,
         "Interval of the conntrack breakdown dump";
+    CONNTRACK_TOP_K = "conntrack.top-k", "K", Count, "20", Restart,
+        "With the breakdown: busiest conntrack sources, destinations and NAT mappings exported (0 to 1000)";
+    NAT_PORT_RANGE = "nat.port-range", "LOW-HIGH", Text, "1024-65535", Restart,
+        "Source ports NAT picks from per mapping (a rule's \"to :LOW-HIGH\"); NAT port use is held against it";
     MUNIN_SOCKET = "munin.socket", "PATH", Text, "/run/sockwatch/munin.sock", Restart,
         "Unix socket for the Munin protocol shim; \"\" disables it";
     MUNIN_LISTEN_ADDRESS = "munin.listen-address", "ADDR", Text, "", Restart,

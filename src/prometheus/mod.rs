@@ -4,6 +4,7 @@
 
 mod families;
 pub mod http;
+mod ct_attribution;
 mod netns;
 pub mod render;
 mod udp;

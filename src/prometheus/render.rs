@@ -179,6 +179,7 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     sockstat(&mut out, s);
     conntrack(&mut out, s);
     conntrack_breakdown(&mut out, s);
+    super::ct_attribution::families(&mut out, s);
     conntrack_projection(&mut out, s);
     snmp(&mut out, s);
     super::udp::sockets(&mut out, s);
@@ -530,7 +531,23 @@ mod tests {
     use super::{render, spell_infinities};
     use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
     use crate::sources::conntrack::{Conntrack, ConntrackStats};
+    use crate::sources::ct_attribution::{Attribution, DestKey, NatKey};
     use crate::sources::ct_breakdown::Breakdown;
+
+    fn attribution() -> Attribution {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        Attribution {
+            sources: vec![(ip("10.0.0.7"), 61), (ip("2001:db8::5"), 3)],
+            destinations: vec![(DestKey { addr: ip("192.0.2.10"), port: 443, proto: 6 }, 58)],
+            nat: vec![(NatKey { nat_ip: ip("203.0.113.1"), remote_ip: ip("192.0.2.10"), remote_port: 443, proto: 6 }, 50)],
+            distinct_sources: 9,
+            distinct_destinations: 4,
+            nat_mappings: 1,
+            nat_entries: 50,
+            nat_ports: 100,
+            ..Attribution::default()
+        }
+    }
     use crate::sources::limits::Limits;
     use crate::sources::netns::{Namespace, Namespaces, NsCounters, Owner};
     use crate::sources::netns_deep::DeepReading;
@@ -648,6 +665,7 @@ mod tests {
                 total: 106,
                 time_wait,
                 time_wait_timeout: 120,
+                attribution: attribution(),
                 ..Breakdown::default()
             }),
             conntrack_projection: Some(Trajectory {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
+use super::ct_attribution::{Attribution, AttributionConfig, Attributor};
 use super::netlink::{DumpSocket, Progress};
 use super::projection::TwHistogram;
 use super::SourceError;
@@ -45,9 +46,13 @@ const CTA_IP_V4_DST: u16 = 2;
 const CTA_IP_V6_SRC: u16 = 3;
 const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
 const CTA_PROTOINFO_TCP: u16 = 1;
 const CTA_PROTOINFO_TCP_STATE: u16 = 1;
 const IPS_ASSURED: u32 = 1 << 2;
+/// The entry's source was translated (SNAT, masquerade).
+pub const IPS_SRC_NAT: u32 = 1 << 4;
 
 /// Conntrack's TCP states (`enum tcp_conntrack`), indexed by number.
 pub const CT_TCP_STATES: [&str; 10] = [
@@ -82,6 +87,8 @@ pub struct Breakdown {
     pub time_wait_timeout: u32,
     /// [`TwHistogram::scale`] of that timeout, computed at the dump's first TIME_WAIT entry.
     pub time_wait_scale: u64,
+    /// Who holds the entries: top sources, destinations and NAT mappings.
+    pub attribution: Attribution,
 }
 
 impl Breakdown {
@@ -95,12 +102,34 @@ impl Breakdown {
     }
 }
 
-/// Addresses of one tuple, as slices of the receive buffer.
-#[derive(Default)]
-struct Tuple<'a> {
-    src: &'a [u8],
-    dst: &'a [u8],
-    proto: Option<u8>,
+/// One direction's tuple, its addresses as slices of the receive buffer (4 or 16 bytes;
+/// empty when absent). Ports are 0 for protocols without them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tuple<'a> {
+    pub src: &'a [u8],
+    pub dst: &'a [u8],
+    pub proto: Option<u8>,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// One conntrack entry as a dump or an event gives it, parsed in place.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub orig: Tuple<'a>,
+    pub reply: Tuple<'a>,
+    pub status: u32,
+    pub tcp_state: Option<u8>,
+    /// Seconds left (`CTA_TIMEOUT`).
+    pub timeout: Option<u32>,
+}
+
+impl Entry<'_> {
+    /// The source was translated: the status says so, or the reply goes to another
+    /// address than the original came from (what fw_conntrack calls NAT, one direction).
+    pub fn source_nated(&self) -> bool {
+        self.status & IPS_SRC_NAT != 0 || (!self.reply.dst.is_empty() && self.reply.dst != self.orig.src)
+    }
 }
 
 /// Walks one level of netlink attributes: `(type without flags, payload)`, zero-copy.
@@ -129,7 +158,14 @@ fn parse_tuple(buf: &[u8]) -> Tuple<'_> {
                 }
             }
             CTA_TUPLE_PROTO => {
-                t.proto = nlas(value).find(|(k, _)| *k == CTA_PROTO_NUM).and_then(|(_, v)| v.first().copied())
+                for (k, v) in nlas(value) {
+                    match (k, v) {
+                        (CTA_PROTO_NUM, [p, ..]) => t.proto = Some(*p),
+                        (CTA_PROTO_SRC_PORT, [a, b, ..]) => t.src_port = u16::from_be_bytes([*a, *b]),
+                        (CTA_PROTO_DST_PORT, [a, b, ..]) => t.dst_port = u16::from_be_bytes([*a, *b]),
+                        _ => {}
+                    }
+                }
             }
             _ => {}
         }
@@ -137,20 +173,20 @@ fn parse_tuple(buf: &[u8]) -> Tuple<'_> {
     t
 }
 
-/// Counts one entry (the attributes after the nfgenmsg header).
-pub fn count_entry(attrs: &[u8], b: &mut Breakdown) {
-    let (mut orig, mut reply, mut status, mut tcp_state) = (Tuple::default(), Tuple::default(), 0u32, None);
-    let mut timeout = None;
+/// Parses one entry (the attributes after the nfgenmsg header). Malformed attributes are
+/// skipped: the entry is still an entry.
+pub fn parse_entry(attrs: &[u8]) -> Entry<'_> {
+    let mut e = Entry::default();
     for (kind, value) in nlas(attrs) {
         match kind {
-            CTA_TUPLE_ORIG => orig = parse_tuple(value),
-            CTA_TUPLE_REPLY => reply = parse_tuple(value),
-            CTA_STATUS if value.len() >= 4 => status = u32::from_be_bytes([value[0], value[1], value[2], value[3]]),
+            CTA_TUPLE_ORIG => e.orig = parse_tuple(value),
+            CTA_TUPLE_REPLY => e.reply = parse_tuple(value),
+            CTA_STATUS if value.len() >= 4 => e.status = u32::from_be_bytes([value[0], value[1], value[2], value[3]]),
             CTA_TIMEOUT if value.len() >= 4 => {
-                timeout = Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]]))
+                e.timeout = Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]]))
             }
             CTA_PROTOINFO => {
-                tcp_state = nlas(value)
+                e.tcp_state = nlas(value)
                     .find(|(k, _)| *k == CTA_PROTOINFO_TCP)
                     .and_then(|(_, tcp)| nlas(tcp).find(|(k, _)| *k == CTA_PROTOINFO_TCP_STATE))
                     .and_then(|(_, v)| v.first().copied())
@@ -158,38 +194,54 @@ pub fn count_entry(attrs: &[u8], b: &mut Breakdown) {
             _ => {}
         }
     }
-    b.total += 1;
-    match orig.proto {
-        Some(6) => {
-            if let Some(n) = tcp_state.and_then(|s| b.tcp.get_mut(usize::from(s))) {
-                *n += 1;
-            }
-            if let (Some(CT_TCP_TIME_WAIT), Some(left)) = (tcp_state, timeout) {
-                if b.time_wait_scale == 0 {
-                    let length = if b.time_wait_timeout == 0 { DEFAULT_TIME_WAIT_TIMEOUT } else { b.time_wait_timeout };
-                    b.time_wait_scale = TwHistogram::scale(length.saturating_mul(1000));
+    e
+}
+
+/// Counts one entry (the attributes after the nfgenmsg header).
+pub fn count_entry(attrs: &[u8], b: &mut Breakdown) {
+    b.count(&parse_entry(attrs));
+}
+
+impl Breakdown {
+    /// Counts one parsed entry.
+    pub fn count(&mut self, e: &Entry) {
+        let b = self;
+        b.total += 1;
+        match e.orig.proto {
+            Some(6) => {
+                if let Some(n) = e.tcp_state.and_then(|s| b.tcp.get_mut(usize::from(s))) {
+                    *n += 1;
                 }
-                b.time_wait.add_scaled(left.saturating_mul(1000), b.time_wait_scale);
+                if let (Some(CT_TCP_TIME_WAIT), Some(left)) = (e.tcp_state, e.timeout) {
+                    if b.time_wait_scale == 0 {
+                        let length =
+                            if b.time_wait_timeout == 0 { DEFAULT_TIME_WAIT_TIMEOUT } else { b.time_wait_timeout };
+                        b.time_wait_scale = TwHistogram::scale(length.saturating_mul(1000));
+                    }
+                    b.time_wait.add_scaled(left.saturating_mul(1000), b.time_wait_scale);
+                }
             }
+            Some(17) => b.udp += 1,
+            Some(1) | Some(58) => b.icmp += 1,
+            _ => b.other += 1,
         }
-        Some(17) => b.udp += 1,
-        Some(1) | Some(58) => b.icmp += 1,
-        _ => b.other += 1,
-    }
-    if status & IPS_ASSURED != 0 {
-        b.assured += 1;
-    }
-    if !reply.src.is_empty() && (orig.src != reply.dst || orig.dst != reply.src) {
-        b.nated += 1;
+        if e.status & IPS_ASSURED != 0 {
+            b.assured += 1;
+        }
+        let (orig, reply) = (&e.orig, &e.reply);
+        if !reply.src.is_empty() && (orig.src != reply.dst || orig.dst != reply.src) {
+            b.nated += 1;
+        }
     }
 }
 
-/// Parses one datagram of the dump. Returns true when the dump is complete.
-pub fn parse_datagram(data: &[u8], seq: u32, b: &mut Breakdown) -> Result<bool, SourceError> {
+/// Parses one datagram of the dump, handing each entry to `visit`. Returns true when the
+/// dump is complete.
+pub fn parse_datagram(data: &[u8], seq: u32, visit: &mut dyn FnMut(&Entry)) -> Result<bool, SourceError> {
     let progress = super::netlink::walk_datagram("ctnetlink", data, seq, |m| {
         if m.kind >> 8 == NFNL_SUBSYS_CTNETLINK {
             if let Some(attrs) = m.payload.get(NFGENMSG_LEN..) {
-                count_entry(attrs, b);
+                visit(&parse_entry(attrs));
             }
         }
         Ok(())
@@ -210,14 +262,18 @@ pub fn time_wait_timeout(proc_root: &std::path::Path) -> u32 {
         .unwrap_or(DEFAULT_TIME_WAIT_TIMEOUT)
 }
 
-/// A ctnetlink socket and its reusable buffer.
+/// A ctnetlink socket, its reusable buffer, and the attribution's maps.
 pub struct CtDump {
     nl: DumpSocket,
+    attributor: Attributor,
 }
 
 impl Default for CtDump {
     fn default() -> Self {
-        CtDump { nl: DumpSocket::new("ctnetlink", NETLINK_NETFILTER, Duration::from_secs(30)) }
+        CtDump {
+            nl: DumpSocket::new("ctnetlink", NETLINK_NETFILTER, Duration::from_secs(30)),
+            attributor: Attributor::default(),
+        }
     }
 }
 
@@ -233,13 +289,20 @@ impl CtDump {
     }
 
     /// Dumps the whole table of this network namespace; TIME_WAIT entries are bucketed
-    /// against `time_wait_timeout` seconds.
-    pub fn read(&mut self, time_wait_timeout: u32) -> Result<Breakdown, SourceError> {
+    /// against `time_wait_timeout` seconds; entries are attributed as `cfg` says.
+    pub fn read(&mut self, time_wait_timeout: u32, cfg: &AttributionConfig) -> Result<Breakdown, SourceError> {
         let mut b = Breakdown::new(time_wait_timeout);
         let deadline = std::time::Instant::now() + DUMP_DEADLINE;
+        let attributor = &mut self.attributor;
+        attributor.clear();
         self.nl.dump(Self::request, Some(deadline), &mut |data, seq| {
-            Ok(if parse_datagram(data, seq, &mut b)? { Progress::Done } else { Progress::More })
+            let done = parse_datagram(data, seq, &mut |e| {
+                b.count(e);
+                attributor.add(e, 1);
+            })?;
+            Ok(if done { Progress::Done } else { Progress::More })
         })?;
+        b.attribution = self.attributor.finish(cfg);
         Ok(b)
     }
 }
@@ -335,7 +398,7 @@ mod tests {
         msg[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
         msg[8..12].copy_from_slice(&5u32.to_ne_bytes());
         msg[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
-        let e = parse_datagram(&msg, 5, &mut Breakdown::default()).unwrap_err().to_string();
+        let e = parse_datagram(&msg, 5, &mut |_| {}).unwrap_err().to_string();
         assert!(e.contains("CAP_NET_ADMIN"), "{e}");
     }
 
@@ -348,7 +411,7 @@ mod tests {
             msg[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
             msg[8..12].copy_from_slice(&5u32.to_ne_bytes());
             msg[16..20].copy_from_slice(&code.to_ne_bytes());
-            let e = parse_datagram(&msg, 5, &mut Breakdown::default()).unwrap_err().to_string();
+            let e = parse_datagram(&msg, 5, &mut |_| {}).unwrap_err().to_string();
             assert!(e.contains("dump refused"), "{code}: {e}");
         }
     }

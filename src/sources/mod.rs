@@ -13,6 +13,7 @@
 //!   and its series is simply absent.
 
 pub mod conntrack;
+pub mod ct_attribution;
 pub mod kept;
 pub mod ct_breakdown;
 pub mod limits;

@@ -1,0 +1,96 @@
+//! Who fills the conntrack table and how full each NAT mapping is (the breakdown dump's
+//! attribution): bounded by `--conntrack.top-k`.
+
+use prometheus::proto::MetricType;
+
+use super::families::Families;
+use crate::snapshot::Snapshot;
+use crate::sources::ct_attribution::protocol_name;
+
+const SRC: &str = "counted in the ctnetlink breakdown dump (--conntrack.breakdown-interval)";
+
+pub(super) fn families(out: &mut Families, s: &Snapshot) {
+    use MetricType::GAUGE;
+    let Some(a) = s.conntrack_breakdown.as_ref().map(|b| &b.attribution) else { return };
+    out.labelled(
+        "sockwatch_conntrack_source_entries",
+        &format!(
+            "Conntrack entries by original source address: the clients (or pods behind a masquerading node) holding \
+             the most entries, the top --conntrack.top-k, {SRC}."
+        ),
+        GAUGE,
+        a.sources.iter().map(|(ip, n)| (vec![("source", ip.to_string())], *n as f64)),
+    );
+    out.labelled(
+        "sockwatch_conntrack_destination_entries",
+        &format!(
+            "Conntrack entries by original destination address, port and protocol, the top --conntrack.top-k, {SRC}."
+        ),
+        GAUGE,
+        a.destinations.iter().map(|(d, n)| {
+            let labels = vec![
+                ("destination", d.addr.to_string()),
+                ("port", d.port.to_string()),
+                ("protocol", protocol_name(d.proto).into_owned()),
+            ];
+            (labels, *n as f64)
+        }),
+    );
+    out.labelled(
+        "sockwatch_conntrack_distinct_keys",
+        &format!(
+            "Distinct original sources (kind=source), destinations (destination) and NAT mappings (nat_mapping) among \
+             the entries: how much the top-K leaves out. Exact up to 50,000 per kind, {SRC}."
+        ),
+        GAUGE,
+        [("source", a.distinct_sources), ("destination", a.distinct_destinations), ("nat_mapping", a.nat_mappings)]
+            .map(|(k, n)| (vec![("kind", k.to_owned())], n as f64)),
+    );
+    out.labelled(
+        "sockwatch_conntrack_untracked_entries",
+        &format!(
+            "Entries whose source, destination or NAT mapping was met after 50,000 of that kind were tracked: counted \
+             in no key (bounded memory). Keys with many entries are met early and stay exact, {SRC}."
+        ),
+        GAUGE,
+        [("source", a.untracked_sources), ("destination", a.untracked_destinations), ("nat_mapping", a.untracked_nat)]
+            .map(|(k, n)| (vec![("kind", k.to_owned())], n as f64)),
+    );
+    out.labelled(
+        "sockwatch_nat_ports_used",
+        &format!(
+            "Source ports in use per NAT mapping: source-translated entries by (translated source address nat_ip, \
+             remote address and port, protocol), read from each entry's reply tuple. nf_nat needs a free port per \
+             mapping for every new connection; the top --conntrack.top-k mappings, {SRC}."
+        ),
+        GAUGE,
+        a.nat.iter().map(|(k, n)| {
+            let labels = vec![
+                ("nat_ip", k.nat_ip.to_string()),
+                ("remote_ip", k.remote_ip.to_string()),
+                ("remote_port", k.remote_port.to_string()),
+                ("protocol", protocol_name(k.proto).into_owned()),
+            ];
+            (labels, *n as f64)
+        }),
+    );
+    out.gauge(
+        "sockwatch_nat_port_range_size",
+        "Source ports NAT picks from per mapping (--nat.port-range; 64,512 = 1024-65535, nf_nat's range without \
+         \"to :LOW-HIGH\" in the rule).",
+        f64::from(a.nat_ports),
+    );
+    out.gauge(
+        "sockwatch_nat_port_utilization_max",
+        &format!(
+            "The busiest NAT mapping's ports in use divided by --nat.port-range (not capped). nf_nat's search for a \
+             free port is bounded, so new connections start failing (insert_failed rises) before 1, {SRC}."
+        ),
+        a.nat_utilization_max(),
+    );
+    out.gauge(
+        "sockwatch_nat_entries",
+        &format!("Conntrack entries whose source was translated (SNAT or masquerade), {SRC}."),
+        a.nat_entries as f64,
+    );
+}

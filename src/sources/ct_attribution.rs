@@ -1,0 +1,335 @@
+//! Who fills the conntrack table, and how full each NAT mapping's port space is, counted
+//! in the breakdown's ctnetlink dump (or kept current from its events).
+//!
+//! - **Sources**: entries by original source address (a client, or a pod whose traffic
+//!   the node masquerades: the pod's address stays the original source).
+//! - **Destinations**: entries by original destination (address, port, protocol).
+//! - **NAT mappings**: `nf_nat` picks a source port so that the *reply* tuple is unique,
+//!   so the scarce resource is ports per (translated source address, remote address,
+//!   remote port, protocol), read from the reply tuple of each source-translated entry:
+//!   its destination is the NAT address, its source the remote end. Every such entry holds
+//!   one port of that mapping (64,512 by default, 1024–65535; the search for a free one
+//!   is bounded and starts failing before the range is full).
+//!
+//! Memory is bounded whatever the table size: at most [`MAX_TRACKED`] keys per map, as
+//! the ephemeral-port aggregation does. The dump comes in the kernel's hash order,
+//! pseudo-random per tuple, so a key with many entries is met, and tracked exactly, long
+//! before the cap fills; entries of keys met after it are counted as untracked.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::ct_breakdown::Entry;
+use super::ports::FxMap;
+
+/// Keys tracked at most, per map.
+pub const MAX_TRACKED: usize = 50_000;
+
+/// The NAT port range `nf_nat` uses without a `to :low-high` in the rule: 1024–65535.
+pub const DEFAULT_NAT_PORTS: u32 = 64_512;
+
+/// How many of each to export, and the NAT port range held against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttributionConfig {
+    /// `--conntrack.top-k`.
+    pub top_k: usize,
+    /// Ports per NAT mapping (`--nat.port-range`).
+    pub nat_ports: u32,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        AttributionConfig { top_k: 20, nat_ports: DEFAULT_NAT_PORTS }
+    }
+}
+
+/// A destination: (address, port, protocol number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DestKey {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub proto: u8,
+}
+
+/// A NAT mapping: the translated source address and the remote end, by protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NatKey {
+    pub nat_ip: IpAddr,
+    pub remote_ip: IpAddr,
+    pub remote_port: u16,
+    pub proto: u8,
+}
+
+/// What was counted, ready for the exporters: the top-K of each map and their sizes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attribution {
+    /// Busiest sources, most entries first.
+    pub sources: Vec<(IpAddr, u64)>,
+    pub destinations: Vec<(DestKey, u64)>,
+    /// Busiest NAT mappings by ports used.
+    pub nat: Vec<(NatKey, u64)>,
+    /// Distinct keys tracked in each map (exact below the cap).
+    pub distinct_sources: u64,
+    pub distinct_destinations: u64,
+    pub nat_mappings: u64,
+    /// Entries whose key was not tracked (met after the cap filled).
+    pub untracked_sources: u64,
+    pub untracked_destinations: u64,
+    pub untracked_nat: u64,
+    /// Source-translated entries.
+    pub nat_entries: u64,
+    /// Ports per mapping the NAT figures are held against.
+    pub nat_ports: u32,
+}
+
+impl Attribution {
+    /// The busiest mapping's ports used over the range (not capped: a range set smaller
+    /// than the rule's reads above 1).
+    pub fn nat_utilization_max(&self) -> f64 {
+        let busiest = self.nat.first().map_or(0, |(_, used)| *used);
+        busiest as f64 / f64::from(self.nat_ports.max(1))
+    }
+}
+
+/// The counting maps, kept across dumps (cleared, not freed) and adjusted by events.
+#[derive(Debug)]
+pub struct Attributor {
+    sources: FxMap<IpAddr, u64>,
+    dests: FxMap<DestKey, u64>,
+    nat: FxMap<NatKey, u64>,
+    untracked: [u64; 3],
+    nat_entries: u64,
+    cap: usize,
+}
+
+impl Default for Attributor {
+    fn default() -> Self {
+        Attributor {
+            sources: FxMap::default(),
+            dests: FxMap::default(),
+            nat: FxMap::default(),
+            untracked: [0; 3],
+            nat_entries: 0,
+            cap: MAX_TRACKED,
+        }
+    }
+}
+
+/// 4 or 16 bytes → an address (IPv4-mapped IPv6 shown as IPv4); `None` otherwise.
+fn addr(bytes: &[u8]) -> Option<IpAddr> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return Some(IpAddr::V4(Ipv4Addr::from(v4)));
+    }
+    let v6 = Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+    Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+}
+
+/// Adds `delta` to `key`'s count, tracking a new key only below the cap; a count that
+/// reaches 0 frees its key. Returns false when the key was not tracked.
+fn adjust<K: Eq + std::hash::Hash>(map: &mut FxMap<K, u64>, key: K, delta: i64, cap: usize) -> bool {
+    let room = map.len() < cap;
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut o) => {
+            let n = o.get_mut();
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                o.remove();
+            }
+            true
+        }
+        std::collections::hash_map::Entry::Vacant(v) if delta > 0 && room => {
+            v.insert(delta.unsigned_abs());
+            true
+        }
+        // The removal of a key not tracked: with the map full it was most likely counted as
+        // untracked (false: the caller takes it from there); below the cap it is an entry
+        // never counted (older than the dump), and changes nothing.
+        std::collections::hash_map::Entry::Vacant(_) => delta < 0 && room,
+    }
+}
+
+impl Attributor {
+    /// Forgets every count (before a full dump), keeping the maps' memory.
+    pub fn clear(&mut self) {
+        self.sources.clear();
+        self.dests.clear();
+        self.nat.clear();
+        self.untracked = [0; 3];
+        self.nat_entries = 0;
+    }
+
+    /// Counts an entry in (`delta` 1: dumped, or a NEW event) or out (-1: a DESTROY event).
+    pub fn add(&mut self, e: &Entry, delta: i64) {
+        let untracked = |n: &mut u64| *n = n.saturating_add_signed(delta);
+        let Some(src) = addr(e.orig.src) else { return };
+        if !adjust(&mut self.sources, src, delta, self.cap) {
+            untracked(&mut self.untracked[0]);
+        }
+        let proto = e.orig.proto.unwrap_or(0);
+        if let Some(dst) = addr(e.orig.dst) {
+            if !adjust(&mut self.dests, DestKey { addr: dst, port: e.orig.dst_port, proto }, delta, self.cap) {
+                untracked(&mut self.untracked[1]);
+            }
+        }
+        if !e.source_nated() || !has_ports(proto) {
+            return;
+        }
+        let (Some(nat_ip), Some(remote_ip)) = (addr(e.reply.dst), addr(e.reply.src)) else { return };
+        untracked(&mut self.nat_entries);
+        let key = NatKey { nat_ip, remote_ip, remote_port: e.reply.src_port, proto };
+        if !adjust(&mut self.nat, key, delta, self.cap) {
+            untracked(&mut self.untracked[2]);
+        }
+    }
+
+    /// The top-K of each map.
+    pub fn finish(&self, cfg: &AttributionConfig) -> Attribution {
+        Attribution {
+            sources: top(&self.sources, cfg.top_k),
+            destinations: top(&self.dests, cfg.top_k),
+            nat: top(&self.nat, cfg.top_k),
+            distinct_sources: self.sources.len() as u64,
+            distinct_destinations: self.dests.len() as u64,
+            nat_mappings: self.nat.len() as u64,
+            untracked_sources: self.untracked[0],
+            untracked_destinations: self.untracked[1],
+            untracked_nat: self.untracked[2],
+            nat_entries: self.nat_entries,
+            nat_ports: cfg.nat_ports,
+        }
+    }
+}
+
+/// Protocols whose NAT picks ports: TCP, UDP, DCCP, SCTP, UDP-Lite.
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, 6 | 17 | 33 | 132 | 136)
+}
+
+/// The `k` largest counts, largest first; ties in key order, so the output is stable.
+fn top<K: Copy + Ord + std::hash::Hash>(map: &FxMap<K, u64>, k: usize) -> Vec<(K, u64)> {
+    let mut all: Vec<(K, u64)> = map.iter().map(|(k, n)| (*k, *n)).collect();
+    let by = |a: &(K, u64), b: &(K, u64)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
+    if all.len() > k && k > 0 {
+        all.select_nth_unstable_by(k - 1, by);
+    }
+    all.truncate(k);
+    all.sort_unstable_by(by);
+    all
+}
+
+/// The protocol's name for labels.
+pub fn protocol_name(proto: u8) -> std::borrow::Cow<'static, str> {
+    match proto {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        33 => "dccp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        136 => "udplite".into(),
+        47 => "gre".into(),
+        n => n.to_string().into(),
+    }
+}
+
+impl PartialOrd for DestKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for DestKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.addr, self.port, self.proto).cmp(&(o.addr, o.port, o.proto))
+    }
+}
+impl PartialOrd for NatKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for NatKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.nat_ip, self.remote_ip, self.remote_port, self.proto).cmp(&(o.nat_ip, o.remote_ip, o.remote_port, o.proto))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::ct_breakdown::Tuple;
+
+    fn tcp<'a>(src: &'a [u8], dst: &'a [u8], dport: u16, nat: Option<(&'a [u8], u16)>) -> Entry<'a> {
+        let orig = Tuple { src, dst, proto: Some(6), src_port: 40000, dst_port: dport };
+        let reply = match nat {
+            Some((nat_ip, nat_port)) => Tuple { src: dst, dst: nat_ip, proto: Some(6), src_port: dport, dst_port: nat_port },
+            None => Tuple { src: dst, dst: src, proto: Some(6), src_port: dport, dst_port: 40000 },
+        };
+        Entry { orig, reply, ..Entry::default() }
+    }
+
+    #[test]
+    fn sources_destinations_and_nat_mappings() {
+        let (c1, c2, s, nat) = ([10, 0, 0, 1], [10, 0, 0, 2], [192, 0, 2, 9], [203, 0, 113, 1]);
+        let mut a = Attributor::default();
+        for p in 0..5 {
+            a.add(&tcp(&c1, &s, 443, Some((&nat, 1024 + p))), 1);
+        }
+        a.add(&tcp(&c2, &s, 443, Some((&nat, 2000))), 1);
+        a.add(&tcp(&c2, &s, 80, None), 1);
+        let r = a.finish(&AttributionConfig { top_k: 1, nat_ports: 100 });
+        let ip = |b: [u8; 4]| IpAddr::from(b);
+        assert_eq!(r.sources, [(ip(c1), 5)]);
+        assert_eq!(r.destinations, [(DestKey { addr: ip(s), port: 443, proto: 6 }, 6)]);
+        let mapping = NatKey { nat_ip: ip(nat), remote_ip: ip(s), remote_port: 443, proto: 6 };
+        assert_eq!(r.nat, [(mapping, 6)]);
+        assert_eq!((r.distinct_sources, r.distinct_destinations, r.nat_mappings, r.nat_entries), (2, 2, 1, 6));
+        assert_eq!(r.nat_utilization_max(), 0.06);
+    }
+
+    #[test]
+    fn events_count_in_and_out_and_free_keys() {
+        let (c, s, nat) = ([10, 0, 0, 1], [192, 0, 2, 9], [203, 0, 113, 1]);
+        let mut a = Attributor::default();
+        let e = tcp(&c, &s, 443, Some((&nat, 5000)));
+        a.add(&e, 1);
+        a.add(&e, -1);
+        // A DESTROY for an entry never counted (older than the dump) changes nothing.
+        a.add(&tcp(&[10, 9, 9, 9], &s, 22, None), -1);
+        let r = a.finish(&AttributionConfig::default());
+        assert_eq!((r.distinct_sources, r.nat_mappings, r.nat_entries), (0, 0, 0));
+        assert!(r.sources.is_empty() && r.nat.is_empty());
+    }
+
+    #[test]
+    fn past_the_cap_entries_are_untracked_but_the_tracked_stay_exact() {
+        let mut a = Attributor { cap: 2, ..Attributor::default() };
+        let s = [192, 0, 2, 9];
+        let clients: Vec<[u8; 4]> = (1..=4).map(|i| [10, 0, 0, i]).collect();
+        for c in &clients {
+            a.add(&tcp(c, &s, 80, None), 1);
+        }
+        a.add(&tcp(&clients[0], &s, 80, None), 1);
+        let r = a.finish(&AttributionConfig::default());
+        assert_eq!(r.sources[0], (IpAddr::from(clients[0]), 2));
+        assert_eq!((r.distinct_sources, r.untracked_sources), (2, 2));
+    }
+
+    #[test]
+    fn ipv6_and_mapped_addresses() {
+        let v6: [u8; 16] = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        let mapped: [u8; 16] = Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets();
+        assert_eq!(addr(&v6), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(addr(&mapped), Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(addr(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn top_k_is_ordered_and_stable() {
+        let mut m: FxMap<u32, u64> = FxMap::default();
+        for (k, n) in [(5, 1), (3, 9), (4, 9), (1, 2)] {
+            m.insert(k, n);
+        }
+        assert_eq!(top(&m, 3), [(3, 9), (4, 9), (1, 2)]);
+        assert_eq!(top(&m, 0), []);
+        assert_eq!(top(&m, 10).len(), 4);
+    }
+}
