@@ -26,7 +26,7 @@ fn alert_rules_pass_promtool() {
     let check =
         Command::new("promtool").args(["check", "rules", &format!("{ROOT}/prometheus/alerts.yml")]).output().unwrap();
     assert!(check.status.success(), "{}", output_text(&check));
-    assert!(output_text(&check).contains("SUCCESS: 17 rules found"), "{}", output_text(&check));
+    assert!(output_text(&check).contains("SUCCESS: 18 rules found"), "{}", output_text(&check));
     let test = Command::new("promtool")
         .args(["test", "rules", &format!("{ROOT}/prometheus/alerts_test.yml")])
         .output()

@@ -207,6 +207,19 @@ fn netns_ports_pct(s: &Snapshot) -> Option<f64> {
 fn netns_time_wait_max(s: &Snapshot) -> Option<f64> {
     s.namespaces.as_ref()?.worst_time_wait.map(|(_, tw)| tw as f64)
 }
+fn nat_busiest(s: &Snapshot) -> Option<f64> {
+    let a = &s.conntrack_breakdown.as_ref()?.attribution;
+    Some(a.nat.first().map_or(0.0, |(_, used)| *used as f64))
+}
+fn nat_range(s: &Snapshot) -> Option<f64> {
+    s.conntrack_breakdown.as_ref().map(|b| f64::from(b.attribution.nat_ports))
+}
+fn nat_pct(s: &Snapshot) -> Option<f64> {
+    pct(s.conntrack_breakdown.as_ref().map(|b| b.attribution.nat_utilization_max()))
+}
+fn nat_entries(s: &Snapshot) -> Option<f64> {
+    breakdown(s, |b| b.attribution.nat_entries)
+}
 fn breakdown(s: &Snapshot, pick: fn(&crate::sources::ct_breakdown::Breakdown) -> u64) -> Option<f64> {
     s.conntrack_breakdown.as_ref().map(|b| pick(b) as f64)
 }
@@ -467,6 +480,24 @@ pub static GRAPHS: &[Graph] = &[
                 critical: Some(ct_crit),
                 ..field!("total", "Total", "All entries.", "no", Kind::Gauge, bd_total)
             },
+        ],
+        needs_breakdown: true,
+    },
+    Graph {
+        name: "nat_ports",
+        title: "NAT source ports of the busiest mapping",
+        vlabel: "ports",
+        args: "--base 1000 -l 0",
+        info: "Source ports in use by the busiest NAT mapping (one NAT address toward one remote address and port,                by protocol), from the source-translated entries of the conntrack breakdown dump. nf_nat needs a free                port of the mapping for each new connection; its search is bounded, so connections start failing                before the range is full. Which mapping it is, Munin cannot show (its fields are fixed):                sockwatch_nat_ports_used in Prometheus or sockwatch doctor name it.",
+        fields: &[
+            field!("busiest", "busiest mapping", "Ports used by the busiest NAT mapping.", "AREA", Kind::Gauge, nat_busiest),
+            field!("range", "port range", "Ports NAT picks from per mapping (--nat.port-range).", "LINE1", Kind::Gauge, nat_range),
+            Field {
+                warning: Some(pct_warn),
+                critical: Some(pct_crit),
+                ..field!("pct", "% of range", "The busiest mapping's share of the range, percent.", "no", Kind::Gauge, nat_pct)
+            },
+            field!("nat_entries", "NATed entries", "Source-translated conntrack entries in all.", "LINE1", Kind::Gauge, nat_entries),
         ],
         needs_breakdown: true,
     },
