@@ -19,7 +19,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{parse_metrics, require, Daemon, KillOnDrop, Netns, Prometheus, BIN};
+use common::{parse_metrics, require, ConntrackMax, Daemon, KillOnDrop, Netns, Prometheus, BIN};
 
 const CT_MAX: u64 = 300;
 const DOCKER_ID: &str = "5e0c2f1a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
@@ -28,24 +28,6 @@ const POD_UID: &str = "0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
 const CRIO_ID: &str = "9c0c2f1a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
 const CONTAINERD_ID: &str = "3b0c2f1a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
 const POD2_UID: &str = "1e8a3d5f-2b3c-4d4e-9f0a-1b2c3d4e5f60";
-
-/// Restores the host's `nf_conntrack_max` when dropped.
-struct ConntrackMax(String);
-
-impl ConntrackMax {
-    fn lower_to(max: u64) -> ConntrackMax {
-        let path = "/proc/sys/net/netfilter/nf_conntrack_max";
-        let saved = std::fs::read_to_string(path).unwrap().trim().to_owned();
-        std::fs::write(path, max.to_string()).unwrap();
-        ConntrackMax(saved)
-    }
-}
-
-impl Drop for ConntrackMax {
-    fn drop(&mut self) {
-        let _ = std::fs::write("/proc/sys/net/netfilter/nf_conntrack_max", &self.0);
-    }
-}
 
 /// A cgroup directory the test made (v1 or v2), removed when its process is gone.
 struct Cgroup(std::path::PathBuf);

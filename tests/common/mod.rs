@@ -638,3 +638,22 @@ pub fn netns_info_line(text: &str, inode: u64) -> String {
         .unwrap_or_else(|| panic!("no info series for netns {inode}:\n{text}"))
         .to_owned()
 }
+
+/// Sets the host-wide `nf_conntrack_max` and restores it when dropped. Tests that use it
+/// change a host-wide value: each test binary holds at most one such test at a time.
+pub struct ConntrackMax(String);
+
+impl ConntrackMax {
+    pub fn lower_to(max: u64) -> ConntrackMax {
+        let path = "/proc/sys/net/netfilter/nf_conntrack_max";
+        let saved = std::fs::read_to_string(path).unwrap().trim().to_owned();
+        std::fs::write(path, max.to_string()).unwrap();
+        ConntrackMax(saved)
+    }
+}
+
+impl Drop for ConntrackMax {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/net/netfilter/nf_conntrack_max", &self.0);
+    }
+}

@@ -1,0 +1,196 @@
+//! NAT port use and who fills the conntrack table (issue 17), with real NAT in namespaces
+//! the test builds: a client (10.77.1.2) routes through a router whose nftables rule
+//! masquerades toward the server (10.77.2.2:8080) to a 100-port range, and holds
+//! connections open until one fails. Against the kernel:
+//! - `sockwatch_nat_ports_used` for that mapping equals what `conntrack -L` counts for it
+//!   (and every NAT port `conntrack -L` shows lies in the rule's range);
+//! - the utilisation reaches 0.9, and `NatPortsNearExhaustion` fires in a real Prometheus,
+//!   before the first connection fails; the first failure comes when the range is used up;
+//! - the top source is the client's address; with the table 85 % full, `sockwatch doctor`
+//!   names that source and the destination, and the NAT mapping.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{parse_metrics, require, ConntrackMax, Daemon, Netns, Prometheus, BIN};
+
+const NAT_LOW: u16 = 41000;
+const NAT_PORTS: usize = 100;
+const PORT: u16 = 9871;
+const MAPPING: &str = "nat_ip=\"10.77.2.1\",remote_ip=\"10.77.2.2\",remote_port=\"8080\",protocol=\"tcp\"";
+
+/// client —c0/r0— router —r1/s0— server, masquerading out of r1 to NAT_LOW..+NAT_PORTS.
+fn topology(client: &Netns, router: &Netns, server: &Netns) {
+    let ip = |ns: &Netns, args: &[&str]| {
+        ns.exec("ip", args);
+    };
+    ip(client, &["link", "add", "c0", "type", "veth", "peer", "name", "r0", "netns", &router.name]);
+    ip(router, &["link", "add", "r1", "type", "veth", "peer", "name", "s0", "netns", &server.name]);
+    ip(client, &["addr", "add", "10.77.1.2/24", "dev", "c0"]);
+    ip(client, &["link", "set", "c0", "up"]);
+    ip(client, &["route", "add", "default", "via", "10.77.1.1"]);
+    ip(router, &["addr", "add", "10.77.1.1/24", "dev", "r0"]);
+    ip(router, &["addr", "add", "10.77.2.1/24", "dev", "r1"]);
+    ip(router, &["link", "set", "r0", "up"]);
+    ip(router, &["link", "set", "r1", "up"]);
+    ip(server, &["addr", "add", "10.77.2.2/24", "dev", "s0"]);
+    ip(server, &["link", "set", "s0", "up"]);
+    router.sysctl("net.ipv4.ip_forward", "1");
+    let rules = format!(
+        "table ip sockwatch_nat {{\n chain post {{\n  type nat hook postrouting priority srcnat; policy accept;\n  \
+         oifname \"r1\" ip protocol tcp masquerade to :{NAT_LOW}-{}\n }}\n}}\n",
+        NAT_LOW as usize + NAT_PORTS - 1
+    );
+    let file = std::env::temp_dir().join(format!("sockwatch-nat-{}.nft", std::process::id()));
+    std::fs::write(&file, rules).unwrap();
+    router.exec("nft", &["-f", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(file);
+}
+
+/// The server: accepts every connection and holds it until `stop`.
+fn serve(server: &Netns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let listener = server.enter(|| TcpListener::bind("10.77.2.2:8080").unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    })
+}
+
+/// `conntrack -L` in the router: the entries whose reply tuple is the mapping's (from
+/// 10.77.2.2:8080 to 10.77.2.1), and the NAT ports they hold.
+fn conntrack_mapping(router: &Netns) -> Vec<u16> {
+    let out = router.exec_stdout("conntrack", &["-L", "-p", "tcp"]);
+    out.lines()
+        .filter_map(|line| {
+            let fields: Vec<(&str, &str)> = line.split_whitespace().filter_map(|t| t.split_once('=')).collect();
+            let nth = |key: &str, n: usize| fields.iter().filter(|(k, _)| *k == key).nth(n).map(|(_, v)| *v);
+            let reply = (nth("src", 1)?, nth("dst", 1)?, nth("sport", 1)?);
+            (reply == ("10.77.2.2", "10.77.2.1", "8080")).then(|| nth("dport", 1)?.parse().ok())?
+        })
+        .collect()
+}
+
+fn metrics(daemon: &Daemon, ns: &Netns) -> std::collections::HashMap<String, f64> {
+    parse_metrics(&daemon.get(ns, "/metrics").1)
+}
+
+/// Waits until the daemon's breakdown shows `want` ports used by the mapping.
+fn await_ports_used(daemon: &Daemon, ns: &Netns, want: usize) -> std::collections::HashMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = metrics(daemon, ns);
+        if m.get(&format!("sockwatch_nat_ports_used{{{MAPPING}}}")) == Some(&(want as f64)) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "sockwatch never showed {want} NAT ports used: {:?}", m.get("sockwatch_nat_entries"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn nat_ports_fill_until_connections_fail() {
+    if !require("nat_ports_fill_until_connections_fail", &["nft", "conntrack", "prometheus"]) {
+        return;
+    }
+    let (client, router, server) = (Netns::new("natc"), Netns::new("natr"), Netns::new("nats"));
+    topology(&client, &router, &server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepter = serve(&server, stop.clone());
+    let range = format!("{NAT_LOW}-{}", NAT_LOW as usize + NAT_PORTS - 1);
+    let daemon = Daemon::start(
+        &router,
+        PORT,
+        &["--interval", "1s", "--conntrack.breakdown", "--conntrack.breakdown-interval", "1s", "--nat.port-range", &range],
+    );
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let connect = |n: usize| -> usize {
+        let held = held.clone();
+        client.enter(move || {
+            let mut ok = 0;
+            for _ in 0..n {
+                match TcpStream::connect_timeout(&"10.77.2.2:8080".parse().unwrap(), Duration::from_secs(2)) {
+                    Ok(s) => {
+                        held.lock().unwrap().push(s);
+                        ok += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            ok
+        })
+    };
+
+    // 90 % of the range: every connection goes through.
+    assert_eq!(connect(90), 90, "the first 90 connections through the NAT");
+    let m = await_ports_used(&daemon, &router, 90);
+    let ports = conntrack_mapping(&router);
+    assert_eq!(ports.len(), 90, "conntrack -L counts the mapping's entries");
+    assert!(ports.iter().all(|p| (NAT_LOW..NAT_LOW + NAT_PORTS as u16).contains(p)), "NAT ports in the rule's range");
+    assert_eq!(m["sockwatch_nat_port_utilization_max"], 0.9);
+    assert_eq!(m["sockwatch_nat_port_range_size"], NAT_PORTS as f64);
+    // Who fills the table: the client, toward the server.
+    let top_source = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("sockwatch_conntrack_source_entries{"))
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap();
+    assert_eq!((top_source.0.as_str(), *top_source.1), ("sockwatch_conntrack_source_entries{source=\"10.77.1.2\"}", 90.0));
+    let dest = "sockwatch_conntrack_destination_entries{destination=\"10.77.2.2\",port=\"8080\",protocol=\"tcp\"}";
+    assert_eq!(m[dest], 90.0);
+
+    // With the table 85 % full, doctor names the source, the destination and the mapping.
+    let count: u64 =
+        router.exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]).trim().parse().unwrap();
+    let report = {
+        let _max = ConntrackMax::lower_to(count * 100 / 85);
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &router.name, BIN, "doctor", "--json", "--conntrack.breakdown"])
+            .args(["--nat.port-range", &range, "--munin.socket", ""])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "doctor exits critical");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let check = |resource: &str| {
+        report["checks"].as_array().unwrap().iter().find(|c| c["resource"] == resource).unwrap().clone()
+    };
+    let table = check("conntrack table")["detail"].as_str().unwrap().to_owned();
+    assert!(
+        table.contains("most entries from 10.77.1.2 (90)") && table.contains("toward 10.77.2.2:8080/tcp (90)"),
+        "{table}"
+    );
+    let nat = check("NAT source ports");
+    assert!(nat["detail"].as_str().unwrap().contains("10.77.2.1 -> 10.77.2.2:8080/tcp: 90 of 100 ports"), "{nat}");
+    assert_eq!(nat["level"], "critical", "90 % of the NAT range");
+
+    // The alert, in a real Prometheus with the shipped rules, while nothing has failed yet.
+    let prom = Prometheus::start(&router, "nat", PORT);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !prom.firing(&router).iter().any(|a| a == "NatPortsNearExhaustion") {
+        assert!(Instant::now() < deadline, "NatPortsNearExhaustion did not fire: {:?}", prom.firing(&router));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(prom);
+
+    // On until a connection fails: exactly when the range is used up.
+    let more = connect(NAT_PORTS);
+    assert_eq!(90 + more, NAT_PORTS, "connections went through until the NAT range was used up, not longer");
+    let m = await_ports_used(&daemon, &router, NAT_PORTS);
+    assert_eq!(conntrack_mapping(&router).len(), NAT_PORTS);
+    assert_eq!(m["sockwatch_nat_port_utilization_max"], 1.0);
+
+    stop.store(true, Ordering::Relaxed);
+    accepter.join().unwrap();
+    drop(held);
+}
