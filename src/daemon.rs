@@ -137,13 +137,24 @@ async fn run(config: Config, flags: Flags, log_filter: LogFilter, web_config: We
     if config.conntrack_breakdown {
         let slot = sampler::BreakdownSlot::default();
         sampler.share_breakdown(slot.clone());
-        tokio::spawn(sampler::run_breakdown(
-            config.conntrack_breakdown_interval,
-            config.conntrack_attribution,
-            config.procfs.clone(),
-            slot,
-            shutdown_rx.clone(),
-        ));
+        match config.conntrack_events {
+            Some(events) => {
+                let (attribution, interval, root, stop) =
+                    (config.conntrack_attribution, config.interval, config.procfs.clone(), shutdown_rx.clone());
+                tokio::task::spawn_blocking(move || {
+                    sampler::follow_breakdown(events, attribution, interval, root, slot, stop)
+                });
+            }
+            None => {
+                tokio::spawn(sampler::run_breakdown(
+                    config.conntrack_breakdown_interval,
+                    config.conntrack_attribution,
+                    config.procfs.clone(),
+                    slot,
+                    shutdown_rx.clone(),
+                ));
+            }
+        }
     }
     let munin_tasks = start_munin(&config, latest_rx.clone(), &shutdown_rx).await;
     let (config_tx, config_rx) = watch::channel(config.clone());

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
 use crate::sources::ct_attribution::AttributionConfig;
+use crate::sources::ct_events::{self, CtEvents, EventStats, EventsConfig};
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
 use crate::sources::netns::{NetnsConfig, NetnsSource};
 use crate::sources::netns_deep::DeepReading;
@@ -541,6 +542,89 @@ pub async fn run_breakdown(
         }
     }
 }
+
+/// With `--conntrack.events`: the breakdown dumped every `events.resync`, and its
+/// attribution kept current in between from ctnetlink's NEW and DESTROY events, read in
+/// batches ([`ct_events::BATCH`]) and published every `publish_every`. An overflow of
+/// the event buffer triggers a resynchronising dump (at most one per
+/// [`OVERFLOW_RESYNC_GAP`], so a host that overflows all the time is not dumped back to
+/// back). Blocking: runs on its own thread until `shutdown` flips.
+pub fn follow_breakdown(
+    events: EventsConfig,
+    attribution: AttributionConfig,
+    publish_every: Duration,
+    proc_root: PathBuf,
+    slot: BreakdownSlot,
+    shutdown: watch::Receiver<bool>,
+) {
+    crate::sched::throughput();
+    let mut tracker = Tracker::default();
+    let mut dump = CtDump::default();
+    let mut stats = EventStats::default();
+    let mut sub: Option<CtEvents> = None;
+    let mut latest: Option<(Option<Breakdown>, SourceStatus)> = None;
+    let (mut next_dump, mut next_publish) = (Instant::now(), Instant::now());
+    let mut last_overflow_dump: Option<Instant> = None;
+    let publish = |latest: &Option<(Option<Breakdown>, SourceStatus)>| {
+        if let (Ok(mut g), Some(l)) = (slot.lock(), latest) {
+            *g = Some(l.clone());
+        }
+    };
+    while !*shutdown.borrow() && shutdown.has_changed().is_ok() {
+        let now = Instant::now();
+        if sub.is_none() {
+            match CtEvents::subscribe(events.buffer) {
+                Ok(s) => {
+                    stats.buffer_bytes = s.granted as u64;
+                    sub = Some(s);
+                    next_dump = now;
+                }
+                Err(e) => {
+                    let path = PathBuf::from("ctnetlink events");
+                    latest = Some(tracker.observe(Source::ConntrackBreakdown, || Err(SourceError::Io { path, source: e })));
+                    publish(&latest);
+                    std::thread::sleep(ct_events::BATCH * 10);
+                    continue;
+                }
+            }
+        }
+        let Some(ev) = sub.as_mut() else { continue };
+        if now >= next_dump {
+            ev.discard(); // the dump replaces every count
+            let timeout = ct_breakdown::time_wait_timeout(&proc_root);
+            let (b, status) = tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout, &attribution));
+            stats.resyncs_total += u64::from(latest.as_ref().is_some_and(|(b, _)| b.is_some()) && b.is_some());
+            latest = Some((b, status));
+            next_dump = now + events.resync;
+            next_publish = now; // at once
+        }
+        match ev.drain(&mut |delta, e| dump.apply(e, delta)) {
+            Ok(n) => stats.events_total += n,
+            Err(ct_events::EventError::Overflow) => {
+                stats.overflows_total += 1;
+                let earliest = last_overflow_dump.map_or(now, |t| t + OVERFLOW_RESYNC_GAP);
+                next_dump = next_dump.min(earliest.max(now));
+                last_overflow_dump = Some(next_dump);
+            }
+            Err(e) => {
+                tracing::warn!("{e}; subscribing again");
+                sub = None;
+            }
+        }
+        if now >= next_publish {
+            if let Some((Some(b), _)) = latest.as_mut() {
+                b.attribution = dump.attribution(&attribution);
+                b.events = Some(stats.clone());
+            }
+            publish(&latest);
+            next_publish = now + publish_every;
+        }
+        std::thread::sleep(ct_events::BATCH);
+    }
+}
+
+/// Least time between two dumps that resynchronise after an event overflow.
+const OVERFLOW_RESYNC_GAP: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::sources::ct_attribution::AttributionConfig;
+use crate::sources::ct_events::EventsConfig;
 use crate::sources::ports::PortsConfig;
 use crate::sources::udp::UdpConfig;
 use settings::{Kind, Reload, Setting, SETTINGS};
@@ -54,6 +55,8 @@ pub struct Config {
     pub netns_top_k: usize,
     pub conntrack_breakdown: bool,
     pub conntrack_breakdown_interval: Duration,
+    /// With the breakdown and `--conntrack.events`: follow events between full dumps.
+    pub conntrack_events: Option<EventsConfig>,
     /// With the breakdown: top-K and the NAT port range (`--conntrack.top-k`, `--nat.port-range`).
     pub conntrack_attribution: AttributionConfig,
     pub munin: MuninConfig,
@@ -175,6 +178,10 @@ impl Config {
             netns_top_k: v.get(&NETNS_TOP_K, top_k)?,
             conntrack_breakdown: v.get(&CONNTRACK_BREAKDOWN, switch)?,
             conntrack_breakdown_interval: v.get(&CONNTRACK_BREAKDOWN_INTERVAL, parse_interval)?,
+            conntrack_events: v.get(&CONNTRACK_EVENTS, switch)?.then_some(EventsConfig {
+                resync: v.get(&CONNTRACK_RESYNC_INTERVAL, parse_interval)?,
+                buffer: v.get(&CONNTRACK_EVENT_BUFFER, |n| count_in(n, 4096, 1 << 30))?,
+            }),
             conntrack_attribution: AttributionConfig {
                 top_k: v.get(&CONNTRACK_TOP_K, top_k)?,
                 nat_ports: v.get(&NAT_PORT_RANGE, port_range_size)?,

@@ -88,6 +88,12 @@ settings! {
         "Count conntrack entries by state from a ctnetlink dump (needs CAP_NET_ADMIN)";
     CONNTRACK_BREAKDOWN_INTERVAL = "conntrack.breakdown-interval", "DURATION", Text, "60s", Restart,
         "Interval of the conntrack breakdown dump";
+    CONNTRACK_EVENTS = "conntrack.events", "", Switch, "false", Restart,
+        "With the breakdown: keep sources, destinations and NAT port use current from ctnetlink events, dumping the table only every --conntrack.resync-interval";
+    CONNTRACK_RESYNC_INTERVAL = "conntrack.resync-interval", "DURATION", Text, "10m", Restart,
+        "With --conntrack.events: how often the full dump that resynchronises the counts runs (1s to 1h)";
+    CONNTRACK_EVENT_BUFFER = "conntrack.event-buffer", "BYTES", Count, "16777216", Restart,
+        "With --conntrack.events: receive buffer for events (4096 to 1073741824); when it overflows, a full dump resynchronises";
     CONNTRACK_TOP_K = "conntrack.top-k", "K", Count, "20", Restart,
         "With the breakdown: busiest conntrack sources, destinations and NAT mappings exported (0 to 1000)";
     NAT_PORT_RANGE = "nat.port-range", "LOW-HIGH", Text, "1024-65535", Restart,

@@ -12,6 +12,7 @@ const SRC: &str = "counted in the ctnetlink breakdown dump (--conntrack.breakdow
 pub(super) fn families(out: &mut Families, s: &Snapshot) {
     use MetricType::GAUGE;
     let Some(a) = s.conntrack_breakdown.as_ref().map(|b| &b.attribution) else { return };
+    events(out, s);
     out.labelled(
         "sockwatch_conntrack_source_entries",
         &format!(
@@ -92,5 +93,33 @@ pub(super) fn families(out: &mut Families, s: &Snapshot) {
         "sockwatch_nat_entries",
         &format!("Conntrack entries whose source was translated (SNAT or masquerade), {SRC}."),
         a.nat_entries as f64,
+    );
+}
+
+/// With `--conntrack.events`: how following the events goes.
+fn events(out: &mut Families, s: &Snapshot) {
+    let Some(e) = s.conntrack_breakdown.as_ref().and_then(|b| b.events.as_ref()) else { return };
+    out.counter(
+        "sockwatch_conntrack_events_total",
+        "Conntrack NEW and DESTROY events (ctnetlink multicast) applied to the attribution since start \
+         (--conntrack.events).",
+        e.events_total as f64,
+    );
+    out.counter(
+        "sockwatch_conntrack_event_overflows_total",
+        "Times the kernel dropped conntrack events because sockwatch's receive buffer was full (ENOBUFS); each is \
+         followed by a full dump that resynchronises the counts.",
+        e.overflows_total as f64,
+    );
+    out.counter(
+        "sockwatch_conntrack_resyncs_total",
+        "Full conntrack dumps after the first, on --conntrack.resync-interval or after an event overflow.",
+        e.resyncs_total as f64,
+    );
+    out.gauge(
+        "sockwatch_conntrack_event_buffer_bytes",
+        "The receive buffer the kernel granted for conntrack events (--conntrack.event-buffer, doubled by the kernel \
+         for its overhead).",
+        e.buffer_bytes as f64,
     );
 }

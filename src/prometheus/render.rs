@@ -666,6 +666,12 @@ mod tests {
                 time_wait,
                 time_wait_timeout: 120,
                 attribution: attribution(),
+                events: Some(crate::sources::ct_events::EventStats {
+                    events_total: 5120,
+                    overflows_total: 1,
+                    resyncs_total: 2,
+                    buffer_bytes: 33554432,
+                }),
                 ..Breakdown::default()
             }),
             conntrack_projection: Some(Trajectory {

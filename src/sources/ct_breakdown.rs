@@ -89,6 +89,9 @@ pub struct Breakdown {
     pub time_wait_scale: u64,
     /// Who holds the entries: top sources, destinations and NAT mappings.
     pub attribution: Attribution,
+    /// With `--conntrack.events`: the attribution is kept current from events between
+    /// dumps (the per-state counts are the last dump's).
+    pub events: Option<super::ct_events::EventStats>,
 }
 
 impl Breakdown {
@@ -304,6 +307,16 @@ impl CtDump {
         })?;
         b.attribution = self.attributor.finish(cfg);
         Ok(b)
+    }
+
+    /// Counts an event's entry in (+1, NEW) or out (-1, DESTROY) of the attribution.
+    pub fn apply(&mut self, e: &Entry, delta: i64) {
+        self.attributor.add(e, delta);
+    }
+
+    /// The attribution as the dump and the events since have left it.
+    pub fn attribution(&self, cfg: &AttributionConfig) -> Attribution {
+        self.attributor.finish(cfg)
     }
 }
 

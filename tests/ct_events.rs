@@ -1,0 +1,108 @@
+//! Conntrack event mode (issue 17, `--conntrack.events`), in a namespace the test makes,
+//! against the kernel:
+//! - after a burst of connections opened, and some of their entries destroyed, the counts
+//!   kept from events equal a fresh full dump's and what `conntrack -L` shows, with no
+//!   dump in between (the resync interval is an hour);
+//! - with a tiny receive buffer, a burst overflows it: the overflow is counted, a dump
+//!   resynchronises, and the counts are right again.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{parse_metrics, require, Daemon, Netns, BIN};
+
+fn dest(port: u16) -> String {
+    format!("sockwatch_conntrack_destination_entries{{destination=\"127.0.0.1\",port=\"{port}\",protocol=\"tcp\"}}")
+}
+
+/// Entries toward 127.0.0.1:`port`, as `conntrack -L` lists them.
+fn conntrack_count(ns: &Netns, port: u16) -> usize {
+    let out = ns.exec_stdout("conntrack", &["-L", "-p", "tcp", "--dport", &port.to_string()]);
+    out.lines().filter(|l| l.contains(&format!("dport={port} "))).count()
+}
+
+/// `n` connections to a listener on `port` in `ns`, held (client and server ends).
+fn connections(ns: &Netns, port: u16, n: usize) -> Vec<TcpStream> {
+    ns.enter(move || {
+        let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..n {
+            held.push(TcpStream::connect(("127.0.0.1", port)).unwrap());
+            held.push(l.accept().unwrap().0);
+        }
+        held
+    })
+}
+
+/// Waits until `pick` holds on the daemon's metrics; returns them.
+fn until(
+    daemon: &Daemon,
+    ns: &Netns,
+    what: &str,
+    pick: impl Fn(&std::collections::HashMap<String, f64>) -> bool,
+) -> std::collections::HashMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = parse_metrics(&daemon.get(ns, "/metrics").1);
+        if pick(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{what}: never seen");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A fresh full dump, by the one-shot `sample` command in the namespace.
+fn fresh_dump(ns: &Netns) -> std::collections::HashMap<String, f64> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, BIN, "sample", "--conntrack.breakdown", "--munin.socket", ""])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    parse_metrics(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn event_counts_equal_a_fresh_dump_and_recover_from_overflow() {
+    if !require("event_counts_equal_a_fresh_dump_and_recover_from_overflow", &["nft", "conntrack"]) {
+        return;
+    }
+    let ns = Netns::new("ctev");
+    ns.enable_conntrack();
+    let flags = ["--interval", "1s", "--conntrack.breakdown", "--conntrack.events", "--conntrack.resync-interval", "1h"];
+    let daemon = Daemon::start(&ns, 9881, &flags);
+    until(&daemon, &ns, "the first dump", |m| m.contains_key("sockwatch_conntrack_events_total"));
+
+    // A burst: 60 connections to 7100 and 40 to 7101; then 7101's entries destroyed.
+    let _a = connections(&ns, 7100, 60);
+    let _b = connections(&ns, 7101, 40);
+    until(&daemon, &ns, "100 NEW events applied", |m| m.get(&dest(7101)) == Some(&40.0) && m.get(&dest(7100)) == Some(&60.0));
+    ns.exec("conntrack", &["-D", "-p", "tcp", "--dport", "7101"]);
+    let m = until(&daemon, &ns, "40 DESTROY events applied", |m| !m.contains_key(&dest(7101)));
+    assert_eq!(m["sockwatch_conntrack_resyncs_total"], 0.0, "no dump since the first: the counts come from events");
+    assert!(m["sockwatch_conntrack_events_total"] >= 140.0, "{}", m["sockwatch_conntrack_events_total"]);
+    let fresh = fresh_dump(&ns);
+    assert_eq!((m[&dest(7100)], fresh[&dest(7100)]), (60.0, 60.0), "events against a fresh dump");
+    assert!(!fresh.contains_key(&dest(7101)));
+    assert_eq!((conntrack_count(&ns, 7100), conntrack_count(&ns, 7101)), (60, 0), "conntrack -L");
+    drop(daemon);
+
+    // A tiny buffer (4 KiB asked, the kernel's minimum is about that) and a burst of 300.
+    let tiny = [&flags[..], &["--conntrack.event-buffer", "4096"]].concat();
+    let daemon = Daemon::start(&ns, 9882, &tiny);
+    until(&daemon, &ns, "the first dump", |m| m.contains_key("sockwatch_conntrack_events_total"));
+    let _c = connections(&ns, 7102, 300);
+    let m = until(&daemon, &ns, "an overflow and its resync", |m| {
+        m.get("sockwatch_conntrack_event_overflows_total") >= Some(&1.0) && m.get("sockwatch_conntrack_resyncs_total") >= Some(&1.0)
+    });
+    let m = if m.get(&dest(7102)) == Some(&300.0) {
+        m
+    } else {
+        until(&daemon, &ns, "the counts right after the resync", |m| m.get(&dest(7102)) == Some(&300.0))
+    };
+    assert_eq!((m[&dest(7102)], conntrack_count(&ns, 7102)), (300.0, 300), "after the resync, against conntrack -L");
+    assert_eq!(m[&dest(7100)], 60.0);
+}
