@@ -19,6 +19,8 @@
 
 #[path = "common/measure.rs"]
 mod measure;
+#[path = "../tests/common/mod.rs"]
+mod common;
 use measure::{cpu_of, median};
 
 use std::net::{TcpListener, TcpStream};
@@ -166,6 +168,46 @@ fn deep_layer(busy: &str, tw: usize, k: usize, rounds: usize) {
     );
 }
 
+/// /metrics latency of the daemon with every namespace (port 19871) against one with
+/// `--netns off` (19872), alternating on two keep-alive connections, 200 requests each.
+fn scrape_latency(k: usize) {
+    let connect = |port: u16| {
+        let w = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        (std::io::BufReader::new(w.try_clone().unwrap()), w)
+    };
+    let (mut on, mut off) = (connect(19871), connect(19872));
+    let (mut t_on, mut t_off) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        for ((r, w), times) in [(&mut on, &mut t_on), (&mut off, &mut t_off)] {
+            let t = std::time::Instant::now();
+            assert_eq!(common::keepalive_get(r, w, "/metrics"), Some(200));
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pct = |mut v: Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * p) as usize]
+    };
+    let size = |port: u16| {
+        let (mut r, mut w) = connect(port);
+        use std::io::{Read, Write};
+        w.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut all = Vec::new();
+        let _ = r.read_to_end(&mut all);
+        all.len() // headers included
+    };
+    println!(
+        "/metrics latency, {k} namespaces: --netns on p50 {:.2} ms p99 {:.2} ms ({} bytes); --netns off p50 {:.2} ms p99 {:.2} ms ({} bytes)",
+        pct(t_on.clone(), 0.5),
+        pct(t_on, 0.99),
+        size(19871),
+        pct(t_off.clone(), 0.5),
+        pct(t_off, 0.99),
+        size(19872)
+    );
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.trim().parse().ok()).unwrap_or(0)
@@ -219,20 +261,28 @@ fn main() {
         println!("| {k} | {:.2} ms | {:.2} ms | {:.1} ms | {:.0}× |", o * 1e3, f * 1e3, c * 1e3, c / o);
         if k == *sizes.iter().max().unwrap() {
             deep_layer(&busy.names[0], tw, k, rounds);
-            // The daemon with every namespace: its RSS once it has sampled a few times.
-            let mut d = Command::new(env!("CARGO_BIN_EXE_sockwatch"))
-                .args(["serve", "--netns", "on", "--interval", "1s", "--web.listen-address", "127.0.0.1:0"])
-                .args(["--munin.socket", "", "--log.level", "error"])
-                .spawn()
-                .unwrap();
+            // The daemon with every namespace: its RSS once it has sampled a few times, and
+            // its /metrics latency against a daemon with --netns off, side by side.
+            let daemon = |netns: &str, port: u16| {
+                Command::new(env!("CARGO_BIN_EXE_sockwatch"))
+                    .args(["serve", "--netns", netns, "--interval", "1s"])
+                    .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+                    .args(["--munin.socket", "", "--log.level", "error"])
+                    .spawn()
+                    .unwrap()
+            };
+            let (mut on, mut off) = (daemon("on", 19871), daemon("off", 19872));
             std::thread::sleep(Duration::from_secs(20));
             println!();
             println!(
                 "daemon RSS after 20 s reading {k} namespaces every second (deep layer on): {:.1} MiB",
-                rss_kib(d.id()) as f64 / 1024.0
+                rss_kib(on.id()) as f64 / 1024.0
             );
-            let _ = d.kill();
-            let _ = d.wait();
+            scrape_latency(k);
+            for d in [&mut on, &mut off] {
+                let _ = d.kill();
+                let _ = d.wait();
+            }
         }
     }
 

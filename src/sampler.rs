@@ -330,7 +330,11 @@ fn netns_config(config: &Config) -> Option<NetnsConfig> {
             (None, _) => false,
         }
     });
-    enabled.then_some(NetnsConfig { top_k: config.netns_top_k })
+    let conntrack = config.conntrack_breakdown.then_some(sources::netns_ct::NsConntrackConfig {
+        interval: config.conntrack_breakdown_interval,
+        attribution: config.conntrack_attribution,
+    });
+    enabled.then_some(NetnsConfig { top_k: config.netns_top_k, conntrack })
 }
 
 /// Renders a snapshot for readers, once.

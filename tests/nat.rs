@@ -152,7 +152,7 @@ fn nat_ports_fill_until_connections_fail() {
     let count: u64 =
         router.exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]).trim().parse().unwrap();
     let report = {
-        let _max = ConntrackMax::lower_to(count * 100 / 85);
+        let _max = ConntrackMax::set(count * 100 / 85);
         let out = std::process::Command::new("ip")
             .args(["netns", "exec", &router.name, BIN, "doctor", "--json", "--conntrack.breakdown"])
             .args(["--nat.port-range", &range, "--munin.socket", ""])

@@ -89,7 +89,7 @@ fn metrics(d: &Daemon, ns: &Netns) -> std::collections::HashMap<String, f64> {
 
 #[test]
 fn every_namespace_against_the_kernel() {
-    if !require("every_namespace_against_the_kernel", &["nft", "ss", "prometheus"]) {
+    if !require("every_namespace_against_the_kernel", &["nft", "ss", "prometheus", "conntrack"]) {
         return;
     }
     let host_count: u64 =
@@ -147,7 +147,7 @@ fn every_namespace_against_the_kernel() {
     });
     assert_eq!(exhausted, (100, Some(libc::EADDRNOTAVAIL)), "E's 100 ports should run out");
     // Fill A's table past the lowered max: loopback connections, one entry each.
-    let _max = ConntrackMax::lower_to(CT_MAX);
+    let _max = ConntrackMax::set(CT_MAX);
     let a_conns = a.enter(|| {
         let l = TcpListener::bind("127.0.0.1:7001").unwrap();
         let mut kept = Vec::new();
@@ -163,7 +163,11 @@ fn every_namespace_against_the_kernel() {
 
     // The daemon runs in its own namespace C, reads every namespace, Prometheus scrapes it.
     let c = Netns::new("nsdaemon");
-    let daemon = Daemon::start(&c, 9851, &["--interval", "1s", "--netns", "on", "--netns.top-k", "1000"]);
+    let daemon = Daemon::start(
+        &c,
+        9851,
+        &["--interval", "1s", "--netns", "on", "--netns.top-k", "1000", "--conntrack.breakdown"],
+    );
     let text = daemon.get(&c, "/metrics").1;
     let m = parse_metrics(&text);
     let kernel_entries: u64 =
@@ -175,6 +179,15 @@ fn every_namespace_against_the_kernel() {
         stat_column(&a, "drop") as f64
     );
     assert_eq!(m[&format!("sockwatch_netns_conntrack_utilization_max{{netns=\"{ia}\"}}")], 1.0);
+    // Who fills A's table, dumped inside A: every entry is from 127.0.0.1 toward :7001.
+    let listed = a.exec_stdout("conntrack", &["-L"]);
+    let from_lo = listed.lines().filter(|l| l.contains("src=127.0.0.1 dst=127.0.0.1") && l.contains("dport=7001 ")).count();
+    assert_eq!(from_lo as u64, CT_MAX, "conntrack -L in A");
+    let source = format!("sockwatch_netns_conntrack_source_entries{{netns=\"{ia}\",source=\"127.0.0.1\"}}");
+    let dest = format!(
+        "sockwatch_netns_conntrack_destination_entries{{netns=\"{ia}\",destination=\"127.0.0.1\",port=\"7001\",protocol=\"tcp\"}}"
+    );
+    assert_eq!((m[&source], m[&dest]), (from_lo as f64, from_lo as f64), "A's attribution, dumped inside A");
     assert!(m["sockwatch_conntrack_entries"] < (CT_MAX / 2) as f64, "the daemon's own namespace is not full");
     let info = common::netns_info_line(&text, ia);
     assert!(info.contains(&format!("name=\"{}\"", a.name)), "{info}");

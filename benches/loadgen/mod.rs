@@ -17,6 +17,9 @@
 //!
 //! Everything stays in the namespace, on loopback, and stops when the `Population` drops.
 
+// Each bench that includes this module uses part of it.
+#![allow(dead_code)]
+
 use std::collections::VecDeque;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -143,6 +146,11 @@ impl Population {
             std::thread::sleep(Duration::from_millis(50));
         }
         Population { stop, made, threads, _established: helpers, tw, started, built_in: started.elapsed() }
+    }
+
+    /// Connections made since the start.
+    pub fn made(&self) -> u64 {
+        self.made.load(Ordering::Relaxed)
     }
 
     /// Connections per second made since the build, each replacing an expired TIME_WAIT

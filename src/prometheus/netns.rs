@@ -246,10 +246,53 @@ fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
     }
 }
 
+/// With `--conntrack.breakdown`: who fills the fullest namespaces' conntrack tables.
+fn conntrack(out: &mut Families, top: &[Namespace]) {
+    use MetricType::GAUGE;
+    let with = || top.iter().filter_map(|ns| Some((ns, ns.conntrack.as_ref()?)));
+    let src = "from a ctnetlink dump inside the namespace (the 3 namespaces with the most conntrack entries, at most once \
+               per --conntrack.breakdown-interval; top 5 each)";
+    out.labelled(
+        "sockwatch_netns_conntrack_source_entries",
+        &format!("Conntrack entries of the namespace by original source address, {src}."),
+        GAUGE,
+        with().flat_map(|(ns, a)| {
+            a.sources.iter().map(move |(ip, n)| {
+                let mut labels = netns_label(ns);
+                labels.push(("source", ip.to_string()));
+                (labels, *n as f64)
+            })
+        }),
+    );
+    out.labelled(
+        "sockwatch_netns_conntrack_destination_entries",
+        &format!("Conntrack entries of the namespace by original destination address, port and protocol, {src}."),
+        GAUGE,
+        with().flat_map(|(ns, a)| {
+            a.destinations.iter().map(move |(d, n)| {
+                let mut labels = netns_label(ns);
+                labels.extend([
+                    ("destination", d.addr.to_string()),
+                    ("port", d.port.to_string()),
+                    ("protocol", crate::sources::ct_attribution::protocol_name(d.proto).into_owned()),
+                ]);
+                (labels, *n as f64)
+            })
+        }),
+    );
+    out.labelled(
+        "sockwatch_netns_nat_port_utilization_max",
+        &format!("The namespace's busiest NAT mapping's source ports over --nat.port-range (not capped), {src}."),
+        GAUGE,
+        with().map(|(ns, a)| (netns_label(ns), a.nat_utilization_max())),
+    );
+}
+
 pub(super) fn render(out: &mut Families, s: &Snapshot) {
     let Some(n) = &s.namespaces else { return };
     aggregates(out, s);
     info(out, &n.top);
     per_namespace(out, &n.top);
     deep(out, n);
+    conntrack(out, &n.top);
 }

@@ -757,6 +757,7 @@ mod tests {
                             listen_utilization: 0.25,
                             age: 2,
                         }),
+                        conntrack: Some(attribution()),
                     },
                     Namespace {
                         inode: 4026531833,

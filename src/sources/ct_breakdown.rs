@@ -281,6 +281,15 @@ impl Default for CtDump {
 }
 
 impl CtDump {
+    /// A dump of another network namespace's table, through a socket opened inside it
+    /// (see [`DumpSocket::in_namespace`]).
+    pub fn in_namespace(ns: std::path::PathBuf, inode: u64) -> CtDump {
+        CtDump {
+            nl: DumpSocket::in_namespace("ctnetlink", NETLINK_NETFILTER, Duration::from_secs(30), ns, inode),
+            attributor: Attributor::default(),
+        }
+    }
+
     fn request(seq: u32) -> Vec<u8> {
         let mut r = vec![0u8; 20];
         r[0..4].copy_from_slice(&20u32.to_ne_bytes());

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod netlink;
 pub mod netns;
 pub mod netns_counters;
+pub mod netns_ct;
 pub mod netns_deep;
 pub mod ports;
 pub mod projection;

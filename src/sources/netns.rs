@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::netns_ct::{NsConntrack, NsConntrackConfig};
 use super::netns_deep::{DeepLayer, DeepReading};
 pub use super::netns_counters::{read_counters, NetFiles, NsCounters};
 use super::SourceError;
@@ -41,11 +42,13 @@ pub const MAX_NAMESPACES: usize = 10_000;
 pub struct NetnsConfig {
     /// Namespaces exported, by pressure (`--netns.top-k`).
     pub top_k: usize,
+    /// With `--conntrack.breakdown`: attribute the fullest namespaces' conntrack entries.
+    pub conntrack: Option<NsConntrackConfig>,
 }
 
 impl Default for NetnsConfig {
     fn default() -> Self {
-        NetnsConfig { top_k: 20 }
+        NetnsConfig { top_k: 20, conntrack: None }
     }
 }
 
@@ -79,6 +82,8 @@ pub struct Namespace {
     pub pressure: f64,
     /// Its latest dump from inside (the deep layer), if one was taken.
     pub deep: Option<DeepReading>,
+    /// Who fills its conntrack table (with `--conntrack.breakdown`, for the fullest few).
+    pub conntrack: Option<super::ct_attribution::Attribution>,
 }
 
 /// What one sample of every namespace found.
@@ -326,6 +331,7 @@ pub struct NetnsSource {
     /// known at the first sample.
     fd_limit: Option<usize>,
     deep: DeepLayer,
+    conntrack: NsConntrack,
 }
 
 impl NetnsSource {
@@ -409,6 +415,7 @@ impl NetnsSource {
                 counters,
                 pressure,
                 deep,
+                conntrack: None,
             });
         }
         all
@@ -452,7 +459,11 @@ impl NetnsSource {
         let keep = |n: &Namespace, i: usize| i < cfg.top_k || n.own || worst_inodes.contains(&Some(n.inode));
         out.top = all.into_iter().enumerate().filter(|(i, n)| keep(n, *i)).map(|(_, n)| n).collect();
         let fds_left = self.fds_left();
+        let started = std::time::Instant::now();
         self.deep.run(&mut out.top, &reachable, deep_budget, own.map(|i| (i, own_reading)), fds_left);
+        if let Some(ct) = &cfg.conntrack {
+            self.conntrack.run(&mut out.top, &reachable, ct, deep_budget.saturating_sub(started.elapsed()));
+        }
         out.worst_ports = out
             .top
             .iter()

@@ -644,7 +644,7 @@ pub fn netns_info_line(text: &str, inode: u64) -> String {
 pub struct ConntrackMax(String);
 
 impl ConntrackMax {
-    pub fn lower_to(max: u64) -> ConntrackMax {
+    pub fn set(max: u64) -> ConntrackMax {
         let path = "/proc/sys/net/netfilter/nf_conntrack_max";
         let saved = std::fs::read_to_string(path).unwrap().trim().to_owned();
         std::fs::write(path, max.to_string()).unwrap();
