@@ -5,7 +5,16 @@ use prometheus::proto::MetricType;
 
 use super::families::Families;
 use crate::snapshot::Snapshot;
-use crate::sources::ct_attribution::protocol_name;
+use crate::sources::ct_attribution::{protocol_name, DestKey};
+
+/// `destination`, `port`, `protocol`: one conntrack destination's labels.
+pub(super) fn destination_labels(d: &DestKey) -> Vec<(&'static str, String)> {
+    vec![
+        ("destination", d.addr.to_string()),
+        ("port", d.port.to_string()),
+        ("protocol", protocol_name(d.proto).into_owned()),
+    ]
+}
 
 const SRC: &str = "counted in the ctnetlink breakdown dump (--conntrack.breakdown-interval)";
 
@@ -28,14 +37,7 @@ pub(super) fn families(out: &mut Families, s: &Snapshot) {
             "Conntrack entries by original destination address, port and protocol, the top --conntrack.top-k, {SRC}."
         ),
         GAUGE,
-        a.destinations.iter().map(|(d, n)| {
-            let labels = vec![
-                ("destination", d.addr.to_string()),
-                ("port", d.port.to_string()),
-                ("protocol", protocol_name(d.proto).into_owned()),
-            ];
-            (labels, *n as f64)
-        }),
+        a.destinations.iter().map(|(d, n)| (destination_labels(d), *n as f64)),
     );
     out.labelled(
         "sockwatch_conntrack_distinct_keys",

@@ -271,11 +271,7 @@ fn conntrack(out: &mut Families, top: &[Namespace]) {
         with().flat_map(|(ns, a)| {
             a.destinations.iter().map(move |(d, n)| {
                 let mut labels = netns_label(ns);
-                labels.extend([
-                    ("destination", d.addr.to_string()),
-                    ("port", d.port.to_string()),
-                    ("protocol", crate::sources::ct_attribution::protocol_name(d.proto).into_owned()),
-                ]);
+                labels.extend(super::ct_attribution::destination_labels(d));
                 (labels, *n as f64)
             })
         }),
