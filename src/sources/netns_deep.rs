@@ -141,7 +141,8 @@ impl DeepLayer {
                 r.age += 1;
             }
         }
-        if self.down.is_none() {
+        // No budget, no dump (the cheap layer alone, as `NetnsSource::read` asks).
+        if self.down.is_none() && !budget.is_zero() {
             self.dump_within(top, reachable, budget, own_inode);
         }
         for n in top.iter_mut() {
