@@ -1,10 +1,10 @@
-//! Netlink replies: the inet_diag dump parser (TCP, and UDP's memory-info attribute) and
-//! the ctnetlink breakdown parser must never panic, whatever the kernel (or a corrupted
+//! Netlink replies: the inet_diag dump parser (TCP, and UDP's memory-info attribute), the
+//! ctnetlink breakdown, attribution and event parsers must never panic, whatever the kernel (or a corrupted
 //! buffer) hands them.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use sockwatch::sources::{
-    ct_breakdown,
+    ct_attribution, ct_breakdown, ct_events,
     ports::{EphemeralRange, PortAggregator},
     sockets, udp,
 };
@@ -31,7 +31,14 @@ fuzz_target!(|data: &[u8]| {
         });
         let _ = ports.finish(&Default::default());
     }
+    // The breakdown, its attribution (dump and events, in and out) and the events' walk.
     let mut b = ct_breakdown::Breakdown::default();
-    let _ = ct_breakdown::parse_datagram(body, seq, &mut |e| b.count(e));
+    let mut a = ct_attribution::Attributor::default();
+    let _ = ct_breakdown::parse_datagram(body, seq, &mut |e| {
+        b.count(e);
+        a.add(e, 1);
+    });
     ct_breakdown::count_entry(body, &mut b);
+    ct_events::parse_events(body, &mut |delta, e| a.add(e, delta));
+    let _ = a.finish(&ct_attribution::AttributionConfig { top_k: 3, nat_ports: u32::from(data[2]) });
 });
