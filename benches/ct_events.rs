@@ -14,8 +14,10 @@
 //!   in the context of the connections' threads: it is the host's CPU above the baseline
 //!   beyond the daemon's own.
 //!
-//!     cargo bench --bench ct_events
-//!     cargo bench --bench ct_events -- --rate 5000 --seconds 60
+//! ```sh
+//! cargo bench --bench ct_events
+//! cargo bench --bench ct_events -- --rate 5000 --seconds 60
+//! ```
 
 #[path = "../tests/common/mod.rs"]
 mod common;

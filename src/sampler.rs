@@ -131,7 +131,7 @@ pub type BreakdownSlot = Arc<std::sync::Mutex<Option<(Option<Breakdown>, SourceS
 enum BreakdownMode {
     Off,
     /// Dumped within each sample: the one-shot `sample` and `doctor` commands.
-    Inline(CtDump, Tracker),
+    Inline(Box<CtDump>, Tracker),
     /// Dumped by [`run_breakdown`] on its own interval: the daemon.
     Shared(BreakdownSlot),
 }
@@ -151,7 +151,7 @@ impl Sampler {
             sockdiag: SockDiag::new(),
             trackers: Default::default(),
             breakdown: if config.conntrack_breakdown {
-                BreakdownMode::Inline(CtDump::default(), Tracker::default())
+                BreakdownMode::Inline(Box::default(), Tracker::default())
             } else {
                 BreakdownMode::Off
             },

@@ -81,7 +81,7 @@ impl NsConntrack {
                 .kept
                 .entry(inode)
                 .or_insert_with(|| Kept { dump: CtDump::in_namespace(path.clone(), inode), tried: None, last: None });
-            let due = k.tried.map_or(true, |(at, took)| {
+            let due = k.tried.is_none_or(|(at, took)| {
                 at.elapsed() >= cfg.interval && took <= budget.saturating_sub(start.elapsed())
             });
             if !due {
