@@ -20,48 +20,7 @@ fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
-/// A session on the shim's Unix socket.
-struct Session {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
-}
-
-impl Session {
-    fn open(path: &Path) -> Session {
-        let s = UnixStream::connect(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut session = Session { w: s.try_clone().unwrap(), r: BufReader::new(s) };
-        let greeting = session.line();
-        assert!(greeting.starts_with("# munin node at "), "{greeting:?}");
-        session
-    }
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.r.read_line(&mut l).unwrap();
-        l
-    }
-    fn send(&mut self, cmd: &[u8]) {
-        self.w.write_all(cmd).unwrap();
-    }
-    /// Sends a command answered by one line.
-    fn ask_line(&mut self, cmd: &str) -> String {
-        self.send(format!("{cmd}\n").as_bytes());
-        self.line()
-    }
-    /// Sends a command answered by lines up to ".".
-    fn ask(&mut self, cmd: &str) -> Vec<String> {
-        self.send(format!("{cmd}\n").as_bytes());
-        let mut out = Vec::new();
-        loop {
-            let l = self.line();
-            assert!(!l.is_empty(), "connection closed during {cmd}");
-            if l == ".\n" {
-                return out;
-            }
-            out.push(l.trim_end().to_owned());
-        }
-    }
-}
+use common::MuninSession as Session;
 
 /// `field.value N` lines into a map (`U` as NaN).
 fn values(lines: &[String]) -> HashMap<String, f64> {

@@ -7,7 +7,8 @@
 //! - the utilisation reaches 0.9, and `NatPortsNearExhaustion` fires in a real Prometheus,
 //!   before the first connection fails; the first failure comes when the range is used up;
 //! - the top source is the client's address; with the table 85 % full, `sockwatch doctor`
-//!   names that source and the destination, and the NAT mapping.
+//!   names that source and the destination, and the NAT mapping; Munin's `nat_ports` graph
+//!   shows the busiest mapping's ports.
 
 mod common;
 
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{parse_metrics, require, ConntrackMax, Daemon, Netns, Prometheus, BIN};
+use common::{parse_metrics, require, ConntrackMax, Daemon, MuninSession, Netns, Prometheus, BIN};
 
 const NAT_LOW: u16 = 41000;
 const NAT_PORTS: usize = 100;
@@ -107,10 +108,21 @@ fn nat_ports_fill_until_connections_fail() {
     let stop = Arc::new(AtomicBool::new(false));
     let accepter = serve(&server, stop.clone());
     let range = format!("{NAT_LOW}-{}", NAT_LOW as usize + NAT_PORTS - 1);
+    let munin = std::env::temp_dir().join(format!("sockwatch-nat-{}.sock", std::process::id()));
     let daemon = Daemon::start(
         &router,
         PORT,
-        &["--interval", "1s", "--conntrack.breakdown", "--conntrack.breakdown-interval", "1s", "--nat.port-range", &range],
+        &[
+            "--interval",
+            "1s",
+            "--conntrack.breakdown",
+            "--conntrack.breakdown-interval",
+            "1s",
+            "--nat.port-range",
+            &range,
+            "--munin.socket",
+            munin.to_str().unwrap(),
+        ],
     );
     let held = Arc::new(Mutex::new(Vec::new()));
     let connect = |n: usize| -> usize {
@@ -138,6 +150,13 @@ fn nat_ports_fill_until_connections_fail() {
     assert!(ports.iter().all(|p| (NAT_LOW..NAT_LOW + NAT_PORTS as u16).contains(p)), "NAT ports in the rule's range");
     assert_eq!(m["sockwatch_nat_port_utilization_max"], 0.9);
     assert_eq!(m["sockwatch_nat_port_range_size"], NAT_PORTS as f64);
+    // Munin's graph of the busiest mapping, through the shim.
+    let mut session = MuninSession::open(&munin);
+    let fetched = session.ask("fetch sockwatch_nat_ports");
+    for want in ["busiest.value 90", "range.value 100", "pct.value 90"] {
+        assert!(fetched.iter().any(|l| l == want), "{want} in {fetched:?}");
+    }
+    drop(session);
     // Who fills the table: the client, toward the server.
     let top_source = m
         .iter()
@@ -193,4 +212,6 @@ fn nat_ports_fill_until_connections_fail() {
     stop.store(true, Ordering::Relaxed);
     accepter.join().unwrap();
     drop(held);
+    drop(daemon);
+    let _ = std::fs::remove_file(munin);
 }

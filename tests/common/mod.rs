@@ -657,3 +657,46 @@ impl Drop for ConntrackMax {
         let _ = std::fs::write("/proc/sys/net/netfilter/nf_conntrack_max", &self.0);
     }
 }
+
+/// A session on the shim's Unix socket.
+pub struct MuninSession {
+    r: std::io::BufReader<std::os::unix::net::UnixStream>,
+    w: std::os::unix::net::UnixStream,
+}
+
+impl MuninSession {
+    pub fn open(path: &std::path::Path) -> MuninSession {
+        let s = std::os::unix::net::UnixStream::connect(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut session = MuninSession { w: s.try_clone().unwrap(), r: std::io::BufReader::new(s) };
+        let greeting = session.line();
+        assert!(greeting.starts_with("# munin node at "), "{greeting:?}");
+        session
+    }
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut self.r, &mut l).unwrap();
+        l
+    }
+    pub fn send(&mut self, cmd: &[u8]) {
+        std::io::Write::write_all(&mut self.w, cmd).unwrap();
+    }
+    /// Sends a command answered by one line.
+    pub fn ask_line(&mut self, cmd: &str) -> String {
+        self.send(format!("{cmd}\n").as_bytes());
+        self.line()
+    }
+    /// Sends a command answered by lines up to ".".
+    pub fn ask(&mut self, cmd: &str) -> Vec<String> {
+        self.send(format!("{cmd}\n").as_bytes());
+        let mut out = Vec::new();
+        loop {
+            let l = self.line();
+            assert!(!l.is_empty(), "connection closed during {cmd}");
+            if l == ".\n" {
+                return out;
+            }
+            out.push(l.trim_end().to_owned());
+        }
+    }
+}
