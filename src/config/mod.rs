@@ -157,8 +157,20 @@ impl Config {
         Ok((Config::from_resolved(resolved)?, kept))
     }
 
-    /// Parses and validates each setting's text: one line per field.
+    /// Each value parsed and validated, then the settings checked against each other.
     fn from_resolved(resolved: Vec<Resolved>) -> Result<Config, ConfigError> {
+        let config = Config::each_value(resolved)?;
+        if config.conntrack_events.is_some() && !config.conntrack_breakdown {
+            return Err(ConfigError(
+                "conntrack.events: needs conntrack.breakdown (the events keep the breakdown dump's counts current)"
+                    .to_owned(),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates each setting's text: one line per field.
+    fn each_value(resolved: Vec<Resolved>) -> Result<Config, ConfigError> {
         use settings::*;
         let v = Values(&resolved);
         Ok(Config {
@@ -420,6 +432,24 @@ fn validate_telemetry_path(p: &str) -> Result<String, Problem> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn conntrack_settings_are_checked_alone_and_together() {
+        let (_f, flags) = with_file("conntrack.events = true\n");
+        let e = Config::load(&flags).unwrap_err().to_string();
+        assert!(e.contains("conntrack.events: needs conntrack.breakdown"), "{e}");
+        let (_f, flags) = with_file("conntrack.breakdown = true\nconntrack.events = true\nnat.port-range = \"41000-41099\"\n");
+        let c = Config::load(&flags).unwrap();
+        assert_eq!(c.conntrack_attribution.nat_ports, 100);
+        assert_eq!(c.conntrack_events.map(|e| e.resync), Some(Duration::from_secs(600)));
+        for (bad, why) in [("\"65535-1024\"", "low to high"), ("\"0-10\"", "low to high"), ("\"80\"", "LOW-HIGH"), ("\"1-x\"", "not a port")] {
+            let (_f, flags) = with_file(&format!("nat.port-range = {bad}\n"));
+            let e = Config::load(&flags).unwrap_err().to_string();
+            assert!(e.contains("nat.port-range") && e.contains(why), "{bad}: {e}");
+        }
+        let (_f, flags) = with_file("conntrack.event-buffer = 10\n");
+        assert!(Config::load(&flags).unwrap_err().to_string().contains("outside 4096"));
+    }
 
     #[test]
     fn telemetry_paths_that_can_never_match_are_refused() {
