@@ -190,7 +190,9 @@ fn main() {
         arg("--sizes").unwrap_or_else(|| "100000,1000000".into()).split(',').map(|s| s.parse().unwrap()).collect();
     let rounds: usize = arg("--rounds").map_or(5, |r| r.parse().unwrap());
     // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !Command::new("conntrack").arg("--version").output().is_ok_and(|o| o.status.success()) {
+    if unsafe { libc::geteuid() } != 0
+        || !Command::new("conntrack").arg("--version").output().is_ok_and(|o| o.status.success())
+    {
         println!("SKIP benches/conntrack: needs root and conntrack (conntrack-tools)");
         return;
     }
@@ -221,7 +223,10 @@ fn main() {
             floor.push(inside(&ns, || cpu_of(minimal_dump).0));
             list.push(children_cpu(|| sh_in(&ns, "conntrack -L >/dev/null 2>&1")));
             pipeline.push(children_cpu(|| {
-                sh_in(&ns, "conntrack -L 2>/dev/null | awk '{print $5}' | sort | uniq -c | sort -rn | head -20 >/dev/null")
+                sh_in(
+                    &ns,
+                    "conntrack -L 2>/dev/null | awk '{print $5}' | sort | uniq -c | sort -rn | head -20 >/dev/null",
+                )
             }));
         }
         // The daemon with the breakdown on, in that namespace: its peak RSS after dumping.

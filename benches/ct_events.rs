@@ -64,7 +64,17 @@ struct Window {
 fn window(ns: &Netns, pop: &loadgen::Population, flags: Option<&[&str]>, seconds: u64) -> Window {
     let mut daemon = flags.map(|flags| {
         Command::new("ip")
-            .args(["netns", "exec", &ns.name, BIN, "serve", "--web.listen-address", "127.0.0.1:0", "--munin.socket", ""])
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                BIN,
+                "serve",
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--munin.socket",
+                "",
+            ])
             .args(["--log.level", "error"])
             .args(flags)
             .spawn()

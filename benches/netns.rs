@@ -17,10 +17,10 @@
 //!     cargo bench --bench netns
 //!     cargo bench --bench netns -- --sizes 10,100 --procs 2000 --rounds 5
 
-#[path = "common/measure.rs"]
-mod measure;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/measure.rs"]
+mod measure;
 use measure::{cpu_of, median};
 
 use std::net::{TcpListener, TcpStream};

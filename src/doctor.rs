@@ -236,12 +236,8 @@ fn conntrack_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Ch
 /// The top sources and destinations of the breakdown dump, in words.
 fn who_fills(a: &Attribution) -> String {
     let sources: Vec<String> = a.sources.iter().take(3).map(|(ip, n)| format!("{ip} ({n})")).collect();
-    let dests: Vec<String> = a
-        .destinations
-        .iter()
-        .take(3)
-        .map(|(d, n)| format!("{} ({n})", endpoint(d.addr, d.port, d.proto)))
-        .collect();
+    let dests: Vec<String> =
+        a.destinations.iter().take(3).map(|(d, n)| format!("{} ({n})", endpoint(d.addr, d.port, d.proto))).collect();
     if sources.is_empty() {
         return String::new();
     }

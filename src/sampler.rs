@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
 use crate::sources::ct_attribution::AttributionConfig;
-use crate::sources::ct_events::{self, CtEvents, EventStats, EventsConfig};
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
+use crate::sources::ct_events::{self, CtEvents, EventStats, EventsConfig};
 use crate::sources::netns::{NetnsConfig, NetnsSource};
 use crate::sources::netns_deep::DeepReading;
 use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
@@ -585,7 +585,8 @@ pub fn follow_breakdown(
                 }
                 Err(e) => {
                     let path = PathBuf::from("ctnetlink events");
-                    latest = Some(tracker.observe(Source::ConntrackBreakdown, || Err(SourceError::Io { path, source: e })));
+                    latest =
+                        Some(tracker.observe(Source::ConntrackBreakdown, || Err(SourceError::Io { path, source: e })));
                     publish(&latest);
                     std::thread::sleep(ct_events::BATCH * 10);
                     continue;

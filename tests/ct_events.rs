@@ -72,14 +72,17 @@ fn event_counts_equal_a_fresh_dump_and_recover_from_overflow() {
     }
     let ns = Netns::new("ctev");
     ns.enable_conntrack();
-    let flags = ["--interval", "1s", "--conntrack.breakdown", "--conntrack.events", "--conntrack.resync-interval", "1h"];
+    let flags =
+        ["--interval", "1s", "--conntrack.breakdown", "--conntrack.events", "--conntrack.resync-interval", "1h"];
     let daemon = Daemon::start(&ns, 9881, &flags);
     until(&daemon, &ns, "the first dump", |m| m.contains_key("sockwatch_conntrack_events_total"));
 
     // A burst: 60 connections to 7100 and 40 to 7101; then 7101's entries destroyed.
     let _a = connections(&ns, 7100, 60);
     let _b = connections(&ns, 7101, 40);
-    until(&daemon, &ns, "100 NEW events applied", |m| m.get(&dest(7101)) == Some(&40.0) && m.get(&dest(7100)) == Some(&60.0));
+    until(&daemon, &ns, "100 NEW events applied", |m| {
+        m.get(&dest(7101)) == Some(&40.0) && m.get(&dest(7100)) == Some(&60.0)
+    });
     ns.exec("conntrack", &["-D", "-p", "tcp", "--dport", "7101"]);
     let m = until(&daemon, &ns, "40 DESTROY events applied", |m| !m.contains_key(&dest(7101)));
     assert_eq!(m["sockwatch_conntrack_resyncs_total"], 0.0, "no dump since the first: the counts come from events");
@@ -96,7 +99,8 @@ fn event_counts_equal_a_fresh_dump_and_recover_from_overflow() {
     until(&daemon, &ns, "the first dump", |m| m.contains_key("sockwatch_conntrack_events_total"));
     let _c = connections(&ns, 7102, 300);
     let m = until(&daemon, &ns, "an overflow and its resync", |m| {
-        m.get("sockwatch_conntrack_event_overflows_total") >= Some(&1.0) && m.get("sockwatch_conntrack_resyncs_total") >= Some(&1.0)
+        m.get("sockwatch_conntrack_event_overflows_total") >= Some(&1.0)
+            && m.get("sockwatch_conntrack_resyncs_total") >= Some(&1.0)
     });
     let m = if m.get(&dest(7102)) == Some(&300.0) {
         m

@@ -93,7 +93,11 @@ fn await_ports_used(daemon: &Daemon, ns: &Netns, want: usize) -> std::collection
         if m.get(&format!("sockwatch_nat_ports_used{{{MAPPING}}}")) == Some(&(want as f64)) {
             return m;
         }
-        assert!(Instant::now() < deadline, "sockwatch never showed {want} NAT ports used: {:?}", m.get("sockwatch_nat_entries"));
+        assert!(
+            Instant::now() < deadline,
+            "sockwatch never showed {want} NAT ports used: {:?}",
+            m.get("sockwatch_nat_entries")
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -163,13 +167,15 @@ fn nat_ports_fill_until_connections_fail() {
         .filter(|(k, _)| k.starts_with("sockwatch_conntrack_source_entries{"))
         .max_by(|a, b| a.1.total_cmp(b.1))
         .unwrap();
-    assert_eq!((top_source.0.as_str(), *top_source.1), ("sockwatch_conntrack_source_entries{source=\"10.77.1.2\"}", 90.0));
+    assert_eq!(
+        (top_source.0.as_str(), *top_source.1),
+        ("sockwatch_conntrack_source_entries{source=\"10.77.1.2\"}", 90.0)
+    );
     let dest = "sockwatch_conntrack_destination_entries{destination=\"10.77.2.2\",port=\"8080\",protocol=\"tcp\"}";
     assert_eq!(m[dest], 90.0);
 
     // With the table 85 % full, doctor names the source, the destination and the mapping.
-    let count: u64 =
-        router.exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]).trim().parse().unwrap();
+    let count: u64 = router.exec_stdout("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]).trim().parse().unwrap();
     let report = {
         let _max = ConntrackMax::set(count * 100 / 85);
         let out = std::process::Command::new("ip")

@@ -181,7 +181,8 @@ fn every_namespace_against_the_kernel() {
     assert_eq!(m[&format!("sockwatch_netns_conntrack_utilization_max{{netns=\"{ia}\"}}")], 1.0);
     // Who fills A's table, dumped inside A: every entry is from 127.0.0.1 toward :7001.
     let listed = a.exec_stdout("conntrack", &["-L"]);
-    let from_lo = listed.lines().filter(|l| l.contains("src=127.0.0.1 dst=127.0.0.1") && l.contains("dport=7001 ")).count();
+    let from_lo =
+        listed.lines().filter(|l| l.contains("src=127.0.0.1 dst=127.0.0.1") && l.contains("dport=7001 ")).count();
     assert_eq!(from_lo as u64, CT_MAX, "conntrack -L in A");
     let source = format!("sockwatch_netns_conntrack_source_entries{{netns=\"{ia}\",source=\"127.0.0.1\"}}");
     let dest = format!(

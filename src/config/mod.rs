@@ -438,11 +438,17 @@ mod tests {
         let (_f, flags) = with_file("conntrack.events = true\n");
         let e = Config::load(&flags).unwrap_err().to_string();
         assert!(e.contains("conntrack.events: needs conntrack.breakdown"), "{e}");
-        let (_f, flags) = with_file("conntrack.breakdown = true\nconntrack.events = true\nnat.port-range = \"41000-41099\"\n");
+        let (_f, flags) =
+            with_file("conntrack.breakdown = true\nconntrack.events = true\nnat.port-range = \"41000-41099\"\n");
         let c = Config::load(&flags).unwrap();
         assert_eq!(c.conntrack_attribution.nat_ports, 100);
         assert_eq!(c.conntrack_events.map(|e| e.resync), Some(Duration::from_secs(600)));
-        for (bad, why) in [("\"65535-1024\"", "low to high"), ("\"0-10\"", "low to high"), ("\"80\"", "LOW-HIGH"), ("\"1-x\"", "not a port")] {
+        for (bad, why) in [
+            ("\"65535-1024\"", "low to high"),
+            ("\"0-10\"", "low to high"),
+            ("\"80\"", "LOW-HIGH"),
+            ("\"1-x\"", "not a port"),
+        ] {
             let (_f, flags) = with_file(&format!("nat.port-range = {bad}\n"));
             let e = Config::load(&flags).unwrap_err().to_string();
             assert!(e.contains("nat.port-range") && e.contains(why), "{bad}: {e}");

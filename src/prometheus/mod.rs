@@ -2,9 +2,9 @@
 //! sample), the HTTP server that serves it ([`http`]) and its TLS and basic auth
 //! ([`webconfig`], the exporter-toolkit format).
 
+mod ct_attribution;
 mod families;
 pub mod http;
-mod ct_attribution;
 mod netns;
 pub mod render;
 mod udp;

@@ -250,7 +250,8 @@ fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
 fn conntrack(out: &mut Families, top: &[Namespace]) {
     use MetricType::GAUGE;
     let with = || top.iter().filter_map(|ns| Some((ns, ns.conntrack.as_ref()?)));
-    let src = "from a ctnetlink dump inside the namespace (the 3 namespaces with the most conntrack entries, at most once \
+    let src =
+        "from a ctnetlink dump inside the namespace (the 3 namespaces with the most conntrack entries, at most once \
                per --conntrack.breakdown-interval; top 5 each)";
     out.labelled(
         "sockwatch_netns_conntrack_source_entries",

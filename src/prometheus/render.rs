@@ -539,7 +539,10 @@ mod tests {
         Attribution {
             sources: vec![(ip("10.0.0.7"), 61), (ip("2001:db8::5"), 3)],
             destinations: vec![(DestKey { addr: ip("192.0.2.10"), port: 443, proto: 6 }, 58)],
-            nat: vec![(NatKey { nat_ip: ip("203.0.113.1"), remote_ip: ip("192.0.2.10"), remote_port: 443, proto: 6 }, 50)],
+            nat: vec![(
+                NatKey { nat_ip: ip("203.0.113.1"), remote_ip: ip("192.0.2.10"), remote_port: 443, proto: 6 },
+                50,
+            )],
             distinct_sources: 9,
             distinct_destinations: 4,
             nat_mappings: 1,

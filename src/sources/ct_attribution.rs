@@ -248,7 +248,12 @@ impl PartialOrd for NatKey {
 }
 impl Ord for NatKey {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.nat_ip, self.remote_ip, self.remote_port, self.proto).cmp(&(o.nat_ip, o.remote_ip, o.remote_port, o.proto))
+        (self.nat_ip, self.remote_ip, self.remote_port, self.proto).cmp(&(
+            o.nat_ip,
+            o.remote_ip,
+            o.remote_port,
+            o.proto,
+        ))
     }
 }
 
@@ -260,7 +265,9 @@ mod tests {
     fn tcp<'a>(src: &'a [u8], dst: &'a [u8], dport: u16, nat: Option<(&'a [u8], u16)>) -> Entry<'a> {
         let orig = Tuple { src, dst, proto: Some(6), src_port: 40000, dst_port: dport };
         let reply = match nat {
-            Some((nat_ip, nat_port)) => Tuple { src: dst, dst: nat_ip, proto: Some(6), src_port: dport, dst_port: nat_port },
+            Some((nat_ip, nat_port)) => {
+                Tuple { src: dst, dst: nat_ip, proto: Some(6), src_port: dport, dst_port: nat_port }
+            }
             None => Tuple { src: dst, dst: src, proto: Some(6), src_port: dport, dst_port: 40000 },
         };
         Entry { orig, reply, ..Entry::default() }

@@ -108,7 +108,9 @@ impl CtEvents {
         let mut granted: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: valid fd and out-pointers of the given length.
-        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&mut granted as *mut libc::c_int).cast(), &mut len) };
+        unsafe {
+            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&mut granted as *mut libc::c_int).cast(), &mut len)
+        };
         Ok(CtEvents { sock, buf: vec![0u8; 1 << 16].into_boxed_slice(), granted: granted.max(0) as usize })
     }
 

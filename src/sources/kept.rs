@@ -28,8 +28,7 @@ impl KeptFile {
     /// `Ok(None)` when it does not exist.
     pub fn open(path: &Path) -> Result<Option<KeptFile>, SourceError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let opened =
-            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path);
+        let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path);
         let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -14,9 +14,9 @@
 
 pub mod conntrack;
 pub mod ct_attribution;
-pub mod kept;
 pub mod ct_breakdown;
 pub mod ct_events;
+pub mod kept;
 pub mod limits;
 pub mod netlink;
 pub mod netns;

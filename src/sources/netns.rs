@@ -26,9 +26,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use super::netns_counters::{read_counters, NetFiles, NsCounters};
 use super::netns_ct::{NsConntrack, NsConntrackConfig};
 use super::netns_deep::{DeepLayer, DeepReading};
-pub use super::netns_counters::{read_counters, NetFiles, NsCounters};
 use super::SourceError;
 
 /// Directories where namespaces are pinned by bind mounts.

@@ -120,9 +120,10 @@ impl NetFiles {
     /// The counters every namespace is ranked by: `sockstat` (IPv4 TCP in use, TIME_WAIT,
     /// UDP) and `stat/nf_conntrack` (entries and drops). Two small files.
     pub fn read_pressure(&mut self, fds_left: &mut usize) -> Result<NsCounters, SourceError> {
-        let (text, path) = self
-            .text(SOCKSTAT, fds_left)?
-            .ok_or_else(|| SourceError::Missing { path: self.dir.join(FILES[SOCKSTAT]), what: "/proc/PID/net/sockstat" })?;
+        let (text, path) = self.text(SOCKSTAT, fds_left)?.ok_or_else(|| SourceError::Missing {
+            path: self.dir.join(FILES[SOCKSTAT]),
+            what: "/proc/PID/net/sockstat",
+        })?;
         let v4 = super::sockstat::parse_v4(&text, &path)?;
         let ct = match self.text(CONNTRACK_STAT, fds_left)? {
             Some((stat, stat_path)) => Some(super::conntrack::parse_stats(&stat, &stat_path)?),
@@ -156,7 +157,8 @@ impl NetFiles {
             .text(SNMP, fds_left)?
             .ok_or_else(|| SourceError::Missing { path: self.dir.join(FILES[SNMP]), what: "/proc/PID/net/snmp" })?;
         let netstat = self.text(NETSTAT, fds_left)?;
-        let tcp = super::snmp::parse_tcp((&snmp, &snmp_path), netstat.as_ref().map(|(t, p)| (t.as_str(), p.as_path())))?;
+        let tcp =
+            super::snmp::parse_tcp((&snmp, &snmp_path), netstat.as_ref().map(|(t, p)| (t.as_str(), p.as_path())))?;
         (c.active_opens, c.attempt_fails) = (tcp.active_opens, tcp.attempt_fails);
         (c.listen_overflows, c.time_wait_overflow) = (tcp.listen_overflows, tcp.time_wait_overflow);
         Ok(())

@@ -77,10 +77,11 @@ impl NsConntrack {
             if self.down.is_some() {
                 break;
             }
-            let k = self
-                .kept
-                .entry(inode)
-                .or_insert_with(|| Kept { dump: CtDump::in_namespace(path.clone(), inode), tried: None, last: None });
+            let k = self.kept.entry(inode).or_insert_with(|| Kept {
+                dump: CtDump::in_namespace(path.clone(), inode),
+                tried: None,
+                last: None,
+            });
             let due = k.tried.is_none_or(|(at, took)| {
                 at.elapsed() >= cfg.interval && took <= budget.saturating_sub(start.elapsed())
             });
