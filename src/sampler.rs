@@ -599,8 +599,10 @@ pub fn follow_breakdown(
             let timeout = ct_breakdown::time_wait_timeout(&proc_root);
             let (b, status) = tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout, &attribution));
             stats.resyncs_total += u64::from(latest.as_ref().is_some_and(|(b, _)| b.is_some()) && b.is_some());
+            // A failed dump leaves the counts unknown: tried again within a minute, not a
+            // resync interval later.
+            next_dump = now + if b.is_some() { events.resync } else { events.resync.min(FAILED_DUMP_RETRY) };
             latest = Some((b, status));
-            next_dump = now + events.resync;
             next_publish = now; // at once
         }
         match ev.drain(&mut |delta, e| dump.apply(e, delta)) {
@@ -627,6 +629,9 @@ pub fn follow_breakdown(
         std::thread::sleep(ct_events::BATCH);
     }
 }
+
+/// When a failed dump of event mode is tried again.
+const FAILED_DUMP_RETRY: Duration = Duration::from_secs(60);
 
 /// Least time between two dumps that resynchronise after an event overflow.
 const OVERFLOW_RESYNC_GAP: Duration = Duration::from_secs(5);
