@@ -137,28 +137,22 @@ impl CtEvents {
     }
 }
 
-/// The events of one datagram; returns how many there were. Messages of other kinds, and
-/// malformed ones, are skipped.
+/// The events of one datagram; returns how many there were. Messages of other kinds are
+/// skipped; a malformed one ends the datagram. Events carry sequence number 0.
 pub fn parse_events(data: &[u8], visit: &mut dyn FnMut(i64, &Entry)) -> u64 {
     let mut n = 0;
-    let mut off = 0;
-    while let Some(header) = data.get(off..off + 16) {
-        let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if len < 16 || off + len > data.len() {
-            break;
-        }
-        let kind = u16::from_ne_bytes([header[4], header[5]]);
-        let delta = match (kind >> 8, kind & 0xff) {
+    let _ = super::netlink::walk_datagram("ctnetlink events", data, 0, |m| {
+        let delta = match (m.kind >> 8, m.kind & 0xff) {
             (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) => 1,
             (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE) => -1,
-            _ => 0,
+            _ => return Ok(()),
         };
-        if let (true, Some(attrs)) = (delta != 0, data.get(off + 16 + NFGENMSG_LEN..off + len)) {
+        if let Some(attrs) = m.payload.get(NFGENMSG_LEN..) {
             visit(delta, &parse_entry(attrs));
             n += 1;
         }
-        off += (len + 3) & !3;
-    }
+        Ok(())
+    });
     n
 }
 

@@ -24,21 +24,15 @@ pub struct KeptFile {
 }
 
 impl KeptFile {
-    /// Opens `path` like [`super::read_small_file`] does (non-blocking, regular files only).
+    /// Opens `path` as [`super::read_small_file`] does ([`super::open_regular`]).
     /// `Ok(None)` when it does not exist.
     pub fn open(path: &Path) -> Result<Option<KeptFile>, SourceError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path);
-        let file = match opened {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(SourceError::Io { path: path.to_owned(), source: e }),
-        };
-        let meta = file.metadata().map_err(|e| SourceError::Io { path: path.to_owned(), source: e })?;
-        if !meta.file_type().is_file() {
-            return Err(SourceError::parse(path, ReadError::NotRegular.to_string()));
+        match super::open_regular(path) {
+            Ok(file) => Ok(Some(KeptFile { file, path: path.to_owned() })),
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(ReadError::Io(e)) => Err(SourceError::Io { path: path.to_owned(), source: e }),
+            Err(e) => Err(SourceError::parse(path, e.to_string())),
         }
-        Ok(Some(KeptFile { file, path: path.to_owned() }))
     }
 
     /// The file's current text, read from offset 0 into `buf` (reused between calls).

@@ -95,17 +95,24 @@ pub enum ReadError {
 /// configuration files.
 pub fn read_small_file(path: &Path, max: u64) -> Result<String, ReadError> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
-    if !file.metadata()?.file_type().is_file() {
-        return Err(ReadError::NotRegular);
-    }
+    let file = open_regular(path)?;
     let mut bytes = Vec::new();
     file.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(ReadError::TooLarge(max));
     }
     String::from_utf8(bytes).map_err(|_| ReadError::NotText)
+}
+
+/// Opens a file for reading without ever blocking on it (non-blocking, so a FIFO or device
+/// cannot hang the open), refused unless it is a regular file (procfs files are).
+pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    Ok(file)
 }
 
 /// Reads a small /proc file. `Ok(None)` when it does not exist.
