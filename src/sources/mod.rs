@@ -23,6 +23,7 @@ pub mod netns;
 pub mod netns_counters;
 pub mod netns_ct;
 pub mod netns_deep;
+pub mod netns_discovery;
 pub mod ports;
 pub mod projection;
 pub mod snmp;

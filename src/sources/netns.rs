@@ -29,6 +29,7 @@ use std::time::Duration;
 pub use super::netns_counters::{read_counters, NetFiles, NsCounters};
 use super::netns_ct::{NsConntrack, NsConntrackConfig};
 use super::netns_deep::{DeepLayer, DeepReading};
+pub use super::netns_discovery::{discover, ns_of, parse_ns_link, Discovery, Found, FULL_SCAN_EVERY};
 use super::SourceError;
 
 /// Directories where namespaces are pinned by bind mounts.
@@ -107,111 +108,6 @@ pub struct Namespaces {
     pub deep_down: Option<String>,
     pub deep_dumps_total: u64,
     pub deep_kept: u64,
-}
-
-/// `net:[4026531840]` → 4026531840.
-pub fn parse_ns_link(link: &str) -> Option<u64> {
-    link.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
-}
-
-/// The inode of `/proc/PID/ns/net` (`root` is the procfs mount), or why not.
-fn ns_of(root: &Path, pid: &str) -> std::io::Result<u64> {
-    let link = std::fs::read_link(root.join(pid).join("ns/net"))?;
-    parse_ns_link(&link.to_string_lossy())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}", link.display())))
-}
-
-/// A namespace found by discovery: how to reach it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Found {
-    pub inode: u64,
-    pub pid: Option<u32>,
-    /// The pinning file, for a namespace without a process.
-    pub pin: Option<PathBuf>,
-    pub name: Option<String>,
-}
-
-/// Full `/proc` scans happen every this many samples; in between only processes not seen
-/// before have their link read (measured: 52 ms of CPU for a full scan of 10,000 processes,
-/// BENCHMARKS.md). A process that changes namespace without a new PID (setns, unshare) is
-/// seen at the next full scan, unless it is a namespace's representative, which is checked
-/// every sample.
-pub const FULL_SCAN_EVERY: u64 = 30;
-
-/// What discovery remembers between samples: each PID's namespace inode (`None`: its
-/// link may not be read).
-#[derive(Default)]
-pub struct Discovery {
-    known: HashMap<u32, Option<u64>>,
-    samples: u64,
-}
-
-impl Discovery {
-    /// Finds every namespace: one process per inode (the lowest PID), then the pinned
-    /// ones. Processes whose link cannot be read (another user's, without ptrace access)
-    /// are counted in the second value.
-    pub fn scan(&mut self, root: &Path, pin_dirs: &[&str]) -> Result<(Vec<Found>, u64), SourceError> {
-        let full = self.samples % FULL_SCAN_EVERY == 0;
-        self.samples += 1;
-        let dir = std::fs::read_dir(root).map_err(|e| SourceError::Io { path: root.to_owned(), source: e })?;
-        let mut pids: Vec<u32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
-        pids.sort_unstable();
-        let mut by_inode: HashMap<u64, Found> = HashMap::new();
-        let mut denied = 0u64;
-        let mut seen = HashMap::with_capacity(pids.len());
-        for pid in pids {
-            let cached = if full { None } else { self.known.get(&pid).copied() };
-            let inode = match cached {
-                // A representative is checked every sample: its files are read as its namespace's.
-                Some(Some(inode)) if by_inode.contains_key(&inode) => Some(inode),
-                Some(inode) if inode.is_none() => None,
-                _ => match ns_of(root, &pid.to_string()) {
-                    Ok(inode) => Some(inode),
-                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
-                    Err(_) => continue, // exited meanwhile
-                },
-            };
-            seen.insert(pid, inode);
-            match inode {
-                Some(inode) => {
-                    by_inode.entry(inode).or_insert(Found { inode, pid: Some(pid), ..Found::default() });
-                }
-                None => denied += 1,
-            }
-            if by_inode.len() >= MAX_NAMESPACES {
-                break;
-            }
-        }
-        self.known = seen;
-        add_pinned(&mut by_inode, pin_dirs);
-        let mut all: Vec<Found> = by_inode.into_values().collect();
-        all.sort_by_key(|f| f.inode);
-        Ok((all, denied))
-    }
-}
-
-/// Namespaces pinned by a bind mount: named, and reached through the file when no process
-/// is in them.
-fn add_pinned(by_inode: &mut HashMap<u64, Found>, pin_dirs: &[&str]) {
-    for dir in pin_dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        for e in entries.flatten() {
-            use std::os::unix::fs::MetadataExt;
-            // The bind-mounted nsfs file's inode is the namespace's.
-            let Ok(meta) = std::fs::metadata(e.path()) else { continue };
-            let name = e.file_name().to_string_lossy().into_owned();
-            let found = by_inode.entry(meta.ino()).or_insert(Found { inode: meta.ino(), ..Found::default() });
-            found.name.get_or_insert(name);
-            if found.pid.is_none() {
-                found.pin.get_or_insert(e.path());
-            }
-        }
-    }
-}
-
-/// A full scan, without memory: for tests and benchmarks.
-pub fn discover(root: &Path, pin_dirs: &[&str]) -> Result<(Vec<Found>, u64), SourceError> {
-    Discovery::default().scan(root, pin_dirs)
 }
 
 /// The owner named by a `/proc/PID/cgroup` file (v1 lines `N:controllers:/path`, the v2
@@ -324,6 +220,8 @@ pub fn in_namespace<T: Send>(
 #[derive(Default)]
 pub struct NetnsSource {
     discovery: Discovery,
+    /// sockwatch's own namespace.
+    own: Option<u64>,
     owners: HashMap<u32, Owner>,
     /// Kept `/proc/PID/net` files by namespace inode; dropped with the namespace.
     files: HashMap<u64, NetFiles>,
@@ -440,7 +338,10 @@ impl NetnsSource {
                 Some((f.inode, path))
             })
             .collect();
-        let own = ns_of(root, "self").ok();
+        if self.own.is_none() {
+            self.own = ns_of(root, "self").ok(); // sockwatch never changes namespace itself
+        }
+        let own = self.own;
         let mut out = Namespaces { count: found.len() as u64, unreadable: denied, ..Namespaces::default() };
         let mut all = self.read_all(root, found, own, conntrack_max);
         out.unreadable += all.iter().filter(|n| n.counters.is_none()).count() as u64;
@@ -561,13 +462,6 @@ mod tests {
         let e = in_namespace(Path::new("/proc/self/ns/net"), Some(1), || Ok(())).unwrap_err();
         assert!(e.to_string().contains("not 1"), "{e}");
         assert!(in_namespace(Path::new("/nonexistent/ns"), None, || Ok(())).is_err());
-    }
-
-    #[test]
-    fn ns_links() {
-        assert_eq!(parse_ns_link("net:[4026531840]"), Some(4026531840));
-        assert_eq!(parse_ns_link("mnt:[4026531840]"), None);
-        assert_eq!(parse_ns_link("net:[x]"), None);
     }
 
     #[test]

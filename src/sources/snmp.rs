@@ -46,6 +46,31 @@ pub struct UdpMib {
     pub sndbuf_errors: Option<u64>,
 }
 
+impl SnmpCounters {
+    /// Where a `Tcp:` column of `snmp` goes, if it is read.
+    fn tcp_slot<'a>(&'a mut self, name: &str) -> Option<&'a mut Option<u64>> {
+        Some(match name {
+            "ActiveOpens" => &mut self.active_opens,
+            "PassiveOpens" => &mut self.passive_opens,
+            "AttemptFails" => &mut self.attempt_fails,
+            "EstabResets" => &mut self.estab_resets,
+            "RetransSegs" => &mut self.retrans_segs,
+            _ => return None,
+        })
+    }
+
+    /// Where a `TcpExt:` column of `netstat` goes, if it is read.
+    fn tcp_ext_slot<'a>(&'a mut self, name: &str) -> Option<&'a mut Option<u64>> {
+        Some(match name {
+            "TCPTimeWaitOverflow" => &mut self.time_wait_overflow,
+            "ListenOverflows" => &mut self.listen_overflows,
+            "ListenDrops" => &mut self.listen_drops,
+            "TCPAbortOnMemory" => &mut self.abort_on_memory,
+            _ => return None,
+        })
+    }
+}
+
 impl UdpMib {
     fn slot(&mut self, name: &str) -> Option<&mut Option<u64>> {
         Some(match name {
@@ -94,31 +119,11 @@ fn read_parts(proc_root: &Path, udp: bool) -> Result<SnmpCounters, SourceError> 
 pub fn parse_tcp(snmp: (&str, &Path), netstat: Option<(&str, &Path)>) -> Result<SnmpCounters, SourceError> {
     let (snmp, snmp_path) = snmp;
     let mut c = SnmpCounters::default();
-    let found = for_each_pair(snmp, "Tcp", snmp_path, |name, v| {
-        let slot = match name {
-            "ActiveOpens" => &mut c.active_opens,
-            "PassiveOpens" => &mut c.passive_opens,
-            "AttemptFails" => &mut c.attempt_fails,
-            "EstabResets" => &mut c.estab_resets,
-            "RetransSegs" => &mut c.retrans_segs,
-            _ => return,
-        };
-        *slot = Some(v);
-    })?;
-    if !found {
+    if !fill_pair(snmp, "Tcp", snmp_path, &mut c, SnmpCounters::tcp_slot)? {
         return Err(SourceError::parse(snmp_path, "no \"Tcp:\" header and value lines"));
     }
     if let Some((netstat, netstat_path)) = netstat {
-        for_each_pair(netstat, "TcpExt", netstat_path, |name, v| {
-            let slot = match name {
-                "TCPTimeWaitOverflow" => &mut c.time_wait_overflow,
-                "ListenOverflows" => &mut c.listen_overflows,
-                "ListenDrops" => &mut c.listen_drops,
-                "TCPAbortOnMemory" => &mut c.abort_on_memory,
-                _ => return,
-            };
-            *slot = Some(v);
-        })?;
+        fill_pair(netstat, "TcpExt", netstat_path, &mut c, SnmpCounters::tcp_ext_slot)?;
     }
     Ok(c)
 }
@@ -128,11 +133,7 @@ fn parse_udp(snmp: &str, snmp_path: &Path) -> Result<Vec<UdpMib>, SourceError> {
     let mut out = Vec::new();
     for (prefix, protocol) in [("Udp", "udp"), ("UdpLite", "udplite")] {
         let mut mib = UdpMib { family: "ipv4", protocol, ..UdpMib::default() };
-        if for_each_pair(snmp, prefix, snmp_path, |name, v| {
-            if let Some(slot) = mib.slot(name) {
-                *slot = Some(v);
-            }
-        })? {
+        if fill_pair(snmp, prefix, snmp_path, &mut mib, UdpMib::slot)? {
             out.push(mib);
         }
     }
@@ -163,32 +164,38 @@ fn udp6(text: &str, path: &Path) -> Result<Vec<UdpMib>, SourceError> {
     Ok([(seen_udp, udp), (seen_lite, lite)].into_iter().filter_map(|(seen, m)| seen.then_some(m)).collect())
 }
 
-/// Calls `f(name, value)` for every column of the `prefix:` header/value pair. Returns
-/// whether the pair was found. Negative values (`MaxConn -1`) are skipped: none of the
-/// counters we read can be negative.
-pub fn for_each_pair(text: &str, prefix: &str, path: &Path, mut f: impl FnMut(&str, u64)) -> Result<bool, SourceError> {
-    let mut lines = text.lines().filter_map(|l| {
-        let rest = l.strip_prefix(prefix)?.strip_prefix(':')?;
-        Some(rest)
-    });
+/// Fills `target` from the `prefix:` header/value pair: each column that `slot` names a
+/// place for is parsed and stored; the others are not parsed (netstat's `TcpExt:` line has
+/// over a hundred columns and is read for every exported namespace each sample). Returns
+/// whether the pair was found. A negative value (`MaxConn -1`) leaves its place empty: none
+/// of the counters read can be negative.
+pub fn fill_pair<T>(
+    text: &str,
+    prefix: &str,
+    path: &Path,
+    target: &mut T,
+    slot: impl for<'a> Fn(&'a mut T, &str) -> Option<&'a mut Option<u64>>,
+) -> Result<bool, SourceError> {
+    let mut lines = text.lines().filter_map(|l| l.strip_prefix(prefix)?.strip_prefix(':'));
     let Some(header) = lines.next() else {
         return Ok(false);
     };
     let values = lines
         .next()
         .ok_or_else(|| SourceError::parse(path, format!("\"{prefix}:\" header line has no value line after it")))?;
-    // Walked in step, without collecting: netstat's TcpExt line has over a hundred columns
-    // and is read for every exported namespace each sample.
     let (mut names, mut vals) = (header.split_ascii_whitespace(), values.split_ascii_whitespace());
     loop {
         match (names.next(), vals.next()) {
-            (Some(name), Some(raw)) => match raw.parse::<u64>() {
-                Ok(v) => f(name, v),
-                Err(_) if raw.parse::<i64>().is_ok() => {}
-                Err(_) => {
-                    return Err(SourceError::parse(path, format!("\"{prefix}:\" {name} = {raw:?} is not a number")))
+            (Some(name), Some(raw)) => {
+                let Some(place) = slot(target, name) else { continue };
+                match raw.parse::<u64>() {
+                    Ok(v) => *place = Some(v),
+                    Err(_) if raw.parse::<i64>().is_ok() => {}
+                    Err(_) => {
+                        return Err(SourceError::parse(path, format!("\"{prefix}:\" {name} = {raw:?} is not a number")))
+                    }
                 }
-            },
+            }
             (None, None) => break,
             _ => {
                 let (n, v) = (header.split_ascii_whitespace().count(), values.split_ascii_whitespace().count());
@@ -252,16 +259,25 @@ mod tests {
     #[test]
     fn malformed() {
         let p = Path::new("/proc/net/snmp");
-        let mut seen = 0;
-        let e = for_each_pair("Tcp: A B\n", "Tcp", p, |_, _| seen += 1).unwrap_err();
+        // Every column wanted, into one place.
+        fn every<'a>(t: &'a mut (Option<u64>, u32), _: &str) -> Option<&'a mut Option<u64>> {
+            t.1 += 1;
+            Some(&mut t.0)
+        }
+        let mut t = (None, 0);
+        let e = fill_pair("Tcp: A B\n", "Tcp", p, &mut t, every).unwrap_err();
         assert!(e.to_string().contains("no value line"), "{e}");
-        let e = for_each_pair("Tcp: A B\nTcp: 1\n", "Tcp", p, |_, _| {}).unwrap_err();
+        let e = fill_pair("Tcp: A B\nTcp: 1\n", "Tcp", p, &mut t, every).unwrap_err();
         assert!(e.to_string().contains("2 names but 1 values"), "{e}");
-        let e = for_each_pair("Tcp: A B\nTcp: 1 x\n", "Tcp", p, |_, _| {}).unwrap_err();
+        let e = fill_pair("Tcp: A B\nTcp: 1 x\n", "Tcp", p, &mut t, every).unwrap_err();
         assert!(e.to_string().contains("B = \"x\""), "{e}");
-        assert!(!for_each_pair("Udp: A\nUdp: 1\n", "Tcp", p, |_, _| {}).unwrap());
+        assert!(!fill_pair("Udp: A\nUdp: 1\n", "Tcp", p, &mut t, every).unwrap());
         // The prefix must match whole: "TcpExt:" is not "Tcp:".
-        assert!(!for_each_pair("TcpExt: A\nTcpExt: 1\n", "Tcp", p, |_, _| {}).unwrap());
-        assert_eq!(seen, 0);
+        assert!(!fill_pair("TcpExt: A\nTcpExt: 1\n", "Tcp", p, &mut t, every).unwrap());
+        // A column not read is not parsed: an odd value there is no error.
+        let mut c = SnmpCounters::default();
+        assert!(fill_pair("Tcp: X ActiveOpens\nTcp: ? 7\n", "Tcp", p, &mut c, SnmpCounters::tcp_slot).unwrap());
+        assert_eq!(c.active_opens, Some(7));
+        assert_eq!(t.1, 3, "called for the columns of the pairs found only (A; A, B)");
     }
 }
