@@ -11,6 +11,9 @@
 //! - the pinned namespace deleted while sampled: gone from the output, the source stays up,
 //!   its kept netlink socket and files closed, and the namespace freed (the kernel destroys
 //!   its devices: the host end of a veth pair into it goes away);
+//! - a namespace made while the daemon runs, by a process that changes namespace after it
+//!   starts (`unshare -n`): found within seconds, between full `/proc` scans, and gone
+//!   once its only process exits;
 //! - unprivileged: the namespaces it cannot name are counted, its own is read.
 
 mod common;
@@ -19,7 +22,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{parse_metrics, require, ConntrackMax, Daemon, KillOnDrop, Netns, Prometheus, BIN};
+use common::{parse_metrics, require, ConntrackMax, Daemon, KillOnDrop, Netns, Prometheus, Served, BIN};
 
 const CT_MAX: u64 = 300;
 const DOCKER_ID: &str = "5e0c2f1a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
@@ -306,6 +309,81 @@ fn every_namespace_against_the_kernel() {
     {
         let _ = std::fs::remove_dir(dir);
     }
+}
+
+/// Between full scans (every 30 samples, 30 s here) discovery reads only new PIDs, found
+/// from the kernel's PID counter, and reads each one again at the next sample.
+#[test]
+fn a_namespace_made_while_sampled_is_found_and_forgotten() {
+    if !require("a_namespace_made_while_sampled_is_found_and_forgotten", &["unshare"]) {
+        return;
+    }
+    let daemon = Served::start(&["--netns", "on", "--netns.top-k", "1000"]);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500)); // past the first sample, a full scan
+    let child = KillOnDrop(Command::new("unshare").args(["-n", "sleep", "60"]).spawn().unwrap());
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let link = format!("/proc/{}/ns/net", child.0.id());
+    let until = Instant::now() + Duration::from_secs(5);
+    let inode = loop {
+        let l = std::fs::read_link(&link).unwrap();
+        if l != host {
+            break sockwatch::sources::netns::parse_ns_link(&l.to_string_lossy()).unwrap();
+        }
+        assert!(Instant::now() < until, "unshare did not enter a namespace");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let series = format!("sockwatch_netns_tcp_sockets{{netns=\"{inode}\"}}");
+    let seen = |want: bool| {
+        let until = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < until {
+            if daemon.metrics().contains_key(&series) == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    assert!(seen(true), "the new namespace {inode} was not found");
+    assert!(started.elapsed() < Duration::from_secs(25), "found before the next full scan");
+    drop(child);
+    assert!(seen(false), "namespace {inode} still exported after its only process exited");
+    assert_eq!(daemon.metrics()["sockwatch_source_errors_total{source=\"netns\"}"], 0.0);
+}
+
+/// A process that changes namespace just after it starts (here when told to) is read
+/// again at the sample after the one that found it: its namespace is not left for the
+/// next full scan.
+#[test]
+fn a_new_process_that_then_changes_namespace() {
+    use sockwatch::sources::netns::{parse_ns_link, Discovery};
+    use std::io::Write;
+    if !require("a_new_process_that_then_changes_namespace", &["unshare", "sh"]) {
+        return;
+    }
+    let root = std::path::Path::new("/proc");
+    let mut d = Discovery::default();
+    d.scan(root, &[]).unwrap(); // the first sample: a full scan
+    let mut child = KillOnDrop(
+        Command::new("sh").args(["-c", "read go; exec unshare -n sleep 60"]).stdin(Stdio::piped()).spawn().unwrap(),
+    );
+    let (found, _) = d.scan(root, &[]).unwrap();
+    let pid = child.0.id();
+    assert!(!found.iter().any(|f| f.pid == Some(pid)), "still in this namespace: not a representative");
+    child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let link = format!("/proc/{pid}/ns/net");
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(&link).unwrap() == host {
+        assert!(Instant::now() < until, "unshare did not enter a namespace");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let inode = parse_ns_link(&std::fs::read_link(&link).unwrap().to_string_lossy()).unwrap();
+    let (found, _) = d.scan(root, &[]).unwrap();
+    assert!(
+        found.iter().any(|f| f.inode == inode && f.pid == Some(pid)),
+        "namespace {inode} of PID {pid} not found at the next sample"
+    );
 }
 
 #[test]

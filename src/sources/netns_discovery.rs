@@ -14,7 +14,9 @@
 //!   a constant, learnt from the listing itself). Lower: the counter wrapped at `pid_max`,
 //!   and the sample is a full scan.
 //! - Each namespace's representative is checked every sample (its link read): one that
-//!   died or moved is replaced by the next PID known in that namespace.
+//!   died or moved is replaced by the next PID known in that namespace. A new PID is read
+//!   again at the sample after the one that found it: `ip netns exec`, `unshare -n` and
+//!   `nsenter` start a process first and change its namespace just after.
 //! - The pin directories are listed again only when they changed (their mtime) or on a
 //!   full scan.
 //!
@@ -82,6 +84,10 @@ pub struct Discovery {
     /// Directory position of PID `p` in `/proc` is `p + pid_pos`: learnt from a listing.
     pid_pos: Option<i64>,
     pins: HashMap<PathBuf, PinDir>,
+    /// PIDs first seen in the previous sample: read again in this one, since a process may
+    /// enter its namespace just after it starts (`ip netns exec`, `unshare -n`, `nsenter`
+    /// fork first, then change namespace).
+    fresh: Vec<u32>,
     /// The latest sample's pass (for tests and traces).
     last_pass: Option<Pass>,
 }
@@ -114,8 +120,13 @@ impl Discovery {
         let mut by_inode: HashMap<u64, Found> = HashMap::new();
         let mut denied = 0u64;
         let mut seen = BTreeMap::new();
+        let mut fresh = Vec::new();
         for pid in pids {
-            let cached = if pass == Pass::Full { None } else { self.known.get(&pid).copied() };
+            let again = pass == Pass::Full || self.fresh.binary_search(&pid).is_ok();
+            let cached = if again { None } else { self.known.get(&pid).copied() };
+            if !self.known.contains_key(&pid) {
+                fresh.push(pid);
+            }
             let inode = match cached {
                 // A representative is checked every sample: its files are read as its namespace's.
                 Some(Some(inode)) if by_inode.contains_key(&inode) => Some(inode),
@@ -138,6 +149,7 @@ impl Discovery {
             }
         }
         self.known = seen;
+        self.fresh = fresh; // ascending, like `pids`
         for dir in pin_dirs {
             let dir = Path::new(dir);
             let cached = self.pins.entry(dir.to_owned()).or_default();
