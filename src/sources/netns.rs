@@ -248,7 +248,9 @@ impl NetnsSource {
     /// Descriptors still free for kept files and sockets.
     fn fds_left(&mut self) -> usize {
         let limit = *self.fd_limit.get_or_insert_with(super::kept::keepable_fds);
-        let held: usize = self.files.values().map(NetFiles::open_count).sum::<usize>() + 2 * self.deep.kept();
+        let held: usize = self.files.values().map(NetFiles::open_count).sum::<usize>()
+            + 2 * self.deep.kept()
+            + self.discovery.open_count();
         limit.saturating_sub(held)
     }
 
@@ -330,6 +332,7 @@ impl NetnsSource {
         deep_budget: Duration,
         own_reading: Option<DeepReading>,
     ) -> Result<Namespaces, SourceError> {
+        self.discovery.fds_left = self.fds_left();
         let (found, denied) = self.discovery.scan(root, &PIN_DIRS)?;
         let reachable: HashMap<u64, PathBuf> = found
             .iter()
