@@ -468,8 +468,19 @@ pub fn time_wait_population(ns: &Netns, n: usize, first_port: u16, threads: usiz
 /// One keep-alive HTTP/1.1 GET on an open connection: returns the status, or None when
 /// the exchange failed.
 pub fn keepalive_get(r: &mut std::io::BufReader<TcpStream>, w: &mut TcpStream, path: &str) -> Option<u16> {
+    keepalive_get_with(r, w, path, "")
+}
+
+/// [`keepalive_get`] with more request header lines (each ending in `\r\n`), e.g.
+/// `Accept-Encoding: gzip\r\n` as Prometheus sends.
+pub fn keepalive_get_with(
+    r: &mut std::io::BufReader<TcpStream>,
+    w: &mut TcpStream,
+    path: &str,
+    headers: &str,
+) -> Option<u16> {
     use std::io::BufRead;
-    w.write_all(format!("GET {path} HTTP/1.1\r\nHost: sockwatch\r\n\r\n").as_bytes()).ok()?;
+    w.write_all(format!("GET {path} HTTP/1.1\r\nHost: sockwatch\r\n{headers}\r\n").as_bytes()).ok()?;
     let mut line = String::new();
     r.read_line(&mut line).ok()?;
     let status = line.split_whitespace().nth(1)?.parse().ok()?;
