@@ -26,6 +26,9 @@
 //! Seen at the next full scan only: a process that changes namespace without a new PID
 //! (`unshare`, `setns`) after its first two samples, and a PID created below the counter
 //! (`clone3` with `set_tid`, or `ns_last_pid` written, as checkpoint/restore tools do).
+//! A process whose link may not be read (another user's, without ptrace access) is counted
+//! as unreadable until the next full scan even if it exited meanwhile: only links are read
+//! between full scans, and its cannot be.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, CString};
