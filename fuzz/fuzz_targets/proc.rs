@@ -53,8 +53,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let p = Path::new("/proc/fuzz");
     let _ = conntrack::parse_stats(text, p);
-    let _ = snmp::for_each_pair(text, "Tcp", p, |_, _| {});
-    let _ = snmp::for_each_pair(text, "TcpExt", p, |_, _| {});
+    // Every column wanted: each value is parsed.
+    fn every<'a>(v: &'a mut Option<u64>, _: &str) -> Option<&'a mut Option<u64>> {
+        Some(v)
+    }
+    let _ = snmp::fill_pair(text, "Tcp", p, &mut None, every);
+    let _ = snmp::fill_pair(text, "TcpExt", p, &mut None, every);
     let _ = sockstat::parse_v4(text, p);
     let _ = sockstat::parse_v6_inuse(text, p);
     if let Ok((lo, hi)) = limits::parse_port_range(text, p) {
