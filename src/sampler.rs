@@ -320,10 +320,7 @@ fn own_reading(
 fn netns_config(config: &Config) -> Option<NetnsConfig> {
     const PROC_NET_INIT_INO: u64 = 0xEFFF_FFF9;
     let enabled = config.netns.unwrap_or_else(|| {
-        let link = |p: &str| {
-            let l = std::fs::read_link(config.procfs.join(p).join("ns/net")).ok()?;
-            sources::netns::parse_ns_link(&l.to_string_lossy())
-        };
+        let link = |pid: &str| sources::netns::ns_of(&config.procfs, pid).ok();
         match (link("self"), link("1")) {
             (Some(own), Some(init)) => own == init,
             (Some(own), None) => own == PROC_NET_INIT_INO,

@@ -195,9 +195,7 @@ impl Discovery {
             _ => Pass::List,
         }
     }
-}
 
-impl Discovery {
     /// Closes the pidfds of representatives that have exited (one `poll` for all).
     fn drop_exited(&mut self) {
         let (pids, mut fds): (Vec<u32>, Vec<libc::pollfd>) = self
