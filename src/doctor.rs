@@ -3,7 +3,8 @@
 //! more what it means and what to do. Takes two samples a second apart, so that rates
 //! (new connections, drops, overflows) are what is happening now, not since boot.
 //!
-//! Exit status: 0 healthy, 1 warnings, 2 critical.
+//! Exit status: 0 healthy, 1 warnings, 2 critical, 3 cannot tell: a source it needs could
+//! not be read (a warning or critical found elsewhere still wins, being what to act on).
 
 use serde::Serialize;
 
@@ -20,6 +21,10 @@ const TIME_WAIT_SECONDS: f64 = 60.0;
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Ok,
+    /// A check could not run: its source was not read. Never "ok": an empty or foreign
+    /// procfs, a missing capability or an unreadable file is not a healthy host.
+    #[serde(rename = "unknown")]
+    CannotTell,
     Warning,
     Critical,
 }
@@ -39,6 +44,7 @@ impl Level {
             Level::Ok => 0,
             Level::Warning => 1,
             Level::Critical => 2,
+            Level::CannotTell => 3,
         }
     }
 }
@@ -108,18 +114,28 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
     checks.extend(udp_check(now, seconds));
     checks.extend(netns_check(before, now, seconds));
 
+    // The conntrack counters are absent when the module is not loaded: an answer (nothing
+    // is tracked), not a gap, provided /proc/sys/net itself was read (the limits come from it).
+    let sys_net_read = now.limits.is_some();
     for s in now.sources.iter().filter(|s| !s.up) {
         if let Some(e) = &s.error {
+            let not_loaded = s.source == crate::snapshot::Source::Conntrack && sys_net_read && s.errors_total == 0;
+            let (level, detail) = if not_loaded {
+                (Level::Ok, format!("not loaded, nothing tracked ({e})"))
+            } else {
+                (Level::CannotTell, format!("cannot tell, not read: {e}"))
+            };
             checks.push(Check {
                 resource: s.source.name(),
-                level: Level::Ok,
+                level,
                 used: None,
                 limit: None,
                 utilization: None,
                 projected: None,
                 seconds_to_exhaustion: None,
-                detail: format!("not read: {e}"),
-                advice: None,
+                detail,
+                advice: (level == Level::CannotTell)
+                    .then(|| "Checks that need this source did not run. Run doctor as the daemon runs (root or CAP_NET_ADMIN), against the real /proc (--path.procfs).".to_owned()),
             });
         }
     }
@@ -538,14 +554,20 @@ pub fn render_text(r: &Report) -> String {
     let mut out = String::new();
     let word = |l: Level| match l {
         Level::Ok => "ok",
+        Level::CannotTell => "CANNOT TELL",
         Level::Warning => "WARNING",
         Level::Critical => "CRITICAL",
     };
-    let _ = writeln!(out, "sockwatch doctor: {}\n", word(r.status));
+    let unread: Vec<&str> = r.checks.iter().filter(|c| c.level == Level::CannotTell).map(|c| c.resource).collect();
+    if unread.is_empty() {
+        let _ = writeln!(out, "sockwatch doctor: {}\n", word(r.status));
+    } else {
+        let _ = writeln!(out, "sockwatch doctor: {} (cannot tell: {} not read)\n", word(r.status), unread.join(", "));
+    }
     for c in &r.checks {
-        let _ = writeln!(out, "[{:>8}] {}: {}", word(c.level), c.resource, c.detail);
+        let _ = writeln!(out, "[{:>11}] {}: {}", word(c.level), c.resource, c.detail);
         if let Some(a) = &c.advice {
-            let _ = writeln!(out, "           -> {a}");
+            let _ = writeln!(out, "              -> {a}");
         }
     }
     if let Some(n) = r.new_connections_per_second {

@@ -201,3 +201,37 @@ fn sigterm_exits_zero_promptly() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// doctor knows what it does not know: with a procfs tree it cannot read (empty), it says
+/// "cannot tell", names every unread source and exits 3, never "ok" with 0. With the module
+/// merely absent (the rest of /proc/sys/net read) conntrack is an answer, not a gap.
+#[test]
+fn doctor_says_cannot_tell_when_it_reads_nothing() {
+    let empty = std::env::temp_dir().join(format!("sockwatch-empty-proc-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = sockwatch(&["doctor", "--path.procfs", empty.to_str().unwrap(), "--munin.socket", ""]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(3), "{text}{}", stderr(&o));
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with("sockwatch doctor: CANNOT TELL (cannot tell: "), "{first}");
+    for source in ["sockstat", "conntrack", "snmp", "limits"] {
+        assert!(first.contains(source), "{source} not named in {first:?}");
+        let line = text.lines().find(|l| l.contains(&format!("] {source}: "))).unwrap_or_else(|| panic!("{text}"));
+        assert!(line.contains("CANNOT TELL") && line.contains("cannot tell, not read:"), "{line}");
+        assert!(line.contains(empty.to_str().unwrap()), "names the path it tried: {line}");
+    }
+    let o = sockwatch(&["doctor", "--json", "--path.procfs", empty.to_str().unwrap(), "--munin.socket", ""]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((o.status.code(), json["status"].as_str()), (Some(3), Some("unknown")));
+    let _ = std::fs::remove_dir(&empty);
+
+    // The conntrack module not loaded, everything else read: an answer, not a gap.
+    let o = sockwatch(&["doctor", "--json", "--path.procfs", &fixture("proc/no-conntrack"), "--munin.socket", ""]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let conntrack = json["checks"].as_array().unwrap().iter().find(|c| c["resource"] == "conntrack").unwrap();
+    assert_eq!(conntrack["level"], "ok", "{conntrack}");
+    assert!(conntrack["detail"].as_str().unwrap().starts_with("not loaded, nothing tracked"), "{conntrack}");
+    // The fixture has no sockstat: that one is still a gap.
+    let sockstat = json["checks"].as_array().unwrap().iter().find(|c| c["resource"] == "sockstat").unwrap();
+    assert_eq!(sockstat["level"], "unknown", "{sockstat}");
+}

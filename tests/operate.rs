@@ -5,7 +5,6 @@ mod common;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -206,25 +205,15 @@ fn doctor_names_the_exhausted_destination() {
     assert_eq!(json["status"], "critical");
 }
 
-/// Restores a sysctl when dropped, even if the test panics.
-struct Restore(&'static str, String);
-impl Drop for Restore {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.0, &self.1);
-    }
-}
-
 #[test]
 fn doctor_sees_the_conntrack_table_filling() {
-    if !require("doctor_sees_the_conntrack_table_filling", &["nft"]) {
+    let test = "doctor_sees_the_conntrack_table_filling";
+    if !require(test, &["nft"]) || !ConntrackMax::allowed(test) {
         return;
     }
     // nf_conntrack_max is global (writable only from the initial namespace): shrink it
     // for the test and put it back afterwards. The count is per namespace.
-    const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-    let saved = std::fs::read_to_string(MAX).unwrap().trim().to_owned();
-    let _restore = Restore(MAX, saved.clone());
-    std::fs::write(MAX, "100").unwrap();
+    let _max = ConntrackMax::set(100);
     let ns = Netns::new("doc-ct");
     ns.enable_conntrack();
     let pairs = |n: usize| {
@@ -327,7 +316,7 @@ fn debian_package_installs_and_runs() {
         skip(test, "no target/debian/*.deb (built by `cargo deb` in .ci/run)");
         return;
     };
-    if !require(test, &["dpkg", "dpkg-deb"]) {
+    if !require(test, &["dpkg", "dpkg-deb", "unshare", "nsenter", "chroot"]) {
         return;
     }
     let listing = Command::new("dpkg-deb").arg("--contents").arg(&deb).output().unwrap();
@@ -374,51 +363,58 @@ fn debian_package_installs_and_runs() {
     let active: Vec<&str> =
         shipped.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).collect();
     assert!(active.is_empty(), "active keys in the shipped config: {active:?}");
-    let install = Command::new("dpkg").arg("-i").arg(&deb).output().unwrap();
-    struct Purge;
-    impl Drop for Purge {
-        fn drop(&mut self) {
-            let _ = Command::new("dpkg").args(["--purge", "sockwatch"]).output();
+    // Installed for real, but in a throwaway root: the host's own root under an overlay in
+    // a private mount namespace, so the host's dpkg database, an installed sockwatch and
+    // its edited config are never touched (checked at the end).
+    let host_before = host_package_state();
+    let root = match ThrowawayRoot::new("deb") {
+        Ok(root) => root,
+        Err(why) => {
+            skip(test, &why);
+            return;
         }
-    }
-    let _purge = Purge;
-    assert!(install.status.success(), "dpkg -i: {}", output_text(&install));
+    };
+    let in_root = |cmd: &[&str]| {
+        let out = root.run(cmd);
+        assert!(out.status.success(), "{cmd:?} in the throwaway root: {}", output_text(&out));
+        out
+    };
+    // A clean root whatever the host has: an installed sockwatch is purged there first.
+    in_root(&["dpkg", "--purge", "sockwatch"]);
+    std::fs::copy(&deb, root.path("/tmp/sockwatch.deb")).unwrap();
+    in_root(&["dpkg", "-i", "/tmp/sockwatch.deb"]);
     // postinst enabled the unit (deb-systemd-helper records it even where systemd is not
-    // running, as in this container).
-    let wants = Path::new("/etc/systemd/system/multi-user.target.wants/sockwatch.service");
-    assert!(wants.exists(), "postinst did not enable sockwatch.service");
-    let files = String::from_utf8(Command::new("dpkg").args(["-L", "sockwatch"]).output().unwrap().stdout).unwrap();
+    // running, as in this root).
+    let wants = "/etc/systemd/system/multi-user.target.wants/sockwatch.service";
+    assert!(root.path(wants).exists(), "postinst did not enable sockwatch.service");
+    let files = String::from_utf8(in_root(&["dpkg", "-L", "sockwatch"]).stdout).unwrap();
     for file in expected {
         assert!(files.lines().any(|l| l == file), "dpkg -L lacks {file}:\n{files}");
-        assert!(Path::new(file).exists(), "{file} not installed");
+        assert!(root.path(file).exists(), "{file} not installed");
     }
-    let out = Command::new("/usr/bin/sockwatch")
-        .args(["sample", "--config", "/etc/sockwatch/sockwatch.toml"])
-        .args(["--munin.socket", ""])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", output_text(&out));
+    let out = in_root(&["/usr/bin/sockwatch", "sample", "--config", "/etc/sockwatch/sockwatch.toml", "--munin.socket", ""]);
     let m = parse_metrics(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(value(&m, "sockwatch_source_up{source=\"sockets\"}"), 1.0);
-    let plugin = Command::new("/usr/share/munin/plugins/sockwatch_")
-        .arg("suggest")
-        .env("socket", "/nonexistent")
-        .output()
-        .unwrap();
+    let plugin = in_root(&["env", "socket=/nonexistent", "/usr/share/munin/plugins/sockwatch_", "suggest"]);
     assert!(String::from_utf8_lossy(&plugin.stdout).contains("tcp_states"), "{}", output_text(&plugin));
     // Linked as munin-node-configure links it, the installed file runs /usr/bin/sockwatch
     // as its interpreter (its first line) and fetches; no daemon here, so U.
-    let links = std::env::temp_dir().join(format!("sockwatch-deb-plugins-{}", std::process::id()));
-    std::fs::create_dir_all(&links).unwrap();
-    let link = links.join("sockwatch_conntrack");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink("/usr/share/munin/plugins/sockwatch_", &link).unwrap();
-    let fetch = Command::new(&link).env("socket", "/nonexistent").output().unwrap();
-    assert!(fetch.status.success(), "{}", output_text(&fetch));
+    in_root(&["ln", "-s", "/usr/share/munin/plugins/sockwatch_", "/tmp/sockwatch_conntrack"]);
+    let fetch = in_root(&["env", "socket=/nonexistent", "/tmp/sockwatch_conntrack"]);
     assert_eq!(String::from_utf8_lossy(&fetch.stdout), "entries.value U\nmax.value U\n");
     // Purged: postrm forgets the unit.
-    let purge = Command::new("dpkg").args(["--purge", "sockwatch"]).output().unwrap();
-    assert!(purge.status.success(), "{}", output_text(&purge));
-    let wants = Path::new("/etc/systemd/system/multi-user.target.wants/sockwatch.service");
-    assert!(!wants.exists() && wants.symlink_metadata().is_err(), "postrm left {}", wants.display());
+    in_root(&["dpkg", "--purge", "sockwatch"]);
+    let gone = root.path(wants);
+    assert!(!gone.exists() && gone.symlink_metadata().is_err(), "postrm left {wants}");
+    drop(root);
+    assert!(host_package_state() == host_before, "the host's dpkg database or sockwatch files changed");
+}
+
+/// What a package test must leave as it found it on the host: the dpkg status database and
+/// the installed sockwatch's binary and config, if any.
+fn host_package_state() -> Vec<Option<Vec<u8>>> {
+    ["/var/lib/dpkg/status", "/usr/bin/sockwatch", "/etc/sockwatch/sockwatch.toml", "/etc/munin/plugin-conf.d/sockwatch"]
+        .iter()
+        .map(|p| std::fs::read(p).ok())
+        .collect()
 }

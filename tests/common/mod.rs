@@ -67,8 +67,46 @@ pub fn skip(test: &str, why: &str) -> bool {
     if strict() {
         panic!("{test}: cannot run: {why} (SOCKWATCH_STRICT_TESTS=1 forbids skipping)");
     }
-    eprintln!("SKIP {test}: {why}");
+    record_skip(test, why);
     false
+}
+
+/// The opt-in for tests that change a host-wide setting (`nf_conntrack_max` and the like,
+/// which the kernel keeps for the whole host: lowering it drops other namespaces' packets).
+pub const HOST_SETTINGS_VAR: &str = "SOCKWATCH_TEST_HOST_SETTINGS";
+
+/// True when the test may change a host-wide setting: `SOCKWATCH_TEST_HOST_SETTINGS=1`
+/// (set by `.ci/run`). Without it the test skips, whatever the strict mode: a host that is
+/// not a lab is the reason to skip, not a missing dependency.
+pub fn host_settings_allowed(test: &str, what: &str) -> bool {
+    if std::env::var(HOST_SETTINGS_VAR).is_ok_and(|v| v == "1") {
+        return true;
+    }
+    record_skip(test, &format!("changes the host-wide {what}; set {HOST_SETTINGS_VAR}=1 to allow it"));
+    false
+}
+
+/// Where this run's skips are listed: one file per `cargo test` (keyed by its PID, the
+/// parent of every test binary), read and removed by `tests/zz_skipped.rs`, which cargo
+/// runs last and which lists them as ignored tests with their reasons.
+pub fn skip_list() -> std::path::PathBuf {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("skipped-{parent}.txt"))
+}
+
+fn record_skip(test: &str, why: &str) {
+    eprintln!("SKIP {test}: {why}");
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| s.rsplit_once('-').map_or(s.clone(), |(name, _hash)| name.to_owned()))
+        .unwrap_or_default();
+    let line = format!("{binary}::{test}\t{}\n", why.replace(['\n', '\t'], " "));
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(skip_list());
+    if let Ok(mut f) = file {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 pub fn have_command(cmd: &str) -> bool {
@@ -650,12 +688,23 @@ pub fn netns_info_line(text: &str, inode: u64) -> String {
         .to_owned()
 }
 
-/// Sets the host-wide `nf_conntrack_max` and restores it when dropped. Tests that use it
-/// change a host-wide value: each test binary holds at most one such test at a time.
+/// Sets the host-wide `nf_conntrack_max` and restores it when dropped. The kernel keeps it
+/// for the whole host (read-only inside other namespaces) and checks each namespace's
+/// count against it, so a test may only lower it under the opt-in: take it with
+/// [`ConntrackMax::allowed`] first. Each test binary holds at most one at a time.
 pub struct ConntrackMax(String);
 
 impl ConntrackMax {
+    /// Whether `test` may lower it ([`host_settings_allowed`]); it skips with the reason if not.
+    pub fn allowed(test: &str) -> bool {
+        host_settings_allowed(test, "net.netfilter.nf_conntrack_max")
+    }
+
     pub fn set(max: u64) -> ConntrackMax {
+        assert!(
+            std::env::var(HOST_SETTINGS_VAR).is_ok_and(|v| v == "1"),
+            "nf_conntrack_max is host-wide: check ConntrackMax::allowed first"
+        );
         let path = "/proc/sys/net/netfilter/nf_conntrack_max";
         let saved = std::fs::read_to_string(path).unwrap().trim().to_owned();
         std::fs::write(path, max.to_string()).unwrap();
@@ -709,5 +758,85 @@ impl MuninSession {
             }
             out.push(l.trim_end().to_owned());
         }
+    }
+}
+
+/// A throwaway root for tests that install packages: the host's own root filesystem under
+/// an overlay whose writable layer is a tmpfs, in a private mount namespace held by one
+/// process, with /dev, /proc and /sys bound in but not /run (so no init system is seen and
+/// maintainer scripts start nothing). Whatever `dpkg -i` or `--purge` does in it lands in
+/// the tmpfs; the host's dpkg database, /usr and /etc stay as they are. Dropping it ends the
+/// process, which takes the namespace and its mounts along.
+pub struct ThrowawayRoot {
+    holder: Child,
+    dir: std::path::PathBuf,
+}
+
+impl ThrowawayRoot {
+    /// Err names why the kernel would not make one (no overlayfs, no mount namespaces).
+    pub fn new(tag: &str) -> Result<ThrowawayRoot, String> {
+        let dir = std::env::temp_dir().join(format!("sockwatch-root-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("merged")).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir.join("upper")).map_err(|e| e.to_string())?;
+        let script = r#"set -e
+d=$1
+mount -t tmpfs -o size=512m sockwatch-upper "$d/upper"
+mkdir "$d/upper/u" "$d/upper/w"
+mount -t overlay sockwatch-root -o "lowerdir=/,upperdir=$d/upper/u,workdir=$d/upper/w" "$d/merged"
+for m in dev proc sys; do mount --rbind "/$m" "$d/merged/$m"; done
+mount -t tmpfs sockwatch-run "$d/merged/run"
+mkdir -p "$d/merged/run/lock"
+echo ready
+exec sleep 3600"#;
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("unshare: {e}"))?;
+        let mut first = String::new();
+        let _ = BufReader::new(holder.stdout.take().unwrap()).read_line(&mut first);
+        if first.trim() != "ready" {
+            let _ = holder.kill();
+            let mut err = String::new();
+            let _ = holder.stderr.take().unwrap().read_to_string(&mut err);
+            let _ = holder.wait();
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!("cannot make an overlay root: {}", err.trim()));
+        }
+        let root = ThrowawayRoot { holder, dir };
+        // Forbid service starts in the root even where an init system would be seen.
+        let rc = root.path("/usr/sbin/policy-rc.d");
+        std::fs::write(&rc, "#!/bin/sh\nexit 101\n").map_err(|e| format!("{}: {e}", rc.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        Ok(root)
+    }
+
+    /// A path inside the root, as the host reaches it (through the holder's /proc root).
+    pub fn path(&self, inside: &str) -> std::path::PathBuf {
+        let merged = self.dir.join("merged");
+        std::path::PathBuf::from(format!("/proc/{}/root{}{inside}", self.holder.id(), merged.display()))
+    }
+
+    /// Runs a command chrooted into the root; returns its output whatever its status.
+    pub fn run(&self, cmd: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.holder.id().to_string(), "-m", "chroot"])
+            .arg(self.dir.join("merged"))
+            .args(cmd)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .unwrap_or_else(|e| panic!("nsenter: {e}"))
+    }
+}
+
+impl Drop for ThrowawayRoot {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
