@@ -614,7 +614,30 @@ fn certificates_v1_refused_by_name_and_expired_warned() {
     std::fs::write(dir.join("old.der"), &der).unwrap();
     sh("openssl x509 -inform DER -in old.der -out old.pem");
     std::fs::write(dir.join("old.yml"), "tls_server_config:\n  cert_file: old.pem\n  key_file: k3.pem\n").unwrap();
-    let d = Served::start(&["--web.config.file", dir.join("old.yml").to_str().unwrap()]);
+    let mut d = Served::start(&["--web.config.file", dir.join("old.yml").to_str().unwrap()]);
     assert_eq!(d.log_count("the certificate expired on 2001-01-01"), 1, "{:?}", d.log.lock().unwrap());
+    // A crafted notAfter with a two-byte character where two digits belong (same length):
+    // refused by name at start, and on SIGHUP the running daemon keeps its old config.
+    der[times[1] + 3..times[1] + 5].copy_from_slice("\u{e9}".as_bytes());
+    std::fs::write(dir.join("crafted.der"), &der).unwrap();
+    sh("(echo '-----BEGIN CERTIFICATE-----'; base64 -w 64 crafted.der; echo '-----END CERTIFICATE-----') > crafted.pem");
+    std::fs::write(dir.join("crafted.yml"), "tls_server_config:\n  cert_file: crafted.pem\n  key_file: k3.pem\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--web.config.file", dir.join("crafted.yml").to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a clean refusal, not a panic (101): {err}");
+    assert!(err.contains("crafted.pem: the first certificate is not valid DER X.509"), "{err}");
+    std::fs::copy(dir.join("crafted.pem"), dir.join("old.pem")).unwrap();
+    // SAFETY: kill with a valid pid and signal.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while d.log_count("not valid DER X.509") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no SIGHUP refusal logged: {:?}", d.log.lock().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon died on SIGHUP: {:?}", d.log.lock().unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -201,6 +201,11 @@ mod der {
     /// UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ), to Unix seconds.
     fn parse_time(tag: u8, s: &str) -> Option<i64> {
         let s = s.strip_suffix('Z')?;
+        // Digits only, so every slice below falls on a character boundary (a crafted
+        // certificate with "é" in it must be refused, not panic the daemon).
+        if !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
         let (year, rest) = match (tag, s.len()) {
             (0x17, 12) => {
                 let yy: i64 = s[..2].parse().ok()?;
@@ -248,6 +253,10 @@ mod der {
         assert_eq!(parse_time(0x18, "20491231235959Z"), Some(2_524_607_999));
         assert_eq!(parse_time(0x17, "261325223639Z"), None);
         assert_eq!(parse_time(0x17, "2611252236Z"), None);
+        // Twelve bytes, not twelve digits: a multi-byte character where a digit belongs.
+        assert_eq!(parse_time(0x17, "7\u{e9}0101000000Z"), None);
+        assert_eq!(parse_time(0x18, "20\u{e9}101010000000Z"), None);
+        assert_eq!(parse_time(0x17, "+70101000000Z"), None);
         assert_eq!(date(1_795_646_199), "2026-11-25");
         assert_eq!(date(0), "1970-01-01");
         assert!(leaf_facts(&[0x30, 0x03, 0x30, 0x01]).is_none());
