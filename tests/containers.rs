@@ -91,7 +91,9 @@ fn a_podman_container_is_named_on_its_namespace() {
     }
     let image = busybox_image("named");
     let c = Container::sleeping(&image, &format!("sockwatch-test-{}", std::process::id()));
-    let out = Command::new(BIN).args(["sample", "--netns", "on", "--munin.socket", ""]).output().unwrap();
+    // Every namespace exported (not the default top 20): on a busy host an idle container
+    // ranks below the others.
+    let out = Command::new(BIN).args(["sample", "--netns", "on", "--netns.top-k", "1000", "--munin.socket", ""]).output().unwrap();
     let text = ok(&out, "sockwatch sample");
     let info = common::netns_info_line(&text, c.netns());
     assert!(info.contains(&format!("container_id=\"{}\",runtime=\"podman\"", c.id())), "{info}");
@@ -132,7 +134,7 @@ fn the_scratch_image_sees_the_other_containers() {
     let mut args = PODMAN_RUN.to_vec();
     args.extend(["--rm", "--pid", "host", "--network", "host", "--cap-drop", "all", "--cap-add", "SYS_PTRACE"]);
     args.extend(["--cap-add", "SYS_ADMIN", "--read-only", "-v", "/run/netns:/run/netns:ro"]);
-    args.extend(["--entrypoint", "/usr/bin/sockwatch", &tag, "sample", "--netns", "on", "--munin.socket", ""]);
+    args.extend(["--entrypoint", "/usr/bin/sockwatch", &tag, "sample", "--netns", "on", "--netns.top-k", "1000", "--munin.socket", ""]);
     let out = podman(&args);
     let _ = podman(&["rmi", "-f", &tag]);
     let text = ok(&out, "sockwatch in its scratch image");

@@ -351,7 +351,7 @@ impl Accept for TcpListener {
     type Stream = tokio::net::TcpStream;
     async fn accept_peer(&self) -> std::io::Result<(Self::Stream, Peer)> {
         let (stream, addr) = self.accept().await?;
-        Ok((stream, Peer::Ip(addr.ip())))
+        Ok((stream, Peer::ip(addr.ip())))
     }
 }
 

@@ -263,9 +263,15 @@ pub async fn serve(listener: TcpListener, web: Arc<Web>, mut shutdown: watch::Re
         errors.accepted("HTTP");
         // Evicts an idle connection when all are taken; waits only while all are busy.
         let slot = tokio::select! {
-            s = slots.acquire(Peer::Ip(peer.ip())) => s,
+            s = slots.acquire(Peer::ip(peer.ip())) => s,
             _ = shutdown.changed() => break,
         };
+        {
+            use std::os::fd::AsRawFd;
+            // The stream is closed just before the slot is released; a number reused in that
+            // moment at worst ranks this silent session as one that spoke.
+            slot.state.watch_fd(stream.as_raw_fd());
+        }
         let acceptor = web.config().tls.clone();
         let (web, watcher, ip) = (web.clone(), graceful.watcher(), peer.ip());
         tokio::spawn(async move {
@@ -277,6 +283,7 @@ pub async fn serve(listener: TcpListener, web: Arc<Web>, mut shutdown: watch::Re
                 _ = state.evicted() => false,
             };
             if first {
+                state.spoke();
                 match acceptor {
                     None => connection(stream, web, watcher, state, ip).await,
                     Some(acceptor) => {

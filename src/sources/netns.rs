@@ -131,8 +131,12 @@ pub fn parse_cgroup(text: &str) -> Owner {
     owner
 }
 
+/// A container id as the runtimes write it: 64 lower-case hex digits. A cgroup name is a
+/// claim by whoever could create that cgroup (anyone delegated a subtree can name one
+/// `docker-<id>.scope`); only the canonical form is accepted, so at least a variant
+/// spelling of a victim's id (upper case) is not taken as that container.
 fn is_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A cgroup path component naming a container: `<prefix>-<id>.scope` (systemd driver),
@@ -167,7 +171,7 @@ fn pod_uid(part: &str) -> Option<String> {
         && uid
             .bytes()
             .enumerate()
-            .all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() });
+            .all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { matches!(b, b'0'..=b'9' | b'a'..=b'f') });
     ok.then_some(uid)
 }
 
@@ -189,6 +193,51 @@ fn pressure(c: &NsCounters, conntrack_max: Option<u64>) -> f64 {
 /// there (a netlink socket, a sysctl file) keeps that namespace.
 /// With `expect`, the namespace entered must be that inode: a `/proc/PID/ns/net` whose
 /// process died and whose PID was reused elsewhere is refused, not read as the old one.
+/// `NSFS_MAGIC`: the filesystem of namespace files (`/proc/PID/ns/*`, and their bind mounts
+/// in `/run/netns`).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Whether an open file is a namespace file: its filesystem is nsfs.
+fn is_nsfs(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statfs is plain data; fstatfs fills it for a valid fd.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == NSFS_MAGIC)
+}
+
+/// Opens a namespace file that someone else may control (`/run/netns/NAME`, a procfs
+/// `ns/net` link under `--path.procfs`): non-blocking, so a FIFO put there cannot hang the
+/// open, and refused unless it is on nsfs (a FIFO, device or plain file is not a namespace).
+pub fn open_namespace(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?;
+    if !is_nsfs(&file)? {
+        let msg = format!("{} is not a namespace file (not on nsfs)", path.display());
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
+    }
+    Ok(file)
+}
+
+/// The namespace inode of a file in a pin directory, or `None` when it is no namespace
+/// file (stat only: nothing is opened, so a FIFO there cannot block).
+pub fn pinned_inode(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a NUL-terminated path and a zeroed plain-data statfs.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != NSFS_MAGIC {
+        return None;
+    }
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
 pub fn in_namespace<T: Send>(
     ns: &Path,
     expect: Option<u64>,
@@ -198,7 +247,7 @@ pub fn in_namespace<T: Send>(
         s.spawn(|| {
             use std::os::fd::AsRawFd;
             use std::os::unix::fs::MetadataExt;
-            let file = std::fs::File::open(ns)?;
+            let file = open_namespace(ns)?;
             let inode = file.metadata()?.ino();
             if expect.is_some_and(|e| e != inode) {
                 let msg = format!("{} is now namespace {inode}, not {}", ns.display(), expect.unwrap_or(0));
@@ -222,7 +271,9 @@ pub struct NetnsSource {
     discovery: Discovery,
     /// sockwatch's own namespace.
     own: Option<u64>,
-    owners: HashMap<u32, Owner>,
+    /// Each representative's owner, keyed by PID and namespace: a PID reused by a process
+    /// in another namespace is read again, never given the old process's container.
+    owners: HashMap<(u32, u64), Owner>,
     /// Kept `/proc/PID/net` files by namespace inode; dropped with the namespace.
     files: HashMap<u64, NetFiles>,
     /// Descriptors the kept files and sockets may use ([`super::kept::keepable_fds`]),
@@ -380,8 +431,9 @@ impl NetnsSource {
         }
         (out.deep_down, out.deep_dumps_total, out.deep_kept) =
             (self.deep.down.clone(), self.deep.dumps_total, self.deep.kept() as u64);
-        let live: std::collections::HashSet<u32> = out.top.iter().filter_map(|n| n.pid).collect();
-        self.owners.retain(|pid, _| live.contains(pid));
+        let live: std::collections::HashSet<(u32, u64)> =
+            out.top.iter().filter_map(|n| Some((n.pid?, n.inode))).collect();
+        self.owners.retain(|key, _| live.contains(key));
         let mut fds_left = self.fds_left();
         for n in &mut out.top {
             let Some(pid) = n.pid else { continue };
@@ -393,7 +445,7 @@ impl NetnsSource {
             }
             n.owner = self
                 .owners
-                .entry(pid)
+                .entry((pid, n.inode))
                 .or_insert_with(|| {
                     super::read_optional(&dir.join("cgroup"))
                         .ok()
@@ -449,6 +501,9 @@ mod tests {
             &format!("0::/machine.slice/libpod-conmon-{ID}.scope"),
             &format!("0::/system.slice/crio-conmon-{ID}.scope"),
             "0::/system.slice/docker-short.scope",
+            // Not the runtimes' canonical spelling: refused, not taken as that container.
+            &format!("0::/system.slice/docker-{}.scope", ID.to_uppercase()),
+            &format!("4:memory:/kubepods/burstable/pod0F9B2C4E-1A2B-4C3D-8E9F-0A1B2C3D4E5F/{}", ID.to_uppercase()),
             "garbage without colons",
             "",
         ] {
@@ -465,6 +520,28 @@ mod tests {
         let e = in_namespace(Path::new("/proc/self/ns/net"), Some(1), || Ok(())).unwrap_err();
         assert!(e.to_string().contains("not 1"), "{e}");
         assert!(in_namespace(Path::new("/nonexistent/ns"), None, || Ok(())).is_err());
+    }
+
+    /// Only nsfs files are namespaces: a FIFO is refused without blocking (it used to hang
+    /// the open for good), a plain file is refused, and neither counts as pinned.
+    #[test]
+    fn a_fifo_or_plain_file_is_no_namespace_and_never_blocks() {
+        let dir = std::env::temp_dir().join(format!("sockwatch-nsfs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let plain = dir.join("plain");
+        std::fs::write(&plain, b"").unwrap();
+        for path in [&fifo, &plain] {
+            let e = in_namespace(path, None, || Ok(())).unwrap_err();
+            assert!(e.to_string().contains("is not a namespace file"), "{e}");
+            assert_eq!(pinned_inode(path), None);
+        }
+        assert!(pinned_inode(Path::new("/proc/self/ns/net")).is_some());
+        assert!(open_namespace(Path::new("/proc/self/ns/net")).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -319,10 +319,10 @@ impl PinDir {
         self.listed = mtime.map(|m| (m, SystemTime::now()));
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for e in entries.flatten() {
-            use std::os::unix::fs::MetadataExt;
-            // The bind-mounted nsfs file's inode is the namespace's.
-            let Ok(meta) = std::fs::metadata(e.path()) else { continue };
-            self.entries.push((e.file_name().to_string_lossy().into_owned(), e.path(), meta.ino()));
+            // The bind-mounted nsfs file's inode is the namespace's; anything else there
+            // (a plain file, a FIFO, an unmounted leftover) is not a namespace.
+            let Some(inode) = super::netns::pinned_inode(&e.path()) else { continue };
+            self.entries.push((e.file_name().to_string_lossy().into_owned(), e.path(), inode));
         }
     }
 
