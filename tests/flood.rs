@@ -365,6 +365,71 @@ fn password_guessing_from_one_address_does_not_starve_a_scrape() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// 300 addresses guessing passwords two connections at a time, retrying the moment each is
+/// answered: six scrapes with the right password, from another address, are each answered
+/// within a second. (Before: all six timed out at 10 s; checks ran first come first served.)
+#[test]
+fn password_guessing_from_300_addresses_does_not_starve_a_scrape() {
+    let _serial = one_at_a_time();
+    let dir = std::env::temp_dir().join(format!("sockwatch-guess300-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("web.yml");
+    // Six scrapers, each with its own user, so that every scrape pays for bcrypt (a verified
+    // header is answered from the cache afterwards).
+    let users: String = (0..6).map(|i| format!("  scraper{i}: {}\n", bcrypt::hash(format!("right{i}"), 6).unwrap())).collect();
+    std::fs::write(&cfg, format!("basic_auth_users:\n  prometheus: {}\n{users}", bcrypt::hash("right", 6).unwrap())).unwrap();
+    let d = Served::start(&["--web.config.file", cfg.to_str().unwrap()]);
+    let to: std::net::SocketAddrV4 = d.addr.parse().unwrap();
+    let header_for = |user: &str, pw: &str| {
+        format!("GET /metrics HTTP/1.0\r\nAuthorization: {}\r\n\r\n", basic_auth(&format!("{user}:{pw}")))
+    };
+    let header = |pw: &str| header_for("prometheus", pw);
+    let stop = Arc::new(AtomicBool::new(false));
+    let guessed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let guessers: Vec<_> = (0..600u32)
+        .map(|i| {
+            let (stop, guessed) = (stop.clone(), guessed.clone());
+            let from = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 0, 20, 0)) + i / 2);
+            let guess = header(&format!("wrong{i}"));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(mut s) = connect_from(from, to) else { continue };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+                    let _ = s.write_all(guess.as_bytes());
+                    let _ = s.read_to_end(&mut Vec::new());
+                    guessed.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut slow = Vec::new();
+    for i in 0..6 {
+        let t = Instant::now();
+        let mut s = connect_from(std::net::Ipv4Addr::new(127, 0, 30, i as u8 + 1), to).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(header_for(&format!("scraper{i}"), &format!("right{i}")).as_bytes()).unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        let took = t.elapsed();
+        eprintln!("scrape {i} during 300 addresses' guessing: {took:?}");
+        let status = resp.lines().next().unwrap_or("").to_owned();
+        if !status.starts_with("HTTP/1.0 200") || took >= Duration::from_secs(1) {
+            slow.push(format!("scrape {i}: {status:?} after {took:?}"));
+        }
+        // A new address and user each time: nothing of a previous success helps it.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for g in guessers {
+        g.join().unwrap();
+    }
+    eprintln!("{} guesses answered", guessed.load(Ordering::Relaxed));
+    assert!(slow.is_empty(), "{slow:?}");
+    assert!(guessed.load(Ordering::Relaxed) > 600, "the guessers kept guessing");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Out of file descriptors, every accept() fails until one frees: the failure is logged
 /// once, and its end once (it was logged ten times a second).
 #[test]

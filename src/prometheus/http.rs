@@ -26,11 +26,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::listen::AcceptErrors;
 use crate::prometheus::webconfig::WebConfig;
 use crate::sampler::Latest;
+use crate::prometheus::auth_queue::{AuthQueue, Verdict};
 use crate::slots::{Peer, SlotState, Slots};
 
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -46,37 +47,14 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 pub const MAX_CONNECTIONS: usize = 512;
 /// How long in-flight requests may take to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
-/// bcrypt checks run at once; more wait (a password guesser cannot take every core).
-const AUTH_CHECKS: usize = 1;
 
 pub struct Web {
     pub latest: Latest,
     pub telemetry_path: String,
     /// TLS and basic auth from the web config: replaced whole on SIGHUP ([`Web::set_config`]).
     config: std::sync::RwLock<Arc<WebConfig>>,
-    auth_slots: Semaphore,
-    /// bcrypt checks queued or running per client address: a guesser from one address
-    /// cannot make a scraper from another wait behind its attempts.
-    auth_pending: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-}
-
-/// bcrypt checks one client address may have queued or running; more are answered 429 at
-/// once, without hashing.
-const AUTH_PENDING_PER_ADDRESS: usize = 2;
-
-/// Decrements a client's pending bcrypt count when its check is over.
-struct PendingGuard<'a>(&'a Web, std::net::IpAddr);
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut p) = self.0.auth_pending.lock() {
-            if let Some(n) = p.get_mut(&self.1) {
-                *n -= 1;
-                if *n == 0 {
-                    p.remove(&self.1);
-                }
-            }
-        }
-    }
+    /// Who pays for bcrypt next ([`crate::prometheus::auth_queue`]).
+    auth_queue: AuthQueue,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -111,8 +89,7 @@ impl Web {
             latest,
             telemetry_path,
             config: std::sync::RwLock::new(Arc::new(config)),
-            auth_slots: Semaphore::new(AUTH_CHECKS),
-            auth_pending: Default::default(),
+            auth_queue: AuthQueue::default(),
         }
     }
 
@@ -131,33 +108,43 @@ impl Web {
     }
 
     pub async fn handle<B>(&self, req: &Request<B>, peer: std::net::IpAddr) -> Resp {
-        let config = self.config();
-        if let Some(auth) = &config.auth {
-            let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-            // A scraper's credentials, once verified, are answered inline; only an unknown
-            // header pays for bcrypt, on a blocking thread, one at a time, and at most
-            // AUTH_PENDING_PER_ADDRESS from one address at a time.
-            let allowed = auth.known_good(header) || {
-                let admitted = self.auth_pending.lock().is_ok_and(|mut p| {
-                    let n = p.entry(peer).or_default();
-                    *n += 1;
-                    *n <= AUTH_PENDING_PER_ADDRESS
-                });
-                let _guard = PendingGuard(self, peer);
-                if !admitted {
-                    let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many unverified attempts from your address\n");
-                    r.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    return r;
-                }
-                let (auth, header) = (auth.clone(), header.map(str::to_owned));
-                match self.auth_slots.acquire().await {
-                    Ok(_permit) => {
-                        tokio::task::spawn_blocking(move || auth.check(header.as_deref())).await.unwrap_or(false)
-                    }
-                    Err(_) => false,
-                }
+        let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        // The users in force when the answer is given: a check still running when SIGHUP
+        // replaces them is done again against the new ones (a revoked password must not
+        // get one more 200).
+        let mut allowed = None;
+        for _ in 0..3 {
+            let config = self.config();
+            let Some(auth) = config.auth.clone() else {
+                allowed = Some(true);
+                break;
             };
-            if !allowed {
+            // A scraper's credentials, once verified, are answered inline; only an unknown
+            // header pays for bcrypt, on a blocking thread, one at a time, in the order
+            // the auth queue gives (clients without failures first).
+            let ok = auth.known_good(header) || {
+                let permit = match self.auth_queue.wait_turn(Peer::ip(peer)).await {
+                    Ok(permit) => permit,
+                    Err(()) => {
+                        let mut r =
+                            text(StatusCode::TOO_MANY_REQUESTS, "too many unverified attempts, retry in a moment\n");
+                        r.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        return r;
+                    }
+                };
+                let h = header.map(str::to_owned);
+                let auth2 = auth.clone();
+                let ok = tokio::task::spawn_blocking(move || auth2.check(h.as_deref())).await.unwrap_or(false);
+                permit.done(if ok { Verdict::Good } else { Verdict::Bad });
+                ok
+            };
+            if Arc::ptr_eq(&config, &self.config()) {
+                allowed = Some(ok);
+                break;
+            }
+        }
+        if allowed != Some(true) {
+            {
                 let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
                 r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"sockwatch\""));
                 return r;

@@ -4,6 +4,7 @@
 
 mod ct_attribution;
 mod families;
+pub mod auth_queue;
 pub mod http;
 mod netns;
 pub mod render;
