@@ -562,6 +562,38 @@ fn sighup_reloads_the_web_config() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A bcrypt check still running when SIGHUP revokes the password: the answer is 401, not
+/// the 200 the old users would have given (it is checked again against the new ones).
+#[test]
+fn a_check_running_at_sighup_is_judged_by_the_new_users() {
+    let dir = std::env::temp_dir().join(format!("sockwatch-webrevoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("web.yml");
+    // "old" at bcrypt cost 12: long enough in this build for the signal to land mid-check.
+    const OLD: &str = "$2b$12$29hQ0hM7BYqVC/3QKCMok.Yg/duVeT4xc8NJZ7uPI4pucHLqL6R5O";
+    std::fs::write(&cfg, format!("basic_auth_users:\n  alice: {OLD}\n")).unwrap();
+    let d = Served::start(&["--web.config.file", cfg.to_str().unwrap()]);
+    let addr = d.addr.clone();
+    let asked = Instant::now();
+    let answer = std::thread::spawn(move || {
+        let code = get_as(&addr, "alice:old");
+        (code, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::write(&cfg, format!("basic_auth_users:\n  bob: {}\n", bcrypt::hash("b", 4).unwrap())).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    while d.log_count("web config reloaded") == 0 {
+        assert!(asked.elapsed() < Duration::from_secs(10), "{:?}", d.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reloaded = Instant::now();
+    let (code, at) = answer.join().unwrap();
+    assert!(at > reloaded, "the check ended before the reload ({:?} after asking): nothing tested", at - asked);
+    assert_eq!(code, 401, "a revoked password answered");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A web config that is given but enables nothing (empty, or no users) is a warning: an
 /// operator who wrote one expected protection.
 #[test]
@@ -639,5 +671,23 @@ fn certificates_v1_refused_by_name_and_expired_warned() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(d.child.try_wait().unwrap().is_none(), "the daemon died on SIGHUP: {:?}", d.log.lock().unwrap());
+    // The certificate replaced by a FIFO: refused at once (it blocked the signal loop for
+    // good), and the next SIGHUP, with a good file back, is still heard.
+    let sighup_and_wait = |needle: &str, before: usize| {
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while d.log_count(needle) <= before {
+            assert!(std::time::Instant::now() < deadline, "no {needle:?} logged: {:?}", d.log.lock().unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    std::fs::remove_file(dir.join("old.pem")).unwrap();
+    sh("mkfifo old.pem");
+    sighup_and_wait("old.pem: cannot read: not a regular file", 0);
+    std::fs::remove_file(dir.join("old.pem")).unwrap();
+    std::fs::copy(dir.join("v3.pem"), dir.join("old.pem")).unwrap();
+    let reloaded = d.log_count("SIGHUP: web config reloaded");
+    sighup_and_wait("SIGHUP: web config reloaded", reloaded);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -62,8 +62,13 @@ pub struct WebConfigError {
 impl WebConfig {
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         let ctx = |problem: String| WebConfigError { path: path.to_owned(), problem };
-        let text = crate::sources::read_small_file(path, crate::config::MAX_CONFIG_FILE)
+        let text = crate::sources::read_small_file(path, MAX_WEB_CONFIG)
             .map_err(|e| ctx(format!("cannot read: {e}")))?;
+        // The YAML parser takes seconds to minutes on deeply nested flow collections
+        // (`[[[[...`): refused before it runs, as no web config needs them.
+        if let Some(line) = too_deep(&text) {
+            return Err(ctx(format!("line {line}: nested deeper than {MAX_FLOW_DEPTH} levels")));
+        }
         let file: File = serde_yaml_ng::from_str(&text).map_err(|e| ctx(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let tls = file.tls_server_config.map(|t| tls_acceptor(t, base)).transpose().map_err(ctx)?;
@@ -79,6 +84,61 @@ impl WebConfig {
         };
         Ok(WebConfig { tls, auth })
     }
+}
+
+/// Largest web config read: thousands of users' bcrypt hashes fit.
+pub const MAX_WEB_CONFIG: u64 = 256 * 1024;
+/// Largest certificate or key file read (a chain of a few certificates is a few KiB).
+pub const MAX_PEM_FILE: u64 = 1 << 20;
+/// Deepest `[`/`{` nesting accepted in a web config (it needs 1 at most).
+const MAX_FLOW_DEPTH: usize = 16;
+
+/// The line where flow collections nest deeper than [`MAX_FLOW_DEPTH`], outside quotes
+/// and comments; `None` when they never do.
+fn too_deep(text: &str) -> Option<usize> {
+    let (mut depth, mut quote, mut line) = (0usize, None::<char>, 1usize);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (_, '\n') => {
+                line += 1;
+                if quote == Some('#') {
+                    quote = None;
+                }
+            }
+            (Some('#'), _) => {}
+            (Some('"'), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') => quote = Some('#'),
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Some(line);
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Reads a certificate or key file as the web config names it: non-blocking and only a
+/// regular file (a FIFO there would block SIGHUP's reload for good, `/dev/zero` would
+/// never end), at most [`MAX_PEM_FILE`] bytes.
+fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, Problem> {
+    let file = crate::sources::open_regular(path).map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_PEM_FILE + 1), &mut bytes)
+        .map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_PEM_FILE {
+        return Err(format!("{what} {}: larger than {MAX_PEM_FILE} bytes", path.display()));
+    }
+    Ok(bytes)
 }
 
 /// Relative paths in the file are relative to the file, as in exporter-toolkit.
@@ -103,15 +163,17 @@ fn tls_acceptor(t: TlsSection, base: &Path) -> Result<tokio_rustls::TlsAcceptor,
     };
     let cert = resolve(base, &t.cert_file.ok_or("tls_server_config.cert_file is required")?);
     let key = resolve(base, &t.key_file.ok_or("tls_server_config.key_file is required")?);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
-        .and_then(|it| it.collect::<Result<_, _>>())
+    let cert_pem = read_pem("tls_server_config.cert_file", &cert)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
         .map_err(|e| format!("tls_server_config.cert_file {}: {e}", cert.display()))?;
     if certs.is_empty() {
         return Err(format!("tls_server_config.cert_file {}: no certificate in it", cert.display()));
     }
     check_leaf(&certs[0], &cert)?;
-    let key_der =
-        PrivateKeyDer::from_pem_file(&key).map_err(|e| format!("tls_server_config.key_file {}: {e}", key.display()))?;
+    let key_pem = read_pem("tls_server_config.key_file", &key)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("tls_server_config.key_file {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
@@ -404,5 +466,33 @@ mod tests {
         assert!(!auth.check(None));
         assert_eq!(auth.verified.lock().unwrap().len(), 1, "failures are not cached");
         assert!(!auth.known_good(Some("Basic YWxpY2U6d3Jvbmc=")) && !auth.known_good(None));
+    }
+
+    /// Files an attacker may put where the config points: a FIFO as the certificate (it
+    /// blocked SIGHUP's reload for good), /dev/zero (a 2 GB allocation, then an abort), and
+    /// deeply nested YAML (68 s in the parser): each refused at once, by name.
+    #[test]
+    fn hostile_files_are_refused_at_once() {
+        let dir = std::env::temp_dir().join(format!("sockwatch-hostile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("cert.fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let started = std::time::Instant::now();
+        for cert in [fifo.to_str().unwrap(), "/dev/zero"] {
+            let p = write("hostile.yml", &format!("tls_server_config:\n  cert_file: {cert}\n  key_file: {cert}\n"));
+            let e = WebConfig::load(&p).err().expect("refused").to_string();
+            assert!(e.contains("cert_file") && e.contains("not a regular file"), "{e}");
+        }
+        let n = 32 * 1024;
+        let p = write("nested.yml", &format!("basic_auth_users: {}{}\n", "[".repeat(n), "]".repeat(n)));
+        let e = WebConfig::load(&p).err().expect("refused").to_string();
+        assert!(e.contains("line 1: nested deeper than 16 levels"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+        // Brackets inside quotes and comments are not nesting.
+        assert_eq!(too_deep("a: \"[[[[[[[[[[[[[[[[[[[[\" # {{{{{{{{{{{{{{{{{{{{{{\nb: '{{{{{{{{{{{{{{{{{{{{{{'\n"), None);
+        assert_eq!(too_deep(&format!("a:\n  b: {}", "[".repeat(17))), Some(2));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
