@@ -295,15 +295,6 @@ fn every_namespace_against_the_kernel() {
 
     // B deleted while sampled: gone at the next sample, no error, the source up, its kept
     // socket closed (a kept socket would keep the dead namespace alive).
-    let sockets = |pid: u32| {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .flatten()
-            .filter(|f| std::fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
-            .count()
-    };
-    let kept_before = metrics(&daemon, &c)["sockwatch_netns_deep_sockets"];
-    let fds_before = sockets(daemon.child.id());
     // The kernel's own word that B is freed: a veth pair with one end in B. When B's last
     // reference goes, the kernel destroys its devices, and the peer end here with them.
     let host_end = format!("swfree{}", std::process::id() % 100_000);
@@ -327,8 +318,9 @@ fn every_namespace_against_the_kernel() {
     assert!(!m.keys().any(|k| k.contains(&format!("netns=\"{ib}\""))), "B still exported");
     assert_eq!(m["sockwatch_source_up{source=\"netns\"}"], 1.0);
     assert_eq!(m["sockwatch_source_errors_total{source=\"netns\"}"], 0.0);
-    assert_eq!(m["sockwatch_netns_deep_sockets"], kept_before - 1.0, "B's socket closed");
-    assert_eq!(sockets(daemon.child.id()), fds_before - 1, "one socket fewer in the daemon");
+    // B's kept socket is closed: the kernel freed B above, which a kept socket would have
+    // prevented. The daemon's totals are not compared: on a busy host other namespaces
+    // come and go meanwhile (this binary's other tests among them).
     drop(a_conns);
     drop((f_proc, g_proc));
     drop((docker, pod, crio, containerd));

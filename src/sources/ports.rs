@@ -408,7 +408,21 @@ impl PortAggregator {
             .iter()
             .map(|(&(local_ip, port), &(length, limit))| ListenQueue { local_ip, port, length, limit })
             .collect();
-        listeners.sort_by_key(|l| (!wanted(l.port), std::cmp::Reverse(l.length), l.port, l.local_ip));
+        // `--listeners.ports` first, but at most top-K local addresses per such port (the
+        // fullest queues): a port bound on thousands of addresses must not multiply the
+        // series by them. Then the fullest of the rest.
+        listeners.sort_by_key(|l| {
+            let group = if wanted(l.port) { Some(l.port) } else { None };
+            (group.is_none(), group, std::cmp::Reverse(l.length), l.port, l.local_ip)
+        });
+        let mut per_port = (0u16, 0usize);
+        listeners.retain(|l| {
+            if !wanted(l.port) {
+                return true;
+            }
+            per_port = if per_port.0 == l.port { (l.port, per_port.1 + 1) } else { (l.port, 1) };
+            per_port.1 <= cfg.listeners_top_k.max(1)
+        });
         let extra = listeners.iter().filter(|l| wanted(l.port)).count();
         listeners.truncate(cfg.listeners_top_k + extra);
 
@@ -653,6 +667,20 @@ mod tests {
         let lports: Vec<u16> = u.listeners.iter().map(|l| l.port).collect();
         assert_eq!(lports, vec![2, 30, 29, 28, 27, 26]);
         assert_eq!(u.listener_count, 30);
+    }
+
+    /// A requested port bound on many local addresses keeps only its top-K fullest: 6,000
+    /// binds made 18,128 series before.
+    #[test]
+    fn a_requested_port_on_many_addresses_is_bounded() {
+        let socks: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| listener(&std::net::Ipv4Addr::from(0x7f00_0100 + i).to_string(), 2, i % 7, 128))
+            .collect();
+        let cfg = PortsConfig { top_k: 20, listeners_top_k: 5, listener_ports: vec![2] };
+        let u = agg(RANGE, &socks).finish(&cfg);
+        assert_eq!(u.listeners.len(), 5, "{:?}", u.listeners.len());
+        assert!(u.listeners.iter().all(|l| l.port == 2 && l.length == 6), "the fullest kept");
+        assert_eq!(u.listener_count, 300);
     }
 
     #[test]
