@@ -222,7 +222,8 @@ fn every_namespace_against_the_kernel() {
     let info = common::netns_info_line(&text, ia);
     assert!(info.contains(&format!("name=\"{}\"", a.name)), "{info}");
     assert!(info.contains(&format!("container_id=\"{DOCKER_ID}\",runtime=\"docker\"")), "{info}");
-    assert!(info.contains(&format!("pid=\"{}\"", a_proc.0.id())), "{info}");
+    assert_eq!(m[&format!("sockwatch_netns_pid{{netns=\"{ia}\"}}")], f64::from(a_proc.0.id()), "read through A's process");
+    assert!(!info.contains("pid="), "no pid label: {info}");
     let info = common::netns_info_line(&text, id);
     assert!(
         info.contains(&format!("container_id=\"{CRI_ID}\"")) && info.contains(&format!("pod_uid=\"{POD_UID}\"")),
@@ -236,7 +237,7 @@ fn every_namespace_against_the_kernel() {
     // B, pinned without a process, read by entering it: its TCP sockets as ss counts them.
     let ss_b = b.exec_stdout("ss", &["-H", "-t", "-a", "-n"]).lines().count() as f64;
     assert_eq!(m[&format!("sockwatch_netns_tcp_sockets{{netns=\"{ib}\"}}")], ss_b);
-    assert!(common::netns_info_line(&text, ib).contains("pid=\"\""), "read through setns, not a process");
+    assert!(!m.contains_key(&format!("sockwatch_netns_pid{{netns=\"{ib}\"}}")), "read through setns, not a process");
     assert_eq!(m["sockwatch_netns_unreadable"], denied_links() as f64, "root reads every link it may");
     assert!(common::netns_info_line(&text, inode(&c)).contains("own=\"1\""));
     // The deep layer: E's busiest destination, dumped inside E, as ss counts it there.
@@ -540,17 +541,20 @@ kill $d $b 2>/dev/null || true
                 let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
                 let mut text = String::new();
                 let _ = s.read_to_string(&mut text);
-                if let Some(l) = text.lines().find(|l| l.starts_with(&format!("sockwatch_netns_info{{netns=\"{inode}\""))) {
-                    if l.contains("pid=\"") {
-                        return l.to_owned();
-                    }
+                let info = text.lines().find(|l| l.starts_with(&format!("sockwatch_netns_info{{netns=\"{inode}\"")));
+                let pid = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("sockwatch_netns_pid{{netns=\"{inode}\"}} ")))
+                    .map(str::to_owned);
+                if let (Some(info), Some(pid)) = (info, pid) {
+                    return (info.to_owned(), pid);
                 }
             }
             assert!(Instant::now() < until, "no info with a pid for namespace {inode}");
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    let before = info_of(ia);
+    let (before, _) = info_of(ia);
     assert!(before.contains(&format!("container_id=\"{ID}\"")), "{a}: {before}");
     use std::io::Write;
     writeln!(to, "go").unwrap();
@@ -558,9 +562,49 @@ kill $d $b 2>/dev/null || true
     assert_eq!(a.split_whitespace().nth(1), b.split_whitespace().nth(1), "the PID was reused ({a}, {b})");
     let pid = b.split_whitespace().nth(1).unwrap().to_owned();
     std::thread::sleep(Duration::from_millis(2500)); // samples past the reuse
-    let after = info_of(ib);
-    assert!(after.contains(&format!("pid=\"{pid}\"")), "{after}");
+    let (after, read_through) = info_of(ib);
+    assert_eq!(read_through, pid, "B read through the reused PID: {after}");
     assert!(!after.contains(ID), "namespace B inherited the exited container's id: {after}");
     let _ = writeln!(to, "done");
     let _ = child.0.wait();
+}
+
+/// A pinned namespace where short-lived processes come and go (`ip netns exec` in a loop):
+/// one info series across scrapes, not one per process (the pid was a label: 20 series in
+/// 20 scrapes).
+#[test]
+fn short_lived_processes_do_not_churn_the_info_series() {
+    if !require("short_lived_processes_do_not_churn_the_info_series", &[]) {
+        return;
+    }
+    let ns = Netns::new("churn");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looper = {
+        let (name, stop) = (ns.name.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = Command::new("ip").args(["netns", "exec", &name, "sleep", "0.3"]).status();
+                n += 1;
+            }
+            n
+        })
+    };
+    let daemon = Served::start(&["--netns", "on", "--netns.top-k", "1000", "--interval", "1s"]);
+    let inode = inode(&ns);
+    let mut series = std::collections::BTreeSet::new();
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let text = common::http_get(&daemon.addr, "/metrics").1;
+        series.extend(text.lines().filter(|l| l.starts_with(&format!("sockwatch_netns_info{{netns=\"{inode}\""))).map(|l| {
+            l.rsplit_once(' ').map_or(l, |(s, _)| s).to_owned()
+        }));
+        pids.extend(text.lines().find_map(|l| l.strip_prefix(&format!("sockwatch_netns_pid{{netns=\"{inode}\"}} "))).map(str::to_owned));
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = looper.join().unwrap();
+    assert!(runs >= 8, "the loop ran {runs} processes");
+    assert!(pids.len() >= 2, "the processes did change under the daemon: {pids:?}");
+    assert_eq!(series.len(), 1, "{series:?}");
 }

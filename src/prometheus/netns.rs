@@ -19,9 +19,10 @@ fn info(out: &mut Families, top: &[Namespace]) {
         "sockwatch_netns_info",
         "One series per exported network namespace, value 1, naming it: netns (the namespace's inode, as in \
          /proc/PID/ns/net and the kernel's 'table full in netns N'), name (its /run/netns or Docker netns file), \
-         container_id and runtime (from /proc/PID/cgroup), pod_uid (from a kubepods cgroup), pid (the process it \
-         was read through), own (1 for sockwatch's own). Join: * on(netns) group_left(container_id, pod_uid) \
-         sockwatch_netns_info.",
+         container_id and runtime (from /proc/PID/cgroup), pod_uid (from a kubepods cgroup), own (1 for \
+         sockwatch's own). Join: * on(netns) group_left(container_id, pod_uid) sockwatch_netns_info. The process \
+         it was read through is sockwatch_netns_pid's value, not a label: short-lived processes (ip netns exec in \
+         a loop) would make a new series each scrape.",
         MetricType::GAUGE,
         top.iter().map(|n| {
             let labels = vec![
@@ -30,11 +31,18 @@ fn info(out: &mut Families, top: &[Namespace]) {
                 ("container_id", n.owner.container_id.clone().unwrap_or_default()),
                 ("runtime", n.owner.runtime.unwrap_or_default().to_owned()),
                 ("pod_uid", n.owner.pod_uid.clone().unwrap_or_default()),
-                ("pid", n.pid.map(|p| p.to_string()).unwrap_or_default()),
                 ("own", u8::from(n.own).to_string()),
             ];
             (labels, 1.0)
         }),
+    );
+    out.labelled(
+        "sockwatch_netns_pid",
+        "The process an exported namespace was read through (its /proc/PID/net files): a value, so that a \
+         namespace whose processes come and go keeps one series. Absent for a namespace read through its \
+         /run/netns file, with no process in it.",
+        MetricType::GAUGE,
+        top.iter().filter_map(|n| Some((netns_label(n), f64::from(n.pid?)))),
     );
 }
 
