@@ -96,7 +96,13 @@ pub struct Attributor {
     sources: FxMap<IpAddr, u64>,
     dests: FxMap<DestKey, u64>,
     nat: FxMap<NatKey, u64>,
-    untracked: [u64; 3],
+    /// Entries counted (with a source address), and of those with a destination address:
+    /// what is not in the maps is untracked, worked out at [`Attributor::finish`] rather
+    /// than counted apart (a separate count drifted: the removal of a key left untracked
+    /// while the map was full, arriving once the map had room, was taken for an entry never
+    /// counted, so an empty table could report 20,000 untracked).
+    entries: u64,
+    dst_entries: u64,
     nat_entries: u64,
     cap: usize,
 }
@@ -107,7 +113,8 @@ impl Default for Attributor {
             sources: FxMap::default(),
             dests: FxMap::default(),
             nat: FxMap::default(),
-            untracked: [0; 3],
+            entries: 0,
+            dst_entries: 0,
             nat_entries: 0,
             cap: MAX_TRACKED,
         }
@@ -153,32 +160,29 @@ impl Attributor {
         self.sources.clear();
         self.dests.clear();
         self.nat.clear();
-        self.untracked = [0; 3];
+        self.entries = 0;
+        self.dst_entries = 0;
         self.nat_entries = 0;
     }
 
     /// Counts an entry in (`delta` 1: dumped, or a NEW event) or out (-1: a DESTROY event).
     pub fn add(&mut self, e: &Entry, delta: i64) {
-        let untracked = |n: &mut u64| *n = n.saturating_add_signed(delta);
+        let count = |n: &mut u64| *n = n.saturating_add_signed(delta);
         let Some(src) = addr(e.orig.src) else { return };
-        if !adjust(&mut self.sources, src, delta, self.cap) {
-            untracked(&mut self.untracked[0]);
-        }
+        count(&mut self.entries);
+        adjust(&mut self.sources, src, delta, self.cap);
         let proto = e.orig.proto.unwrap_or(0);
         if let Some(dst) = addr(e.orig.dst) {
-            if !adjust(&mut self.dests, DestKey { addr: dst, port: e.orig.dst_port, proto }, delta, self.cap) {
-                untracked(&mut self.untracked[1]);
-            }
+            count(&mut self.dst_entries);
+            adjust(&mut self.dests, DestKey { addr: dst, port: e.orig.dst_port, proto }, delta, self.cap);
         }
         if !e.source_nated() || !has_ports(proto) {
             return;
         }
         let (Some(nat_ip), Some(remote_ip)) = (addr(e.reply.dst), addr(e.reply.src)) else { return };
-        untracked(&mut self.nat_entries);
+        count(&mut self.nat_entries);
         let key = NatKey { nat_ip, remote_ip, remote_port: e.reply.src_port, proto };
-        if !adjust(&mut self.nat, key, delta, self.cap) {
-            untracked(&mut self.untracked[2]);
-        }
+        adjust(&mut self.nat, key, delta, self.cap);
     }
 
     /// The top-K of each map.
@@ -190,9 +194,9 @@ impl Attributor {
             distinct_sources: self.sources.len() as u64,
             distinct_destinations: self.dests.len() as u64,
             nat_mappings: self.nat.len() as u64,
-            untracked_sources: self.untracked[0],
-            untracked_destinations: self.untracked[1],
-            untracked_nat: self.untracked[2],
+            untracked_sources: self.entries.saturating_sub(self.sources.values().sum()),
+            untracked_destinations: self.dst_entries.saturating_sub(self.dests.values().sum()),
+            untracked_nat: self.nat_entries.saturating_sub(self.nat.values().sum()),
             nat_entries: self.nat_entries,
             nat_ports: cfg.nat_ports,
         }
@@ -318,6 +322,28 @@ mod tests {
         let r = a.finish(&AttributionConfig::default());
         assert_eq!(r.sources[0], (IpAddr::from(clients[0]), 2));
         assert_eq!((r.distinct_sources, r.untracked_sources), (2, 2));
+    }
+
+    /// Event mode over cycles of more distinct sources than the cap: every entry that came
+    /// is gone again, so nothing is untracked (it drifted up by the untracked keys whose
+    /// removal arrived once the map had room again).
+    #[test]
+    fn untracked_does_not_drift_over_cycles_past_the_cap() {
+        let mut a = Attributor { cap: 3, ..Attributor::default() };
+        let s = [192, 0, 2, 9];
+        for cycle in 0..3u8 {
+            let clients: Vec<[u8; 4]> = (1..=6).map(|i| [10, cycle, 0, i]).collect();
+            for c in &clients {
+                a.add(&tcp(c, &s, 80, None), 1);
+            }
+            let r = a.finish(&AttributionConfig::default());
+            assert_eq!((r.distinct_sources, r.untracked_sources), (3, 3), "cycle {cycle}");
+            for c in &clients {
+                a.add(&tcp(c, &s, 80, None), -1); // tracked ones first free room, then the rest
+            }
+            let r = a.finish(&AttributionConfig::default());
+            assert_eq!((r.distinct_sources, r.untracked_sources, r.untracked_destinations), (0, 0, 0), "cycle {cycle}");
+        }
     }
 
     #[test]
