@@ -511,16 +511,33 @@ struct RaiseConntrackMax(String);
 impl RaiseConntrackMax {
     const PATH: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 
+    /// Raises it to at least `max`, never lowers it (a lower value would make every other
+    /// namespace above it drop packets). Only under `SOCKWATCH_TEST_HOST_SETTINGS=1`: without
+    /// it a host whose max is too low keeps it, and says so (the population then loses
+    /// conntrack entries, which only the conntrack columns feel).
     fn to(max: usize) -> Self {
-        let saved = std::fs::read_to_string(Self::PATH).unwrap();
-        std::fs::write(Self::PATH, max.to_string()).unwrap();
+        let saved = std::fs::read_to_string(Self::PATH).unwrap_or_default();
+        let now: usize = saved.trim().parse().unwrap_or(0);
+        if now < max {
+            if std::env::var("SOCKWATCH_TEST_HOST_SETTINGS").is_ok_and(|v| v == "1") {
+                std::fs::write(Self::PATH, max.to_string()).unwrap();
+            } else {
+                eprintln!(
+                    "nf_conntrack_max is {now}, below the {max} this run wants; it is host-wide, so it is raised \
+                     only with SOCKWATCH_TEST_HOST_SETTINGS=1"
+                );
+            }
+        }
         RaiseConntrackMax(saved)
     }
 }
 
 impl Drop for RaiseConntrackMax {
     fn drop(&mut self) {
-        let _ = std::fs::write(Self::PATH, &self.0);
+        let now = std::fs::read_to_string(Self::PATH).unwrap_or_default();
+        if now.trim() != self.0.trim() {
+            let _ = std::fs::write(Self::PATH, self.0.trim());
+        }
     }
 }
 
