@@ -147,7 +147,7 @@ fn the_scratch_image_sees_the_other_containers() {
 
 #[test]
 fn the_daemonset_manifest_validates_and_its_flags_are_accepted() {
-    if !require("the_daemonset_manifest_validates_and_its_flags_are_accepted", &["kubernetes-validate"]) {
+    if !common::require_commands("the_daemonset_manifest_validates_and_its_flags_are_accepted", &["kubernetes-validate"]) {
         return;
     }
     let manifest = Path::new(ROOT).join("deploy/kubernetes/daemonset.yaml");

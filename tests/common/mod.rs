@@ -113,11 +113,21 @@ pub fn have_command(cmd: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
 }
 
+/// True when the test can run without root: every command in `cmds`.
+pub fn require_commands(test: &str, cmds: &[&str]) -> bool {
+    for cmd in cmds {
+        if !have_command(cmd) {
+            return skip(test, &format!("needs the `{cmd}` command (see .ci/run for the package)"));
+        }
+    }
+    true
+}
+
 /// True when the test can run: root, `ip`, and every command in `cmds`.
 pub fn require(test: &str, cmds: &[&str]) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return skip(test, "needs root to create network namespaces");
+        return skip(test, "needs root (it makes network namespaces, mounts or cgroups of its own)");
     }
     for cmd in std::iter::once(&"ip").chain(cmds) {
         if !have_command(cmd) {
