@@ -170,3 +170,213 @@ fn the_daemonset_manifest_validates_and_its_flags_are_accepted() {
     let out = Command::new(BIN).arg("sample").args(&args[1..]).output().unwrap();
     ok(&out, "sockwatch sample with the DaemonSet's flags");
 }
+
+/// Builds the scratch image of deploy/Containerfile; removed on drop.
+struct Image(String);
+
+impl Image {
+    fn build(test: &str) -> Option<Image> {
+        let Some(binary) = static_binary() else {
+            skip(
+                test,
+                "no static binary: RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target x86_64-unknown-linux-gnu",
+            );
+            return None;
+        };
+        let tag = format!("localhost/sockwatch-test-spec:{}", std::process::id());
+        let containerfile = Path::new(ROOT).join("deploy/Containerfile");
+        let context = binary.parent().unwrap().to_str().unwrap().to_owned();
+        ok(&podman(&["build", "-q", "-f", containerfile.to_str().unwrap(), "-t", &tag, &context]), "podman build");
+        Some(Image(tag))
+    }
+
+    /// The image's ENTRYPOINT and CMD.
+    fn config(&self) -> (Vec<String>, Vec<String>) {
+        let json = ok(&podman(&["image", "inspect", &self.0]), "podman image inspect");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let list = |k: &str| -> Vec<String> {
+            v[0]["Config"][k].as_array().map_or_else(Vec::new, |a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        };
+        (list("Entrypoint"), list("Cmd"))
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = podman(&["rmi", "-f", &self.0]);
+    }
+}
+
+/// One container as a manifest (or the README) specifies it.
+#[derive(Debug, Default)]
+struct Spec {
+    what: String,
+    command: Option<Vec<String>>,
+    args: Option<Vec<String>>,
+    host_pid: bool,
+    caps: Vec<String>,
+    read_only: bool,
+    /// (host path, container path) of hostPath volumes.
+    mounts: Vec<(String, String)>,
+    port: u16,
+}
+
+/// The argv the kubelet gives the runtime: `command` replaces ENTRYPOINT, `args` replaces
+/// CMD, and a `command` without `args` drops CMD too.
+fn kubelet_argv(spec: &Spec, entrypoint: &[String], cmd: &[String]) -> Vec<String> {
+    match (&spec.command, &spec.args) {
+        (Some(c), a) => c.iter().chain(a.iter().flatten()).cloned().collect(),
+        (None, Some(a)) => entrypoint.iter().chain(a).cloned().collect(),
+        (None, None) => entrypoint.iter().chain(cmd).cloned().collect(),
+    }
+}
+
+/// Every container of every workload in a Kubernetes YAML stream.
+fn specs_of(file: &Path) -> Vec<Spec> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v = serde_yaml_ng::Value::deserialize(doc).unwrap();
+        if !matches!(v["kind"].as_str(), Some("DaemonSet" | "Deployment" | "StatefulSet")) {
+            continue;
+        }
+        let pod = &v["spec"]["template"]["spec"];
+        let strings = |x: &serde_yaml_ng::Value| -> Option<Vec<String>> {
+            x.as_sequence().map(|s| s.iter().map(|i| i.as_str().unwrap().to_owned()).collect())
+        };
+        let volumes: Vec<(String, String)> = pod["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|vol| Some((vol["name"].as_str()?.to_owned(), vol["hostPath"]["path"].as_str()?.to_owned())))
+            .collect();
+        for c in pod["containers"].as_sequence().unwrap() {
+            let mounts = c["volumeMounts"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    let host = volumes.iter().find(|(n, _)| Some(n.as_str()) == m["name"].as_str())?.1.clone();
+                    Some((host, m["mountPath"].as_str()?.to_owned()))
+                })
+                .collect();
+            out.push(Spec {
+                what: format!("{} {}/{}", file.display(), v["metadata"]["name"].as_str().unwrap_or("?"), c["name"].as_str().unwrap_or("?")),
+                command: strings(&c["command"]),
+                args: strings(&c["args"]),
+                host_pid: pod["hostPID"].as_bool().unwrap_or(false),
+                caps: strings(&c["securityContext"]["capabilities"]["add"]).unwrap_or_default(),
+                read_only: c["securityContext"]["readOnlyRootFilesystem"].as_bool().unwrap_or(false),
+                mounts,
+                port: c["ports"][0]["containerPort"].as_u64().unwrap_or(9822) as u16,
+            });
+        }
+    }
+    out
+}
+
+/// Every shipped way to run the image starts and serves: the README's `podman run` (the
+/// image's own ENTRYPOINT and CMD) and each container of each manifest in deploy/kubernetes,
+/// run with podman exactly as the kubelet would (`command` replaces ENTRYPOINT, `args`
+/// replaces CMD), in a network namespace of the test's own (the pods' hostNetwork), with
+/// their capabilities, read-only root and hostPath volumes. (The DaemonSet crash-looped:
+/// its args were appended to an ENTRYPOINT that already held `serve`.)
+#[test]
+fn every_shipped_container_spec_starts_as_the_kubelet_runs_it() {
+    let test = "every_shipped_container_spec_starts_as_the_kubelet_runs_it";
+    if !require(test, &["podman", "runc"]) {
+        return;
+    }
+    let Some(image) = Image::build(test) else { return };
+    let (entrypoint, cmd) = image.config();
+    let mut specs = vec![Spec {
+        what: "README's podman run (no arguments)".into(),
+        host_pid: true,
+        caps: vec!["SYS_PTRACE".into(), "SYS_ADMIN".into()],
+        read_only: true,
+        port: 9822,
+        ..Spec::default()
+    }];
+    let dir = Path::new(ROOT).join("deploy/kubernetes");
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    manifests.sort();
+    for m in manifests.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        specs.extend(specs_of(m));
+    }
+    assert!(specs.len() >= 2, "no workload found in {}", dir.display());
+    for (i, spec) in specs.iter().enumerate() {
+        let argv = kubelet_argv(spec, &entrypoint, &cmd);
+        let ns = common::Netns::new("spec");
+        let name = format!("sockwatch-spec-{}-{i}", std::process::id());
+        let entry = serde_json::to_string(&argv[..1]).unwrap();
+        let netns = format!("ns:/run/netns/{}", ns.name);
+        let mut args: Vec<String> = PODMAN_RUN.iter().map(|s| s.to_string()).collect();
+        args.extend(["-d", "--name", &name, "--network", &netns, "--cap-drop", "all"].map(String::from));
+        if spec.host_pid {
+            args.extend(["--pid", "host"].map(String::from));
+        }
+        for cap in &spec.caps {
+            args.extend(["--cap-add".into(), cap.clone()]);
+        }
+        if spec.read_only {
+            args.push("--read-only".into());
+        }
+        for (host, inside) in &spec.mounts {
+            // A hostPath of type DirectoryOrCreate: the kubelet makes it; here it exists
+            // already (Netns::new made /run/netns) or the mount is left out.
+            if Path::new(host).exists() {
+                args.extend(["-v".into(), format!("{host}:{inside}:ro")]);
+            }
+        }
+        args.extend(["--entrypoint".into(), entry, image.0.clone()]);
+        args.extend(argv[1..].iter().cloned());
+        let run = podman(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        struct Remove(String);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                let _ = podman(&["rm", "-f", "-t", "0", &self.0]);
+            }
+        }
+        let _remove = Remove(name.clone());
+        ok(&run, &format!("{}: podman run {argv:?}", spec.what));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let ready = loop {
+            if let Some((200, _)) = common::try_http_get_in(&ns, spec.port, "/-/ready") {
+                break true;
+            }
+            let state = ok(&podman(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", &name]), "inspect");
+            if !state.starts_with("running") || std::time::Instant::now() > deadline {
+                let logs = podman(&["logs", &name]);
+                panic!(
+                    "{}: {argv:?} is {state}, not ready: {}{}",
+                    spec.what,
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        assert!(ready);
+        let (code, text) = common::http_get_in(&ns, spec.port, "/metrics");
+        assert_eq!(code, 200, "{}", spec.what);
+        let m = parse_metrics(&text);
+        assert_eq!(m["sockwatch_source_up{source=\"sockets\"}"], 1.0, "{}", spec.what);
+        eprintln!("{}: {argv:?} started and served", spec.what);
+    }
+}
+
+/// The kubelet's rule itself, on the cases that matter.
+#[test]
+fn kubelet_argv_rules() {
+    let (e, c) = (vec!["/e".to_owned()], vec!["serve".to_owned(), "--x".to_owned()]);
+    let s = |command: Option<&[&str]>, args: Option<&[&str]>| Spec {
+        command: command.map(|v| v.iter().map(|s| s.to_string()).collect()),
+        args: args.map(|v| v.iter().map(|s| s.to_string()).collect()),
+        ..Spec::default()
+    };
+    assert_eq!(kubelet_argv(&s(None, None), &e, &c), ["/e", "serve", "--x"]);
+    assert_eq!(kubelet_argv(&s(None, Some(&["sample"])), &e, &c), ["/e", "sample"]);
+    assert_eq!(kubelet_argv(&s(Some(&["/b"]), None), &e, &c), ["/b"]);
+    assert_eq!(kubelet_argv(&s(Some(&["/b"]), Some(&["y"])), &e, &c), ["/b", "y"]);
+}
