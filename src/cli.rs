@@ -45,9 +45,28 @@ pub enum Command {
     },
 }
 
-/// The whole command line: the derived part plus a flag per setting.
+/// The whole command line: the derived part plus a flag per setting, and `--no-NAME` for
+/// each switch (the last of the two given wins, as with node_exporter's flags), so a
+/// `true` in the config file can be turned off for one run.
 pub fn command() -> clap::Command {
-    Cli::command().args(SETTINGS.iter().map(flag))
+    let negations = SETTINGS.iter().filter(|s| s.kind == Kind::Switch).map(|s| {
+        Arg::new(negation(s))
+            .long(negation(s))
+            .help(format!("Turn --{} off (wins over the config file)", s.name))
+            .action(ArgAction::SetTrue)
+            .overrides_with(s.name)
+            .global(true)
+    });
+    Cli::command().args(SETTINGS.iter().map(flag)).args(negations)
+}
+
+/// `no-NAME`: the flag that turns switch `s` off.
+pub fn negation(s: &Setting) -> &'static str {
+    static NAMES: std::sync::OnceLock<Vec<(&'static str, &'static str)>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        SETTINGS.iter().map(|s| (s.name, &*Box::leak(format!("no-{}", s.name).into_boxed_str()))).collect()
+    });
+    names.iter().find(|(n, _)| *n == s.name).map_or("no-", |(_, neg)| neg)
 }
 
 fn flag(s: &'static Setting) -> Arg {
@@ -57,7 +76,7 @@ fn flag(s: &'static Setting) -> Arg {
     };
     let arg = Arg::new(s.name).long(s.name).help(help).global(true);
     match s.kind {
-        Kind::Switch => arg.action(ArgAction::SetTrue),
+        Kind::Switch => arg.action(ArgAction::SetTrue).overrides_with(negation(s)),
         Kind::Ports => arg.value_name(s.value_name).action(ArgAction::Append).value_delimiter(','),
         Kind::Text | Kind::Count | Kind::Number => arg.value_name(s.value_name),
     }

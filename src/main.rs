@@ -60,6 +60,7 @@ fn parse_command_line() -> (Option<Command>, Flags) {
     for s in settings::SETTINGS {
         match s.kind {
             settings::Kind::Switch if matches.get_flag(s.name) => flags.set(s, "true"),
+            settings::Kind::Switch if matches.get_flag(cli::negation(s)) => flags.set(s, "false"),
             settings::Kind::Switch => {}
             _ => {
                 if let Some(values) = matches.get_many::<String>(s.name) {

@@ -235,3 +235,22 @@ fn doctor_says_cannot_tell_when_it_reads_nothing() {
     let sockstat = json["checks"].as_array().unwrap().iter().find(|c| c["resource"] == "sockstat").unwrap();
     assert_eq!(sockstat["level"], "unknown", "{sockstat}");
 }
+
+/// Every switch can be turned off on the command line (`--no-NAME`), so a flag wins over a
+/// `true` in the config file; of the two, the last given wins.
+#[test]
+fn a_switch_on_in_the_file_is_turned_off_by_its_no_flag() {
+    let cfg = write_config("switch-on.toml", "conntrack.breakdown = true\n");
+    let cfg = cfg.to_str().unwrap();
+    let breakdown = |args: &[&str]| {
+        let o = sockwatch(&[&["sample", "--config", cfg, "--munin.socket", ""], args].concat());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).contains("source=\"conntrack_breakdown\"")
+    };
+    assert!(breakdown(&[]), "on from the file");
+    assert!(!breakdown(&["--no-conntrack.breakdown"]), "the flag wins over the file");
+    assert!(breakdown(&["--no-conntrack.breakdown", "--conntrack.breakdown"]), "the last of the two wins");
+    assert!(!breakdown(&["--conntrack.breakdown", "--no-conntrack.breakdown"]), "the last of the two wins");
+    let help = String::from_utf8_lossy(&sockwatch(&["--help"]).stdout).into_owned();
+    assert!(help.contains("--no-conntrack.breakdown") && help.contains("--no-conntrack.events"), "{help}");
+}
