@@ -15,6 +15,7 @@ fn main() -> std::io::Result<()> {
     println!("cargo:rerun-if-changed=src/cli.rs");
     println!("cargo:rerun-if-changed=src/config/settings.rs");
     println!("cargo:rerun-if-changed=build.rs");
+    build_facts();
     // OUT_DIR is <target>/<profile>/build/sockwatch-<hash>/out: three levels up is where
     // the binary goes, whatever CARGO_TARGET_DIR says.
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -29,4 +30,31 @@ fn main() -> std::io::Result<()> {
         clap_complete::generate_to(shell, &mut cmd.clone(), "sockwatch", &dir)?;
     }
     Ok(())
+}
+
+/// The revision and compiler the binary is built from, for `sockwatch_build_info` and
+/// `--version`: the git commit when built from a checkout ("unknown" from a tarball without
+/// one), `rustc --version`'s version.
+fn build_facts() {
+    let run = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let revision = run("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
+    let dirty = run("git", &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let rustc = run(&rustc, &["--version"]).and_then(|v| v.split_whitespace().nth(1).map(str::to_owned));
+    println!("cargo:rustc-env=SOCKWATCH_REVISION={revision}{}", if dirty { "-dirty" } else { "" });
+    println!("cargo:rustc-env=SOCKWATCH_RUSTC={}", rustc.unwrap_or_else(|| "unknown".to_owned()));
+    // A commit moves HEAD's branch: build again then (only paths that exist, or cargo would
+    // run this script on every build).
+    for path in [".git/HEAD", ".git/refs/heads", ".git/index"] {
+        if Path::new(path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }

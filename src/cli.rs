@@ -57,7 +57,19 @@ pub fn command() -> clap::Command {
             .overrides_with(s.name)
             .global(true)
     });
-    Cli::command().args(SETTINGS.iter().map(flag)).args(negations)
+    Cli::command().version(version_line()).args(SETTINGS.iter().map(flag)).args(negations)
+}
+
+/// `sockwatch --version`: the version, the git revision and the compiler it was built with,
+/// as `sockwatch_build_info` labels them (build.rs sets both; this file is also compiled into
+/// build.rs itself, where they are not set yet).
+fn version_line() -> &'static str {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| {
+        let revision = option_env!("SOCKWATCH_REVISION").unwrap_or("unknown");
+        let rustc = option_env!("SOCKWATCH_RUSTC").unwrap_or("unknown");
+        format!("{} (revision {revision}, rustc {rustc})", env!("CARGO_PKG_VERSION"))
+    })
 }
 
 /// `no-NAME`: the flag that turns switch `s` off.

@@ -254,3 +254,18 @@ fn a_switch_on_in_the_file_is_turned_off_by_its_no_flag() {
     let help = String::from_utf8_lossy(&sockwatch(&["--help"]).stdout).into_owned();
     assert!(help.contains("--no-conntrack.breakdown") && help.contains("--no-conntrack.events"), "{help}");
 }
+
+/// `--version` and `sockwatch_build_info` say the same: version, git revision, rustc.
+#[test]
+fn version_and_build_info_agree() {
+    let v = String::from_utf8_lossy(&sockwatch(&["--version"]).stdout).trim().to_owned();
+    let (revision, rustc) = (env!("SOCKWATCH_REVISION"), env!("SOCKWATCH_RUSTC"));
+    assert_eq!(v, format!("sockwatch {} (revision {revision}, rustc {rustc})", env!("CARGO_PKG_VERSION")));
+    let rustc_now = std::process::Command::new("rustc").arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&rustc_now.stdout).contains(rustc), "the compiler's own version");
+    let o = sockwatch(&["sample", "--munin.socket", ""]);
+    let m = parse_metrics(&String::from_utf8_lossy(&o.stdout));
+    let series =
+        format!("sockwatch_build_info{{version=\"{}\",revision=\"{revision}\",rustc=\"{rustc}\"}}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(value(&m, &series), 1.0);
+}

@@ -501,9 +501,17 @@ fn self_monitoring(out: &mut Families, s: &Snapshot) {
     );
     out.labelled(
         "sockwatch_build_info",
-        "Constant 1, labelled with the sockwatch version.",
+        "Constant 1, labelled with the sockwatch version, the git revision it was built from (-dirty: with \
+         uncommitted changes) and the rustc version that compiled it.",
         GAUGE,
-        [(vec![("version", env!("CARGO_PKG_VERSION").to_owned())], 1.0)],
+        [(
+            vec![
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+                ("revision", env!("SOCKWATCH_REVISION").to_owned()),
+                ("rustc", env!("SOCKWATCH_RUSTC").to_owned()),
+            ],
+            1.0,
+        )],
     );
 }
 
@@ -807,6 +815,10 @@ mod tests {
     fn golden_rendering_of_every_family() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/prometheus/golden.txt");
         let text = String::from_utf8(render(&snapshot())).unwrap();
+        // The build's own facts change with every commit and compiler: placeholders.
+        let build = format!("revision=\"{}\",rustc=\"{}\"", env!("SOCKWATCH_REVISION"), env!("SOCKWATCH_RUSTC"));
+        assert!(text.contains(&build), "{build} in sockwatch_build_info");
+        let text = text.replace(&build, "revision=\"REVISION\",rustc=\"RUSTC\"");
         if std::env::var("SOCKWATCH_BLESS").is_ok_and(|v| v == "1") {
             std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
             std::fs::write(path, &text).unwrap();
