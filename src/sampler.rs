@@ -286,6 +286,9 @@ impl Sampler {
             namespaces,
             conntrack_breakdown,
             conntrack_projection,
+            process: crate::sources::process::read()
+                .inspect_err(|e| tracing::debug!("process_* metrics absent: {e}"))
+                .ok(),
             sources: statuses,
             samples_total: self.samples_total,
             inconsistent_total: self.inconsistent_total,

@@ -102,6 +102,8 @@ pub struct Snapshot {
     pub udp: Option<Udp>,
     /// Every network namespace (`--netns`); `None` when off or down.
     pub namespaces: Option<Namespaces>,
+    /// sockwatch's own process (`process_*`); `None` when /proc/self could not be read.
+    pub process: Option<crate::sources::process::ProcessStats>,
     /// One entry per [`Source::ALL`], in that order, then the breakdown's and the
     /// namespaces' when they run.
     pub sources: Vec<SourceStatus>,
@@ -141,6 +143,7 @@ impl Snapshot {
             limits,
             udp: None,
             namespaces: None,
+            process: None,
             sources: Vec::new(),
             samples_total: 0,
             inconsistent_total: 0,

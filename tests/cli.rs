@@ -269,3 +269,25 @@ fn version_and_build_info_agree() {
         format!("sockwatch_build_info{{version=\"{}\",revision=\"{revision}\",rustc=\"{rustc}\"}}", env!("CARGO_PKG_VERSION"));
     assert_eq!(value(&m, &series), 1.0);
 }
+
+/// `process_*` as every exporter has them, held to what the kernel says of the process: its
+/// descriptor limit (set here), start time and threads.
+#[test]
+fn process_metrics_match_the_kernel() {
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let o = Command::new("sh")
+        .args(["-c", &format!("ulimit -n 777 && exec {BIN} sample --munin.socket ''")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = parse_metrics(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(value(&m, "process_max_fds"), 777.0, "RLIMIT_NOFILE as set");
+    let open = value(&m, "process_open_fds");
+    assert!((3.0..=777.0).contains(&open), "{open}");
+    let started = value(&m, "process_start_time_seconds");
+    // /proc's start time has the clock tick's resolution (10 ms) and btime's (1 s).
+    assert!(started >= before - 2.0 && started <= before + 30.0, "started {started}, test at {before}");
+    assert!(value(&m, "process_resident_memory_bytes") > 1e6);
+    assert!(value(&m, "process_threads") >= 1.0);
+    assert!(value(&m, "process_cpu_seconds_total") >= 0.0);
+}

@@ -187,12 +187,25 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     super::netns::render(&mut out, s);
     limits(&mut out, s);
     self_monitoring(&mut out, s);
+    process(&mut out, s);
     let mut buf = Vec::with_capacity(16 * 1024);
     if let Err(e) = TextEncoder::new().encode(&out.0, &mut buf) {
         // Only a bug in this file can get here (an invalid name); serve what was written.
         tracing::error!("rendering Prometheus text: {e}");
     }
     spell_infinities(buf)
+}
+
+/// sockwatch's own process, under the names every Prometheus client library uses.
+fn process(out: &mut Families, s: &Snapshot) {
+    let Some(p) = &s.process else { return };
+    out.counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", p.cpu_seconds);
+    out.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", f(p.resident_bytes));
+    out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", f(p.virtual_bytes));
+    out.gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", p.start_time_seconds);
+    out.gauge("process_open_fds", "Number of open file descriptors.", f(p.open_fds));
+    out.gauge("process_max_fds", "Maximum number of open file descriptors (RLIMIT_NOFILE soft limit).", f(p.max_fds));
+    out.gauge("process_threads", "Number of OS threads in the process.", f(p.threads));
 }
 
 /// TCP sockets by family and state.
@@ -786,6 +799,15 @@ mod tests {
                 deep_down: None,
                 deep_dumps_total: 77,
                 deep_kept: 2,
+            }),
+            process: Some(crate::sources::process::ProcessStats {
+                cpu_seconds: 2.25,
+                resident_bytes: 7_340_032,
+                virtual_bytes: 52_609_024,
+                threads: 7,
+                start_time_seconds: 1_795_640_000.5,
+                open_fds: 42,
+                max_fds: 65_536,
             }),
             sources: Source::ALL
                 .iter()

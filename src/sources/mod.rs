@@ -25,6 +25,7 @@ pub mod netns_ct;
 pub mod netns_deep;
 pub mod netns_discovery;
 pub mod ports;
+pub mod process;
 pub mod projection;
 pub mod snmp;
 pub mod sockets;
