@@ -18,7 +18,7 @@
 //! - `config/`: every setting defined once (`settings.rs`), merged from flags, file and
 //!   defaults (`mod.rs`);
 //! - `doctor.rs`: the report; `listen.rs`, `slots.rs`: listening and connection slots,
-//!   shared by HTTP and Munin.
+//!   shared by HTTP and Munin; `logfmt.rs`: the logfmt log line format.
 //!
 //! The binary (`main.rs`) holds the command line (`cli.rs`, built from the settings table)
 //! and the daemon's wiring, reload and shutdown (`daemon.rs`).
@@ -27,6 +27,7 @@ pub mod config;
 pub mod derived;
 pub mod doctor;
 pub mod listen;
+pub mod logfmt;
 pub mod munin;
 pub mod prometheus;
 pub mod sampler;

@@ -35,14 +35,13 @@ fn main() -> ExitCode {
     };
     // The filter is reloadable: SIGHUP can change log.level.
     let (filter, log_filter) = reload::Layer::new(daemon::log_filter_for(&config));
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .init();
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    match config.log_format.as_str() {
+        "json" => registry.with(lines.json().flatten_event(true)).init(),
+        "logfmt" => registry.with(lines.event_format(sockwatch::logfmt::Logfmt)).init(),
+        _ => registry.with(lines.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))).init(),
+    }
     match command.unwrap_or(Command::Serve) {
         Command::Sample => sample_once(&config),
         Command::Serve => daemon::serve(config, flags, log_filter),

@@ -92,6 +92,7 @@ impl Tracker {
                 (None, Some(e.to_string()))
             }
         };
+        tracing::trace!(source = name, took_us = duration.as_micros() as u64, up = value.is_some(), "source read");
         let status = SourceStatus { source, up: value.is_some(), errors_total: self.errors_total, duration, error };
         (value, status)
     }
@@ -272,9 +273,17 @@ impl Sampler {
             self.inconsistent_total += 1;
             tracing::debug!("socket dump interrupted by table changes (NLM_F_DUMP_INTR)");
         }
+        let duration = start.elapsed();
+        tracing::debug!(
+            took_ms = duration.as_millis() as u64,
+            sample = self.samples_total,
+            sources_down = statuses.iter().filter(|s| !s.up).count(),
+            namespaces = namespaces.as_ref().map_or(0, |n| n.count),
+            "sample taken"
+        );
         Snapshot {
             timestamp,
-            duration: start.elapsed(),
+            duration,
             interval: self.interval,
             sockets,
             ports,

@@ -291,3 +291,39 @@ fn process_metrics_match_the_kernel() {
     assert!(value(&m, "process_threads") >= 1.0);
     assert!(value(&m, "process_cpu_seconds_total") >= 0.0);
 }
+
+/// `--log.level` changes what is logged (debug: each sample's timing; trace: each source's
+/// read), and `--log.format` how: logfmt and JSON lines a log shipper can parse.
+#[test]
+fn log_level_and_format() {
+    let log = |args: &[&str]| {
+        let o = sockwatch(&[&["sample", "--munin.socket", ""], args].concat());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stderr(&o)
+    };
+    assert!(!log(&["--log.level", "info"]).contains("sample taken"));
+    let debug = log(&["--log.level", "debug"]);
+    assert!(debug.lines().any(|l| l.contains("sample taken") && l.contains("took_ms=")), "{debug}");
+    assert!(!debug.contains("source read"), "per-source lines are trace");
+    let trace = log(&["--log.level", "trace"]);
+    for source in ["sockets", "sockstat", "conntrack", "snmp", "limits", "udp"] {
+        assert!(trace.contains(&format!("source read source=\"{source}\"")), "{source} in {trace}");
+    }
+    let logfmt = log(&["--log.level", "debug", "--log.format", "logfmt"]);
+    assert!(!logfmt.trim().is_empty());
+    for line in logfmt.lines() {
+        let mut keys = line.split(' ').take(4).map(|kv| kv.split('=').next().unwrap());
+        assert!(keys.by_ref().eq(["ts", "level", "target", "msg"]), "not logfmt: {line}");
+    }
+    assert!(logfmt.contains("msg=\"sample taken\" took_ms="), "{logfmt}");
+    let json = log(&["--log.level", "debug", "--log.format", "json"]);
+    let mut taken = 0;
+    for line in json.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string() && v["timestamp"].is_string(), "{line}");
+        taken += usize::from(v["message"] == "sample taken" && v["took_ms"].is_u64());
+    }
+    assert_eq!(taken, 1, "{json}");
+    let o = sockwatch(&["sample", "--log.format", "xml"]);
+    assert_clean_failure(&o, 2, "--log.format: \"xml\" is not a log format (one of text, logfmt, json)");
+}

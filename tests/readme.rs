@@ -10,16 +10,24 @@ fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
 }
 
-/// Metric names in the README's metrics table (rows starting with "| `sockwatch_" in the
-/// "## Metrics" section).
+/// Metric names in the README's metrics table (every backticked `sockwatch_…` or
+/// `process_…` name in the first cell of a row of the "## Metrics" section).
 fn documented() -> BTreeSet<String> {
     let text = readme();
     let section = text.split("\n## Metrics\n").nth(1).expect("a ## Metrics section");
     let section = section.split("\n## ").next().unwrap();
     section
         .lines()
-        .filter_map(|l| l.strip_prefix("| `sockwatch_"))
-        .map(|rest| format!("sockwatch_{}", rest.split('`').next().unwrap()))
+        .filter_map(|l| l.strip_prefix("| `"))
+        .flat_map(|rest| {
+            let cell = format!("`{}", rest.split(" |").next().unwrap());
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|n| n.starts_with("sockwatch_") || n.starts_with("process_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 

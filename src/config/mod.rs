@@ -47,6 +47,8 @@ pub struct Config {
     pub telemetry_path: String,
     pub interval: Duration,
     pub log_level: String,
+    /// `text`, `logfmt` or `json`.
+    pub log_format: String,
     pub procfs: PathBuf,
     pub ports: PortsConfig,
     pub udp: UdpConfig,
@@ -179,6 +181,7 @@ impl Config {
             telemetry_path: v.get(&TELEMETRY_PATH, validate_telemetry_path)?,
             interval: v.get(&INTERVAL, parse_interval)?,
             log_level: v.get(&LOG_LEVEL, log_level)?,
+            log_format: v.get(&LOG_FORMAT, log_format)?,
             procfs: v.get(&PROCFS, directory)?,
             ports: PortsConfig {
                 top_k: v.get(&PORTS_TOP_K, top_k)?,
@@ -254,6 +257,17 @@ fn directory(v: &str) -> Result<PathBuf, Problem> {
         Ok(p)
     } else {
         Err(format!("{v} is not a directory"))
+    }
+}
+
+/// The log line formats.
+pub const LOG_FORMATS: [&str; 3] = ["text", "logfmt", "json"];
+
+fn log_format(v: &str) -> Result<String, Problem> {
+    if LOG_FORMATS.contains(&v) {
+        Ok(v.to_owned())
+    } else {
+        Err(format!("{v:?} is not a log format (one of {})", LOG_FORMATS.join(", ")))
     }
 }
 

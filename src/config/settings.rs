@@ -65,7 +65,9 @@ settings! {
     INTERVAL = "interval", "DURATION", Text, "10s", Applies,
         "Sampling interval, e.g. 10s, 1m (1s to 1h)";
     LOG_LEVEL = "log.level", "LEVEL", Text, "info", Applies,
-        "Log level: error, warn, info, debug, trace";
+        "Log level: error, warn, info, debug (each sample's timing), trace (each source's read)";
+    LOG_FORMAT = "log.format", "FORMAT", Text, "text", Restart,
+        "Log line format: text (for people), logfmt or json (for log shippers)";
     PROCFS = "path.procfs", "DIR", Text, "/proc", Applies,
         "procfs mount point";
     PORTS_TOP_K = "ports.top-k", "K", Count, "20", Applies,
