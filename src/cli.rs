@@ -30,7 +30,7 @@ pub enum Command {
     /// Take one sample, print it in Prometheus text format, exit.
     Sample,
     /// Sample twice, a second apart, and explain in plain words what is near its limit.
-    /// Exit status 0 healthy, 1 warnings, 2 critical.
+    /// Exit status 0 healthy, 1 warnings, 2 critical, 3 cannot tell (a source could not be read).
     Doctor {
         /// Print the report as JSON.
         #[arg(long)]
@@ -86,7 +86,16 @@ fn flag(s: &'static Setting) -> Arg {
         (Kind::Switch, _) | (_, "") => s.help.to_owned(),
         (_, default) => format!("{} [default: {default}]", s.help),
     };
-    let arg = Arg::new(s.name).long(s.name).help(help).global(true);
+    let mut arg = Arg::new(s.name).long(s.name).help(help).global(true);
+    if let Some(words) = crate::settings::choices(s.name) {
+        let hidden = crate::settings::accepted(s.name).filter(|w| !words.contains(w));
+        let values: Vec<clap::builder::PossibleValue> = words
+            .iter()
+            .map(|w| clap::builder::PossibleValue::new(*w))
+            .chain(hidden.map(|w| clap::builder::PossibleValue::new(w).hide(true)))
+            .collect();
+        arg = arg.value_parser(clap::builder::PossibleValuesParser::new(values));
+    }
     match s.kind {
         Kind::Switch => arg.action(ArgAction::SetTrue).overrides_with(negation(s)),
         Kind::Ports => arg.value_name(s.value_name).action(ArgAction::Append).value_delimiter(','),

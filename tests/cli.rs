@@ -325,5 +325,9 @@ fn log_level_and_format() {
     }
     assert_eq!(taken, 1, "{json}");
     let o = sockwatch(&["sample", "--log.format", "xml"]);
-    assert_clean_failure(&o, 2, "--log.format: \"xml\" is not a log format (one of text, logfmt, json)");
+    assert_clean_failure(&o, 2, "invalid value 'xml' for '--log.format <FORMAT>'");
+    assert!(stderr(&o).contains("[possible values: text, logfmt, json]"), "{}", stderr(&o));
+    let cfg = write_config("bad-format.toml", "log.format = \"xml\"\n");
+    let o = sockwatch(&["sample", "--config", cfg.to_str().unwrap()]);
+    assert_clean_failure(&o, 2, "key `log.format`: \"xml\" is not a log format (one of text, logfmt, json)");
 }

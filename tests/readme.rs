@@ -127,6 +127,33 @@ fn every_documented_flag_is_in_the_man_page() {
     }
 }
 
+/// The man page has what an operator looks for (exit status, signals, files, environment),
+/// refers to no page that does not exist (clap_mangen's default named a page per
+/// subcommand), and the completions offer the words a setting takes.
+#[test]
+fn the_man_page_is_whole_and_completions_offer_values() {
+    let page = std::path::Path::new(common::BIN).with_file_name("sockwatch.1");
+    let man = std::fs::read_to_string(&page).unwrap().replace("\\-", "-");
+    for section in ["NAME", "SYNOPSIS", "OPTIONS", "COMMANDS", "EXIT STATUS", "SIGNALS", "FILES", "ENVIRONMENT"] {
+        assert!(man.contains(&format!("\n.SH {section}\n")), "no {section} section");
+    }
+    assert!(!man.contains("sockwatch-serve(1)") && !man.contains("sockwatch-doctor(1)"), "a page that does not exist");
+    for code in ["0", "1", "2", "3"] {
+        assert!(man.contains(&format!(".TP\n\\fB{code}\\fR\n")), "exit status {code}");
+    }
+    for signal in ["SIGHUP", "SIGTERM"] {
+        assert!(man.contains(&format!("\\fB{signal}\\fR")), "{signal}");
+    }
+    assert!(man.contains(sockwatch::config::settings::MUNIN_SOCKET.default), "the Munin socket's default path");
+    let bash = std::fs::read_to_string(page.with_file_name("completions").join("sockwatch.bash")).unwrap();
+    for words in ["auto on off", "error warn info debug trace", "text logfmt json"] {
+        assert!(bash.contains(words), "bash completion does not offer {words:?}");
+    }
+    let fish = std::fs::read_to_string(page.with_file_name("completions").join("sockwatch.fish")).unwrap();
+    let netns = fish.lines().find(|l| l.contains("-l netns ")).expect("fish: --netns");
+    assert!(netns.contains("-a \"auto\\t"), "fish does not offer --netns's words: {netns}");
+}
+
 /// The other direction: every setting in the table that defines them has a README row
 /// naming its flag, its file key and its default.
 #[test]

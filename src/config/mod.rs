@@ -33,7 +33,10 @@ use settings::{Kind, Reload, Setting, SETTINGS};
 
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_INTERVAL: Duration = Duration::from_secs(3600);
-const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+const LOG_LEVELS: &[&str] = match settings::choices("log.level") {
+    Some(c) => c,
+    None => &[],
+};
 
 /// The default Munin socket, also where the plugin looks when not told otherwise.
 pub const DEFAULT_MUNIN_SOCKET: &str = settings::MUNIN_SOCKET.default;
@@ -261,7 +264,10 @@ fn directory(v: &str) -> Result<PathBuf, Problem> {
 }
 
 /// The log line formats.
-pub const LOG_FORMATS: [&str; 3] = ["text", "logfmt", "json"];
+pub const LOG_FORMATS: &[&str] = match settings::choices("log.format") {
+    Some(c) => c,
+    None => &[],
+};
 
 fn log_format(v: &str) -> Result<String, Problem> {
     if LOG_FORMATS.contains(&v) {

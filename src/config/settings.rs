@@ -22,6 +22,52 @@ pub enum Kind {
     Ports,
 }
 
+/// The settings whose text takes one of a few words: `--help` lists them, the shell
+/// completions offer them, and the config check accepts only them. Words after `|` are
+/// accepted but not offered (older spellings).
+pub const CHOICES: [(&str, &[&str]); 3] = [
+    ("netns", &["auto", "on", "off", "|", "true", "false"]),
+    ("log.level", &["error", "warn", "info", "debug", "trace"]),
+    ("log.format", &["text", "logfmt", "json"]),
+];
+
+/// The words a setting offers, if it is one of [`CHOICES`] (without the hidden ones).
+pub const fn choices(name: &str) -> Option<&'static [&'static str]> {
+    let mut i = 0;
+    while i < CHOICES.len() {
+        if eq(CHOICES[i].0, name) {
+            let all = CHOICES[i].1;
+            let mut n = 0;
+            while n < all.len() && !eq(all[n], "|") {
+                n += 1;
+            }
+            return Some(all.split_at(n).0);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Every word a setting accepts, hidden ones included.
+pub fn accepted<'a>(name: &'a str) -> impl Iterator<Item = &'static str> + 'a {
+    CHOICES.iter().filter(move |(n, _)| *n == name).flat_map(|(_, w)| w.iter().copied().filter(|w| *w != "|"))
+}
+
+const fn eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Whether a SIGHUP applies a changed value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reload {
