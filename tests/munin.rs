@@ -48,7 +48,7 @@ fn assert_same_snapshot(tcp: &HashMap<String, f64>, ct: &HashMap<String, f64>, m
 }
 
 /// The graphs the daemon serves without the conntrack breakdown, in order.
-const GRAPHS: [&str; 8] = [
+const GRAPHS: [&str; 9] = [
     "tcp_states",
     "conntrack",
     "conntrack_errors",
@@ -57,6 +57,7 @@ const GRAPHS: [&str; 8] = [
     "listen_drops",
     "udp_drops",
     "netns",
+    "netns_counts",
 ];
 
 #[test]
@@ -627,4 +628,20 @@ fn socket_and_its_directory_modes_ignore_the_umask() {
     assert_eq!(mode(&sock), 0o660);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// munindoc (perldoc) reads the plugin's documentation: it is valid POD (podchecker) and,
+/// rendered, documents every graph the daemon serves.
+#[test]
+fn the_plugin_documentation_is_valid_pod_naming_every_graph() {
+    if !common::require_commands("the_plugin_documentation_is_valid_pod_naming_every_graph", &["podchecker", "pod2text"]) {
+        return;
+    }
+    let plugin = concat!(env!("CARGO_MANIFEST_DIR"), "/munin-plugin/sockwatch_");
+    let check = Command::new("podchecker").arg(plugin).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let text = String::from_utf8(Command::new("pod2text").arg(plugin).output().unwrap().stdout).unwrap();
+    for g in GRAPHS.iter().chain(&["fw_conntrack", "nat_ports"]) {
+        assert!(text.lines().any(|l| l.trim() == *g), "{g} not documented:\n{text}");
+    }
 }

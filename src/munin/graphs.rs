@@ -413,12 +413,12 @@ pub static GRAPHS: &[Graph] = &[
     },
     Graph {
         name: "netns",
-        title: "Network namespaces: the worst one",
-        vlabel: "% / count",
+        title: "Network namespaces: the fullest one",
+        vlabel: "% of its limit",
         args: "--base 1000 -l 0",
-        info: "Every network namespace on the host (containers, pods), read from /proc/PID/net by sockwatch: how \
-               many there are, the fullest one's conntrack table against the host-wide nf_conntrack_max (each \
-               namespace is held to it with its own count), and the most TIME_WAIT sockets any one holds. Munin \
+        info: "Every network namespace on the host (containers, pods), read from /proc/PID/net by sockwatch: the \
+               fullest one's conntrack table against the host-wide nf_conntrack_max (each namespace is held to it \
+               with its own count), and the fullest own port range. Counts are on sockwatch_netns_counts. Munin \
                cannot add a field per pod: which namespace it is, with its container and pod, is in \
                sockwatch_netns_info (Prometheus) and sockwatch doctor.",
         fields: &[
@@ -448,6 +448,18 @@ pub static GRAPHS: &[Graph] = &[
                     netns_ports_pct
                 )
             },
+        ],
+        needs_breakdown: false,
+    },
+    Graph {
+        name: "netns_counts",
+        title: "Network namespaces: how many, and the most TIME_WAIT in one",
+        vlabel: "count",
+        args: "--base 1000 -l 0",
+        info: "How many network namespaces sockwatch found (containers, pods, pinned ones), and the most TIME_WAIT \
+               sockets any one of them holds: each client-side one holds a local port for 60 s against that \
+               namespace's own port range (28,232 ports by default in a new namespace).",
+        fields: &[
             field!(
                 "time_wait_max",
                 "most TIME_WAIT in one",
@@ -582,6 +594,28 @@ pub fn multigraph(snap: Option<&Snapshot>, breakdown: bool, with_config: bool, w
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// munindoc documents every graph: the plugin's POD has an item for each, and no other.
+    #[test]
+    fn the_plugin_documents_every_graph() {
+        let pod = include_str!("../../munin-plugin/sockwatch_");
+        let items: Vec<&str> = pod
+            .lines()
+            .filter_map(|l| l.strip_prefix("=item B<")?.strip_suffix('>'))
+            .collect();
+        let names: Vec<&str> = GRAPHS.iter().map(|g| g.name).collect();
+        assert_eq!(items, names, "the POD's =item list against GRAPHS");
+    }
+
+    /// One unit per graph: a graph with a percentage field draws no count beside it.
+    #[test]
+    fn percentages_and_counts_are_never_on_one_axis() {
+        for g in GRAPHS {
+            let drawn: Vec<&Field> = g.fields.iter().filter(|f| f.draw != "no").collect();
+            let pct = drawn.iter().filter(|f| f.label.contains('%')).count();
+            assert!(pct == 0 || pct == drawn.len(), "{} mixes units", g.name);
+        }
+    }
 
     #[test]
     fn fieldnames_follow_munin_rules() {
