@@ -21,7 +21,12 @@ fn main() -> std::io::Result<()> {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let Some(profile_dir) = out.ancestors().nth(3).map(Path::to_path_buf) else { return Ok(()) };
     let cmd = cli::command().version(&*Box::leak(version.into_boxed_str()));
-    std::fs::write(profile_dir.join("sockwatch.1"), man_page(&cmd)?)?;
+    let page = man_page(&cmd)?;
+    std::fs::write(profile_dir.join("sockwatch.1"), &page)?;
+    // Debian installs man pages gzipped (-n: no name or time inside, so builds repeat).
+    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &page)?;
+    std::fs::write(profile_dir.join("sockwatch.1.gz"), gz.finish()?)?;
     let dir = profile_dir.join("completions");
     std::fs::create_dir_all(&dir)?;
     for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {

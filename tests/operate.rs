@@ -329,7 +329,9 @@ fn debian_package_installs_and_runs() {
         "/etc/munin/plugin-conf.d/sockwatch",
         "/usr/share/sockwatch/prometheus/alerts.yml",
         "/usr/share/sockwatch/grafana/sockwatch.json",
-        "/usr/share/man/man1/sockwatch.1",
+        "/usr/share/man/man1/sockwatch.1.gz",
+        "/usr/share/doc/sockwatch/changelog.Debian.gz",
+        "/usr/share/lintian/overrides/sockwatch",
         "/usr/share/bash-completion/completions/sockwatch",
         "/usr/share/zsh/vendor-completions/_sockwatch",
         "/usr/share/fish/vendor_completions.d/sockwatch.fish",
@@ -399,13 +401,22 @@ fn debian_package_installs_and_runs() {
     assert!(String::from_utf8_lossy(&plugin.stdout).contains("tcp_states"), "{}", output_text(&plugin));
     // Linked as munin-node-configure links it, the installed file runs /usr/bin/sockwatch
     // as its interpreter (its first line) and fetches; no daemon here, so U.
-    in_root(&["ln", "-s", "/usr/share/munin/plugins/sockwatch_", "/tmp/sockwatch_conntrack"]);
-    let fetch = in_root(&["env", "socket=/nonexistent", "/tmp/sockwatch_conntrack"]);
+    in_root(&["mkdir", "-p", "/etc/munin/plugins"]);
+    in_root(&["ln", "-sf", "/usr/share/munin/plugins/sockwatch_", "/etc/munin/plugins/sockwatch_conntrack"]);
+    in_root(&["ln", "-sf", "/usr/share/munin/plugins/sockwatch_", "/etc/munin/plugins/sockwatch_tcp_states"]);
+    // Someone else's plugin of a similar name stays.
+    in_root(&["ln", "-sf", "/usr/share/munin/plugins/cpu", "/etc/munin/plugins/sockwatch_mine"]);
+    let fetch = in_root(&["env", "socket=/nonexistent", "/etc/munin/plugins/sockwatch_conntrack"]);
     assert_eq!(String::from_utf8_lossy(&fetch.stdout), "entries.value U\nmax.value U\n");
-    // Purged: postrm forgets the unit.
+    // Purged: postrm forgets the unit and removes the plugin links it would leave dangling.
     in_root(&["dpkg", "--purge", "sockwatch"]);
     let gone = root.path(wants);
     assert!(!gone.exists() && gone.symlink_metadata().is_err(), "postrm left {wants}");
+    for link in ["sockwatch_conntrack", "sockwatch_tcp_states"] {
+        let link = root.path(&format!("/etc/munin/plugins/{link}"));
+        assert!(link.symlink_metadata().is_err(), "{} dangles after purge", link.display());
+    }
+    assert!(root.path("/etc/munin/plugins/sockwatch_mine").symlink_metadata().is_ok(), "another plugin removed");
     drop(root);
     assert!(host_package_state() == host_before, "the host's dpkg database or sockwatch files changed");
 }
