@@ -163,7 +163,8 @@ fn plugin(args: &[&str], socket: &Path, env: &[(&str, &str)]) -> (Output, Durati
 fn plugin_relays_to_the_daemon() {
     let dir = tmpdir("plugin");
     let sock = dir.join("munin.sock");
-    let d = Served::start(&["--interval", "1h", "--munin.socket", sock.to_str().unwrap()]);
+    // Namespaces read too: the multigraph below must have a value for every field.
+    let d = Served::start(&["--interval", "1h", "--netns", "on", "--munin.socket", sock.to_str().unwrap()]);
     let link = dir.join("sockwatch_tcp_states");
     std::os::unix::fs::symlink(munin_plugin(), &link).unwrap();
     let run = |arg: Option<&str>| {
