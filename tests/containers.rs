@@ -150,7 +150,7 @@ fn the_daemonset_manifest_validates_and_its_flags_are_accepted() {
     if !common::require_commands("the_daemonset_manifest_validates_and_its_flags_are_accepted", &["kubernetes-validate"]) {
         return;
     }
-    let manifest = Path::new(ROOT).join("deploy/kubernetes/daemonset.yaml");
+    let manifest = Path::new(ROOT).join("deploy/kubernetes/base/daemonset.yaml");
     let validate = |p: &Path| Command::new("kubernetes-validate").arg("--strict").arg(p).output().unwrap();
     ok(&validate(&manifest), "kubernetes-validate");
     // The check can fail: a misspelt field is refused.
@@ -277,8 +277,8 @@ fn specs_of(file: &Path) -> Vec<Spec> {
 }
 
 /// Every shipped way to run the image starts and serves: the README's `podman run` (the
-/// image's own ENTRYPOINT and CMD) and each container of each manifest in deploy/kubernetes,
-/// run with podman exactly as the kubelet would (`command` replaces ENTRYPOINT, `args`
+/// image's own ENTRYPOINT and CMD), each container of each manifest in deploy/kubernetes/base,
+/// and each of what every kustomization renders (`kubectl kustomize`), run with podman exactly as the kubelet would (`command` replaces ENTRYPOINT, `args`
 /// replaces CMD), in a network namespace of the test's own (the pods' hostNetwork), with
 /// their capabilities, read-only root and hostPath volumes. (The DaemonSet crash-looped:
 /// its args were appended to an ENTRYPOINT that already held `serve`.)
@@ -298,13 +298,31 @@ fn every_shipped_container_spec_starts_as_the_kubelet_runs_it() {
         port: 9822,
         ..Spec::default()
     }];
-    let dir = Path::new(ROOT).join("deploy/kubernetes");
+    let dir = Path::new(ROOT).join("deploy/kubernetes/base");
     let mut manifests: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
     manifests.sort();
     for m in manifests.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
         specs.extend(specs_of(m));
     }
     assert!(specs.len() >= 2, "no workload found in {}", dir.display());
+    // What each kustomization renders, as a cluster would receive it.
+    if common::require_commands(test, &["kubectl"]) {
+        for k in ["base", "monitoring", "podmonitor"] {
+            let out = Command::new("kubectl")
+                .args(["kustomize", &format!("{ROOT}/deploy/kubernetes/{k}")])
+                .output()
+                .unwrap();
+            let rendered = std::env::temp_dir().join(format!("sockwatch-rendered-{k}-{}.yaml", std::process::id()));
+            std::fs::write(&rendered, ok(&out, &format!("kubectl kustomize {k}"))).unwrap();
+            let before = specs.len();
+            specs.extend(specs_of(&rendered).into_iter().map(|mut s| {
+                s.what = format!("kubectl kustomize deploy/kubernetes/{k}: {}", s.what);
+                s
+            }));
+            assert!(specs.len() > before, "{k} renders no workload");
+            let _ = std::fs::remove_file(&rendered);
+        }
+    }
     for (i, spec) in specs.iter().enumerate() {
         let argv = kubelet_argv(spec, &entrypoint, &cmd);
         let ns = common::Netns::new("spec");
