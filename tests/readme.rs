@@ -183,3 +183,64 @@ fn the_shipped_config_shows_every_setting() {
         assert!(shipped.contains(&format!("\n# {} = ", s.name)), "packaging/sockwatch.toml lacks `# {} = …`", s.name);
     }
 }
+
+/// Every command the README shows in a shell block is exercised somewhere, kept in step by
+/// this list: a README command missing from it fails here, and each entry names the file
+/// that runs it and a string of it that file must hold (so a renamed test or a removed step
+/// fails too). The few that act on a real host's services are run by their tests in a
+/// namespace or throwaway root of their own.
+#[test]
+fn every_readme_command_is_run_somewhere() {
+    // (README line starts with, file that runs it, what that file must contain)
+    let runs: &[(&str, &str, &str)] = &[
+        ("cargo run --release      #", ".ci/run", "cargo build --release"),
+        ("cargo test ", ".ci/run", "\ncargo test\n"),
+        ("cargo run --release -- sample", "tests/cli.rs", "fn sample_prints_every_source"),
+        ("cargo run --release -- --interval 15s --web.listen-address :9822", "tests/cli.rs", "fn unusable_listen_address_fails_fast"),
+        ("cargo install cargo-deb && cargo deb", ".ci/run", "cargo deb --quiet"),
+        ("dpkg -i target/debian/sockwatch_*.deb", "tests/operate.rs", "\"dpkg\", \"-i\""),
+        ("curl -s localhost:9822/metrics", "tests/hardening.rs", "Command::new(\"curl\")"),
+        ("RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release", ".ci/run", "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release"),
+        ("podman build -f deploy/Containerfile", "tests/containers.rs", "\"build\", \"-q\", \"-f\""),
+        ("podman run -d --name sockwatch --pid host", "tests/containers.rs", "README's podman run"),
+        ("  --cap-drop all --cap-add SYS_PTRACE", "tests/containers.rs", "\"--cap-drop\", \"all\""),
+        ("  localhost/sockwatch:latest", "tests/containers.rs", "Image::build"),
+        ("kubectl apply -k deploy/kubernetes/base", "tests/kubernetes.rs", "\"deploy/kubernetes/base\""),
+        ("kubectl apply -k deploy/kubernetes/monitoring", "tests/kubernetes.rs", "\"deploy/kubernetes/monitoring\""),
+        ("kubectl apply -k deploy/kubernetes/podmonitor", "tests/kubernetes.rs", "\"deploy/kubernetes/podmonitor\""),
+        ("sockwatch doctor          #", "tests/operate.rs", "fn doctor_names_the_exhausted_destination"),
+        ("sockwatch doctor --json", "tests/cli.rs", "\"doctor\", \"--json\""),
+        ("install -m 0755 target/release/sockwatch", "tests/munin.rs", "fn real_munin_node_serves_our_values"),
+        ("install -m 0755 munin-plugin/sockwatch_", "tests/munin.rs", "fn real_munin_node_serves_our_values"),
+        ("install -m 0644 munin-plugin/plugin-conf.d/sockwatch", "tests/munin.rs", "plugin-conf.d"),
+        ("munin-node-configure --suggest", "tests/munin.rs", "munin-node-configure"),
+        ("munin-node-configure --shell | sh", "tests/munin.rs", "munin-node-configure"),
+        ("ln -s /usr/share/munin/plugins/sockwatch_ /etc/munin/plugins/", "tests/operate.rs", "/etc/munin/plugins/sockwatch_tcp_states"),
+        ("systemctl restart munin-node", "tests/munin.rs", "munin-node"),
+        ("munin-run sockwatch_tcp_states", "tests/munin.rs", "Command::new(\"munin-run\")"),
+        ("sudo scripts/noisy-neighbour up", ".ci/run", "scripts/noisy-neighbour up"),
+        ("cargo install cargo-fuzz", ".ci/run", "cargo install cargo-fuzz"),
+        ("cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run", ".ci/run", "RUSTC_BOOTSTRAP=1 cargo fuzz run"),
+    ];
+    let text = readme();
+    let mut unlisted = Vec::new();
+    let mut in_block = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block && matches!(line.trim_start_matches('`'), "sh" | "bash" | "console");
+            continue;
+        }
+        if !in_block || line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        if !runs.iter().any(|(prefix, _, _)| line.starts_with(prefix)) {
+            unlisted.push(line.to_owned());
+        }
+    }
+    assert!(unlisted.is_empty(), "README commands that nothing runs (add them to this list): {unlisted:#?}");
+    for (prefix, file, needle) in runs {
+        assert!(text.contains(prefix), "listed but no longer in the README: {prefix:?}");
+        let body = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + file).unwrap();
+        assert!(body.contains(needle), "{prefix:?}: {file} no longer holds {needle:?}");
+    }
+}
