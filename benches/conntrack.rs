@@ -209,7 +209,9 @@ fn main() {
         let now: u32 = std::fs::read_to_string(max_path).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
         if now < want {
             if !std::env::var("SOCKWATCH_TEST_HOST_SETTINGS").is_ok_and(|v| v == "1") {
-                println!("SKIP {n} entries: nf_conntrack_max {now} < {want}; set SOCKWATCH_TEST_HOST_SETTINGS=1 to raise it");
+                println!(
+                    "SKIP {n} entries: nf_conntrack_max {now} < {want}; set SOCKWATCH_TEST_HOST_SETTINGS=1 to raise it"
+                );
                 let _ = Command::new("ip").args(["netns", "del", &ns]).status();
                 continue;
             }

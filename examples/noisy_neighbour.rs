@@ -75,7 +75,11 @@ fn main() {
     while Instant::now() < deadline {
         if !reached && time_wait() as usize >= target {
             reached = true;
-            println!("noisy_neighbour: {} TIME_WAIT sockets after {:.1} s", time_wait(), started.elapsed().as_secs_f64());
+            println!(
+                "noisy_neighbour: {} TIME_WAIT sockets after {:.1} s",
+                time_wait(),
+                started.elapsed().as_secs_f64()
+            );
         }
         // Below the target: a burst; at it: the rate that keeps it there.
         let batch = if reached { (rate / 10.0).ceil() as usize } else { 500 };

@@ -122,6 +122,10 @@ impl Peer {
     }
 }
 
+/// Which session goes first: the biggest holder's, then by [`SlotState::class`], then the
+/// oldest (smallest id); smaller is evicted first.
+type EvictionRank = (std::cmp::Reverse<usize>, u8, u64);
+
 /// The table: each client's sessions, oldest first, and how many are not yet evicted.
 #[derive(Debug, Default)]
 struct Table {
@@ -137,7 +141,7 @@ impl Table {
     fn evict_one(&mut self) -> bool {
         loop {
             // One pass, no allocation: this runs for every connection accepted while full.
-            let mut pick: Option<((std::cmp::Reverse<usize>, u8, u64), &Arc<SlotState>)> = None;
+            let mut pick: Option<(EvictionRank, &Arc<SlotState>)> = None;
             for sessions in self.peers.values() {
                 let held = sessions.iter().filter(|(_, s)| !s.evicted.load(Ordering::Acquire)).count();
                 for (id, s) in sessions.iter().filter(|(_, s)| s.evictable()) {

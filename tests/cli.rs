@@ -265,8 +265,10 @@ fn version_and_build_info_agree() {
     assert!(String::from_utf8_lossy(&rustc_now.stdout).contains(rustc), "the compiler's own version");
     let o = sockwatch(&["sample", "--munin.socket", ""]);
     let m = parse_metrics(&String::from_utf8_lossy(&o.stdout));
-    let series =
-        format!("sockwatch_build_info{{version=\"{}\",revision=\"{revision}\",rustc=\"{rustc}\"}}", env!("CARGO_PKG_VERSION"));
+    let series = format!(
+        "sockwatch_build_info{{version=\"{}\",revision=\"{revision}\",rustc=\"{rustc}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
     assert_eq!(value(&m, &series), 1.0);
 }
 

@@ -93,7 +93,10 @@ fn a_podman_container_is_named_on_its_namespace() {
     let c = Container::sleeping(&image, &format!("sockwatch-test-{}", std::process::id()));
     // Every namespace exported (not the default top 20): on a busy host an idle container
     // ranks below the others.
-    let out = Command::new(BIN).args(["sample", "--netns", "on", "--netns.top-k", "1000", "--munin.socket", ""]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["sample", "--netns", "on", "--netns.top-k", "1000", "--munin.socket", ""])
+        .output()
+        .unwrap();
     let text = ok(&out, "sockwatch sample");
     let info = common::netns_info_line(&text, c.netns());
     assert!(info.contains(&format!("container_id=\"{}\",runtime=\"podman\"", c.id())), "{info}");
@@ -134,7 +137,18 @@ fn the_scratch_image_sees_the_other_containers() {
     let mut args = PODMAN_RUN.to_vec();
     args.extend(["--rm", "--pid", "host", "--network", "host", "--cap-drop", "all", "--cap-add", "SYS_PTRACE"]);
     args.extend(["--cap-add", "SYS_ADMIN", "--read-only", "-v", "/run/netns:/run/netns:ro"]);
-    args.extend(["--entrypoint", "/usr/bin/sockwatch", &tag, "sample", "--netns", "on", "--netns.top-k", "1000", "--munin.socket", ""]);
+    args.extend([
+        "--entrypoint",
+        "/usr/bin/sockwatch",
+        &tag,
+        "sample",
+        "--netns",
+        "on",
+        "--netns.top-k",
+        "1000",
+        "--munin.socket",
+        "",
+    ]);
     let out = podman(&args);
     let _ = podman(&["rmi", "-f", &tag]);
     let text = ok(&out, "sockwatch in its scratch image");
@@ -147,7 +161,10 @@ fn the_scratch_image_sees_the_other_containers() {
 
 #[test]
 fn the_daemonset_manifest_validates_and_its_flags_are_accepted() {
-    if !common::require_commands("the_daemonset_manifest_validates_and_its_flags_are_accepted", &["kubernetes-validate"]) {
+    if !common::require_commands(
+        "the_daemonset_manifest_validates_and_its_flags_are_accepted",
+        &["kubernetes-validate"],
+    ) {
         return;
     }
     let manifest = Path::new(ROOT).join("deploy/kubernetes/base/daemonset.yaml");
@@ -195,7 +212,9 @@ impl Image {
         let json = ok(&podman(&["image", "inspect", &self.0]), "podman image inspect");
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         let list = |k: &str| -> Vec<String> {
-            v[0]["Config"][k].as_array().map_or_else(Vec::new, |a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+            v[0]["Config"][k]
+                .as_array()
+                .map_or_else(Vec::new, |a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
         };
         (list("Entrypoint"), list("Cmd"))
     }
@@ -262,7 +281,12 @@ fn specs_of(file: &Path) -> Vec<Spec> {
                 })
                 .collect();
             out.push(Spec {
-                what: format!("{} {}/{}", file.display(), v["metadata"]["name"].as_str().unwrap_or("?"), c["name"].as_str().unwrap_or("?")),
+                what: format!(
+                    "{} {}/{}",
+                    file.display(),
+                    v["metadata"]["name"].as_str().unwrap_or("?"),
+                    c["name"].as_str().unwrap_or("?")
+                ),
                 command: strings(&c["command"]),
                 args: strings(&c["args"]),
                 host_pid: pod["hostPID"].as_bool().unwrap_or(false),
@@ -308,10 +332,8 @@ fn every_shipped_container_spec_starts_as_the_kubelet_runs_it() {
     // What each kustomization renders, as a cluster would receive it.
     if common::require_commands(test, &["kubectl"]) {
         for k in ["base", "monitoring", "podmonitor"] {
-            let out = Command::new("kubectl")
-                .args(["kustomize", &format!("{ROOT}/deploy/kubernetes/{k}")])
-                .output()
-                .unwrap();
+            let out =
+                Command::new("kubectl").args(["kustomize", &format!("{ROOT}/deploy/kubernetes/{k}")]).output().unwrap();
             let rendered = std::env::temp_dir().join(format!("sockwatch-rendered-{k}-{}.yaml", std::process::id()));
             std::fs::write(&rendered, ok(&out, &format!("kubectl kustomize {k}"))).unwrap();
             let before = specs.len();

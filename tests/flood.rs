@@ -152,17 +152,17 @@ fn flood_child() {
             flood(HOSTILE, Mode::Silent, || connect_from(from(), to), &stop)
         }
         None => match target.strip_prefix("tcp:") {
-        Some(addr) => {
-            let to: std::net::SocketAddrV4 = addr.parse().unwrap();
-            flood(HOSTILE, Mode::Silent, || connect_from([127, 0, 0, 2].into(), to), &stop)
-        }
-        None => match target.strip_prefix("pipeline:") {
-            Some(path) => flood(200, Mode::Pipeline, || UnixStream::connect(path).ok(), &stop),
-            None => {
-                let path = target.strip_prefix("unix:").unwrap().to_owned();
-                flood(HOSTILE, Mode::Trickle, || UnixStream::connect(&path).ok(), &stop)
+            Some(addr) => {
+                let to: std::net::SocketAddrV4 = addr.parse().unwrap();
+                flood(HOSTILE, Mode::Silent, || connect_from([127, 0, 0, 2].into(), to), &stop)
             }
-        },
+            None => match target.strip_prefix("pipeline:") {
+                Some(path) => flood(200, Mode::Pipeline, || UnixStream::connect(path).ok(), &stop),
+                None => {
+                    let path = target.strip_prefix("unix:").unwrap().to_owned();
+                    flood(HOSTILE, Mode::Trickle, || UnixStream::connect(&path).ok(), &stop)
+                }
+            },
         },
     };
     println!("FLOOD made={made} closed={closed}");
@@ -376,8 +376,10 @@ fn password_guessing_from_300_addresses_does_not_starve_a_scrape() {
     let cfg = dir.join("web.yml");
     // Six scrapers, each with its own user, so that every scrape pays for bcrypt (a verified
     // header is answered from the cache afterwards).
-    let users: String = (0..6).map(|i| format!("  scraper{i}: {}\n", bcrypt::hash(format!("right{i}"), 6).unwrap())).collect();
-    std::fs::write(&cfg, format!("basic_auth_users:\n  prometheus: {}\n{users}", bcrypt::hash("right", 6).unwrap())).unwrap();
+    let users: String =
+        (0..6).map(|i| format!("  scraper{i}: {}\n", bcrypt::hash(format!("right{i}"), 6).unwrap())).collect();
+    std::fs::write(&cfg, format!("basic_auth_users:\n  prometheus: {}\n{users}", bcrypt::hash("right", 6).unwrap()))
+        .unwrap();
     let d = Served::start(&["--web.config.file", cfg.to_str().unwrap()]);
     let to: std::net::SocketAddrV4 = d.addr.parse().unwrap();
     let header_for = |user: &str, pw: &str| {

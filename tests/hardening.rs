@@ -653,7 +653,8 @@ fn certificates_v1_refused_by_name_and_expired_warned() {
     der[times[1] + 3..times[1] + 5].copy_from_slice("\u{e9}".as_bytes());
     std::fs::write(dir.join("crafted.der"), &der).unwrap();
     sh("(echo '-----BEGIN CERTIFICATE-----'; base64 -w 64 crafted.der; echo '-----END CERTIFICATE-----') > crafted.pem");
-    std::fs::write(dir.join("crafted.yml"), "tls_server_config:\n  cert_file: crafted.pem\n  key_file: k3.pem\n").unwrap();
+    std::fs::write(dir.join("crafted.yml"), "tls_server_config:\n  cert_file: crafted.pem\n  key_file: k3.pem\n")
+        .unwrap();
     let out = Command::new(BIN)
         .args(["--web.config.file", dir.join("crafted.yml").to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"])
         .output()

@@ -53,7 +53,10 @@ fn generated() -> [(PathBuf, String); 2] {
     let header_cm = "# Generated from grafana/sockwatch.json by tests/kubernetes.rs (SOCKWATCH_BLESS=1 cargo test --test kubernetes).\n# The Grafana sidecar of kube-prometheus-stack loads ConfigMaps labelled grafana_dashboard: \"1\".\n";
     [
         (path("deploy/kubernetes/monitoring/prometheusrule.yaml"), format!("{header}{rule}")),
-        (path("deploy/kubernetes/monitoring/grafana-dashboard.yaml"), format!("{header_cm}{}", serde_yaml_ng::to_string(&cm).unwrap())),
+        (
+            path("deploy/kubernetes/monitoring/grafana-dashboard.yaml"),
+            format!("{header_cm}{}", serde_yaml_ng::to_string(&cm).unwrap()),
+        ),
     ]
 }
 
@@ -67,14 +70,20 @@ fn the_prometheus_rule_and_dashboard_are_the_shipped_ones() {
             std::fs::write(&file, &want).unwrap();
         }
         let have = std::fs::read_to_string(&file).unwrap_or_default();
-        assert!(have == want, "{} differs from its source: SOCKWATCH_BLESS=1 cargo test --test kubernetes", file.display());
+        assert!(
+            have == want,
+            "{} differs from its source: SOCKWATCH_BLESS=1 cargo test --test kubernetes",
+            file.display()
+        );
     }
     // And by content, not only by text: the rule's groups are the alert file's.
-    let rule = &yaml_docs(&std::fs::read_to_string(path("deploy/kubernetes/monitoring/prometheusrule.yaml")).unwrap())[0];
+    let rule =
+        &yaml_docs(&std::fs::read_to_string(path("deploy/kubernetes/monitoring/prometheusrule.yaml")).unwrap())[0];
     let alerts: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(path("prometheus/alerts.yml")).unwrap()).unwrap();
     assert_eq!(rule["spec"]["groups"], alerts["groups"]);
-    let cm = &yaml_docs(&std::fs::read_to_string(path("deploy/kubernetes/monitoring/grafana-dashboard.yaml")).unwrap())[0];
+    let cm =
+        &yaml_docs(&std::fs::read_to_string(path("deploy/kubernetes/monitoring/grafana-dashboard.yaml")).unwrap())[0];
     let json: serde_json::Value = serde_json::from_str(cm["data"]["sockwatch.json"].as_str().unwrap()).unwrap();
     assert_eq!(json["uid"], "sockwatch");
 }
@@ -108,17 +117,22 @@ fn kustomizations_render_and_validate() {
         let mut have: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
         have.sort_unstable();
         assert_eq!(have, kinds, "{kustomization}");
-        let (custom, core): (Vec<_>, Vec<_>) =
-            docs.iter().partition(|d| d["apiVersion"].as_str().is_some_and(|a| a.starts_with("monitoring.coreos.com/")));
+        let (custom, core): (Vec<_>, Vec<_>) = docs
+            .iter()
+            .partition(|d| d["apiVersion"].as_str().is_some_and(|a| a.starts_with("monitoring.coreos.com/")));
         let core_file = dir.join("core.yaml");
-        std::fs::write(&core_file, core.iter().map(|d| serde_yaml_ng::to_string(d).unwrap()).collect::<Vec<_>>().join("---\n"))
-            .unwrap();
+        std::fs::write(
+            &core_file,
+            core.iter().map(|d| serde_yaml_ng::to_string(d).unwrap()).collect::<Vec<_>>().join("---\n"),
+        )
+        .unwrap();
         validate_core(&core_file, kustomization);
         if !custom.is_empty() {
             let stream = custom.iter().map(|d| serde_yaml_ng::to_string(d).unwrap()).collect::<Vec<_>>().join("---\n");
             validate_custom(&stream, kustomization, true);
             // The check can fail: a misspelt field in a ServiceMonitor or PrometheusRule.
-            let broken = stream.replace("podMetricsEndpoints:", "podMetricEndpoints:").replace("endpoints:", "endpoint:");
+            let broken =
+                stream.replace("podMetricsEndpoints:", "podMetricEndpoints:").replace("endpoints:", "endpoint:");
             let broken = broken.replace("  groups:", "  group:");
             validate_custom(&broken, kustomization, false);
         }

@@ -635,7 +635,10 @@ fn socket_and_its_directory_modes_ignore_the_umask() {
 /// rendered, documents every graph the daemon serves.
 #[test]
 fn the_plugin_documentation_is_valid_pod_naming_every_graph() {
-    if !common::require_commands("the_plugin_documentation_is_valid_pod_naming_every_graph", &["podchecker", "pod2text"]) {
+    if !common::require_commands(
+        "the_plugin_documentation_is_valid_pod_naming_every_graph",
+        &["podchecker", "pod2text"],
+    ) {
         return;
     }
     let plugin = concat!(env!("CARGO_MANIFEST_DIR"), "/munin-plugin/sockwatch_");

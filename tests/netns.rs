@@ -222,7 +222,11 @@ fn every_namespace_against_the_kernel() {
     let info = common::netns_info_line(&text, ia);
     assert!(info.contains(&format!("name=\"{}\"", a.name)), "{info}");
     assert!(info.contains(&format!("container_id=\"{DOCKER_ID}\",runtime=\"docker\"")), "{info}");
-    assert_eq!(m[&format!("sockwatch_netns_pid{{netns=\"{ia}\"}}")], f64::from(a_proc.0.id()), "read through A's process");
+    assert_eq!(
+        m[&format!("sockwatch_netns_pid{{netns=\"{ia}\"}}")],
+        f64::from(a_proc.0.id()),
+        "read through A's process"
+    );
     assert!(!info.contains("pid="), "no pid label: {info}");
     let info = common::netns_info_line(&text, id);
     assert!(
@@ -468,7 +472,11 @@ fn a_fifo_or_plain_files_in_run_netns_are_no_namespaces() {
     let (code, text) = common::http_get(&daemon.addr, "/metrics");
     assert_eq!(code, 200);
     let m = parse_metrics(&text);
-    assert!(m["sockwatch_samples_total"] >= first + 2.0, "samples stopped: {first} then {}", m["sockwatch_samples_total"]);
+    assert!(
+        m["sockwatch_samples_total"] >= first + 2.0,
+        "samples stopped: {first} then {}",
+        m["sockwatch_samples_total"]
+    );
     assert_eq!(common::http_get(&daemon.addr, "/-/ready").0, 200, "ready while a FIFO sits in /run/netns");
     assert!(!text.contains("name=\"sw-fifo-") && !text.contains("name=\"sw-plain-"), "a non-namespace exported");
     assert!(text.contains(&format!("name=\"{}\"", real.name)), "the real pinned namespace is exported");
@@ -596,10 +604,16 @@ fn short_lived_processes_do_not_churn_the_info_series() {
     let mut pids = std::collections::BTreeSet::new();
     for _ in 0..8 {
         let text = common::http_get(&daemon.addr, "/metrics").1;
-        series.extend(text.lines().filter(|l| l.starts_with(&format!("sockwatch_netns_info{{netns=\"{inode}\""))).map(|l| {
-            l.rsplit_once(' ').map_or(l, |(s, _)| s).to_owned()
-        }));
-        pids.extend(text.lines().find_map(|l| l.strip_prefix(&format!("sockwatch_netns_pid{{netns=\"{inode}\"}} "))).map(str::to_owned));
+        series.extend(
+            text.lines()
+                .filter(|l| l.starts_with(&format!("sockwatch_netns_info{{netns=\"{inode}\"")))
+                .map(|l| l.rsplit_once(' ').map_or(l, |(s, _)| s).to_owned()),
+        );
+        pids.extend(
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("sockwatch_netns_pid{{netns=\"{inode}\"}} ")))
+                .map(str::to_owned),
+        );
         std::thread::sleep(Duration::from_millis(600));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

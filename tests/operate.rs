@@ -394,7 +394,8 @@ fn debian_package_installs_and_runs() {
         assert!(files.lines().any(|l| l == file), "dpkg -L lacks {file}:\n{files}");
         assert!(root.path(file).exists(), "{file} not installed");
     }
-    let out = in_root(&["/usr/bin/sockwatch", "sample", "--config", "/etc/sockwatch/sockwatch.toml", "--munin.socket", ""]);
+    let out =
+        in_root(&["/usr/bin/sockwatch", "sample", "--config", "/etc/sockwatch/sockwatch.toml", "--munin.socket", ""]);
     let m = parse_metrics(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(value(&m, "sockwatch_source_up{source=\"sockets\"}"), 1.0);
     let plugin = in_root(&["env", "socket=/nonexistent", "/usr/share/munin/plugins/sockwatch_", "suggest"]);
@@ -424,8 +425,13 @@ fn debian_package_installs_and_runs() {
 /// What a package test must leave as it found it on the host: the dpkg status database and
 /// the installed sockwatch's binary and config, if any.
 fn host_package_state() -> Vec<Option<Vec<u8>>> {
-    ["/var/lib/dpkg/status", "/usr/bin/sockwatch", "/etc/sockwatch/sockwatch.toml", "/etc/munin/plugin-conf.d/sockwatch"]
-        .iter()
-        .map(|p| std::fs::read(p).ok())
-        .collect()
+    [
+        "/var/lib/dpkg/status",
+        "/usr/bin/sockwatch",
+        "/etc/sockwatch/sockwatch.toml",
+        "/etc/munin/plugin-conf.d/sockwatch",
+    ]
+    .iter()
+    .map(|p| std::fs::read(p).ok())
+    .collect()
 }

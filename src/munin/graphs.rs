@@ -599,10 +599,7 @@ mod tests {
     #[test]
     fn the_plugin_documents_every_graph() {
         let pod = include_str!("../../munin-plugin/sockwatch_");
-        let items: Vec<&str> = pod
-            .lines()
-            .filter_map(|l| l.strip_prefix("=item B<")?.strip_suffix('>'))
-            .collect();
+        let items: Vec<&str> = pod.lines().filter_map(|l| l.strip_prefix("=item B<")?.strip_suffix('>')).collect();
         let names: Vec<&str> = GRAPHS.iter().map(|g| g.name).collect();
         assert_eq!(items, names, "the POD's =item list against GRAPHS");
     }

@@ -141,7 +141,9 @@ impl Drop for Permit<'_> {
         let Ok(mut s) = self.queue.state.lock() else { return };
         match self.verdict {
             Some(Verdict::Bad) => s.note(self.peer, |r| r.failures = r.failures.saturating_add(1)),
-            Some(Verdict::Good) => s.note(self.peer, |r| *r = Record { good: true, failures: 0, attempts: 0, at: r.at }),
+            Some(Verdict::Good) => {
+                s.note(self.peer, |r| *r = Record { good: true, failures: 0, attempts: 0, at: r.at })
+            }
             None => {}
         }
         s.release_pending(&self.peer);
@@ -274,7 +276,9 @@ mod tests {
         let mut fresh = Vec::new();
         for i in 0..MAX_WAITING {
             let q = q.clone();
-            fresh.push(tokio::spawn(async move { q.wait_turn(ip(&format!("10.1.{}.{}", i / 200, i % 200))).await.is_ok() }));
+            fresh.push(tokio::spawn(
+                async move { q.wait_turn(ip(&format!("10.1.{}.{}", i / 200, i % 200))).await.is_ok() },
+            ));
         }
         tokio::task::yield_now().await;
         assert!(q.state.lock().unwrap().waiting.len() <= MAX_WAITING);

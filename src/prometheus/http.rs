@@ -29,9 +29,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::listen::AcceptErrors;
+use crate::prometheus::auth_queue::{AuthQueue, Verdict};
 use crate::prometheus::webconfig::WebConfig;
 use crate::sampler::Latest;
-use crate::prometheus::auth_queue::{AuthQueue, Verdict};
 use crate::slots::{Peer, SlotState, Slots};
 
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -2,9 +2,9 @@
 //! sample), the HTTP server that serves it ([`http`]) and its TLS and basic auth
 //! ([`webconfig`], the exporter-toolkit format).
 
+pub mod auth_queue;
 mod ct_attribution;
 mod families;
-pub mod auth_queue;
 pub mod http;
 mod netns;
 pub mod render;

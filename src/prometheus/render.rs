@@ -202,7 +202,11 @@ fn process(out: &mut Families, s: &Snapshot) {
     out.counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", p.cpu_seconds);
     out.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", f(p.resident_bytes));
     out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", f(p.virtual_bytes));
-    out.gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", p.start_time_seconds);
+    out.gauge(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        p.start_time_seconds,
+    );
     out.gauge("process_open_fds", "Number of open file descriptors.", f(p.open_fds));
     out.gauge("process_max_fds", "Maximum number of open file descriptors (RLIMIT_NOFILE soft limit).", f(p.max_fds));
     out.gauge("process_threads", "Number of OS threads in the process.", f(p.threads));

@@ -62,8 +62,8 @@ pub struct WebConfigError {
 impl WebConfig {
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         let ctx = |problem: String| WebConfigError { path: path.to_owned(), problem };
-        let text = crate::sources::read_small_file(path, MAX_WEB_CONFIG)
-            .map_err(|e| ctx(format!("cannot read: {e}")))?;
+        let text =
+            crate::sources::read_small_file(path, MAX_WEB_CONFIG).map_err(|e| ctx(format!("cannot read: {e}")))?;
         // The YAML parser takes seconds to minutes on deeply nested flow collections
         // (`[[[[...`): refused before it runs, as no web config needs them.
         if let Some(line) = too_deep(&text) {
@@ -131,7 +131,8 @@ fn too_deep(text: &str) -> Option<usize> {
 /// regular file (a FIFO there would block SIGHUP's reload for good, `/dev/zero` would
 /// never end), at most [`MAX_PEM_FILE`] bytes.
 fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, Problem> {
-    let file = crate::sources::open_regular(path).map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
+    let file =
+        crate::sources::open_regular(path).map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_PEM_FILE + 1), &mut bytes)
         .map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
@@ -491,7 +492,10 @@ mod tests {
         assert!(e.contains("line 1: nested deeper than 16 levels"), "{e}");
         assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
         // Brackets inside quotes and comments are not nesting.
-        assert_eq!(too_deep("a: \"[[[[[[[[[[[[[[[[[[[[\" # {{{{{{{{{{{{{{{{{{{{{{\nb: '{{{{{{{{{{{{{{{{{{{{{{'\n"), None);
+        assert_eq!(
+            too_deep("a: \"[[[[[[[[[[[[[[[[[[[[\" # {{{{{{{{{{{{{{{{{{{{{{\nb: '{{{{{{{{{{{{{{{{{{{{{{'\n"),
+            None
+        );
         assert_eq!(too_deep(&format!("a:\n  b: {}", "[".repeat(17))), Some(2));
         std::fs::remove_dir_all(&dir).unwrap();
     }

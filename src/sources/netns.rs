@@ -168,10 +168,13 @@ fn pod_uid(part: &str) -> Option<String> {
     let uid = stem.rsplit_once("-pod").map_or_else(|| stem.strip_prefix("pod"), |(_, u)| Some(u))?;
     let uid = uid.replace('_', "-");
     let ok = uid.len() == 36
-        && uid
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { matches!(b, b'0'..=b'9' | b'a'..=b'f') });
+        && uid.bytes().enumerate().all(|(i, b)| {
+            if [8, 13, 18, 23].contains(&i) {
+                b == b'-'
+            } else {
+                matches!(b, b'0'..=b'9' | b'a'..=b'f')
+            }
+        });
     ok.then_some(uid)
 }
 
