@@ -628,12 +628,17 @@ fn certificates_v1_refused_by_name_and_expired_warned() {
     let key = "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout k.pem -subj /CN=localhost";
     sh(&format!("{key} -out r.csr && openssl x509 -req -in r.csr -signkey k.pem -days 30 -out v1.pem"));
     std::fs::write(dir.join("v1.yml"), "tls_server_config:\n  cert_file: v1.pem\n  key_file: k.pem\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["--web.config.file", dir.join("v1.yml").to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    // Starting with a web config: refused (exit 2, not a panic's 101) with its message.
+    let refused = |yml: &str| {
+        let out = Command::new(BIN)
+            .args(["--web.config.file", dir.join(yml).to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "a clean refusal: {err}");
+        err
+    };
+    let err = refused("v1.yml");
     assert!(err.contains("an X.509 v1 certificate") && !err.contains("do not fit together"), "{err}");
     // A v3 certificate whose notAfter is rewritten to 2001-01-01 (rustls does not check the
     // signature of its own certificate, only that the key fits).
@@ -655,26 +660,9 @@ fn certificates_v1_refused_by_name_and_expired_warned() {
     sh("(echo '-----BEGIN CERTIFICATE-----'; base64 -w 64 crafted.der; echo '-----END CERTIFICATE-----') > crafted.pem");
     std::fs::write(dir.join("crafted.yml"), "tls_server_config:\n  cert_file: crafted.pem\n  key_file: k3.pem\n")
         .unwrap();
-    let out = Command::new(BIN)
-        .args(["--web.config.file", dir.join("crafted.yml").to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "a clean refusal, not a panic (101): {err}");
+    let err = refused("crafted.yml");
     assert!(err.contains("crafted.pem: the first certificate is not valid DER X.509"), "{err}");
-    std::fs::copy(dir.join("crafted.pem"), dir.join("old.pem")).unwrap();
-    // SAFETY: kill with a valid pid and signal.
-    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while d.log_count("not valid DER X.509") == 0 {
-        assert!(std::time::Instant::now() < deadline, "no SIGHUP refusal logged: {:?}", d.log.lock().unwrap());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(d.child.try_wait().unwrap().is_none(), "the daemon died on SIGHUP: {:?}", d.log.lock().unwrap());
-    // The certificate replaced by a FIFO: refused at once (it blocked the signal loop for
-    // good), and the next SIGHUP, with a good file back, is still heard.
-    let sighup_and_wait = |needle: &str, before: usize| {
+    let sighup_and_wait = |d: &Served, needle: &str, before: usize| {
         // SAFETY: kill with a valid pid and signal.
         unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -683,12 +671,18 @@ fn certificates_v1_refused_by_name_and_expired_warned() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     };
+    std::fs::copy(dir.join("crafted.pem"), dir.join("old.pem")).unwrap();
+    sighup_and_wait(&d, "not valid DER X.509", 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon died on SIGHUP: {:?}", d.log.lock().unwrap());
+    // The certificate replaced by a FIFO: refused at once (it blocked the signal loop for
+    // good), and the next SIGHUP, with a good file back, is still heard.
     std::fs::remove_file(dir.join("old.pem")).unwrap();
     sh("mkfifo old.pem");
-    sighup_and_wait("old.pem: cannot read: not a regular file", 0);
+    sighup_and_wait(&d, "old.pem: cannot read: not a regular file", 0);
     std::fs::remove_file(dir.join("old.pem")).unwrap();
     std::fs::copy(dir.join("v3.pem"), dir.join("old.pem")).unwrap();
     let reloaded = d.log_count("SIGHUP: web config reloaded");
-    sighup_and_wait("SIGHUP: web config reloaded", reloaded);
+    sighup_and_wait(&d, "SIGHUP: web config reloaded", reloaded);
     let _ = std::fs::remove_dir_all(&dir);
 }

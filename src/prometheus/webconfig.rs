@@ -474,12 +474,7 @@ mod tests {
     /// deeply nested YAML (68 s in the parser): each refused at once, by name.
     #[test]
     fn hostile_files_are_refused_at_once() {
-        let dir = std::env::temp_dir().join(format!("sockwatch-hostile-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("cert.fifo");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (dir, fifo) = crate::sources::dir_with_fifo("hostile");
         let started = std::time::Instant::now();
         for cert in [fifo.to_str().unwrap(), "/dev/zero"] {
             let p = write("hostile.yml", &format!("tls_server_config:\n  cert_file: {cert}\n  key_file: {cert}\n"));

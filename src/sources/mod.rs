@@ -146,6 +146,19 @@ pub(crate) fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
 }
 
+/// A fresh directory with a FIFO in it (what an attacker puts where a file is expected),
+/// for the tests of code that must never block on one: (directory, FIFO path).
+#[cfg(test)]
+pub(crate) fn dir_with_fifo(tag: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("sockwatch-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    (dir, fifo)
+}
+
 pub(crate) fn parse_u64(s: &str, path: &Path) -> Result<u64, SourceError> {
     s.parse::<u64>().map_err(|_| SourceError::parse(path, format!("expected an unsigned integer, found {s:?}")))
 }

@@ -529,12 +529,7 @@ mod tests {
     /// the open for good), a plain file is refused, and neither counts as pinned.
     #[test]
     fn a_fifo_or_plain_file_is_no_namespace_and_never_blocks() {
-        let dir = std::env::temp_dir().join(format!("sockwatch-nsfs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("fifo");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (dir, fifo) = crate::sources::dir_with_fifo("nsfs");
         let plain = dir.join("plain");
         std::fs::write(&plain, b"").unwrap();
         for path in [&fifo, &plain] {
