@@ -19,7 +19,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::ct_breakdown::Entry;
-use super::ports::FxMap;
+use super::kernel::maps::FxMap;
 
 /// Keys tracked at most, per map.
 pub const MAX_TRACKED: usize = 50_000;
@@ -209,16 +209,7 @@ fn has_ports(proto: u8) -> bool {
 }
 
 /// The `k` largest counts, largest first; ties in key order, so the output is stable.
-fn top<K: Copy + Ord + std::hash::Hash>(map: &FxMap<K, u64>, k: usize) -> Vec<(K, u64)> {
-    let mut all: Vec<(K, u64)> = map.iter().map(|(k, n)| (*k, *n)).collect();
-    let by = |a: &(K, u64), b: &(K, u64)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
-    if all.len() > k && k > 0 {
-        all.select_nth_unstable_by(k - 1, by);
-    }
-    all.truncate(k);
-    all.sort_unstable_by(by);
-    all
-}
+use super::kernel::maps::top_counts as top;
 
 /// The protocol's name for labels.
 pub fn protocol_name(proto: u8) -> std::borrow::Cow<'static, str> {

@@ -321,7 +321,7 @@ impl PinDir {
         for e in entries.flatten() {
             // The bind-mounted nsfs file's inode is the namespace's; anything else there
             // (a plain file, a FIFO, an unmounted leftover) is not a namespace.
-            let Some(inode) = super::netns::pinned_inode(&e.path()) else { continue };
+            let Some(inode) = super::kernel::namespace::pinned_inode(&e.path()) else { continue };
             self.entries.push((e.file_name().to_string_lossy().into_owned(), e.path(), inode));
         }
     }

@@ -27,11 +27,10 @@
 //!   remaining lifetime (12 counters, see [`super::projection`]), which gives its current
 //!   close rate, the use it settles at, and the seconds until its range is full.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use std::hash::{BuildHasherDefault, Hasher};
 
+use super::kernel::maps::{top_k_by, FxMap};
 use super::projection::{self, TwHistogram};
 use super::sockets::{DiagMsg, TCP_LISTEN, TCP_STATES};
 
@@ -172,42 +171,6 @@ struct DestStat {
     tw: TwHistogram,
 }
 
-/// Fx-style multiply-rotate hasher (as in rustc). The maps here are keyed by local
-/// addresses and ports and by destinations this host connects to, not by what a remote
-/// peer chooses, so SipHash's flooding resistance buys nothing and costs a third of the
-/// per-socket time.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(w));
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u16(&mut self, v: u16) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub(crate) type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// Accumulates over one dump. Feed it every socket with [`PortAggregator::visit`];
 /// the kernel sends a family's listeners before its other sockets, which the
@@ -436,18 +399,6 @@ impl PortAggregator {
     }
 }
 
-/// Keeps the `k` smallest items by `key`, sorted: O(n) selection, then O(k log k).
-fn top_k_by<T, K: Ord>(items: &mut Vec<T>, k: usize, key: impl Fn(&T) -> K) {
-    if items.len() > k {
-        if k == 0 {
-            items.clear();
-            return;
-        }
-        items.select_nth_unstable_by(k - 1, |a, b| key(a).cmp(&key(b)));
-        items.truncate(k);
-    }
-    items.sort_by_key(|a| key(a));
-}
 
 /// State names for the per-port series: every state a server-side socket can be in.
 pub const SERVER_STATES: [u8; 9] = [1, 3, 4, 5, 6, 7, 8, 9, 11];

@@ -40,7 +40,7 @@ use netlink_packet_sock_diag::{AF_INET, AF_INET6, SOCK_DIAG_BY_FAMILY};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
 use super::netlink::DumpSocket;
-use super::ports::FxMap;
+use super::kernel::maps::{top_k_cmp, FxMap};
 use super::sockets::{parse_datagram, DiagMsg};
 use super::SourceError;
 
@@ -398,11 +398,7 @@ impl Follow {
         let fuller = |a: &UdpPort, b: &UdpPort| {
             b.queue_utilization().total_cmp(&a.queue_utilization()).then(key(a).cmp(&key(b)))
         };
-        if filling.len() > cfg.top_k && cfg.top_k > 0 {
-            filling.select_nth_unstable_by(cfg.top_k - 1, fuller);
-        }
-        filling.truncate(cfg.top_k);
-        filling.sort_by(fuller);
+        top_k_cmp(&mut filling, cfg.top_k, fuller);
         // `--udp.ports`: each such port's sockets too, but at most top-K local addresses per
         // port (the fullest): a port bound on thousands of addresses must not multiply the
         // series by them.

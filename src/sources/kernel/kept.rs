@@ -14,7 +14,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{ReadError, SourceError, MAX_PROC_FILE};
+use super::error::SourceError;
+use super::files::{open_regular, ReadError, MAX_PROC_FILE};
 
 /// One kept file, with the path it was opened at (for errors).
 #[derive(Debug)]
@@ -27,7 +28,7 @@ impl KeptFile {
     /// Opens `path` as [`super::read_small_file`] does ([`super::open_regular`]).
     /// `Ok(None)` when it does not exist.
     pub fn open(path: &Path) -> Result<Option<KeptFile>, SourceError> {
-        match super::open_regular(path) {
+        match open_regular(path) {
             Ok(file) => Ok(Some(KeptFile { file, path: path.to_owned() })),
             Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(ReadError::Io(e)) => Err(SourceError::Io { path: path.to_owned(), source: e }),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use netlink_sys::{Socket, SocketAddr};
 
-use super::SourceError;
+use super::error::SourceError;
 
 /// Receive buffer size. The kernel fills each read of a dump with at most 32 KiB
 /// (`SKB_WITH_OVERHEAD(32768)`); twice that leaves room for any kernel that sends more,
@@ -73,7 +73,7 @@ impl DumpSocket {
     fn open(&self) -> io::Result<Socket> {
         match &self.namespace {
             None => self.open_here(),
-            Some((ns, inode)) => super::netns::in_namespace(ns, Some(*inode), || self.open_here()),
+            Some((ns, inode)) => super::namespace::in_namespace(ns, Some(*inode), || self.open_here()),
         }
     }
 
@@ -130,7 +130,7 @@ impl DumpSocket {
     }
 
     /// Names what a failed read of the dump means for an operator.
-    pub(super) fn recv_error(&self, e: io::Error) -> SourceError {
+    pub(crate) fn recv_error(&self, e: io::Error) -> SourceError {
         match e.raw_os_error() {
             Some(libc::ENOBUFS) => self.error("receive buffer overrun (ENOBUFS): the kernel dropped part of the dump"),
             Some(libc::EAGAIN) => {

@@ -1,0 +1,10 @@
+//! The kernel layer: what every source stands on, and nothing above it. The netlink dump
+//! socket and its walk, the kept /proc files, entering a namespace, the safe file open and
+//! the small shared maps. Nothing here imports a source.
+
+pub mod error;
+pub mod files;
+pub mod kept;
+pub mod maps;
+pub mod namespace;
+pub mod netlink;
