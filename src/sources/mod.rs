@@ -12,33 +12,27 @@
 //! - a secondary file missing (a sysctl an older kernel lacks) → that value is `None`
 //!   and its series is simply absent.
 
-pub mod conntrack;
 pub mod ct_attribution;
 pub mod ct_breakdown;
 pub mod ct_events;
 pub mod kernel;
-pub mod limits;
 pub mod netns;
 pub mod netns_counters;
 pub mod netns_ct;
 pub mod netns_deep;
 pub mod netns_discovery;
 pub mod ports;
-pub mod process;
+pub mod procfs;
 pub mod projection;
-pub mod snmp;
 pub mod sockets;
-pub mod sockstat;
 pub mod udp;
 
 /// The kernel layer's modules most sources use, under their old paths.
 pub use kernel::{kept, netlink};
-
+pub use procfs::{conntrack, limits, process, snmp, sockstat};
 
 pub use kernel::error::SourceError;
-pub(crate) use kernel::files::{
-    open_regular, parse_u64, read_optional, read_required, read_u64_sysctl,
-};
+pub(crate) use kernel::files::{open_regular, read_optional, read_u64_sysctl};
 pub use kernel::files::{read_small_file, ReadError};
 
 /// A file or tree under `tests/fixtures/`, for the sources' tests.
@@ -59,4 +53,3 @@ pub(crate) fn dir_with_fifo(tag: &str) -> (std::path::PathBuf, std::path::PathBu
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     (dir, fifo)
 }
-

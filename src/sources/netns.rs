@@ -26,11 +26,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::kernel::namespace::in_namespace;
 pub use super::netns_counters::{read_counters, NetFiles, NsCounters};
 use super::netns_ct::{NsConntrack, NsConntrackConfig};
 use super::netns_deep::{DeepLayer, DeepReading};
 pub use super::netns_discovery::{discover, ns_of, parse_ns_link, Discovery, Found, FULL_SCAN_EVERY};
-use super::kernel::namespace::in_namespace;
 use super::SourceError;
 
 /// Directories where namespaces are pinned by bind mounts.

@@ -113,7 +113,9 @@ fn schedule(
 
 /// Opens a namespace's port range file from inside it.
 fn open_range_file(ns: &std::path::Path, inode: u64) -> std::io::Result<std::fs::File> {
-    super::kernel::namespace::in_namespace(ns, Some(inode), || std::fs::File::open("/proc/sys/net/ipv4/ip_local_port_range"))
+    super::kernel::namespace::in_namespace(ns, Some(inode), || {
+        std::fs::File::open("/proc/sys/net/ipv4/ip_local_port_range")
+    })
 }
 
 impl DeepLayer {

@@ -29,7 +29,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-
 use super::kernel::maps::{top_k_by, FxMap};
 use super::projection::{self, TwHistogram};
 use super::sockets::{DiagMsg, TCP_LISTEN, TCP_STATES};
@@ -170,7 +169,6 @@ struct DestStat {
     used: u64,
     tw: TwHistogram,
 }
-
 
 /// Accumulates over one dump. Feed it every socket with [`PortAggregator::visit`];
 /// the kernel sends a family's listeners before its other sockets, which the
@@ -398,7 +396,6 @@ impl PortAggregator {
         }
     }
 }
-
 
 /// State names for the per-port series: every state a server-side socket can be in.
 pub const SERVER_STATES: [u8; 9] = [1, 3, 4, 5, 6, 7, 8, 9, 11];

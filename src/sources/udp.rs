@@ -39,8 +39,8 @@ use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::{AF_INET, AF_INET6, SOCK_DIAG_BY_FAMILY};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
-use super::netlink::DumpSocket;
 use super::kernel::maps::{top_k_cmp, FxMap};
+use super::netlink::DumpSocket;
 use super::sockets::{parse_datagram, DiagMsg};
 use super::SourceError;
 

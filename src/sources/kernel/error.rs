@@ -40,4 +40,3 @@ impl SourceError {
         SourceError::Parse { path: path.to_owned(), msg: msg.into() }
     }
 }
-

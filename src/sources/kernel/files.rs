@@ -73,7 +73,6 @@ pub(crate) fn read_u64_sysctl(path: &Path) -> Result<Option<u64>, SourceError> {
     }
 }
 
-
 pub(crate) fn parse_u64(s: &str, path: &Path) -> Result<u64, SourceError> {
     s.parse::<u64>().map_err(|_| SourceError::parse(path, format!("expected an unsigned integer, found {s:?}")))
 }

@@ -8,3 +8,7 @@ pub mod kept;
 pub mod maps;
 pub mod namespace;
 pub mod netlink;
+
+pub use error::SourceError;
+pub(crate) use files::{parse_u64, read_optional, read_required, read_u64_sysctl};
+pub use files::{read_small_file, ReadError};

@@ -75,7 +75,6 @@ pub fn in_namespace<T: Send>(
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

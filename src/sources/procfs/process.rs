@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::SourceError;
+use crate::sources::kernel::SourceError;
 
 /// The figures `process_*` exports.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,8 +54,8 @@ fn boot_time(proc_stat: &str) -> Option<u64> {
 /// Reads this process's figures.
 pub fn read() -> Result<ProcessStats, SourceError> {
     let stat_path = Path::new("/proc/self/stat");
-    let stat = super::read_required(stat_path, "/proc/self/stat")?;
-    let proc_stat = super::read_required(Path::new("/proc/stat"), "/proc/stat")?;
+    let stat = crate::sources::kernel::read_required(stat_path, "/proc/self/stat")?;
+    let proc_stat = crate::sources::kernel::read_required(Path::new("/proc/stat"), "/proc/stat")?;
     let btime = boot_time(&proc_stat).ok_or_else(|| SourceError::parse(Path::new("/proc/stat"), "no btime line"))?;
     // SAFETY: sysconf has no preconditions.
     let (tck, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use super::{read_optional, read_required, SourceError};
+use crate::sources::kernel::{read_optional, read_required, SourceError};
 
 /// Cumulative counters since boot (per network namespace). `None`: this kernel lacks the column.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use super::{read_optional, read_u64_sysctl, SourceError};
+use crate::sources::kernel::{read_optional, read_u64_sysctl, SourceError};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Conntrack {

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use super::{read_optional, read_required, SourceError};
+use crate::sources::kernel::{read_optional, read_required, SourceError};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sockstat {
@@ -52,7 +52,7 @@ pub fn read(proc_root: &Path) -> Result<Sockstat, SourceError> {
 /// `inuse` of the `UDP:` / `UDP6:` line, if the line is there.
 pub fn udp_inuse(text: &str, prefix: &str, path: &Path) -> Result<Option<u64>, SourceError> {
     match fields(text, prefix).and_then(|mut pairs| pairs.find(|(name, _)| *name == "inuse")) {
-        Some((_, v)) => super::parse_u64(v, path).map(Some),
+        Some((_, v)) => crate::sources::kernel::parse_u64(v, path).map(Some),
         None => Ok(None),
     }
 }
@@ -77,7 +77,7 @@ pub fn parse_v4(text: &str, path: &Path) -> Result<Sockstat, SourceError> {
             "mem" => &mut mem,
             _ => continue, // newer kernels may add fields: ignore them
         };
-        *slot = Some(super::parse_u64(value, path)?);
+        *slot = Some(crate::sources::kernel::parse_u64(value, path)?);
     }
     let need = |v: Option<u64>, name: &str| {
         v.ok_or_else(|| SourceError::parse(path, format!("\"TCP:\" line has no {name:?} field")))
@@ -101,7 +101,7 @@ pub fn parse_v4(text: &str, path: &Path) -> Result<Sockstat, SourceError> {
 pub fn parse_v6_inuse(text: &str, path: &Path) -> Result<u64, SourceError> {
     let mut pairs = fields(text, "TCP6").ok_or_else(|| SourceError::parse(path, "no \"TCP6:\" line"))?;
     match pairs.find(|(name, _)| *name == "inuse") {
-        Some((_, v)) => super::parse_u64(v, path),
+        Some((_, v)) => crate::sources::kernel::parse_u64(v, path),
         None => Err(SourceError::parse(path, "\"TCP6:\" line has no \"inuse\" field")),
     }
 }
