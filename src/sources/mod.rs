@@ -12,9 +12,7 @@
 //! - a secondary file missing (a sysctl an older kernel lacks) → that value is `None`
 //!   and its series is simply absent.
 
-pub mod ct_attribution;
-pub mod ct_breakdown;
-pub mod ct_events;
+pub mod ctnetlink;
 pub mod kernel;
 pub mod netns;
 pub mod netns_counters;
@@ -27,12 +25,13 @@ pub mod projection;
 pub mod sockets;
 pub mod udp;
 
+pub use ctnetlink::{attribution as ct_attribution, dump as ct_breakdown, events as ct_events};
 /// The kernel layer's modules most sources use, under their old paths.
 pub use kernel::{kept, netlink};
 pub use procfs::{conntrack, limits, process, snmp, sockstat};
 
 pub use kernel::error::SourceError;
-pub(crate) use kernel::files::{open_regular, read_optional, read_u64_sysctl};
+pub(crate) use kernel::files::{open_regular, read_optional};
 pub use kernel::files::{read_small_file, ReadError};
 
 /// A file or tree under `tests/fixtures/`, for the sources' tests.

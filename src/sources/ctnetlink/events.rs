@@ -2,7 +2,7 @@
 //! attribution (sources, destinations, NAT mappings) current between full dumps.
 //!
 //! - Each NEW event counts an entry in, each DESTROY event counts one out
-//!   ([`super::ct_attribution::Attributor::add`] with +1 / -1), so a table of millions is
+//!   ([`super::attribution::Attributor::add`] with +1 / -1), so a table of millions is
 //!   walked only at the resynchronising dump (`--conntrack.resync-interval`).
 //! - Events are read in batches, every [`BATCH`], not one wake-up per event: a gateway
 //!   making 10,000 connections a second sends 20,000 events a second. The socket's receive
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
-use super::ct_breakdown::{parse_entry, Entry};
+use super::entry::{parse_entry, Entry};
 
 /// ctnetlink's multicast groups (`enum nfnetlink_groups`).
 const NFNLGRP_CONNTRACK_NEW: u32 = 1;
@@ -141,7 +141,7 @@ impl CtEvents {
 /// skipped; a malformed one ends the datagram. Events carry sequence number 0.
 pub fn parse_events(data: &[u8], visit: &mut dyn FnMut(i64, &Entry)) -> u64 {
     let mut n = 0;
-    let _ = super::netlink::walk_datagram("ctnetlink events", data, 0, |m| {
+    let _ = crate::sources::kernel::netlink::walk_datagram("ctnetlink events", data, 0, |m| {
         let delta = match (m.kind >> 8, m.kind & 0xff) {
             (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) => 1,
             (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE) => -1,

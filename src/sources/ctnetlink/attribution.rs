@@ -18,8 +18,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::ct_breakdown::Entry;
-use super::kernel::maps::FxMap;
+use super::entry::Entry;
+use crate::sources::kernel::maps::FxMap;
 
 /// Keys tracked at most, per map.
 pub const MAX_TRACKED: usize = 50_000;
@@ -209,7 +209,7 @@ fn has_ports(proto: u8) -> bool {
 }
 
 /// The `k` largest counts, largest first; ties in key order, so the output is stable.
-use super::kernel::maps::top_counts as top;
+use crate::sources::kernel::maps::top_counts as top;
 
 /// The protocol's name for labels.
 pub fn protocol_name(proto: u8) -> std::borrow::Cow<'static, str> {
