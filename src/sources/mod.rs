@@ -15,10 +15,6 @@
 pub mod ctnetlink;
 pub mod kernel;
 pub mod netns;
-pub mod netns_counters;
-pub mod netns_ct;
-pub mod netns_deep;
-pub mod netns_discovery;
 pub mod ports;
 pub mod procfs;
 pub mod projection;
@@ -28,6 +24,7 @@ pub mod udp;
 pub use ctnetlink::{attribution as ct_attribution, dump as ct_breakdown, events as ct_events};
 /// The kernel layer's modules most sources use, under their old paths.
 pub use kernel::{kept, netlink};
+pub use netns::{counters as netns_counters, ct as netns_ct, deep as netns_deep, discovery as netns_discovery};
 pub use procfs::{conntrack, limits, process, snmp, sockstat};
 
 pub use kernel::error::SourceError;

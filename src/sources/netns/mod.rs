@@ -26,18 +26,22 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::kernel::namespace::in_namespace;
-pub use super::netns_counters::{read_counters, NetFiles, NsCounters};
-use super::netns_ct::{NsConntrack, NsConntrackConfig};
-use super::netns_deep::{DeepLayer, DeepReading};
-pub use super::netns_discovery::{discover, ns_of, parse_ns_link, Discovery, Found, FULL_SCAN_EVERY};
-use super::SourceError;
+pub mod cgroup;
+pub mod counters;
+pub mod ct;
+pub mod deep;
+pub mod discovery;
+pub mod model;
 
-/// Directories where namespaces are pinned by bind mounts.
-pub const PIN_DIRS: [&str; 2] = ["/run/netns", "/var/run/docker/netns"];
-
-/// Most namespaces read per sample (bounded work and memory on a host gone wrong).
-pub const MAX_NAMESPACES: usize = 10_000;
+use crate::sources::kernel::namespace::in_namespace;
+use crate::sources::SourceError;
+pub use cgroup::parse_cgroup;
+pub use counters::{read_counters, NetFiles, NsCounters};
+use ct::{NsConntrack, NsConntrackConfig};
+use deep::DeepLayer;
+pub use deep::DeepReading;
+pub use discovery::{discover, ns_of, parse_ns_link, Discovery, Found, FULL_SCAN_EVERY};
+pub use model::{Namespace, Namespaces, Owner, DEFAULT_PORT_RANGE, MAX_NAMESPACES, PIN_DIRS};
 
 /// How many namespaces are exported (the source runs only when `--netns` is on).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,135 +57,6 @@ impl Default for NetnsConfig {
         NetnsConfig { top_k: 20, conntrack: None }
     }
 }
-
-/// Who a namespace belongs to, where it could be found out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Owner {
-    pub container_id: Option<String>,
-    /// `docker`, `containerd`, `crio`, `podman`.
-    pub runtime: Option<&'static str>,
-    pub pod_uid: Option<String>,
-}
-
-/// A network namespace and what was read in it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Namespace {
-    /// The namespace's inode: stable for its life, the `netns` label.
-    pub inode: u64,
-    /// The process it was read through (`None`: a pinned namespace without processes).
-    pub pid: Option<u32>,
-    /// Its `/run/netns` (or Docker netns) file name, if pinned.
-    pub name: Option<String>,
-    pub owner: Owner,
-    /// The namespace sockwatch itself runs in.
-    pub own: bool,
-    /// `None`: it could not be read (permissions, or it went away during the sample).
-    pub counters: Option<NsCounters>,
-    /// Pressure, 0 to 1 and beyond: the larger of its conntrack use (entries over
-    /// `nf_conntrack_max`), its TCP sockets in use or TIME_WAIT over a default ephemeral
-    /// port range (28,232), and its busiest destination's ports over its own range (from
-    /// the deep layer's latest dump).
-    pub pressure: f64,
-    /// Its latest dump from inside (the deep layer), if one was taken.
-    pub deep: Option<DeepReading>,
-    /// Who fills its conntrack table (with `--conntrack.breakdown`, for the fullest few).
-    pub conntrack: Option<super::ct_attribution::Attribution>,
-}
-
-/// What one sample of every namespace found.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Namespaces {
-    /// Namespaces found.
-    pub count: u64,
-    /// Found but not read (no access, or gone).
-    pub unreadable: u64,
-    /// The top-K by pressure, the daemon's own namespace and the worst of each kind always
-    /// among them.
-    pub top: Vec<Namespace>,
-    /// The namespace with the most conntrack entries: (inode, entries).
-    pub worst_conntrack: Option<(u64, u64)>,
-    /// The namespace with the most TIME_WAIT sockets: (inode, count).
-    pub worst_time_wait: Option<(u64, u64)>,
-    /// The namespace whose busiest destination holds the largest share of its own port
-    /// range (deep layer): (inode, utilization).
-    pub worst_ports: Option<(u64, f64)>,
-    /// The deep layer: why it is down (no CAP_SYS_ADMIN), dumps since start, sockets kept.
-    pub deep_down: Option<String>,
-    pub deep_dumps_total: u64,
-    pub deep_kept: u64,
-}
-
-/// The owner named by a `/proc/PID/cgroup` file (v1 lines `N:controllers:/path`, the v2
-/// line `0::/path`). The last container-id-looking component wins: it is the innermost.
-pub fn parse_cgroup(text: &str) -> Owner {
-    let mut owner = Owner::default();
-    for line in text.lines() {
-        let Some(path) = line.splitn(3, ':').nth(2) else { continue };
-        let mut parent = "";
-        for part in path.split('/') {
-            if let Some((runtime, id)) = container_id(part, parent) {
-                owner.container_id = Some(id.to_owned());
-                owner.runtime = runtime.or(owner.runtime);
-            }
-            if let Some(uid) = pod_uid(part) {
-                owner.pod_uid = Some(uid);
-            }
-            parent = part;
-        }
-    }
-    owner
-}
-
-/// A container id as the runtimes write it: 64 lower-case hex digits. A cgroup name is a
-/// claim by whoever could create that cgroup (anyone delegated a subtree can name one
-/// `docker-<id>.scope`); only the canonical form is accepted, so at least a variant
-/// spelling of a victim's id (upper case) is not taken as that container.
-fn is_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// A cgroup path component naming a container: `<prefix>-<id>.scope` (systemd driver),
-/// or the bare id under `docker/`, `libpod_parent/` or a pod's directory (cgroupfs driver).
-/// Conmon (the monitor process of CRI-O and Podman) is not the container.
-fn container_id<'a>(part: &'a str, parent: &str) -> Option<(Option<&'static str>, &'a str)> {
-    let stem = part.strip_suffix(".scope").unwrap_or(part);
-    for (prefix, runtime) in
-        [("docker-", "docker"), ("cri-containerd-", "containerd"), ("crio-", "crio"), ("libpod-", "podman")]
-    {
-        if let Some(id) = stem.strip_prefix(prefix) {
-            return is_id(id).then_some((Some(runtime), id));
-        }
-    }
-    if !is_id(stem) {
-        return None;
-    }
-    let runtime = match parent {
-        "docker" => Some("docker"),
-        "libpod_parent" => Some("podman"),
-        _ => None, // kubepods/<qos>/pod<uid>/<id>: the runtime is not in the path
-    };
-    Some((runtime, stem))
-}
-
-/// `pod<uid>` (cgroupfs) or `kubepods-<qos>-pod<uid_with_underscores>.slice` (systemd).
-fn pod_uid(part: &str) -> Option<String> {
-    let stem = part.strip_suffix(".slice").unwrap_or(part);
-    let uid = stem.rsplit_once("-pod").map_or_else(|| stem.strip_prefix("pod"), |(_, u)| Some(u))?;
-    let uid = uid.replace('_', "-");
-    let ok = uid.len() == 36
-        && uid.bytes().enumerate().all(|(i, b)| {
-            if [8, 13, 18, 23].contains(&i) {
-                b == b'-'
-            } else {
-                matches!(b, b'0'..=b'9' | b'a'..=b'f')
-            }
-        });
-    ok.then_some(uid)
-}
-
-/// The default `ip_local_port_range` (32768–60999) a new namespace starts with: what the
-/// cheap layer holds a namespace's sockets against (its own range needs the deep layer).
-pub const DEFAULT_PORT_RANGE: f64 = 28_232.0;
 
 fn pressure(c: &NsCounters, conntrack_max: Option<u64>) -> f64 {
     let ct = match (c.conntrack_entries, conntrack_max) {
@@ -209,7 +84,7 @@ pub struct NetnsSource {
     owners: HashMap<(u32, u64), Owner>,
     /// Kept `/proc/PID/net` files by namespace inode; dropped with the namespace.
     files: HashMap<u64, NetFiles>,
-    /// Descriptors the kept files and sockets may use ([`super::kept::keepable_fds`]),
+    /// Descriptors the kept files and sockets may use ([`crate::sources::kept::keepable_fds`]),
     /// known at the first sample.
     fd_limit: Option<usize>,
     deep: DeepLayer,
@@ -231,7 +106,7 @@ impl NetnsSource {
 
     /// Descriptors still free for kept files and sockets.
     fn fds_left(&mut self) -> usize {
-        let limit = *self.fd_limit.get_or_insert_with(super::kept::keepable_fds);
+        let limit = *self.fd_limit.get_or_insert_with(crate::sources::kept::keepable_fds);
         let held: usize = self.files.values().map(NetFiles::open_count).sum::<usize>()
             + 2 * self.deep.kept()
             + self.discovery.open_count();
@@ -380,7 +255,7 @@ impl NetnsSource {
                 .owners
                 .entry((pid, n.inode))
                 .or_insert_with(|| {
-                    super::read_optional(&dir.join("cgroup"))
+                    crate::sources::read_optional(&dir.join("cgroup"))
                         .ok()
                         .flatten()
                         .map_or_else(Owner::default, |t| parse_cgroup(&t))
@@ -399,53 +274,6 @@ pub fn read(root: &Path, cfg: &NetnsConfig, conntrack_max: Option<u64>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ID: &str = "4f1c0e2a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
-
-    #[test]
-    fn container_ids_of_every_runtime_and_driver() {
-        for (cgroup, runtime) in [
-            (format!("0::/system.slice/docker-{ID}.scope"), Some("docker")),
-            (format!("12:pids:/docker/{ID}\n11:memory:/docker/{ID}"), Some("docker")),
-            (
-                format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f9b2c4e_1a2b_4c3d_8e9f_0a1b2c3d4e5f.slice/cri-containerd-{ID}.scope"),
-                Some("containerd"),
-            ),
-            (format!("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f9b2c4e_1a2b_4c3d_8e9f_0a1b2c3d4e5f.slice/crio-{ID}.scope"), Some("crio")),
-            (format!("0::/machine.slice/libpod-{ID}.scope/container"), Some("podman")),
-            (format!("1:name=systemd:/libpod_parent/{ID}"), Some("podman")),
-            (format!("4:memory:/kubepods/burstable/pod0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f/{ID}"), None),
-        ] {
-            let o = parse_cgroup(&cgroup);
-            assert_eq!(o.container_id.as_deref(), Some(ID), "{cgroup}");
-            assert_eq!(o.runtime, runtime, "{cgroup}");
-            if cgroup.contains("pod0f9b") {
-                assert_eq!(o.pod_uid.as_deref(), Some("0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f"), "{cgroup}");
-            }
-        }
-    }
-
-    #[test]
-    fn not_containers() {
-        for cgroup in [
-            "0::/init.scope",
-            "0::/system.slice/sshd.service",
-            "0::/user.slice/user-1000.slice/session-3.scope",
-            &format!("0::/machine.slice/libpod-conmon-{ID}.scope"),
-            &format!("0::/system.slice/crio-conmon-{ID}.scope"),
-            "0::/system.slice/docker-short.scope",
-            // Not the runtimes' canonical spelling: refused, not taken as that container.
-            &format!("0::/system.slice/docker-{}.scope", ID.to_uppercase()),
-            &format!("4:memory:/kubepods/burstable/pod0F9B2C4E-1A2B-4C3D-8E9F-0A1B2C3D4E5F/{}", ID.to_uppercase()),
-            "garbage without colons",
-            "",
-        ] {
-            assert_eq!(parse_cgroup(cgroup), Owner::default(), "{cgroup}");
-        }
-        // A pod's sandbox (pause) cgroup without a container id still names the pod.
-        let o = parse_cgroup("0::/kubepods/besteffort/pod0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f");
-        assert_eq!((o.container_id, o.pod_uid.as_deref()), (None, Some("0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f")));
-    }
 
     #[test]
     fn counters_from_a_captured_proc_net() {

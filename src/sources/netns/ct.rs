@@ -18,10 +18,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::ct_attribution::{Attribution, AttributionConfig};
-use super::ct_breakdown::CtDump;
-use super::netns::Namespace;
-use super::SourceError;
+use super::model::Namespace;
+use crate::sources::ctnetlink::attribution::{Attribution, AttributionConfig};
+use crate::sources::ctnetlink::dump::CtDump;
+use crate::sources::SourceError;
 
 /// How many namespaces are attributed (the fullest by conntrack entries).
 pub const NAMESPACES: usize = 3;
@@ -116,7 +116,7 @@ impl NsConntrack {
                 continue;
             }
             let t = Instant::now();
-            let result = k.dump.read(super::ct_breakdown::DEFAULT_TIME_WAIT_TIMEOUT, &attribution);
+            let result = k.dump.read(crate::sources::ctnetlink::entry::DEFAULT_TIME_WAIT_TIMEOUT, &attribution);
             k.tried = Some(Tried { at: t, took: t.elapsed(), entries });
             match result {
                 Ok(b) => k.last = Some(b.attribution),

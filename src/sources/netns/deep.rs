@@ -20,26 +20,10 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::netns::Namespace;
-use super::ports::{Destination, EphemeralRange, PortAggregator, PortUsage, PortsConfig};
-use super::sockets::{SockDiag, Sockets};
-
-/// What one dump inside a namespace found.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeepReading {
-    /// The namespace's own `ip_local_port_range`.
-    pub range: EphemeralRange,
-    /// Its busiest destination (ports used toward it), if it has client sockets.
-    pub busiest: Option<Destination>,
-    /// Busiest destination's ports over the range size (not capped).
-    pub utilization: f64,
-    /// TCP sockets by state, both families (indexed like [`super::sockets::TCP_STATES`]).
-    pub states: [u64; 13],
-    /// The fullest listener's accept queue over its backlog (0 without listeners).
-    pub listen_utilization: f64,
-    /// Samples since this reading was taken (0: this sample).
-    pub age: u64,
-}
+pub use super::model::DeepReading;
+use super::model::Namespace;
+use crate::sources::ports::{EphemeralRange, PortAggregator, PortUsage, PortsConfig};
+use crate::sources::sockets::{SockDiag, Sockets};
 
 impl DeepReading {
     /// What one dump of a namespace says: its busiest destination against `range`, its
@@ -113,7 +97,7 @@ fn schedule(
 
 /// Opens a namespace's port range file from inside it.
 fn open_range_file(ns: &std::path::Path, inode: u64) -> std::io::Result<std::fs::File> {
-    super::kernel::namespace::in_namespace(ns, Some(inode), || {
+    crate::sources::kernel::namespace::in_namespace(ns, Some(inode), || {
         std::fs::File::open("/proc/sys/net/ipv4/ip_local_port_range")
     })
 }

@@ -36,8 +36,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::netns::MAX_NAMESPACES;
-use super::SourceError;
+use super::model::MAX_NAMESPACES;
+use crate::sources::SourceError;
 
 /// Full `/proc` scans happen every this many samples; in between only new processes have
 /// their link read, and each namespace's representative is checked.
@@ -321,7 +321,7 @@ impl PinDir {
         for e in entries.flatten() {
             // The bind-mounted nsfs file's inode is the namespace's; anything else there
             // (a plain file, a FIFO, an unmounted leftover) is not a namespace.
-            let Some(inode) = super::kernel::namespace::pinned_inode(&e.path()) else { continue };
+            let Some(inode) = crate::sources::kernel::namespace::pinned_inode(&e.path()) else { continue };
             self.entries.push((e.file_name().to_string_lossy().into_owned(), e.path(), inode));
         }
     }

@@ -1,0 +1,90 @@
+//! What the namespaces source finds: each namespace with its counters, owner and latest
+//! readings, and the limits it is read within. Plain data every part of the wing shares.
+
+use super::counters::NsCounters;
+use crate::sources::ctnetlink::attribution::Attribution;
+use crate::sources::ports::{Destination, EphemeralRange};
+
+/// Directories where namespaces are pinned by bind mounts.
+pub const PIN_DIRS: [&str; 2] = ["/run/netns", "/var/run/docker/netns"];
+
+/// Most namespaces read per sample (bounded work and memory on a host gone wrong).
+pub const MAX_NAMESPACES: usize = 10_000;
+
+/// The default `ip_local_port_range` (32768–60999) a new namespace starts with: what the
+/// cheap layer holds a namespace's sockets against (its own range needs the deep layer).
+pub const DEFAULT_PORT_RANGE: f64 = 28_232.0;
+
+/// Who a namespace belongs to, where it could be found out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub container_id: Option<String>,
+    /// `docker`, `containerd`, `crio`, `podman`.
+    pub runtime: Option<&'static str>,
+    pub pod_uid: Option<String>,
+}
+
+/// A network namespace and what was read in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Namespace {
+    /// The namespace's inode: stable for its life, the `netns` label.
+    pub inode: u64,
+    /// The process it was read through (`None`: a pinned namespace without processes).
+    pub pid: Option<u32>,
+    /// Its `/run/netns` (or Docker netns) file name, if pinned.
+    pub name: Option<String>,
+    pub owner: Owner,
+    /// The namespace sockwatch itself runs in.
+    pub own: bool,
+    /// `None`: it could not be read (permissions, or it went away during the sample).
+    pub counters: Option<NsCounters>,
+    /// Pressure, 0 to 1 and beyond: the larger of its conntrack use (entries over
+    /// `nf_conntrack_max`), its TCP sockets in use or TIME_WAIT over a default ephemeral
+    /// port range (28,232), and its busiest destination's ports over its own range (from
+    /// the deep layer's latest dump).
+    pub pressure: f64,
+    /// Its latest dump from inside (the deep layer), if one was taken.
+    pub deep: Option<DeepReading>,
+    /// Who fills its conntrack table (with `--conntrack.breakdown`, for the fullest few).
+    pub conntrack: Option<Attribution>,
+}
+
+/// What one sample of every namespace found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Namespaces {
+    /// Namespaces found.
+    pub count: u64,
+    /// Found but not read (no access, or gone).
+    pub unreadable: u64,
+    /// The top-K by pressure, the daemon's own namespace and the worst of each kind always
+    /// among them.
+    pub top: Vec<Namespace>,
+    /// The namespace with the most conntrack entries: (inode, entries).
+    pub worst_conntrack: Option<(u64, u64)>,
+    /// The namespace with the most TIME_WAIT sockets: (inode, count).
+    pub worst_time_wait: Option<(u64, u64)>,
+    /// The namespace whose busiest destination holds the largest share of its own port
+    /// range (deep layer): (inode, utilization).
+    pub worst_ports: Option<(u64, f64)>,
+    /// The deep layer: why it is down (no CAP_SYS_ADMIN), dumps since start, sockets kept.
+    pub deep_down: Option<String>,
+    pub deep_dumps_total: u64,
+    pub deep_kept: u64,
+}
+
+/// What one dump inside a namespace found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeepReading {
+    /// The namespace's own `ip_local_port_range`.
+    pub range: EphemeralRange,
+    /// Its busiest destination (ports used toward it), if it has client sockets.
+    pub busiest: Option<Destination>,
+    /// Busiest destination's ports over the range size (not capped).
+    pub utilization: f64,
+    /// TCP sockets by state, both families (indexed like [`crate::sources::sockets::TCP_STATES`]).
+    pub states: [u64; 13],
+    /// The fullest listener's accept queue over its backlog (0 without listeners).
+    pub listen_utilization: f64,
+    /// Samples since this reading was taken (0: this sample).
+    pub age: u64,
+}
