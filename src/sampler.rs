@@ -18,7 +18,7 @@ use crate::sources::ct_attribution::AttributionConfig;
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
 use crate::sources::ct_events::{self, CtEvents, EventStats, EventsConfig};
 use crate::sources::netns::{NetnsConfig, NetnsSource};
-use crate::sources::netns_deep::DeepReading;
+use crate::sources::netns::DeepReading;
 use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
 use crate::sources::projection;
 use crate::sources::udp::{UdpConfig, UdpTracker};
@@ -339,7 +339,7 @@ fn netns_config(config: &Config) -> Option<NetnsConfig> {
             (None, _) => false,
         }
     });
-    let conntrack = config.conntrack_breakdown.then_some(sources::netns_ct::NsConntrackConfig {
+    let conntrack = config.conntrack_breakdown.then_some(sources::netns::ct::NsConntrackConfig {
         interval: config.conntrack_breakdown_interval,
         attribution: config.conntrack_attribution,
     });

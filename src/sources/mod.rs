@@ -24,7 +24,6 @@ pub mod udp;
 pub use ctnetlink::{attribution as ct_attribution, dump as ct_breakdown, events as ct_events};
 /// The kernel layer's modules most sources use, under their old paths.
 pub use kernel::{kept, netlink};
-pub use netns::{counters as netns_counters, ct as netns_ct, deep as netns_deep, discovery as netns_discovery};
 pub use procfs::{conntrack, limits, process, snmp, sockstat};
 
 pub use kernel::error::SourceError;
