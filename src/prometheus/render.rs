@@ -577,8 +577,8 @@ mod tests {
         }
     }
     use crate::sources::limits::Limits;
-    use crate::sources::netns::{Namespace, Namespaces, NsCounters, Owner};
     use crate::sources::netns::DeepReading;
+    use crate::sources::netns::{Namespace, Namespaces, NsCounters, Owner};
     use crate::sources::ports::EphemeralRange;
     use crate::sources::ports::{Destination, Ephemeral, ListenQueue, PortStates, PortUsage};
     use crate::sources::projection::{Trajectory, TwHistogram};

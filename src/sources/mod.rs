@@ -1,8 +1,18 @@
-//! Kernel sources. One module per place the kernel publishes something we need.
-//!
-//! Every source turns kernel data into plain Rust values and knows nothing about
-//! Prometheus or Munin. Every source reads below a configurable procfs root
+//! Kernel sources. Every source turns kernel data into plain Rust values and knows nothing
+//! about Prometheus or Munin. Every source reads below a configurable procfs root
 //! (`--path.procfs`, default `/proc`) so that tests can point it at captured files.
+//!
+//! Floors, each importing only those below it (no import circle, no arrow back up):
+//! - `kernel/`: the ground. The netlink dump socket and walk, kept /proc files, entering a
+//!   namespace and opening its file safely, the safe file open, the one error type, and the
+//!   small maps (Fx hash map, top-K). It imports no source.
+//! - the wings, one per kernel family: `procfs/` (sockstat, snmp, limits, conntrack
+//!   counters, own process), `tcp/` (sockets, ports, projection), `udp`, `ctnetlink/` (entry,
+//!   attribution, dump, events), and `netns/` on top (model, cgroup, discovery, counters, deep
+//!   layer, per-namespace conntrack), which reads the others inside each namespace.
+//!
+//! The names at this level (`sources::ports`, `sources::ct_breakdown`, ...) are the wings'
+//! modules under their older paths, for the readers above (sampler, outputs, benches).
 //!
 //! Error policy, shared by all sources:
 //! - the source's primary file missing → [`SourceError::Missing`] (the source is down,
@@ -15,19 +25,17 @@
 pub mod ctnetlink;
 pub mod kernel;
 pub mod netns;
-pub mod ports;
 pub mod procfs;
-pub mod projection;
-pub mod sockets;
+pub mod tcp;
 pub mod udp;
 
 pub use ctnetlink::{attribution as ct_attribution, dump as ct_breakdown, events as ct_events};
-/// The kernel layer's modules most sources use, under their old paths.
 pub use kernel::{kept, netlink};
 pub use procfs::{conntrack, limits, process, snmp, sockstat};
+pub use tcp::{ports, projection, sockets};
 
 pub use kernel::error::SourceError;
-pub(crate) use kernel::files::{open_regular, read_optional};
+pub(crate) use kernel::files::open_regular;
 pub use kernel::files::{read_small_file, ReadError};
 
 /// A file or tree under `tests/fixtures/`, for the sources' tests.

@@ -40,9 +40,9 @@ use netlink_packet_sock_diag::{AF_INET, AF_INET6, SOCK_DIAG_BY_FAMILY};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
 use super::kernel::maps::{top_k_cmp, FxMap};
-use super::netlink::DumpSocket;
-use super::sockets::{parse_datagram, DiagMsg};
-use super::SourceError;
+use super::kernel::netlink::DumpSocket;
+use super::kernel::SourceError;
+use super::tcp::sockets::{parse_datagram, DiagMsg};
 
 /// `IPPROTO_UDP`.
 const IPPROTO_UDP: u8 = 17;

@@ -255,7 +255,7 @@ impl Ord for NatKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::ct_breakdown::Tuple;
+    use crate::sources::ctnetlink::dump::Tuple;
 
     fn tcp<'a>(src: &'a [u8], dst: &'a [u8], dport: u16, nat: Option<(&'a [u8], u16)>) -> Entry<'a> {
         let orig = Tuple { src, dst, proto: Some(6), src_port: 40000, dst_port: dport };

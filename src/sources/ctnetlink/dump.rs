@@ -12,7 +12,7 @@
 //! Entries in TCP TIME_WAIT are also counted by remaining timeout (`CTA_TIMEOUT`): no
 //! packet refreshes them, so, like TIME_WAIT sockets, they are the history of how many
 //! tracked TCP connections closed in each of the last `nf_conntrack_tcp_timeout_time_wait`
-//! seconds (120 by default), which [`crate::sources::projection`] turns into where the table is
+//! seconds (120 by default), which [`crate::sources::tcp::projection`] turns into where the table is
 //! heading. Other entries' timeouts restart with every packet and say nothing of their age.
 
 use std::time::Duration;
@@ -25,7 +25,7 @@ use super::entry::*;
 pub use super::entry::{parse_entry, Entry, Tuple, CT_TCP_STATES, DEFAULT_TIME_WAIT_TIMEOUT, IPS_SRC_NAT};
 use crate::sources::kernel::netlink::{DumpSocket, Progress};
 use crate::sources::kernel::SourceError;
-use crate::sources::projection::TwHistogram;
+use crate::sources::tcp::projection::TwHistogram;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Breakdown {

@@ -3,7 +3,7 @@
 //! `stat/nf_conntrack` for every namespace (what it is ranked by), `sockstat6`, `snmp` and
 //! `netstat` for the ones exported.
 //!
-//! Each namespace's files are opened at first need and kept ([`crate::sources::kept`]): re-reading
+//! Each namespace's files are opened at first need and kept ([`crate::sources::kernel::kept`]): re-reading
 //! a kept file costs a third to a seventh of an open and a read. Kept files hold their
 //! namespace, so the namespaces source drops a namespace's [`NetFiles`] as soon as
 //! discovery no longer finds it. When the process may keep no more descriptors, a file is
@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::sources::kernel::kept::KeptFile;
-use crate::sources::SourceError;
+use crate::sources::kernel::SourceError;
 
 /// One namespace's O(1) counters. `None`: the kernel does not have it here (no conntrack
 /// module, an older kernel's missing column).
@@ -112,7 +112,7 @@ impl NetFiles {
                 let mut buf = Vec::with_capacity(4096);
                 Some(kept.read(&mut buf)?.to_owned())
             }
-            None => crate::sources::read_optional(&path)?,
+            None => crate::sources::kernel::read_optional(&path)?,
         };
         Ok(text.map(|t| (t, path)))
     }
@@ -124,15 +124,15 @@ impl NetFiles {
             path: self.dir.join(FILES[SOCKSTAT]),
             what: "/proc/PID/net/sockstat",
         })?;
-        let v4 = crate::sources::sockstat::parse_v4(&text, &path)?;
+        let v4 = crate::sources::procfs::sockstat::parse_v4(&text, &path)?;
         let ct = match self.text(CONNTRACK_STAT, fds_left)? {
-            Some((stat, stat_path)) => Some(crate::sources::conntrack::parse_stats(&stat, &stat_path)?),
+            Some((stat, stat_path)) => Some(crate::sources::procfs::conntrack::parse_stats(&stat, &stat_path)?),
             None => None,
         };
         Ok(NsCounters {
             tcp_inuse: v4.inuse,
             time_wait: v4.tw,
-            udp_inuse: crate::sources::sockstat::udp_inuse(&text, "UDP", &path)?,
+            udp_inuse: crate::sources::procfs::sockstat::udp_inuse(&text, "UDP", &path)?,
             conntrack_entries: ct.as_ref().and_then(|c| c.entries),
             conntrack_drop: ct.as_ref().and_then(|c| c.drop),
             conntrack_early_drop: ct.as_ref().and_then(|c| c.early_drop),
@@ -149,9 +149,11 @@ impl NetFiles {
             let overflow = || SourceError::parse(&path6, "IPv4 + IPv6 sockets overflow a 64-bit counter");
             c.tcp_inuse = c
                 .tcp_inuse
-                .checked_add(crate::sources::sockstat::parse_v6_inuse(&text6, &path6)?)
+                .checked_add(crate::sources::procfs::sockstat::parse_v6_inuse(&text6, &path6)?)
                 .ok_or_else(overflow)?;
-            if let (Some(v4), Some(v6)) = (c.udp_inuse, crate::sources::sockstat::udp_inuse(&text6, "UDP6", &path6)?) {
+            if let (Some(v4), Some(v6)) =
+                (c.udp_inuse, crate::sources::procfs::sockstat::udp_inuse(&text6, "UDP6", &path6)?)
+            {
                 c.udp_inuse = Some(v4.checked_add(v6).ok_or_else(overflow)?);
             }
         }
@@ -159,7 +161,7 @@ impl NetFiles {
             .text(SNMP, fds_left)?
             .ok_or_else(|| SourceError::Missing { path: self.dir.join(FILES[SNMP]), what: "/proc/PID/net/snmp" })?;
         let netstat = self.text(NETSTAT, fds_left)?;
-        let tcp = crate::sources::snmp::parse_tcp(
+        let tcp = crate::sources::procfs::snmp::parse_tcp(
             (&snmp, &snmp_path),
             netstat.as_ref().map(|(t, p)| (t.as_str(), p.as_path())),
         )?;

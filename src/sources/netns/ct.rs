@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::model::Namespace;
 use crate::sources::ctnetlink::attribution::{Attribution, AttributionConfig};
 use crate::sources::ctnetlink::dump::CtDump;
-use crate::sources::SourceError;
+use crate::sources::kernel::SourceError;
 
 /// How many namespaces are attributed (the fullest by conntrack entries).
 pub const NAMESPACES: usize = 3;

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 pub use super::model::DeepReading;
 use super::model::Namespace;
-use crate::sources::ports::{EphemeralRange, PortAggregator, PortUsage, PortsConfig};
-use crate::sources::sockets::{SockDiag, Sockets};
+use crate::sources::tcp::ports::{EphemeralRange, PortAggregator, PortUsage, PortsConfig};
+use crate::sources::tcp::sockets::{SockDiag, Sockets};
 
 impl DeepReading {
     /// What one dump of a namespace says: its busiest destination against `range`, its

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::model::MAX_NAMESPACES;
-use crate::sources::SourceError;
+use crate::sources::kernel::SourceError;
 
 /// Full `/proc` scans happen every this many samples; in between only new processes have
 /// their link read, and each namespace's representative is checked.

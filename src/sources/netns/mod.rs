@@ -34,7 +34,7 @@ pub mod discovery;
 pub mod model;
 
 use crate::sources::kernel::namespace::in_namespace;
-use crate::sources::SourceError;
+use crate::sources::kernel::SourceError;
 pub use cgroup::parse_cgroup;
 pub use counters::{read_counters, NetFiles, NsCounters};
 use ct::{NsConntrack, NsConntrackConfig};
@@ -84,7 +84,7 @@ pub struct NetnsSource {
     owners: HashMap<(u32, u64), Owner>,
     /// Kept `/proc/PID/net` files by namespace inode; dropped with the namespace.
     files: HashMap<u64, NetFiles>,
-    /// Descriptors the kept files and sockets may use ([`crate::sources::kept::keepable_fds`]),
+    /// Descriptors the kept files and sockets may use ([`crate::sources::kernel::kept::keepable_fds`]),
     /// known at the first sample.
     fd_limit: Option<usize>,
     deep: DeepLayer,
@@ -106,7 +106,7 @@ impl NetnsSource {
 
     /// Descriptors still free for kept files and sockets.
     fn fds_left(&mut self) -> usize {
-        let limit = *self.fd_limit.get_or_insert_with(crate::sources::kept::keepable_fds);
+        let limit = *self.fd_limit.get_or_insert_with(crate::sources::kernel::kept::keepable_fds);
         let held: usize = self.files.values().map(NetFiles::open_count).sum::<usize>()
             + 2 * self.deep.kept()
             + self.discovery.open_count();
@@ -255,7 +255,7 @@ impl NetnsSource {
                 .owners
                 .entry((pid, n.inode))
                 .or_insert_with(|| {
-                    crate::sources::read_optional(&dir.join("cgroup"))
+                    crate::sources::kernel::read_optional(&dir.join("cgroup"))
                         .ok()
                         .flatten()
                         .map_or_else(Owner::default, |t| parse_cgroup(&t))

@@ -3,7 +3,7 @@
 
 use super::counters::NsCounters;
 use crate::sources::ctnetlink::attribution::Attribution;
-use crate::sources::ports::{Destination, EphemeralRange};
+use crate::sources::tcp::ports::{Destination, EphemeralRange};
 
 /// Directories where namespaces are pinned by bind mounts.
 pub const PIN_DIRS: [&str; 2] = ["/run/netns", "/var/run/docker/netns"];
@@ -81,7 +81,7 @@ pub struct DeepReading {
     pub busiest: Option<Destination>,
     /// Busiest destination's ports over the range size (not capped).
     pub utilization: f64,
-    /// TCP sockets by state, both families (indexed like [`crate::sources::sockets::TCP_STATES`]).
+    /// TCP sockets by state, both families (indexed like [`crate::sources::tcp::sockets::TCP_STATES`]).
     pub states: [u64; 13],
     /// The fullest listener's accept queue over its backlog (0 without listeners).
     pub listen_utilization: f64,

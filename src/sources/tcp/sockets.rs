@@ -34,8 +34,8 @@ use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, Stat
 use netlink_packet_sock_diag::{SockDiagMessage, AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
-use super::netlink::DumpSocket;
-use super::SourceError;
+use crate::sources::kernel::netlink::DumpSocket;
+use crate::sources::kernel::SourceError;
 
 /// Kernel TCP states (`include/net/tcp_states.h`), indexed by their number. Index 0 is unused.
 pub const TCP_STATES: [&str; 13] = [
@@ -190,7 +190,7 @@ pub struct Sockets {
     pub interrupted: bool,
 }
 
-pub use super::netlink::Progress;
+pub use crate::sources::kernel::netlink::Progress;
 
 /// Parses one datagram of a dump reply, calling `visit` for every socket message that
 /// belongs to the dump with sequence number `seq`. Sets `*interrupted` when a message
@@ -202,7 +202,7 @@ pub fn parse_datagram(
     interrupted: &mut bool,
     visit: &mut dyn FnMut(&DiagMsg<'_>),
 ) -> Result<Progress, SourceError> {
-    super::netlink::walk_datagram("sock_diag", data, seq, |m| {
+    crate::sources::kernel::netlink::walk_datagram("sock_diag", data, seq, |m| {
         if m.flags & NLM_F_DUMP_INTR != 0 {
             *interrupted = true;
         }
@@ -509,7 +509,7 @@ mod tests {
         // a typed errno, as `read` sees it; a failed read is another kind of error.
         let (res, _, _, _) = run("error-einval.bin");
         assert!(matches!(res, Err(SourceError::Kernel { errno: libc::EINVAL, .. })), "{res:?}");
-        let nl = super::super::netlink::DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT);
+        let nl = crate::sources::kernel::netlink::DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT);
         let overrun = nl.recv_error(io::Error::from_raw_os_error(libc::ENOBUFS));
         assert!(matches!(overrun, SourceError::Netlink(_)), "{overrun:?}");
     }
