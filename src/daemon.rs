@@ -132,6 +132,8 @@ async fn run(config: Config, flags: Flags, log_filter: LogFilter, web_config: We
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (latest_tx, latest_rx) = watch::channel(None);
+    // The running configuration: SIGHUP sends a new one to every loop that reads it.
+    let (config_tx, config_rx) = watch::channel(config.clone());
     // The sampler renders each snapshot once, with the exporter the daemon hands it.
     let mut sampler = Sampler::new(&config, prometheus::render);
     if config.conntrack_breakdown {
@@ -139,10 +141,10 @@ async fn run(config: Config, flags: Flags, log_filter: LogFilter, web_config: We
         sampler.share_breakdown(slot.clone());
         match config.conntrack_events {
             Some(events) => {
-                let (attribution, interval, root, stop) =
-                    (config.conntrack_attribution, config.interval, config.procfs.clone(), shutdown_rx.clone());
+                let (attribution, running, root, stop) =
+                    (config.conntrack_attribution, config_rx.clone(), config.procfs.clone(), shutdown_rx.clone());
                 tokio::task::spawn_blocking(move || {
-                    sampler::follow_breakdown(events, attribution, interval, root, slot, stop)
+                    sampler::follow_breakdown(events, attribution, running, root, slot, stop)
                 });
             }
             None => {
@@ -157,7 +159,6 @@ async fn run(config: Config, flags: Flags, log_filter: LogFilter, web_config: We
         }
     }
     let munin_tasks = start_munin(&config, latest_rx.clone(), &shutdown_rx).await;
-    let (config_tx, config_rx) = watch::channel(config.clone());
     let mut sampler_task = tokio::spawn(sampler::run(sampler, latest_tx, config_rx, shutdown_rx.clone()));
     let web = Arc::new(Web::new(latest_rx, config.telemetry_path.clone(), web_config));
     let http_task = tokio::spawn(http::serve(listener, web.clone(), shutdown_rx));

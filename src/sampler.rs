@@ -558,14 +558,15 @@ pub async fn run_breakdown(
 
 /// With `--conntrack.events`: the breakdown dumped every `events.resync`, and its
 /// attribution kept current in between from ctnetlink's NEW and DESTROY events, read in
-/// batches ([`ct_events::BATCH`]) and published every `publish_every`. An overflow of
+/// batches ([`ct_events::BATCH`]) and published every sampling interval of the running
+/// configuration (`running`: a SIGHUP's new `--interval` applies here too). An overflow of
 /// the event buffer triggers a resynchronising dump (at most one per
 /// [`OVERFLOW_RESYNC_GAP`], so a host that overflows all the time is not dumped back to
 /// back). Blocking: runs on its own thread until `shutdown` flips.
 pub fn follow_breakdown(
     events: EventsConfig,
     attribution: AttributionConfig,
-    publish_every: Duration,
+    running: watch::Receiver<Config>,
     proc_root: PathBuf,
     slot: BreakdownSlot,
     shutdown: watch::Receiver<bool>,
@@ -576,7 +577,9 @@ pub fn follow_breakdown(
     let mut stats = EventStats::default();
     let mut sub: Option<CtEvents> = None;
     let mut latest: Option<(Option<Breakdown>, SourceStatus)> = None;
-    let (mut next_dump, mut next_publish) = (Instant::now(), Instant::now());
+    // The next publish is the last one plus the interval in force now, so a reload
+    // shortens (or lengthens) the wait already running.
+    let (mut next_dump, mut last_publish): (Instant, Option<Instant>) = (Instant::now(), None);
     let mut last_overflow_dump: Option<Instant> = None;
     let publish = |latest: &Option<(Option<Breakdown>, SourceStatus)>| {
         if let (Ok(mut g), Some(l)) = (slot.lock(), latest) {
@@ -612,7 +615,7 @@ pub fn follow_breakdown(
             // resync interval later.
             next_dump = now + if b.is_some() { events.resync } else { events.resync.min(FAILED_DUMP_RETRY) };
             latest = Some((b, status));
-            next_publish = now; // at once
+            last_publish = None; // publish at once
         }
         match ev.drain(&mut |delta, e| dump.apply(e, delta)) {
             Ok(n) => stats.events_total += n,
@@ -627,13 +630,13 @@ pub fn follow_breakdown(
                 sub = None;
             }
         }
-        if now >= next_publish {
+        if last_publish.is_none_or(|at| now >= at + running.borrow().interval) {
             if let Some((Some(b), _)) = latest.as_mut() {
                 b.attribution = dump.attribution(&attribution);
                 b.events = Some(stats.clone());
             }
             publish(&latest);
-            next_publish = now + publish_every;
+            last_publish = Some(now);
         }
         std::thread::sleep(ct_events::BATCH);
     }

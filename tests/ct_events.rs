@@ -110,3 +110,48 @@ fn event_counts_equal_a_fresh_dump_and_recover_from_overflow() {
     assert_eq!((m[&dest(7102)], conntrack_count(&ns, 7102)), (300.0, 300), "after the resync, against conntrack -L");
     assert_eq!(m[&dest(7100)], 60.0);
 }
+
+/// A SIGHUP that shortens `--interval` reaches event mode's publishing too (it kept the
+/// interval it started with: at 20 s, new entries showed up to 20 s late after a reload to
+/// 1 s). Started at 20 s from its config file, reloaded to 1 s, a burst of connections is
+/// counted within a few seconds, not at the next 20 s publish.
+#[test]
+fn a_reloaded_interval_reaches_event_mode_publishing() {
+    let test = "a_reloaded_interval_reaches_event_mode_publishing";
+    if !require(test, &["nft", "conntrack"]) {
+        return;
+    }
+    let ns = Netns::new("ctevhup");
+    ns.enable_conntrack();
+    let dir = std::env::temp_dir().join(format!("sockwatch-ctevhup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("sockwatch.toml");
+    std::fs::write(&conf, "interval = \"20s\"\n").unwrap();
+    let flags = [
+        "--config",
+        conf.to_str().unwrap(),
+        "--conntrack.breakdown",
+        "--conntrack.events",
+        "--conntrack.resync-interval",
+        "1h",
+    ];
+    let daemon = Daemon::start(&ns, 9883, &flags);
+    until(&daemon, &ns, "the first dump", |m| m.contains_key("sockwatch_conntrack_events_total"));
+    std::fs::write(&conf, "interval = \"1s\"\n").unwrap();
+    // SAFETY: signalling our own child (ip netns exec execs sockwatch in its place).
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) };
+    let reloaded = Instant::now();
+    until(&daemon, &ns, "the 1 s interval in force", |m| m.get("sockwatch_sample_interval_seconds") == Some(&1.0));
+    // Past the publish that was already due at 20 s when the reload came.
+    std::thread::sleep(Duration::from_secs(3));
+    let _held = connections(&ns, 7110, 30);
+    let burst = Instant::now();
+    until(&daemon, &ns, "the burst counted", |m| m.get(&dest(7110)) == Some(&30.0));
+    let took = burst.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "counted {took:?} after the burst ({:?} after the reload): published at the old 20 s interval",
+        reloaded.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
