@@ -26,9 +26,6 @@ use crate::sources::kernel::SourceError;
 /// How many namespaces are attributed (the fullest by conntrack entries).
 pub const NAMESPACES: usize = 3;
 
-/// Sources and destinations exported per namespace (and NAT mappings).
-pub const TOP_K: usize = 5;
-
 /// `--conntrack.breakdown` as the namespaces source uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NsConntrackConfig {
@@ -101,7 +98,9 @@ impl NsConntrack {
         // A kept socket holds its namespace: only the fullest keep one.
         self.kept.retain(|inode, _| fullest.iter().any(|(i, _)| i == inode));
         let start = Instant::now();
-        let attribution = AttributionConfig { top_k: cfg.attribution.top_k.min(TOP_K), ..cfg.attribution };
+        // `--conntrack.top-k` as on the host (it was silently cut to 5 here): series stay
+        // bounded, NAMESPACES x 3 maps x top-K.
+        let attribution = cfg.attribution;
         for (inode, entries) in fullest {
             let Some(path) = reachable.get(&inode) else { continue };
             if self.down.is_some() {
