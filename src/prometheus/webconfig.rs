@@ -364,9 +364,8 @@ impl BasicAuth {
     }
 
     fn verify(&self, header: &str) -> bool {
-        use base64_decode as b64;
         let Some(encoded) = header.strip_prefix("Basic ") else { return false };
-        let Some(decoded) = b64::decode(encoded.trim()) else { return false };
+        let Some(decoded) = decode_base64(encoded.trim()) else { return false };
         let Ok(pair) = String::from_utf8(decoded) else { return false };
         let Some((user, password)) = pair.split_once(':') else { return false };
         match self.users.get(user) {
@@ -382,39 +381,24 @@ impl BasicAuth {
     }
 }
 
-/// A small standard base64 decoder (RFC 4648), for the Authorization header only.
-mod base64_decode {
-    pub fn decode(s: &str) -> Option<Vec<u8>> {
-        let s = s.trim_end_matches('=');
-        let mut out = Vec::with_capacity(s.len() * 3 / 4);
-        let (mut acc, mut bits) = (0u32, 0u32);
-        for c in s.bytes() {
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' => 62,
-                b'/' => 63,
-                _ => return None,
-            };
-            acc = (acc << 6) | u32::from(v);
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        Some(out)
-    }
+/// The credentials of a Basic `Authorization` header: standard base64, its `=` padding
+/// optional (clients differ).
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::{general_purpose, DecodePaddingMode, Engine};
+    const ENGINE: general_purpose::GeneralPurpose = general_purpose::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        general_purpose::GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    ENGINE.decode(s).ok()
+}
 
-    #[test]
-    fn decodes() {
-        assert_eq!(decode("YWxpY2U6c2VjcmV0").unwrap(), b"alice:secret");
-        assert_eq!(decode("YQ==").unwrap(), b"a");
-        assert_eq!(decode("YWI=").unwrap(), b"ab");
-        assert!(decode("!!").is_none());
-    }
+#[test]
+fn base64_credentials() {
+    assert_eq!(decode_base64("YWxpY2U6c2VjcmV0").unwrap(), b"alice:secret");
+    assert_eq!(decode_base64("YQ==").unwrap(), b"a");
+    assert_eq!(decode_base64("YQ").unwrap(), b"a", "padding optional");
+    assert_eq!(decode_base64("YWI=").unwrap(), b"ab");
+    assert!(decode_base64("!!").is_none());
 }
 
 #[cfg(test)]
