@@ -1,0 +1,333 @@
+//! The sampler: runs every source on a fixed interval, off the async runtime, builds one
+//! [`Snapshot`], renders it once with the [`Renderer`] the daemon hands it (the Prometheus
+//! text, in practice: the sampler does not know which), and publishes both atomically.
+//!
+//! Readers (HTTP and the Munin shim) hold a `watch::Receiver` and take an `Arc` of the
+//! latest [`Published`]; they never wait for a sample and never cause one.
+//!
+//! Here: the sample itself ([`Sampler`]). Beside it: `run` (the loop, its watchdog, SIGHUP
+//! between samples), `publish` (what readers get, and how), `breakdown` (the conntrack
+//! dump's and event mode's own loops) and `tracker` (each source's outcome and log state).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+mod breakdown;
+mod publish;
+mod run;
+mod tracker;
+
+pub use breakdown::{follow_breakdown, run_breakdown, BreakdownSlot};
+use publish::publish;
+pub use publish::{sample_deadline, Latest, Published, Renderer, MIN_SAMPLE_DEADLINE};
+pub use run::run;
+use tracker::Tracker;
+
+use crate::config::Config;
+use crate::snapshot::{Snapshot, Source};
+use crate::sources::ct_attribution::AttributionConfig;
+use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
+use crate::sources::netns::DeepReading;
+use crate::sources::netns::{NetnsConfig, NetnsSource};
+use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
+use crate::sources::projection;
+use crate::sources::udp::{UdpConfig, UdpTracker};
+use crate::sources::{self, sockets::SockDiag};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Owns everything a sample needs and reuses it: the netlink socket and its buffer.
+pub struct Sampler {
+    proc_root: PathBuf,
+    /// The interval asked for (`--interval`).
+    configured_interval: Duration,
+    /// The interval in force: the configured one, or longer while samples are slow.
+    interval: Duration,
+    /// Largest share of the interval a sample may take before the interval stretches.
+    max_share: f64,
+    sockdiag: SockDiag,
+    ports_config: PortsConfig,
+    ports: PortAggregator,
+    udp_config: UdpConfig,
+    udp: UdpTracker,
+    /// Every namespace's counters, when `--netns` is on (or auto decided on).
+    netns: Option<(NetnsConfig, Tracker, NetnsSource)>,
+    trackers: [Tracker; Source::ALL.len()],
+    breakdown: BreakdownMode,
+    /// What the breakdown dump attributes (top-K, NAT port range).
+    attribution: AttributionConfig,
+    samples_total: u64,
+    inconsistent_total: u64,
+    /// [`Source::code`] of the source being read now (0: none), for the watchdog.
+    progress: Arc<AtomicUsize>,
+    render: Renderer,
+}
+
+/// How the optional ctnetlink breakdown is obtained.
+enum BreakdownMode {
+    Off,
+    /// Dumped within each sample: the one-shot `sample` and `doctor` commands.
+    Inline(Box<CtDump>, Tracker),
+    /// Dumped by [`run_breakdown`] on its own interval: the daemon.
+    Shared(BreakdownSlot),
+}
+
+impl Sampler {
+    pub fn new(config: &Config, render: Renderer) -> Self {
+        Sampler {
+            proc_root: config.procfs.clone(),
+            configured_interval: config.interval,
+            interval: config.interval,
+            max_share: config.max_share,
+            ports_config: config.ports.clone(),
+            ports: PortAggregator::default(),
+            udp_config: config.udp.clone(),
+            udp: UdpTracker::default(),
+            netns: netns_config(config).map(|c| (c, Tracker::default(), NetnsSource::default())),
+            sockdiag: SockDiag::new(),
+            trackers: Default::default(),
+            breakdown: if config.conntrack_breakdown {
+                BreakdownMode::Inline(Box::default(), Tracker::default())
+            } else {
+                BreakdownMode::Off
+            },
+            attribution: config.conntrack_attribution,
+            samples_total: 0,
+            inconsistent_total: 0,
+            progress: Arc::new(AtomicUsize::new(0)),
+            render,
+        }
+    }
+
+    /// Applies a reloaded configuration; returns whether the interval changed.
+    pub fn reconfigure(&mut self, config: &Config) -> bool {
+        self.proc_root = config.procfs.clone();
+        self.ports_config = config.ports.clone();
+        self.udp_config = config.udp.clone();
+        let kept = self.netns.take().map(|(_, t, n)| (t, n)).unwrap_or_default();
+        self.netns = netns_config(config).map(|c| (c, kept.0, kept.1));
+        self.max_share = config.max_share;
+        let changed = self.interval != config.interval || self.configured_interval != config.interval;
+        self.configured_interval = config.interval;
+        self.interval = config.interval;
+        changed
+    }
+
+    /// Self-protection: the monitor must not hurt the host it watches. When a sample
+    /// takes more than `max_share` of the interval, the interval stretches so that it
+    /// does not; when samples are quick again it returns to the configured one.
+    /// Returns whether the interval changed.
+    pub fn adapt(&mut self, took: Duration) -> bool {
+        let needed = took.div_f64(self.max_share);
+        // Whole tenths of a second, so the exported value does not jitter.
+        let needed = Duration::from_millis(needed.as_millis().div_ceil(100) as u64 * 100);
+        let want = self.configured_interval.max(needed);
+        // Shrink only with a clear margin, so the interval does not flap.
+        if want > self.interval || want < self.interval.mul_f64(0.8) {
+            if want > self.configured_interval && self.interval == self.configured_interval {
+                tracing::warn!(
+                    "a sample took {} ms, more than {:.0}% of the {} interval: sampling every {} until samples are quicker",
+                    took.as_millis(),
+                    self.max_share * 100.0,
+                    humantime::format_duration(self.configured_interval),
+                    humantime::format_duration(want)
+                );
+            } else if want == self.configured_interval {
+                tracing::info!("samples are quick again: back to the {} interval", humantime::format_duration(want));
+            }
+            self.interval = want;
+            return true;
+        }
+        false
+    }
+
+    /// Has the breakdown come from `slot` (filled by [`run_breakdown`]) instead of
+    /// dumping it within every sample. No effect when the breakdown is off.
+    pub fn share_breakdown(&mut self, slot: BreakdownSlot) {
+        if !matches!(self.breakdown, BreakdownMode::Off) {
+            self.breakdown = BreakdownMode::Shared(slot);
+        }
+    }
+
+    /// Takes one sample. Blocking: call it from a blocking thread.
+    pub fn sample(&mut self) -> Snapshot {
+        let timestamp = SystemTime::now();
+        let start = Instant::now();
+        let root = self.proc_root.as_path();
+        let [t_sockets, t_sockstat, t_conntrack, t_snmp, t_limits, t_udp] = &mut self.trackers;
+        let progress = self.progress.clone();
+        let at = |source: Source| progress.store(source.code(), Ordering::Relaxed);
+        // Limits first: the socket walk needs the port range to classify sockets.
+        at(Source::Limits);
+        let (limits, s4) = t_limits.observe(Source::Limits, || sources::limits::read(root));
+        let (sockdiag, ports) = (&mut self.sockdiag, &mut self.ports);
+        ports.begin_range(limits.as_ref().map(ephemeral_range));
+        at(Source::Sockets);
+        let (sockets, s0) = t_sockets.observe(Source::Sockets, || sockdiag.read(&mut |m| ports.visit(m)));
+        let ports = sockets.as_ref().map(|_| self.ports.finish(&self.ports_config));
+        at(Source::Sockstat);
+        let (sockstat, s1) = t_sockstat.observe(Source::Sockstat, || sources::sockstat::read(root));
+        at(Source::Conntrack);
+        let (conntrack, s2) = t_conntrack.observe(Source::Conntrack, || sources::conntrack::read(root));
+        at(Source::Snmp);
+        let (snmp, s3) = t_snmp.observe(Source::Snmp, || sources::snmp::read(root));
+        at(Source::Udp);
+        let (udp_tracker, udp_config) = (&mut self.udp, &self.udp_config);
+        let inuse = sockstat.as_ref().map_or([None, None], |s| s.udp_inuse);
+        let (udp, s5) = t_udp.observe(Source::Udp, || udp_tracker.read(udp_config, inuse));
+        let mut statuses = vec![s0, s1, s2, s3, s4, s5];
+        let namespaces = self.netns.as_mut().and_then(|(cfg, tracker, source)| {
+            at(Source::Netns);
+            let max = conntrack.as_ref().and_then(|c| c.limit);
+            // Dumps inside namespaces get half of what self-protection leaves this sample.
+            let budget = (self.configured_interval.mul_f64(self.max_share) / 2).saturating_sub(start.elapsed());
+            let own = own_reading(ports.as_ref(), sockets.as_ref(), limits.as_ref());
+            let (n, status) = tracker.observe(Source::Netns, || source.read_within(root, cfg, max, budget, own));
+            statuses.push(status);
+            n
+        });
+        let latest_breakdown = match &mut self.breakdown {
+            BreakdownMode::Off => None,
+            BreakdownMode::Inline(dump, tracker) => {
+                at(Source::ConntrackBreakdown);
+                let timeout = ct_breakdown::time_wait_timeout(root);
+                let cfg = self.attribution;
+                Some(tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout, &cfg)))
+            }
+            // Absent until the first dump finishes, then the latest result.
+            BreakdownMode::Shared(slot) => slot.lock().map(|g| g.clone()).unwrap_or(None),
+        };
+        let conntrack_breakdown = latest_breakdown.and_then(|(b, status)| {
+            statuses.push(status);
+            b
+        });
+        progress.store(0, Ordering::Relaxed);
+        let conntrack_projection = project_conntrack(conntrack_breakdown.as_ref(), conntrack.as_ref());
+        self.samples_total += 1;
+        if sockets.as_ref().is_some_and(|s| s.interrupted) {
+            self.inconsistent_total += 1;
+            tracing::debug!("socket dump interrupted by table changes (NLM_F_DUMP_INTR)");
+        }
+        let duration = start.elapsed();
+        tracing::debug!(
+            took_ms = duration.as_millis() as u64,
+            sample = self.samples_total,
+            sources_down = statuses.iter().filter(|s| !s.up).count(),
+            namespaces = namespaces.as_ref().map_or(0, |n| n.count),
+            "sample taken"
+        );
+        Snapshot {
+            timestamp,
+            duration,
+            interval: self.interval,
+            sockets,
+            ports,
+            sockstat,
+            conntrack,
+            snmp,
+            limits,
+            udp,
+            namespaces,
+            conntrack_breakdown,
+            conntrack_projection,
+            process: crate::sources::process::read()
+                .inspect_err(|e| tracing::debug!("process_* metrics absent: {e}"))
+                .ok(),
+            sources: statuses,
+            samples_total: self.samples_total,
+            inconsistent_total: self.inconsistent_total,
+            overdue: None,
+        }
+    }
+
+    /// Samples and renders: the unit of work the loop runs on a blocking thread. The
+    /// snapshot carries the interval in force after this sample (stretched if it was slow).
+    pub fn sample_and_render(&mut self) -> Published {
+        let mut snapshot = self.sample();
+        self.adapt(snapshot.duration);
+        snapshot.interval = self.interval;
+        publish(snapshot, self.render)
+    }
+}
+
+/// sockwatch's own namespace as the main dump of this sample saw it, in the form of a
+/// dump inside a namespace: the deep layer does not walk it a second time.
+fn own_reading(
+    ports: Option<&sources::ports::PortUsage>,
+    sockets: Option<&sources::sockets::Sockets>,
+    limits: Option<&sources::limits::Limits>,
+) -> Option<DeepReading> {
+    DeepReading::of_dump(ephemeral_range(limits?), ports?, sockets?)
+}
+
+/// `--netns`: on, off, or auto: on in the host's initial network namespace, told by
+/// sharing PID 1's namespace, or, where PID 1's link cannot be read (a sandbox), by the
+/// initial namespace's fixed inode (`PROC_NET_INIT_INO`, 0xEFFFFFF9, recent kernels).
+/// Off in any other namespace: a container or a test namespace reports itself.
+fn netns_config(config: &Config) -> Option<NetnsConfig> {
+    const PROC_NET_INIT_INO: u64 = 0xEFFF_FFF9;
+    let enabled = config.netns.unwrap_or_else(|| {
+        let link = |pid: &str| sources::netns::ns_of(&config.procfs, pid).ok();
+        match (link("self"), link("1")) {
+            (Some(own), Some(init)) => own == init,
+            (Some(own), None) => own == PROC_NET_INIT_INO,
+            (None, _) => false,
+        }
+    });
+    let conntrack = config.conntrack_breakdown.then_some(sources::netns::ct::NsConntrackConfig {
+        interval: config.conntrack_breakdown_interval,
+        attribution: config.conntrack_attribution,
+    });
+    enabled.then_some(NetnsConfig { top_k: config.netns_top_k, conntrack })
+}
+
+/// Renders a snapshot for readers, once.
+fn project_conntrack(
+    b: Option<&Breakdown>,
+    ct: Option<&sources::conntrack::Conntrack>,
+) -> Option<projection::Trajectory> {
+    let (b, limit) = (b?, ct?.limit?);
+    let held = b.total.saturating_sub(b.time_wait.total());
+    Some(projection::project(held, &b.time_wait, limit, f64::from(b.time_wait_timeout)))
+}
+
+/// The range the socket walk classifies and projects against, from the limits source.
+fn ephemeral_range(l: &sources::limits::Limits) -> EphemeralRange {
+    EphemeralRange {
+        low: l.port_range_low,
+        high: l.port_range_high,
+        capacity: l.port_range_size(),
+        // Vendor kernels with a tunable TIME_WAIT; mainline's is compiled in.
+        time_wait_seconds: l
+            .tcp_tw_timeout
+            .and_then(|s| u32::try_from(s).ok())
+            .filter(|s| (1..=3600).contains(s))
+            .unwrap_or(sources::ports::TIME_WAIT_SECONDS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampler(interval_s: u64, share: f64) -> Sampler {
+        let mut c = Config::load(&crate::config::Flags::default()).unwrap();
+        c.interval = Duration::from_secs(interval_s);
+        c.max_share = share;
+        Sampler::new(&c, |_| Vec::new())
+    }
+
+    #[test]
+    fn slow_samples_stretch_the_interval_and_quick_ones_restore_it() {
+        let mut s = sampler(10, 0.25);
+        assert!(!s.adapt(Duration::from_millis(2400)), "24% of 10 s is fine");
+        assert_eq!(s.interval, Duration::from_secs(10));
+        assert!(s.adapt(Duration::from_millis(3000)), "30% is too much");
+        assert_eq!(s.interval, Duration::from_secs(12), "3 s is 25% of 12 s");
+        assert!(s.adapt(Duration::from_millis(5010)));
+        assert_eq!(s.interval, Duration::from_millis(20100), "rounded up to a tenth");
+        assert!(!s.adapt(Duration::from_millis(4500)), "within the margin: no flapping");
+        assert!(s.adapt(Duration::from_millis(100)));
+        assert_eq!(s.interval, Duration::from_secs(10), "never below the configured interval");
+    }
+}
