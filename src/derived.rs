@@ -20,14 +20,7 @@ pub const LISTEN_CRIT: f64 = 1.0;
 pub const PREDICT_WARN_SECONDS: f64 = 300.0;
 pub const PREDICT_CRIT_SECONDS: f64 = 90.0;
 
-/// `used / limit`, uncapped; 1 when the limit is 0.
-pub fn ratio(used: f64, limit: f64) -> f64 {
-    if limit > 0.0 {
-        used / limit
-    } else {
-        1.0
-    }
-}
+pub use crate::sources::kernel::ratio::{ratio, AtZero};
 
 /// Ports connect() can choose from per destination.
 fn port_capacity(s: &Snapshot) -> Option<f64> {
@@ -37,28 +30,36 @@ fn port_capacity(s: &Snapshot) -> Option<f64> {
 /// The busiest destination's ephemeral ports in use ÷ the range.
 pub fn port_utilization(s: &Snapshot) -> Option<f64> {
     let e = s.ports.as_ref()?.ephemeral.as_ref()?;
-    Some(ratio(e.busiest as f64, port_capacity(s)?))
+    ratio(e.busiest as f64, port_capacity(s)?, AtZero::Exhausted)
 }
 
 /// Where the worst destination settles at its current close rate ÷ the range.
 pub fn projected_port_utilization(s: &Snapshot) -> Option<f64> {
     let e = s.ports.as_ref()?.ephemeral.as_ref()?;
-    Some(ratio(e.projected_max, port_capacity(s)?))
+    ratio(e.projected_max, port_capacity(s)?, AtZero::Exhausted)
 }
 
 /// Conntrack entries ÷ `nf_conntrack_max`; none when the limit is 0, which the kernel
 /// reads as no limit.
 pub fn conntrack_utilization(s: &Snapshot) -> Option<f64> {
     let ct = s.conntrack.as_ref()?;
-    let limit = ct.limit.filter(|&m| m > 0)?;
-    Some(ratio(ct.entries as f64, limit as f64))
+    ratio(ct.entries as f64, ct.limit? as f64, AtZero::Unlimited)
 }
 
 /// TIME_WAIT sockets (the kernel's count) ÷ `tcp_max_tw_buckets`; none when it is 0 (no
 /// TIME_WAIT kept at all: nothing fills).
 pub fn time_wait_utilization(s: &Snapshot) -> Option<f64> {
-    let max = s.limits.as_ref()?.tcp_max_tw_buckets.filter(|&m| m > 0)?;
-    Some(ratio(s.sockstat.as_ref()?.tw as f64, max as f64))
+    let max = s.limits.as_ref()?.tcp_max_tw_buckets?;
+    ratio(s.sockstat.as_ref()?.tw as f64, max as f64, AtZero::Unlimited)
+}
+
+/// The fullest namespace's conntrack entries ÷ the host-wide `nf_conntrack_max` (each
+/// namespace is held to it with its own count), with that namespace's inode; none without
+/// a limit.
+pub fn netns_conntrack_utilization(s: &Snapshot) -> Option<(u64, f64)> {
+    let (inode, entries) = s.namespaces.as_ref()?.worst_conntrack?;
+    let max = s.conntrack.as_ref()?.limit?;
+    Some((inode, ratio(entries as f64, max as f64, AtZero::Unlimited)?))
 }
 
 /// The fullest listener's accept queue ÷ its backlog.

@@ -188,7 +188,8 @@ fn orphans_check(now: &Snapshot) -> Option<Check> {
     let (Some(st), Some(max)) = (now.sockstat.as_ref(), now.limits.as_ref().and_then(|l| l.tcp_max_orphans)) else {
         return None;
     };
-    let u = if max > 0 { derived::ratio(st.orphan as f64, max as f64) } else { 0.0 };
+    // tcp_max_orphans 0: the kernel resets every orphan, so any is too many.
+    let u = derived::ratio(st.orphan as f64, max as f64, derived::AtZero::Exhausted).unwrap_or(1.0);
     let level = Level::of(u);
     Some(Check {
         resource: "orphaned sockets",
@@ -391,10 +392,7 @@ fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check>
         .collect();
     let worst =
         n.worst_conntrack.and_then(|(inode, entries)| Some((n.top.iter().find(|x| x.inode == inode)?, entries)));
-    let utilization = match (worst, max) {
-        (Some((_, entries)), Some(m)) => Some(entries as f64 / m as f64),
-        _ => None,
-    };
+    let utilization = derived::netns_conntrack_utilization(now).map(|(_, u)| u);
     let ports = n.worst_ports.and_then(|(inode, u)| Some((n.top.iter().find(|x| x.inode == inode)?, u)));
     let worst_level = utilization.into_iter().chain(ports.map(|(_, u)| u)).fold(0.0, f64::max);
     let level = if dropping.is_empty() { Level::of(worst_level) } else { Level::Critical };
@@ -485,7 +483,7 @@ fn plural(n: u64, one: &str, many: &str) -> String {
 /// destination heading for exhaustion soonest.
 fn ports_check(e: &crate::sources::ports::Ephemeral, l: &crate::sources::limits::Limits) -> Check {
     let size = f64::from(l.port_range_size());
-    let u = derived::ratio(e.busiest as f64, size);
+    let u = derived::ratio(e.busiest as f64, size, derived::AtZero::Exhausted).unwrap_or(1.0);
     let projected_level = match e.seconds_to_exhaustion() {
         Some(s) if s < PREDICT_CRIT_SECONDS => Level::Critical,
         Some(s) if s < PREDICT_WARN_SECONDS => Level::Warning,

@@ -198,8 +198,7 @@ fn netns_count(s: &Snapshot) -> Option<f64> {
     s.namespaces.as_ref().map(|n| n.count as f64)
 }
 fn netns_conntrack_pct(s: &Snapshot) -> Option<f64> {
-    let (_, entries) = s.namespaces.as_ref()?.worst_conntrack?;
-    pct(Some(entries as f64 / ct_limit(s).filter(|&m| m > 0.0)?))
+    pct(crate::derived::netns_conntrack_utilization(s).map(|(_, u)| u))
 }
 fn netns_ports_pct(s: &Snapshot) -> Option<f64> {
     pct(Some(s.namespaces.as_ref()?.worst_ports?.1))

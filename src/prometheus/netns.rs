@@ -141,15 +141,14 @@ fn aggregates(out: &mut Families, s: &Snapshot) {
          a pinned namespace without CAP_SYS_ADMIN to enter it, or gone during the sample.",
         n.unreadable as f64,
     );
-    let limit = s.conntrack.as_ref().and_then(|c| c.limit).filter(|&m| m > 0);
-    if let (Some((inode, entries)), Some(max)) = (n.worst_conntrack, limit) {
+    if let Some((inode, utilization)) = crate::derived::netns_conntrack_utilization(s) {
         out.labelled(
             "sockwatch_netns_conntrack_utilization_max",
             "The fullest namespace's conntrack entries over the host-wide nf_conntrack_max, with its netns label (join \
              sockwatch_netns_info for its container and pod). At 1 that namespace drops new flows ('table full in \
              netns N') whatever the host's own count says. Not capped.",
             MetricType::GAUGE,
-            [(vec![("netns", inode.to_string())], entries as f64 / max as f64)],
+            [(vec![("netns", inode.to_string())], utilization)],
         );
     }
     if let Some((inode, tw)) = n.worst_time_wait {

@@ -358,7 +358,8 @@ fn conntrack_projection(out: &mut Families, s: &Snapshot) {
                 "Where the conntrack table settles if the current close rate holds: entries not in TIME_WAIT plus that \
                  rate x nf_conntrack_tcp_timeout_time_wait, divided by nf_conntrack_max (not capped), {src}."
             ),
-            if limit == 0 { 1.0 } else { p.projected / limit as f64 },
+            // nf_conntrack_max 0 is no limit: nothing to fill (as sockwatch_conntrack_utilization).
+            crate::derived::ratio(p.projected, limit as f64, crate::derived::AtZero::Unlimited),
         );
         out.gauge(
             "sockwatch_conntrack_seconds_to_full",

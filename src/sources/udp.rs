@@ -41,6 +41,7 @@ use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
 use super::kernel::maps::{top_k_cmp, FxMap};
 use super::kernel::netlink::DumpSocket;
+use super::kernel::ratio::{ratio, AtZero};
 use super::kernel::SourceError;
 use super::tcp::sockets::{parse_datagram, DiagMsg};
 
@@ -98,11 +99,8 @@ pub struct UdpPort {
 impl UdpPort {
     /// The fullest socket's queue over its buffer is what drops; this is the port's sum.
     pub fn queue_utilization(&self) -> f64 {
-        if self.buffer_bytes == 0 {
-            0.0
-        } else {
-            self.queue_bytes as f64 / self.buffer_bytes as f64
-        }
+        // No buffer reported (no memory info for it): nothing to hold the queue against.
+        ratio(self.queue_bytes as f64, self.buffer_bytes as f64, AtZero::Unlimited).unwrap_or(0.0)
     }
 }
 

@@ -20,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::entry::Entry;
 use crate::sources::kernel::maps::FxMap;
+use crate::sources::kernel::ratio::{ratio, AtZero};
 
 /// Keys tracked at most, per map.
 pub const MAX_TRACKED: usize = 50_000;
@@ -86,7 +87,7 @@ impl Attribution {
     /// than the rule's reads above 1).
     pub fn nat_utilization_max(&self) -> f64 {
         let busiest = self.nat.first().map_or(0, |(_, used)| *used);
-        busiest as f64 / f64::from(self.nat_ports.max(1))
+        ratio(busiest as f64, f64::from(self.nat_ports), AtZero::Exhausted).unwrap_or(1.0)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod kept;
 pub mod maps;
 pub mod namespace;
 pub mod netlink;
+pub mod ratio;
 
 pub use error::SourceError;
 pub(crate) use files::{parse_u64, read_optional, read_required, read_u64_sysctl};

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use super::model::DeepReading;
 use super::model::Namespace;
+use crate::sources::kernel::ratio::{ratio, AtZero};
 use crate::sources::tcp::ports::{EphemeralRange, PortAggregator, PortUsage, PortsConfig};
 use crate::sources::tcp::sockets::{SockDiag, Sockets};
 
@@ -38,7 +39,7 @@ impl DeepReading {
         Some(DeepReading {
             range,
             busiest: e.top.iter().max_by_key(|d| d.used).cloned(),
-            utilization: e.busiest as f64 / f64::from(range.capacity.max(1)),
+            utilization: ratio(e.busiest as f64, f64::from(range.capacity), AtZero::Exhausted).unwrap_or(1.0),
             states,
             listen_utilization: usage.listen_utilization_max,
             age: 0,

@@ -34,6 +34,7 @@ pub mod discovery;
 pub mod model;
 
 use crate::sources::kernel::namespace::in_namespace;
+use crate::sources::kernel::ratio::{ratio, AtZero};
 use crate::sources::kernel::SourceError;
 pub use cgroup::parse_cgroup;
 pub use counters::{read_counters, NetFiles, NsCounters};
@@ -60,7 +61,7 @@ impl Default for NetnsConfig {
 
 fn pressure(c: &NsCounters, conntrack_max: Option<u64>) -> f64 {
     let ct = match (c.conntrack_entries, conntrack_max) {
-        (Some(e), Some(m)) if m > 0 => e as f64 / m as f64,
+        (Some(e), Some(m)) => ratio(e as f64, m as f64, AtZero::Unlimited).unwrap_or(0.0),
         _ => 0.0,
     };
     ct.max(c.tcp_inuse.max(c.time_wait) as f64 / DEFAULT_PORT_RANGE)

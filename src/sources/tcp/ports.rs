@@ -32,6 +32,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::projection::{self, TwHistogram};
 use super::sockets::{DiagMsg, TCP_LISTEN, TCP_STATES};
 use crate::sources::kernel::maps::{top_k_by, FxMap};
+use crate::sources::kernel::ratio::{ratio, AtZero};
 
 const TCP_CLOSE: u8 = 7;
 const TCP_TIME_WAIT: u8 = 6;
@@ -259,8 +260,9 @@ impl PortAggregator {
             } else {
                 self.listeners_full = true;
             }
-            if limit > 0 {
-                self.listen_util_max = self.listen_util_max.max(len as f64 / limit as f64);
+            // A backlog of 0 is left out here (the kernel still admits one connection).
+            if let Some(u) = ratio(len as f64, limit as f64, AtZero::Unlimited) {
+                self.listen_util_max = self.listen_util_max.max(u);
             }
             return;
         }
