@@ -10,58 +10,128 @@ use crate::sources::{
     projection::Trajectory, snmp::SnmpCounters, sockets::Sockets, sockstat::Sockstat, udp::Udp,
 };
 
-/// The kernel sources, in the order they are sampled and exported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Sockets,
-    Sockstat,
-    Conntrack,
-    Snmp,
-    Limits,
+/// The source table: one row per kernel source, generating [`Source`], its lists and its
+/// names, in the style of `config/settings.rs`. A row is `Variant = "label", When, "doc"`:
+/// the `source` label value, and whether it runs every sample (`Always`) or only when a
+/// setting turns it on (`Optional`). The order is the order of export (and of
+/// [`Snapshot::sources`]). Adding a source: a module in its wing of `src/sources/`, a row
+/// here, a field on [`Snapshot`], and one small function per output (README, "How it works").
+macro_rules! sources {
+    ($($(#[doc = $doc:literal])* $variant:ident = $label:literal, $when:ident;)*) => {
+        /// The kernel sources, in the order they are sampled and exported.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Source {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Source {
+            /// Every source, in table order: [`Source::code`] indexes it from 1.
+            pub const EVERY: [Source; [$(Source::$variant),*].len()] = [$(Source::$variant),*];
+
+            /// The `source` label value.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Source::$variant => $label,)*
+                }
+            }
+
+            /// Whether it runs every sample (not only when a setting turns it on).
+            pub const fn always(self) -> bool {
+                match self {
+                    $(Source::$variant => matches!(When::$when, When::Always),)*
+                }
+            }
+        }
+    };
+}
+
+/// When a source runs.
+enum When {
+    Always,
+    #[allow(dead_code)] // named in the table only
+    Optional,
+}
+
+sources! {
+    Sockets = "sockets", Always;
+    Sockstat = "sockstat", Always;
+    Conntrack = "conntrack", Always;
+    Snmp = "snmp", Always;
+    Limits = "limits", Always;
     /// UDP sockets: a second sock_diag dump (per family), with memory info.
-    Udp,
+    Udp = "udp", Always;
     /// The optional ctnetlink dump (`--conntrack.breakdown`), on its own interval.
-    ConntrackBreakdown,
+    ConntrackBreakdown = "conntrack_breakdown", Optional;
     /// Every network namespace's O(1) counters (`--netns`).
-    Netns,
+    Netns = "netns", Optional;
 }
 
 impl Source {
-    pub const ALL: [Source; 6] =
-        [Source::Sockets, Source::Sockstat, Source::Conntrack, Source::Snmp, Source::Limits, Source::Udp];
-    /// Every source, the breakdown included: [`Source::code`] indexes it from 1.
-    const EVERY: [Source; 8] = [
-        Source::Sockets,
-        Source::Sockstat,
-        Source::Conntrack,
-        Source::Snmp,
-        Source::Limits,
-        Source::Udp,
-        Source::ConntrackBreakdown,
-        Source::Netns,
-    ];
+    /// The sources that run every sample, in table order.
+    pub const ALL: [Source; Self::always_count()] = {
+        let mut out = [Source::Sockets; Self::always_count()];
+        let (mut i, mut j) = (0, 0);
+        while i < Self::EVERY.len() {
+            if Self::EVERY[i].always() {
+                out[j] = Self::EVERY[i];
+                j += 1;
+            }
+            i += 1;
+        }
+        out
+    };
+
+    const fn always_count() -> usize {
+        let (mut i, mut n) = (0, 0);
+        while i < Self::EVERY.len() {
+            n += Self::EVERY[i].always() as usize;
+            i += 1;
+        }
+        n
+    }
+
+    /// Its place in the table, from 0: what [`PerSource`] is indexed by.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
 
     /// A small number for an atomic progress marker (0 is "none").
     pub fn code(self) -> usize {
-        Self::EVERY.iter().position(|&s| s == self).map_or(0, |i| i + 1)
+        self.index() + 1
     }
 
     pub fn from_code(code: usize) -> Option<Source> {
         code.checked_sub(1).and_then(|i| Self::EVERY.get(i).copied())
     }
+}
 
-    /// The `source` label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Sockets => "sockets",
-            Source::Sockstat => "sockstat",
-            Source::Conntrack => "conntrack",
-            Source::Snmp => "snmp",
-            Source::Limits => "limits",
-            Source::Udp => "udp",
-            Source::ConntrackBreakdown => "conntrack_breakdown",
-            Source::Netns => "netns",
-        }
+/// One `T` per source, indexed by [`Source`] (never by position in a destructuring).
+#[derive(Debug, Clone)]
+pub struct PerSource<T>([T; Source::EVERY.len()]);
+
+impl<T: Default> Default for PerSource<T> {
+    fn default() -> Self {
+        PerSource(std::array::from_fn(|_| T::default()))
+    }
+}
+
+impl<T> std::ops::Index<Source> for PerSource<T> {
+    type Output = T;
+    fn index(&self, s: Source) -> &T {
+        &self.0[s.index()]
+    }
+}
+
+impl<T> std::ops::IndexMut<Source> for PerSource<T> {
+    fn index_mut(&mut self, s: Source) -> &mut T {
+        &mut self.0[s.index()]
+    }
+}
+
+impl<T> PerSource<T> {
+    /// The values in table order, with their source.
+    pub fn into_iter_with_source(self) -> impl Iterator<Item = (Source, T)> {
+        Source::EVERY.into_iter().zip(self.0)
     }
 }
 
@@ -153,5 +223,34 @@ impl Snapshot {
 
     pub fn status(&self, source: Source) -> Option<&SourceStatus> {
         self.sources.iter().find(|s| s.source == source)
+    }
+}
+
+#[cfg(test)]
+mod source_table_tests {
+    use super::*;
+
+    #[test]
+    fn the_table_makes_the_lists_and_names() {
+        assert_eq!(
+            Source::ALL,
+            [Source::Sockets, Source::Sockstat, Source::Conntrack, Source::Snmp, Source::Limits, Source::Udp]
+        );
+        assert_eq!(Source::EVERY.len(), 8);
+        assert_eq!(&Source::EVERY[6..], &[Source::ConntrackBreakdown, Source::Netns]);
+        let mut names: Vec<&str> = Source::EVERY.iter().map(|s| s.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Source::EVERY.len(), "label values are unique");
+        for s in Source::EVERY {
+            assert_eq!(Source::from_code(s.code()), Some(s));
+            assert_eq!(Source::EVERY[s.index()], s);
+        }
+        assert_eq!(Source::from_code(0), None);
+        let mut per: PerSource<u32> = PerSource::default();
+        per[Source::Netns] = 7;
+        per[Source::Sockets] = 1;
+        let seen: Vec<(Source, u32)> = per.into_iter_with_source().filter(|&(_, v)| v > 0).collect();
+        assert_eq!(seen, [(Source::Sockets, 1), (Source::Netns, 7)]);
     }
 }

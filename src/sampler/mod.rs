@@ -25,7 +25,7 @@ pub use run::run;
 use tracker::Tracker;
 
 use crate::config::Config;
-use crate::snapshot::{Snapshot, Source};
+use crate::snapshot::{PerSource, Snapshot, Source, SourceStatus};
 use crate::sources::ct_attribution::AttributionConfig;
 use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
 use crate::sources::netns::DeepReading;
@@ -51,8 +51,9 @@ pub struct Sampler {
     udp_config: UdpConfig,
     udp: UdpTracker,
     /// Every namespace's counters, when `--netns` is on (or auto decided on).
-    netns: Option<(NetnsConfig, Tracker, NetnsSource)>,
-    trackers: [Tracker; Source::ALL.len()],
+    netns: Option<(NetnsConfig, NetnsSource)>,
+    /// Each source's tracker, indexed by source (the breakdown's and the namespaces' too).
+    trackers: PerSource<Tracker>,
     breakdown: BreakdownMode,
     /// What the breakdown dump attributes (top-K, NAT port range).
     attribution: AttributionConfig,
@@ -67,7 +68,7 @@ pub struct Sampler {
 enum BreakdownMode {
     Off,
     /// Dumped within each sample: the one-shot `sample` and `doctor` commands.
-    Inline(Box<CtDump>, Tracker),
+    Inline(Box<CtDump>),
     /// Dumped by [`run_breakdown`] on its own interval: the daemon.
     Shared(BreakdownSlot),
 }
@@ -83,11 +84,11 @@ impl Sampler {
             ports: PortAggregator::default(),
             udp_config: config.udp.clone(),
             udp: UdpTracker::default(),
-            netns: netns_config(config).map(|c| (c, Tracker::default(), NetnsSource::default())),
+            netns: netns_config(config).map(|c| (c, NetnsSource::default())),
             sockdiag: SockDiag::new(),
             trackers: Default::default(),
             breakdown: if config.conntrack_breakdown {
-                BreakdownMode::Inline(Box::default(), Tracker::default())
+                BreakdownMode::Inline(Box::default())
             } else {
                 BreakdownMode::Off
             },
@@ -104,8 +105,8 @@ impl Sampler {
         self.proc_root = config.procfs.clone();
         self.ports_config = config.ports.clone();
         self.udp_config = config.udp.clone();
-        let kept = self.netns.take().map(|(_, t, n)| (t, n)).unwrap_or_default();
-        self.netns = netns_config(config).map(|c| (c, kept.0, kept.1));
+        let kept = self.netns.take().map(|(_, n)| n).unwrap_or_default();
+        self.netns = netns_config(config).map(|c| (c, kept));
         self.max_share = config.max_share;
         let changed = self.interval != config.interval || self.configured_interval != config.interval;
         self.configured_interval = config.interval;
@@ -154,53 +155,59 @@ impl Sampler {
         let timestamp = SystemTime::now();
         let start = Instant::now();
         let root = self.proc_root.as_path();
-        let [t_sockets, t_sockstat, t_conntrack, t_snmp, t_limits, t_udp] = &mut self.trackers;
+        let (trackers, mut status) = (&mut self.trackers, PerSource::<Option<SourceStatus>>::default());
         let progress = self.progress.clone();
         let at = |source: Source| progress.store(source.code(), Ordering::Relaxed);
+        // Reads one source: its tracker times it and keeps its status, by source.
+        macro_rules! observe {
+            ($source:expr, $read:expr) => {{
+                at($source);
+                let (value, st) = trackers[$source].observe($source, $read);
+                status[$source] = Some(st);
+                value
+            }};
+        }
         // Limits first: the socket walk needs the port range to classify sockets.
-        at(Source::Limits);
-        let (limits, s4) = t_limits.observe(Source::Limits, || sources::limits::read(root));
+        let limits = observe!(Source::Limits, || sources::limits::read(root));
         let (sockdiag, ports) = (&mut self.sockdiag, &mut self.ports);
         ports.begin_range(limits.as_ref().map(ephemeral_range));
-        at(Source::Sockets);
-        let (sockets, s0) = t_sockets.observe(Source::Sockets, || sockdiag.read(&mut |m| ports.visit(m)));
+        let sockets = observe!(Source::Sockets, || sockdiag.read(&mut |m| ports.visit(m)));
         let ports = sockets.as_ref().map(|_| self.ports.finish(&self.ports_config));
-        at(Source::Sockstat);
-        let (sockstat, s1) = t_sockstat.observe(Source::Sockstat, || sources::sockstat::read(root));
-        at(Source::Conntrack);
-        let (conntrack, s2) = t_conntrack.observe(Source::Conntrack, || sources::conntrack::read(root));
-        at(Source::Snmp);
-        let (snmp, s3) = t_snmp.observe(Source::Snmp, || sources::snmp::read(root));
-        at(Source::Udp);
+        let sockstat = observe!(Source::Sockstat, || sources::sockstat::read(root));
+        let conntrack = observe!(Source::Conntrack, || sources::conntrack::read(root));
+        let snmp = observe!(Source::Snmp, || sources::snmp::read(root));
         let (udp_tracker, udp_config) = (&mut self.udp, &self.udp_config);
         let inuse = sockstat.as_ref().map_or([None, None], |s| s.udp_inuse);
-        let (udp, s5) = t_udp.observe(Source::Udp, || udp_tracker.read(udp_config, inuse));
-        let mut statuses = vec![s0, s1, s2, s3, s4, s5];
-        let namespaces = self.netns.as_mut().and_then(|(cfg, tracker, source)| {
-            at(Source::Netns);
-            let max = conntrack.as_ref().and_then(|c| c.limit);
-            // Dumps inside namespaces get half of what self-protection leaves this sample.
-            let budget = (self.configured_interval.mul_f64(self.max_share) / 2).saturating_sub(start.elapsed());
-            let own = own_reading(ports.as_ref(), sockets.as_ref(), limits.as_ref());
-            let (n, status) = tracker.observe(Source::Netns, || source.read_within(root, cfg, max, budget, own));
-            statuses.push(status);
-            n
-        });
-        let latest_breakdown = match &mut self.breakdown {
+        let udp = observe!(Source::Udp, || udp_tracker.read(udp_config, inuse));
+        let namespaces = match self.netns.as_mut() {
+            Some((cfg, source)) => {
+                let max = conntrack.as_ref().and_then(|c| c.limit);
+                // Dumps inside namespaces get half of what self-protection leaves this sample.
+                let budget = (self.configured_interval.mul_f64(self.max_share) / 2).saturating_sub(start.elapsed());
+                let own = own_reading(ports.as_ref(), sockets.as_ref(), limits.as_ref());
+                observe!(Source::Netns, || source.read_within(root, cfg, max, budget, own))
+            }
+            None => None,
+        };
+        let conntrack_breakdown = match &mut self.breakdown {
             BreakdownMode::Off => None,
-            BreakdownMode::Inline(dump, tracker) => {
-                at(Source::ConntrackBreakdown);
+            BreakdownMode::Inline(dump) => {
                 let timeout = ct_breakdown::time_wait_timeout(root);
                 let cfg = self.attribution;
-                Some(tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout, &cfg)))
+                observe!(Source::ConntrackBreakdown, || dump.read(timeout, &cfg))
             }
-            // Absent until the first dump finishes, then the latest result.
-            BreakdownMode::Shared(slot) => slot.lock().map(|g| g.clone()).unwrap_or(None),
+            // Absent until the first dump finishes, then the latest result (its loop keeps
+            // its own tracker).
+            BreakdownMode::Shared(slot) => {
+                let latest = slot.lock().map(|g| g.clone()).unwrap_or(None);
+                latest.and_then(|(b, st)| {
+                    status[Source::ConntrackBreakdown] = Some(st);
+                    b
+                })
+            }
         };
-        let conntrack_breakdown = latest_breakdown.and_then(|(b, status)| {
-            statuses.push(status);
-            b
-        });
+        // In table order: the sources of every sample, then the breakdown and namespaces.
+        let statuses: Vec<SourceStatus> = status.into_iter_with_source().filter_map(|(_, s)| s).collect();
         progress.store(0, Ordering::Relaxed);
         let conntrack_projection = project_conntrack(conntrack_breakdown.as_ref(), conntrack.as_ref());
         self.samples_total += 1;
