@@ -9,9 +9,10 @@
 //! [`derived`], for every reader.
 //!
 //! Layout, one hop to each answer:
-//! - `sources/`: one module per kernel source (add a source: a file here, a field on
+//! - `sources/`: the kernel layer (`kernel/`) and one wing per kernel family above it (add a
+//!   source: a file in its wing, a row in the source table of [`snapshot`], a field on
 //!   [`snapshot::Snapshot`], one small function per reader);
-//! - `sampler.rs`, `snapshot.rs`, `derived.rs`: the sample, what it holds, what follows from it;
+//! - `sampler/`, `snapshot.rs`, `derived.rs`: the sample, what it holds, what follows from it;
 //! - `prometheus/`: the text rendering (`render.rs`, with `udp.rs` and `netns.rs` for those
 //!   families), the HTTP server, TLS and basic auth;
 //! - `munin/`: the graphs, the protocol shim, the plugin;
