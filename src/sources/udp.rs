@@ -35,11 +35,10 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
-use netlink_packet_sock_diag::{AF_INET, AF_INET6, SOCK_DIAG_BY_FAMILY};
+use netlink_packet_sock_diag::{AF_INET, AF_INET6};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
-use super::kernel::maps::{top_k_cmp, FxMap};
+use super::kernel::maps::{top_k_cmp, FxMap, PortBits};
 use super::kernel::netlink::DumpSocket;
 use super::kernel::ratio::{ratio, AtZero};
 use super::kernel::SourceError;
@@ -208,17 +207,8 @@ impl Default for UdpTracker {
 /// (family, UDP, the SKMEMINFO extension bit, every state, a zero socket id).
 #[doc(hidden)]
 pub fn request(family: u8, seq: u32) -> Vec<u8> {
-    const REQ_LEN: usize = 4 + 4 + 48;
-    let mut buf = Vec::with_capacity(16 + REQ_LEN);
-    buf.extend_from_slice(&((16 + REQ_LEN) as u32).to_ne_bytes());
-    buf.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    buf.extend_from_slice(&seq.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&[family, IPPROTO_UDP, 1 << (INET_DIAG_SKMEMINFO - 1), 0]);
-    buf.extend_from_slice(&u32::MAX.to_ne_bytes());
-    buf.extend_from_slice(&[0; 48]);
-    buf
+    use netlink_packet_sock_diag::inet::ExtensionFlags;
+    super::tcp::sockets::inet_diag_request(family, IPPROTO_UDP, ExtensionFlags::SKMEMINFO, seq)
 }
 
 /// The `sk_meminfo` values a UDP socket reply carries: (queue, buffer, drops). `None`
@@ -256,27 +246,6 @@ impl UdpTracker {
         }
         state.finish(&mut out, cfg);
         Ok(out)
-    }
-}
-
-/// A set of port numbers, one bit each (8 KiB).
-struct PortBits(Box<[u64; 1024]>);
-
-impl Default for PortBits {
-    fn default() -> Self {
-        PortBits(Box::new([0; 1024]))
-    }
-}
-
-impl PortBits {
-    fn set(&mut self, port: u16) {
-        self.0[usize::from(port >> 6)] |= 1 << (port & 63);
-    }
-    fn get(&self, port: u16) -> bool {
-        self.0[usize::from(port >> 6)] & 1 << (port & 63) != 0
-    }
-    fn clear(&mut self) {
-        self.0.fill(0);
     }
 }
 
@@ -578,7 +547,7 @@ mod tests {
     fn request_layout() {
         let r = request(AF_INET6, 3);
         assert_eq!(r.len(), 72);
-        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), SOCK_DIAG_BY_FAMILY);
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY);
         assert_eq!((r[16], r[17], r[18]), (AF_INET6, IPPROTO_UDP, 64), "SKMEMINFO (7) is bit 6 of idiag_ext");
         assert_eq!(u32::from_ne_bytes(r[20..24].try_into().unwrap()), u32::MAX);
     }

@@ -17,7 +17,6 @@
 
 use std::time::Duration;
 
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use super::attribution::{Attribution, AttributionConfig, Attributor};
@@ -155,13 +154,9 @@ impl CtDump {
     }
 
     fn request(seq: u32) -> Vec<u8> {
-        let mut r = vec![0u8; 20];
-        r[0..4].copy_from_slice(&20u32.to_ne_bytes());
-        r[4..6].copy_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes());
-        r[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-        r[8..12].copy_from_slice(&seq.to_ne_bytes());
         // nfgenmsg: family AF_UNSPEC (every family), version 0, res_id 0.
-        r
+        let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+        crate::sources::kernel::netlink::dump_request(kind, seq, &[0; NFGENMSG_LEN])
     }
 
     /// Dumps the whole table of this network namespace; TIME_WAIT entries are bucketed

@@ -66,3 +66,25 @@ pub fn top_counts<K: Copy + Ord + std::hash::Hash>(map: &FxMap<K, u64>, k: usize
     top_k_by(&mut items, k, |&(key, n)| (std::cmp::Reverse(n), key));
     items
 }
+
+/// A set of port numbers, one bit each (8 KiB): which ports listen, which are watched.
+#[derive(Debug, Clone)]
+pub struct PortBits(Box<[u64; 1024]>);
+
+impl Default for PortBits {
+    fn default() -> Self {
+        PortBits(Box::new([0; 1024]))
+    }
+}
+
+impl PortBits {
+    pub fn set(&mut self, port: u16) {
+        self.0[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+    pub fn get(&self, port: u16) -> bool {
+        self.0[usize::from(port >> 6)] & 1 << (port & 63) != 0
+    }
+    pub fn clear(&mut self) {
+        self.0.fill(0);
+    }
+}

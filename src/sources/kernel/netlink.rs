@@ -241,6 +241,22 @@ pub fn walk_datagram(
     Ok(Progress::More)
 }
 
+/// A dump request whose payload is built by hand: the netlink header (`NLM_F_REQUEST |
+/// NLM_F_DUMP`, the kernel as peer) and `payload`. The typed inet_diag requests are built by
+/// netlink-packet-sock-diag ([`crate::sources::tcp::sockets::inet_diag_request`]).
+pub fn dump_request(message_type: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
+    let len = 16 + payload.len();
+    let mut buf = Vec::with_capacity(len);
+    buf.extend_from_slice(&(len as u32).to_ne_bytes());
+    buf.extend_from_slice(&message_type.to_ne_bytes());
+    buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+    buf.extend_from_slice(payload);
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

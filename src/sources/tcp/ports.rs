@@ -31,7 +31,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::projection::{self, TwHistogram};
 use super::sockets::{DiagMsg, TCP_LISTEN, TCP_STATES};
-use crate::sources::kernel::maps::{top_k_by, FxMap};
+use crate::sources::kernel::maps::{top_k_by, FxMap, PortBits};
 use crate::sources::kernel::ratio::{ratio, AtZero};
 
 const TCP_CLOSE: u8 = 7;
@@ -180,7 +180,7 @@ pub struct PortAggregator {
     /// [`TwHistogram::scale`] of the range's TIME_WAIT length.
     tw_scale: u64,
     /// One bit per port that has a listener: a cheap first test per socket.
-    listening: Box<[u64; 1024]>,
+    listening: PortBits,
     listeners: FxMap<(IpAddr, u16), (u64, u64)>,
     /// A listener was left untracked: a socket on a listening port is then server side
     /// whatever its address.
@@ -199,7 +199,7 @@ impl Default for PortAggregator {
         PortAggregator {
             range: None,
             tw_scale: TwHistogram::scale(TIME_WAIT_SECONDS * 1000),
-            listening: Box::new([0; 1024]),
+            listening: PortBits::default(),
             listeners: FxMap::default(),
             listeners_full: false,
             dests: FxMap::default(),
@@ -224,7 +224,7 @@ impl PortAggregator {
         if let Some(r) = range {
             self.tw_scale = TwHistogram::scale(r.time_wait_seconds.saturating_mul(1000));
         }
-        self.listening.fill(0);
+        self.listening.clear();
         self.listeners.clear();
         self.listeners_full = false;
         self.dests.clear();
@@ -235,7 +235,7 @@ impl PortAggregator {
     }
 
     fn has_listener_port(&self, port: u16) -> bool {
-        self.listening[usize::from(port >> 6)] & (1 << (port & 63)) != 0
+        self.listening.get(port)
     }
 
     /// Whether `(ip, port)` is served by a listener on that address or a wildcard one.
@@ -250,7 +250,7 @@ impl PortAggregator {
     pub fn visit(&mut self, m: &DiagMsg<'_>) {
         let (state, port) = (m.state(), m.src_port());
         if state == TCP_LISTEN {
-            self.listening[usize::from(port >> 6)] |= 1 << (port & 63);
+            self.listening.set(port);
             let (len, limit) = (u64::from(m.rqueue()), u64::from(m.wqueue()));
             let key = (canonical(m.src_addr()), port);
             if self.listeners.len() < self.cap || self.listeners.contains_key(&key) {

@@ -58,6 +58,22 @@ pub const TCP_LISTEN: u8 = 10;
 /// How long one read may wait for the kernel before the dump is abandoned.
 const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A `SOCK_DIAG_BY_FAMILY` dump request (`struct inet_diag_req_v2`, built by
+/// netlink-packet-sock-diag): one family and protocol, every state, the given extensions,
+/// a zero socket id. TCP and UDP dumps both ask with it.
+pub fn inet_diag_request(family: u8, protocol: u8, extensions: ExtensionFlags, seq: u32) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = seq;
+    let socket_id = if family == AF_INET6 { SocketId::new_v6() } else { SocketId::new_v4() };
+    let req = InetRequest { family, protocol, extensions, states: StateFlags::from_bits_retain(ALL_STATES), socket_id };
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(SockDiagMessage::InetRequest(req)));
+    msg.finalize();
+    let mut buf = vec![0; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    buf
+}
+
 /// The original inet_diag request type (`TCPDIAG_GETSOCK`), answered for all families in
 /// one walk; its replies carry the same type.
 pub const TCPDIAG_GETSOCK: u16 = 18;
@@ -262,22 +278,7 @@ impl SockDiag {
     /// extensions.
     #[doc(hidden)]
     pub fn request(family: u8, seq: u32) -> Vec<u8> {
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = seq;
-        let socket_id = if family == AF_INET6 { SocketId::new_v6() } else { SocketId::new_v4() };
-        let req = InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states: StateFlags::from_bits_retain(ALL_STATES),
-            socket_id,
-        };
-        let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(SockDiagMessage::InetRequest(req)));
-        msg.finalize();
-        let mut buf = vec![0; msg.buffer_len()];
-        msg.serialize(&mut buf);
-        buf
+        inet_diag_request(family, IPPROTO_TCP, ExtensionFlags::empty(), seq)
     }
 
     /// Builds the one-walk dump request: `TCPDIAG_GETSOCK` with a `struct inet_diag_req`
@@ -285,18 +286,12 @@ impl SockDiag {
     /// dbs), all TCP states.
     #[doc(hidden)]
     pub fn request_all_families(seq: u32) -> Vec<u8> {
-        const REQ_LEN: usize = 4 + 48 + 4 + 4;
-        let mut buf = Vec::with_capacity(16 + REQ_LEN);
-        buf.extend_from_slice(&((16 + REQ_LEN) as u32).to_ne_bytes());
-        buf.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
-        buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-        buf.extend_from_slice(&seq.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-        buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
-        buf.extend_from_slice(&[0; 48]);
-        buf.extend_from_slice(&ALL_STATES.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes());
-        buf
+        let mut req = Vec::with_capacity(4 + 48 + 4 + 4);
+        req.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        req.extend_from_slice(&[0; 48]);
+        req.extend_from_slice(&ALL_STATES.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        crate::sources::kernel::netlink::dump_request(TCPDIAG_GETSOCK, seq, &req)
     }
 
     /// Sends `request` and feeds every socket of the dump to `visit`. Returns whether the
