@@ -133,8 +133,7 @@ impl Web {
                     }
                 };
                 let h = header.map(str::to_owned);
-                let auth2 = auth.clone();
-                let ok = tokio::task::spawn_blocking(move || auth2.check(h.as_deref())).await.unwrap_or(false);
+                let ok = tokio::task::spawn_blocking(move || auth.check(h.as_deref())).await.unwrap_or(false);
                 permit.done(if ok { Verdict::Good } else { Verdict::Bad });
                 ok
             };
@@ -144,11 +143,9 @@ impl Web {
             }
         }
         if allowed != Some(true) {
-            {
-                let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
-                r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"sockwatch\""));
-                return r;
-            }
+            let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"sockwatch\""));
+            return r;
         }
         self.route(req)
     }

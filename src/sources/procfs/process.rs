@@ -55,8 +55,14 @@ fn boot_time(proc_stat: &str) -> Option<u64> {
 pub fn read() -> Result<ProcessStats, SourceError> {
     let stat_path = Path::new("/proc/self/stat");
     let stat = crate::sources::kernel::read_required(stat_path, "/proc/self/stat")?;
-    let proc_stat = crate::sources::kernel::read_required(Path::new("/proc/stat"), "/proc/stat")?;
-    let btime = boot_time(&proc_stat).ok_or_else(|| SourceError::parse(Path::new("/proc/stat"), "no btime line"))?;
+    // The boot time does not change: /proc/stat (a line per CPU) is read once.
+    static BOOT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let btime = BOOT
+        .get_or_init(|| {
+            let text = crate::sources::kernel::read_required(Path::new("/proc/stat"), "/proc/stat").ok()?;
+            boot_time(&text)
+        })
+        .ok_or_else(|| SourceError::parse(Path::new("/proc/stat"), "unreadable, or no btime line"))?;
     // SAFETY: sysconf has no preconditions.
     let (tck, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
     let mut s = parse_stat(&stat, tck.max(1) as f64, page.max(1) as u64, btime)
