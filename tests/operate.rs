@@ -391,7 +391,13 @@ fn debian_package_installs_and_runs() {
     // postinst enabled the unit (deb-systemd-helper records it even where systemd is not
     // running, as in this root).
     let wants = "/etc/systemd/system/multi-user.target.wants/sockwatch.service";
-    assert!(root.path(wants).exists(), "postinst did not enable sockwatch.service");
+    // The link is absolute (/lib/systemd/system/...): it resolves inside the root, not from
+    // the host's side, so read the link itself rather than following it.
+    let link = std::fs::read_link(root.path(wants)).map_err(|e| e.to_string());
+    assert!(
+        link.as_ref().is_ok_and(|t| t.ends_with("systemd/system/sockwatch.service")),
+        "postinst did not enable sockwatch.service: {link:?}"
+    );
     let files = String::from_utf8(in_root(&["dpkg", "-L", "sockwatch"]).stdout).unwrap();
     for file in expected {
         assert!(files.lines().any(|l| l == file), "dpkg -L lacks {file}:\n{files}");
