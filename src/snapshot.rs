@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::sources::procfs::{fds::Descriptors, neighbour::Neighbours, sockmem::SocketMemory, softnet::Softnet};
+use crate::sources::tcp::listeners::ListenPath;
 use crate::sources::{
     conntrack::Conntrack, ct_breakdown::Breakdown, limits::Limits, netns::Namespaces, ports::PortUsage,
     projection::Trajectory, snmp::SnmpCounters, sockets::Sockets, sockstat::Sockstat, udp::Udp,
@@ -60,6 +62,16 @@ sources! {
     Limits = "limits", Always;
     /// UDP sockets: a second sock_diag dump (per family), with memory info.
     Udp = "udp", Always;
+    /// Each listener's drops and SYN queue: a LISTEN-only sock_diag dump.
+    Listeners = "listeners", Always;
+    /// Open files host-wide (`fs.file-nr`) and per process against RLIMIT_NOFILE.
+    Fds = "fds", Always;
+    /// TCP and UDP buffer memory against `tcp_mem` / `udp_mem`, and the pressure flag.
+    Sockmem = "sockmem", Always;
+    /// The per-CPU receive backlog (`/proc/net/softnet_stat`).
+    Softnet = "softnet", Always;
+    /// The ARP and NDISC neighbour tables (host-wide; the host's namespace only).
+    Neighbour = "neighbour", Always;
     /// The optional ctnetlink dump (`--conntrack.breakdown`), on its own interval.
     ConntrackBreakdown = "conntrack_breakdown", Optional;
     /// Every network namespace's O(1) counters (`--netns`).
@@ -172,6 +184,13 @@ pub struct Snapshot {
     pub udp: Option<Udp>,
     /// Every network namespace (`--netns`); `None` when off or down.
     pub namespaces: Option<Namespaces>,
+    /// Each listener's drops and SYN queue.
+    pub listen_path: Option<ListenPath>,
+    /// Open files, host-wide and per process.
+    pub descriptors: Option<Descriptors>,
+    pub socket_memory: Option<SocketMemory>,
+    pub softnet: Option<Softnet>,
+    pub neighbours: Option<Neighbours>,
     /// sockwatch's own process (`process_*`); `None` when /proc/self could not be read.
     pub process: Option<crate::sources::process::ProcessStats>,
     /// One entry per [`Source::ALL`], in that order, then the breakdown's and the
@@ -213,6 +232,11 @@ impl Snapshot {
             limits,
             udp: None,
             namespaces: None,
+            listen_path: None,
+            descriptors: None,
+            socket_memory: None,
+            softnet: None,
+            neighbours: None,
             process: None,
             sources: Vec::new(),
             samples_total: 0,
@@ -234,10 +258,22 @@ mod source_table_tests {
     fn the_table_makes_the_lists_and_names() {
         assert_eq!(
             Source::ALL,
-            [Source::Sockets, Source::Sockstat, Source::Conntrack, Source::Snmp, Source::Limits, Source::Udp]
+            [
+                Source::Sockets,
+                Source::Sockstat,
+                Source::Conntrack,
+                Source::Snmp,
+                Source::Limits,
+                Source::Udp,
+                Source::Listeners,
+                Source::Fds,
+                Source::Sockmem,
+                Source::Softnet,
+                Source::Neighbour
+            ]
         );
-        assert_eq!(Source::EVERY.len(), 8);
-        assert_eq!(&Source::EVERY[6..], &[Source::ConntrackBreakdown, Source::Netns]);
+        assert_eq!(Source::EVERY.len(), 13);
+        assert_eq!(&Source::EVERY[11..], &[Source::ConntrackBreakdown, Source::Netns]);
         let mut names: Vec<&str> = Source::EVERY.iter().map(|s| s.name()).collect();
         names.sort_unstable();
         names.dedup();

@@ -58,6 +58,8 @@ pub struct Config {
     /// `--netns`: `None` is auto (decided by the sampler from where it runs).
     pub netns: Option<bool>,
     pub netns_top_k: usize,
+    /// `--fds.top-k`: processes kept by descriptor use; 0 skips the per-process walk.
+    pub fds_top_k: usize,
     pub conntrack_breakdown: bool,
     pub conntrack_breakdown_interval: Duration,
     /// With the breakdown and `--conntrack.events`: follow events between full dumps.
@@ -194,6 +196,7 @@ impl Config {
             udp: UdpConfig { top_k: v.get(&UDP_TOP_K, top_k)?, ports: v.get(&UDP_PORTS, port_list)? },
             netns: v.get(&NETNS, auto_on_off)?,
             netns_top_k: v.get(&NETNS_TOP_K, top_k)?,
+            fds_top_k: v.get(&FDS_TOP_K, top_k)?,
             conntrack_breakdown: v.get(&CONNTRACK_BREAKDOWN, switch)?,
             conntrack_breakdown_interval: v.get(&CONNTRACK_BREAKDOWN_INTERVAL, parse_interval)?,
             conntrack_events: v.get(&CONNTRACK_EVENTS, switch)?.then_some(EventsConfig {

@@ -126,6 +126,8 @@ settings! {
         "UDP ports exported by drops and, separately, by receive queue fill (0 to 1000)";
     UDP_PORTS = "udp.ports", "PORTS", Ports, "", Applies,
         "UDP ports always exported while they have a socket, comma-separated (e.g. 53,514)";
+    FDS_TOP_K = "fds.top-k", "K", Count, "10", Applies,
+        "Processes exported by open descriptors against their RLIMIT_NOFILE (0 to 1000; 0 also skips the per-process walk)";
     NETNS = "netns", "MODE", Text, "auto", Applies,
         "Read every network namespace (containers, pods): auto (on in the host's initial network namespace), on, off";
     NETNS_TOP_K = "netns.top-k", "K", Count, "20", Applies,

@@ -671,6 +671,8 @@ mod tests {
                 listen_overflows: Some(4),
                 listen_drops: Some(5),
                 abort_on_memory: None,
+                syncookies_sent: Some(9),
+                memory_pressures: Some(1),
                 udp: vec![
                     UdpMib {
                         family: "ipv4",
@@ -680,9 +682,11 @@ mod tests {
                         in_errors: Some(7),
                         rcvbuf_errors: Some(5),
                         sndbuf_errors: Some(1),
+                        mem_errors: Some(0),
                     },
                     UdpMib { family: "ipv6", protocol: "udplite", in_datagrams: Some(3), ..UdpMib::default() },
                 ],
+                ..SnmpCounters::default()
             }),
             conntrack_breakdown: Some(Breakdown {
                 tcp,

@@ -32,6 +32,8 @@ use crate::sources::netns::DeepReading;
 use crate::sources::netns::{NetnsConfig, NetnsSource};
 use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
 use crate::sources::projection;
+use crate::sources::procfs::fds::FdScanner;
+use crate::sources::tcp::listeners::ListenerDump;
 use crate::sources::udp::{UdpConfig, UdpTracker};
 use crate::sources::{self, sockets::SockDiag};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +52,10 @@ pub struct Sampler {
     ports: PortAggregator,
     udp_config: UdpConfig,
     udp: UdpTracker,
+    listeners: ListenerDump,
+    fds: FdScanner,
+    /// Processes kept by descriptor use (`--fds.top-k`).
+    fds_top_k: usize,
     /// Every namespace's counters, when `--netns` is on (or auto decided on).
     netns: Option<(NetnsConfig, NetnsSource)>,
     /// Each source's tracker, indexed by source (the breakdown's and the namespaces' too).
@@ -84,6 +90,9 @@ impl Sampler {
             ports: PortAggregator::default(),
             udp_config: config.udp.clone(),
             udp: UdpTracker::default(),
+            listeners: ListenerDump::default(),
+            fds: FdScanner::default(),
+            fds_top_k: config.fds_top_k,
             netns: netns_config(config).map(|c| (c, NetnsSource::default())),
             sockdiag: SockDiag::new(),
             trackers: Default::default(),
@@ -105,6 +114,7 @@ impl Sampler {
         self.proc_root = config.procfs.clone();
         self.ports_config = config.ports.clone();
         self.udp_config = config.udp.clone();
+        self.fds_top_k = config.fds_top_k;
         let kept = self.netns.take().map(|(_, n)| n).unwrap_or_default();
         self.netns = netns_config(config).map(|c| (c, kept));
         self.max_share = config.max_share;
@@ -179,6 +189,16 @@ impl Sampler {
         let (udp_tracker, udp_config) = (&mut self.udp, &self.udp_config);
         let inuse = sockstat.as_ref().map_or([None, None], |s| s.udp_inuse);
         let udp = observe!(Source::Udp, || udp_tracker.read(udp_config, inuse));
+        let (listener_dump, aggregator) = (&mut self.listeners, &self.ports);
+        let syn_queue = |port: u16| aggregator.syn_recv(port);
+        let max_syn = limits.as_ref().and_then(|l| l.tcp_max_syn_backlog);
+        let top_k = self.ports_config.listeners_top_k;
+        let listen_path = observe!(Source::Listeners, || listener_dump.read(top_k, &syn_queue, max_syn));
+        let (fds, fds_top_k) = (&mut self.fds, self.fds_top_k);
+        let descriptors = observe!(Source::Fds, || fds.read(root, fds_top_k));
+        let socket_memory = observe!(Source::Sockmem, || sources::procfs::sockmem::read(root));
+        let softnet = observe!(Source::Softnet, || sources::procfs::softnet::read(root));
+        let neighbours = observe!(Source::Neighbour, || sources::procfs::neighbour::read(root));
         let namespaces = match self.netns.as_mut() {
             Some((cfg, source)) => {
                 let max = conntrack.as_ref().and_then(|c| c.limit);
@@ -235,6 +255,11 @@ impl Sampler {
             limits,
             udp,
             namespaces,
+            listen_path,
+            descriptors,
+            socket_memory,
+            softnet,
+            neighbours,
             conntrack_breakdown,
             conntrack_projection,
             process: crate::sources::process::read()

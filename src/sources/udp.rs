@@ -46,12 +46,8 @@ use super::tcp::sockets::{parse_datagram, DiagMsg};
 
 /// `IPPROTO_UDP`.
 const IPPROTO_UDP: u8 = 17;
-/// The inet_diag extension carrying `sk_meminfo` (`INET_DIAG_SKMEMINFO`).
-pub const INET_DIAG_SKMEMINFO: u16 = 7;
-/// Indices into the `sk_meminfo` array (`SK_MEMINFO_*`).
-const SK_MEMINFO_RMEM_ALLOC: usize = 0;
-const SK_MEMINFO_RCVBUF: usize = 1;
-const SK_MEMINFO_DROPS: usize = 8;
+pub use super::tcp::sockets::INET_DIAG_SKMEMINFO;
+use super::tcp::sockets::{SK_MEMINFO_DROPS, SK_MEMINFO_RCVBUF, SK_MEMINFO_RMEM_ALLOC};
 
 /// (Local address, port) pairs tracked at most.
 pub const MAX_TRACKED_PORTS: usize = 20_000;
@@ -214,9 +210,7 @@ pub fn request(family: u8, seq: u32) -> Vec<u8> {
 /// The `sk_meminfo` values a UDP socket reply carries: (queue, buffer, drops). `None`
 /// when the attribute is absent or too short (a kernel before 3.x has no drops field).
 pub fn meminfo(m: &DiagMsg<'_>) -> Option<(u32, u32, u32)> {
-    let a = m.attribute(INET_DIAG_SKMEMINFO)?;
-    let at = |i: usize| a.get(i * 4..i * 4 + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-    Some((at(SK_MEMINFO_RMEM_ALLOC)?, at(SK_MEMINFO_RCVBUF)?, at(SK_MEMINFO_DROPS)?))
+    Some((m.meminfo(SK_MEMINFO_RMEM_ALLOC)?, m.meminfo(SK_MEMINFO_RCVBUF)?, m.meminfo(SK_MEMINFO_DROPS)?))
 }
 
 impl UdpTracker {

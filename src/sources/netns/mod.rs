@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub mod cgroup;
 pub mod counters;
 pub mod ct;
 pub mod deep;
@@ -36,7 +35,7 @@ pub mod model;
 use crate::sources::kernel::namespace::in_namespace;
 use crate::sources::kernel::ratio::{ratio, AtZero};
 use crate::sources::kernel::SourceError;
-pub use cgroup::parse_cgroup;
+pub use crate::sources::procfs::cgroup::{self, parse_cgroup};
 pub use counters::{read_counters, NetFiles, NsCounters};
 use ct::{NsConntrack, NsConntrackConfig};
 use deep::DeepLayer;

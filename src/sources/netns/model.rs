@@ -15,14 +15,7 @@ pub const MAX_NAMESPACES: usize = 10_000;
 /// cheap layer holds a namespace's sockets against (its own range needs the deep layer).
 pub const DEFAULT_PORT_RANGE: f64 = 28_232.0;
 
-/// Who a namespace belongs to, where it could be found out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Owner {
-    pub container_id: Option<String>,
-    /// `docker`, `containerd`, `crio`, `podman`.
-    pub runtime: Option<&'static str>,
-    pub pod_uid: Option<String>,
-}
+pub use crate::sources::procfs::cgroup::Owner;
 
 /// A network namespace and what was read in it.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -27,6 +27,17 @@ pub struct SnmpCounters {
     pub listen_overflows: Option<u64>,
     pub listen_drops: Option<u64>,
     pub abort_on_memory: Option<u64>,
+    /// Times TCP entered memory pressure (`tcp_mem` pressure threshold passed).
+    pub memory_pressures: Option<u64>,
+    /// Milliseconds spent in TCP memory pressure.
+    pub memory_pressures_chrono_ms: Option<u64>,
+    pub syncookies_sent: Option<u64>,
+    pub syncookies_recv: Option<u64>,
+    pub syncookies_failed: Option<u64>,
+    /// SYN queue full, a cookie sent instead.
+    pub reqq_full_do_cookies: Option<u64>,
+    /// SYN queue full, SYN dropped (cookies off).
+    pub reqq_full_drop: Option<u64>,
 }
 
 /// One UDP MIB (`Udp:` of /proc/net/snmp, or `Udp6…` of /proc/net/snmp6).
@@ -44,6 +55,8 @@ pub struct UdpMib {
     /// Datagrams dropped because a socket's receive buffer was full.
     pub rcvbuf_errors: Option<u64>,
     pub sndbuf_errors: Option<u64>,
+    /// Datagrams dropped because UDP as a whole was at `udp_mem` (not one socket's buffer).
+    pub mem_errors: Option<u64>,
 }
 
 impl SnmpCounters {
@@ -66,6 +79,13 @@ impl SnmpCounters {
             "ListenOverflows" => &mut self.listen_overflows,
             "ListenDrops" => &mut self.listen_drops,
             "TCPAbortOnMemory" => &mut self.abort_on_memory,
+            "TCPMemoryPressures" => &mut self.memory_pressures,
+            "TCPMemoryPressuresChrono" => &mut self.memory_pressures_chrono_ms,
+            "SyncookiesSent" => &mut self.syncookies_sent,
+            "SyncookiesRecv" => &mut self.syncookies_recv,
+            "SyncookiesFailed" => &mut self.syncookies_failed,
+            "TCPReqQFullDoCookies" => &mut self.reqq_full_do_cookies,
+            "TCPReqQFullDrop" => &mut self.reqq_full_drop,
             _ => return None,
         })
     }
@@ -79,6 +99,7 @@ impl UdpMib {
             "InErrors" => &mut self.in_errors,
             "RcvbufErrors" => &mut self.rcvbuf_errors,
             "SndbufErrors" => &mut self.sndbuf_errors,
+            "MemErrors" => &mut self.mem_errors,
             _ => return None,
         })
     }

@@ -346,6 +346,12 @@ impl PortAggregator {
         }
     }
 
+    /// Half-open connections (server-side SYN_RECV request sockets) on a listening port,
+    /// from this dump: the port's SYN queue.
+    pub fn syn_recv(&self, port: u16) -> u64 {
+        self.port_states.get(&port).map_or(0, |s| s[usize::from(super::sockets::TCP_SYN_RECV)])
+    }
+
     /// Builds the bounded result.
     pub fn finish(&self, cfg: &PortsConfig) -> PortUsage {
         let ephemeral = self.range.map(|range| self.ephemeral(range, cfg.top_k));

@@ -54,6 +54,7 @@ pub const TCP_STATES: [&str; 13] = [
     "new_syn_recv",
 ];
 pub const TCP_LISTEN: u8 = 10;
+pub const TCP_SYN_RECV: u8 = 3;
 
 /// How long one read may wait for the kernel before the dump is abandoned.
 const RECV_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,17 +63,32 @@ const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 /// netlink-packet-sock-diag): one family and protocol, every state, the given extensions,
 /// a zero socket id. TCP and UDP dumps both ask with it.
 pub fn inet_diag_request(family: u8, protocol: u8, extensions: ExtensionFlags, seq: u32) -> Vec<u8> {
+    inet_diag_request_states(family, protocol, extensions, ALL_STATES, seq)
+}
+
+/// [`inet_diag_request`] for the states in `states` only (a bit per state number): a
+/// LISTEN-only dump (`1 << TCP_LISTEN`) walks the listening hash, not the established one.
+pub fn inet_diag_request_states(family: u8, protocol: u8, extensions: ExtensionFlags, states: u32, seq: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     header.sequence_number = seq;
     let socket_id = if family == AF_INET6 { SocketId::new_v6() } else { SocketId::new_v4() };
-    let req = InetRequest { family, protocol, extensions, states: StateFlags::from_bits_retain(ALL_STATES), socket_id };
+    let req = InetRequest { family, protocol, extensions, states: StateFlags::from_bits_retain(states), socket_id };
     let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(SockDiagMessage::InetRequest(req)));
     msg.finalize();
     let mut buf = vec![0; msg.buffer_len()];
     msg.serialize(&mut buf);
     buf
 }
+
+/// The inet_diag extension carrying `sk_meminfo` (`INET_DIAG_SKMEMINFO`, what `ss -m`
+/// shows), and indices into its array (`SK_MEMINFO_*`).
+pub const INET_DIAG_SKMEMINFO: u16 = 7;
+pub const SK_MEMINFO_RMEM_ALLOC: usize = 0;
+pub const SK_MEMINFO_RCVBUF: usize = 1;
+/// `sk_drops`: for a listener, every SYN or handshake it dropped (`tcp_listendrop`, which
+/// counts ListenDrops and ListenOverflows alike).
+pub const SK_MEMINFO_DROPS: usize = 8;
 
 /// The original inet_diag request type (`TCPDIAG_GETSOCK`), answered for all families in
 /// one walk; its replies carry the same type.
@@ -168,6 +184,13 @@ impl<'a> DiagMsg<'a> {
         None
     }
     /// For a listener: its accept queue length. Otherwise bytes in the receive queue.
+    /// One value of the `sk_meminfo` array, when the reply carries the extension and the
+    /// kernel's array is that long.
+    pub fn meminfo(&self, index: usize) -> Option<u32> {
+        let a = self.attribute(INET_DIAG_SKMEMINFO)?;
+        a.get(index * 4..index * 4 + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
     pub fn rqueue(&self) -> u32 {
         self.u32_at(56)
     }

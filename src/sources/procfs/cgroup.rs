@@ -1,8 +1,23 @@
-//! Who a namespace belongs to: the container id, runtime and pod from its process's
-//! `/proc/PID/cgroup` path (Docker, containerd, CRI-O, Podman; cgroupfs and systemd drivers,
+//! Who a process belongs to (and so the namespace it represents, or the descriptors it
+//! holds): the container id, runtime and pod from its `/proc/PID/cgroup` path (Docker, containerd, CRI-O, Podman; cgroupfs and systemd drivers,
 //! cgroup v1 and v2).
 
-use super::model::Owner;
+/// Who a process (and its namespace) belongs to, where it could be found out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub container_id: Option<String>,
+    /// `docker`, `containerd`, `crio`, `podman`.
+    pub runtime: Option<&'static str>,
+    pub pod_uid: Option<String>,
+}
+
+/// Reads `/proc/PID/cgroup` below `proc_root`: the default owner when it cannot be read.
+pub fn owner_of(proc_root: &std::path::Path, pid: u32) -> Owner {
+    crate::sources::kernel::read_optional(&proc_root.join(pid.to_string()).join("cgroup"))
+        .ok()
+        .flatten()
+        .map_or_else(Owner::default, |t| parse_cgroup(&t))
+}
 
 /// The owner named by a `/proc/PID/cgroup` file (v1 lines `N:controllers:/path`, the v2
 /// line `0::/path`). The last container-id-looking component wins: it is the innermost.
