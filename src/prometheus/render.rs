@@ -185,6 +185,11 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     super::udp::sockets(&mut out, s);
     super::udp::counters(&mut out, s);
     super::netns::render(&mut out, s);
+    super::resources::listen_path(&mut out, s);
+    super::resources::descriptors(&mut out, s);
+    super::resources::socket_memory(&mut out, s);
+    super::resources::softnet(&mut out, s);
+    super::resources::neighbours(&mut out, s);
     limits(&mut out, s);
     self_monitoring(&mut out, s);
     process(&mut out, s);
@@ -586,6 +591,11 @@ mod tests {
     use crate::sources::snmp::{SnmpCounters, UdpMib};
     use crate::sources::sockets::{Sockets, TcpStates};
     use crate::sources::sockstat::Sockstat;
+    use crate::sources::procfs::fds::{Descriptors, FileHandles, ProcessFds};
+    use crate::sources::procfs::neighbour::{NeighbourTable, Neighbours};
+    use crate::sources::procfs::sockmem::{ProtocolMemory, SocketMemory};
+    use crate::sources::procfs::softnet::{CpuBacklog, Softnet};
+    use crate::sources::tcp::listeners::{ListenPath, Listener};
     use crate::sources::udp::{Udp, UdpPort};
 
     fn dest(remote: &str, port: u16, used: u64, rate: f64, projected: f64, seconds: Option<f64>) -> Destination {
@@ -751,6 +761,55 @@ mod tests {
                 queue_utilization_max: 0.5,
                 untracked: 0,
                 interrupted: false,
+            }),
+            listen_path: Some(ListenPath {
+                top: vec![Listener {
+                    local_ip: "0.0.0.0".parse().unwrap(),
+                    port: 8080,
+                    drops: 42,
+                    accept_queue: 3,
+                    backlog: 128,
+                    syn_queue: 1,
+                }],
+                listeners: 1,
+                drops: 42,
+                syn_utilization_max: 1.0 / 128.0,
+            }),
+            descriptors: Some(Descriptors {
+                host: Some(FileHandles { allocated: 389, max: 2_466_093 }),
+                top: vec![ProcessFds {
+                    pid: 4242,
+                    command: "nginx \"w\"".into(),
+                    open: 1000,
+                    limit: 1024,
+                    owner: Owner { container_id: None, runtime: None, pod_uid: Some("0f9b2c4e".into()) },
+                }],
+                processes: 120,
+                unreadable: 3,
+                method: "stat",
+            }),
+            socket_memory: Some(SocketMemory {
+                tcp: ProtocolMemory { used_bytes: 4096 * 103, pressure: Some(false), limits: Some([4096, 8192, 16384]) },
+                udp: ProtocolMemory { used_bytes: 8192, pressure: None, limits: None },
+            }),
+            softnet: Some(Softnet {
+                cpus: vec![
+                    CpuBacklog { cpu: 0, processed: 1000, dropped: 0, time_squeeze: 1, backlog: Some(0) },
+                    CpuBacklog { cpu: 2, processed: 900, dropped: 7, time_squeeze: 2, backlog: Some(250) },
+                ],
+                max_backlog: Some(1000),
+                numbered: true,
+            }),
+            neighbours: Some(Neighbours {
+                tables: vec![NeighbourTable {
+                    table: "arp",
+                    entries: 900,
+                    forced_gc_runs: Some(5),
+                    table_fulls: Some(0),
+                    gc_thresh1: Some(128),
+                    gc_thresh2: Some(512),
+                    gc_thresh3: Some(1024),
+                }],
             }),
             namespaces: Some(Namespaces {
                 count: 3,

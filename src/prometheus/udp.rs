@@ -64,7 +64,7 @@ pub(super) fn counters(out: &mut Families, s: &Snapshot) {
     let Some(t) = &s.snmp else { return };
     let from = "from /proc/net/snmp (Udp:, UdpLite:) and /proc/net/snmp6 (Udp6, UdpLite6)";
     type Field = fn(&crate::sources::snmp::UdpMib) -> Option<u64>;
-    let families: [(&str, String, Field); 5] = [
+    let families: [(&str, String, Field); 6] = [
         ("sockwatch_udp_in_datagrams_total", format!("UDP datagrams delivered to sockets, InDatagrams {from}."), |m| {
             m.in_datagrams
         }),
@@ -88,6 +88,14 @@ pub(super) fn counters(out: &mut Families, s: &Snapshot) {
             "sockwatch_udp_sndbuf_errors_total",
             format!("UDP datagrams not sent because a socket's send buffer was full, SndbufErrors {from}."),
             |m| m.sndbuf_errors,
+        ),
+        (
+            "sockwatch_udp_mem_errors_total",
+            format!(
+                "UDP datagrams dropped because UDP as a whole was at net.ipv4.udp_mem (host-wide socket memory), not one \
+                 socket's buffer, MemErrors {from}."
+            ),
+            |m| m.mem_errors,
         ),
     ];
     for (name, help, field) in families {
