@@ -129,6 +129,11 @@ mod tests {
             format!("sockwatch_ephemeral_port_seconds_to_exhaustion < {PREDICT_WARN_SECONDS}"),
             format!("sockwatch_ephemeral_port_seconds_to_exhaustion < {PREDICT_CRIT_SECONDS}"),
             format!("sockwatch_conntrack_seconds_to_full < {PREDICT_WARN_SECONDS}"),
+            format!("sockwatch_process_fds_open / sockwatch_process_fds_limit > {WARN}"),
+            format!("sockwatch_file_handles_allocated / sockwatch_file_handles_max > {WARN}"),
+            format!("sockwatch_socket_memory_utilization > {CRIT}"),
+            format!("sockwatch_softnet_backlog_utilization_max > {WARN}"),
+            format!("sockwatch_neighbour_utilization > {WARN}"),
         ] {
             assert!(rules.contains(&format!("expr: {expr}\n")), "alerts.yml lacks `{expr}`");
         }
