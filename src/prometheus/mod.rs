@@ -7,7 +7,7 @@ mod ct_attribution;
 mod families;
 pub mod http;
 mod netns;
-mod resources;
 pub mod render;
+mod resources;
 mod udp;
 pub mod webconfig;

@@ -587,14 +587,14 @@ mod tests {
     use crate::sources::netns::{Namespace, Namespaces, NsCounters, Owner};
     use crate::sources::ports::EphemeralRange;
     use crate::sources::ports::{Destination, Ephemeral, ListenQueue, PortStates, PortUsage};
-    use crate::sources::projection::{Trajectory, TwHistogram};
-    use crate::sources::snmp::{SnmpCounters, UdpMib};
-    use crate::sources::sockets::{Sockets, TcpStates};
-    use crate::sources::sockstat::Sockstat;
     use crate::sources::procfs::fds::{Descriptors, FileHandles, ProcessFds};
     use crate::sources::procfs::neighbour::{NeighbourTable, Neighbours};
     use crate::sources::procfs::sockmem::{ProtocolMemory, SocketMemory};
     use crate::sources::procfs::softnet::{CpuBacklog, Softnet};
+    use crate::sources::projection::{Trajectory, TwHistogram};
+    use crate::sources::snmp::{SnmpCounters, UdpMib};
+    use crate::sources::sockets::{Sockets, TcpStates};
+    use crate::sources::sockstat::Sockstat;
     use crate::sources::tcp::listeners::{ListenPath, Listener};
     use crate::sources::udp::{Udp, UdpPort};
 
@@ -789,7 +789,11 @@ mod tests {
                 method: "stat",
             }),
             socket_memory: Some(SocketMemory {
-                tcp: ProtocolMemory { used_bytes: 4096 * 103, pressure: Some(false), limits: Some([4096, 8192, 16384]) },
+                tcp: ProtocolMemory {
+                    used_bytes: 4096 * 103,
+                    pressure: Some(false),
+                    limits: Some([4096, 8192, 16384]),
+                },
                 udp: ProtocolMemory { used_bytes: 8192, pressure: None, limits: None },
             }),
             softnet: Some(Softnet {

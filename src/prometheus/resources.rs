@@ -104,7 +104,9 @@ pub(super) fn socket_memory(out: &mut Families, s: &Snapshot) {
         let ext = "from /proc/net/netstat (TcpExt:)";
         out.counter(
             "sockwatch_tcp_memory_pressures_total",
-            &format!("Times TCP entered memory pressure (tcp_mem's pressure threshold passed), TCPMemoryPressures {ext}."),
+            &format!(
+                "Times TCP entered memory pressure (tcp_mem's pressure threshold passed), TCPMemoryPressures {ext}."
+            ),
             t.memory_pressures.map(f),
         );
         out.counter(
@@ -152,11 +154,31 @@ pub(super) fn listen_path(out: &mut Families, s: &Snapshot) {
     if let Some(t) = &s.snmp {
         let ext = "from /proc/net/netstat (TcpExt:)";
         for (name, help, v) in [
-            ("sockwatch_tcp_syncookies_sent_total", "SYN cookies sent (SYN queue full, or tcp_syncookies=2), SyncookiesSent", t.syncookies_sent),
-            ("sockwatch_tcp_syncookies_recv_total", "Valid SYN cookies received back (connections made from a cookie), SyncookiesRecv", t.syncookies_recv),
-            ("sockwatch_tcp_syncookies_failed_total", "Invalid SYN cookies received, SyncookiesFailed", t.syncookies_failed),
-            ("sockwatch_tcp_syn_queue_full_cookies_total", "SYNs answered with a cookie because the SYN queue was full, TCPReqQFullDoCookies", t.reqq_full_do_cookies),
-            ("sockwatch_tcp_syn_queue_full_drops_total", "SYNs dropped because the SYN queue was full and cookies are off, TCPReqQFullDrop", t.reqq_full_drop),
+            (
+                "sockwatch_tcp_syncookies_sent_total",
+                "SYN cookies sent (SYN queue full, or tcp_syncookies=2), SyncookiesSent",
+                t.syncookies_sent,
+            ),
+            (
+                "sockwatch_tcp_syncookies_recv_total",
+                "Valid SYN cookies received back (connections made from a cookie), SyncookiesRecv",
+                t.syncookies_recv,
+            ),
+            (
+                "sockwatch_tcp_syncookies_failed_total",
+                "Invalid SYN cookies received, SyncookiesFailed",
+                t.syncookies_failed,
+            ),
+            (
+                "sockwatch_tcp_syn_queue_full_cookies_total",
+                "SYNs answered with a cookie because the SYN queue was full, TCPReqQFullDoCookies",
+                t.reqq_full_do_cookies,
+            ),
+            (
+                "sockwatch_tcp_syn_queue_full_drops_total",
+                "SYNs dropped because the SYN queue was full and cookies are off, TCPReqQFullDrop",
+                t.reqq_full_drop,
+            ),
         ] {
             out.counter(name, &format!("{help} {ext}."), v.map(f));
         }

@@ -116,7 +116,8 @@ impl FdScanner {
         if top_k == 0 {
             return Ok(out); // the per-process walk is off
         }
-        let dir = std::fs::read_dir(proc_root).map_err(|e| SourceError::Io { path: proc_root.to_owned(), source: e })?;
+        let dir =
+            std::fs::read_dir(proc_root).map_err(|e| SourceError::Io { path: proc_root.to_owned(), source: e })?;
         let mut all: Vec<ProcessFds> = Vec::new();
         let mut seen: FxMap<u32, (Option<u64>, u64)> = FxMap::default();
         let mut path = proc_root.to_path_buf();
@@ -220,10 +221,8 @@ pub fn count_fds(fd_dir: &Path, how: Count) -> std::io::Result<u64> {
 
 /// `fs.file-nr`: `allocated  unused(0)  max`.
 pub fn parse_file_nr(text: &str, path: &Path) -> Result<FileHandles, SourceError> {
-    let v: Vec<u64> = text
-        .split_whitespace()
-        .map(|s| crate::sources::kernel::parse_u64(s, path))
-        .collect::<Result<_, _>>()?;
+    let v: Vec<u64> =
+        text.split_whitespace().map(|s| crate::sources::kernel::parse_u64(s, path)).collect::<Result<_, _>>()?;
     match v[..] {
         [allocated, _, max] => Ok(FileHandles { allocated, max }),
         _ => Err(SourceError::parse(path, format!("expected three numbers (allocated, free, max), found {}", v.len()))),

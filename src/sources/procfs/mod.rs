@@ -7,10 +7,10 @@
 pub mod cgroup;
 pub mod conntrack;
 pub mod fds;
-pub mod neighbour;
-pub mod sockmem;
-pub mod softnet;
 pub mod limits;
+pub mod neighbour;
 pub mod process;
 pub mod snmp;
+pub mod sockmem;
 pub mod sockstat;
+pub mod softnet;

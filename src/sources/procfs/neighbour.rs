@@ -79,11 +79,10 @@ pub fn parse(text: &str, path: &Path, table: &'static str) -> Result<NeighbourTa
     let mut t = NeighbourTable { table, ..NeighbourTable::default() };
     let (mut gc, mut full, mut rows) = (0u64, 0u64, 0);
     for (n, line) in lines.enumerate() {
-        let cols: Vec<u64> = line
-            .split_whitespace()
-            .map(|c| u64::from_str_radix(c, 16))
-            .collect::<Result<_, _>>()
-            .map_err(|_| SourceError::parse(path, format!("CPU line {}: {line:?} is not hexadecimal columns", n + 1)))?;
+        let cols: Vec<u64> =
+            line.split_whitespace().map(|c| u64::from_str_radix(c, 16)).collect::<Result<_, _>>().map_err(|_| {
+                SourceError::parse(path, format!("CPU line {}: {line:?} is not hexadecimal columns", n + 1))
+            })?;
         if cols.len() != header.len() {
             return Err(SourceError::parse(
                 path,
@@ -123,7 +122,8 @@ mod tests {
     #[test]
     fn an_overflowing_table_and_an_old_layout() {
         let p = Path::new("/proc/net/stat/arp_cache");
-        let text = "entries  allocs forced_gc_runs table_fulls\n00000400 1 0000000a 00000007\n00000400 1 00000001 00000002\n";
+        let text =
+            "entries  allocs forced_gc_runs table_fulls\n00000400 1 0000000a 00000007\n00000400 1 00000001 00000002\n";
         let t = parse(text, p, "arp").unwrap();
         assert_eq!((t.entries, t.forced_gc_runs, t.table_fulls), (1024, Some(11), Some(9)));
         // A layout without table_fulls: None, not 0.

@@ -99,10 +99,8 @@ pub fn protocol_line(text: &str, protocol: &str, path: &Path) -> Result<(u64, Op
 
 /// `"287889\t383855\t575778\n"` → the three page counts.
 pub fn parse_limits(text: &str, path: &Path) -> Result<[u64; 3], SourceError> {
-    let v: Vec<u64> = text
-        .split_whitespace()
-        .map(|s| crate::sources::kernel::parse_u64(s, path))
-        .collect::<Result<_, _>>()?;
+    let v: Vec<u64> =
+        text.split_whitespace().map(|s| crate::sources::kernel::parse_u64(s, path)).collect::<Result<_, _>>()?;
     match v[..] {
         [min, pressure, max] => Ok([min, pressure, max]),
         _ => Err(SourceError::parse(path, format!("expected three page counts (min pressure max), found {}", v.len()))),

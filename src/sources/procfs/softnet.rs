@@ -57,7 +57,11 @@ impl Softnet {
     pub fn backlog_utilization_max(&self) -> Option<f64> {
         let max = self.max_backlog?;
         let fullest = self.cpus.iter().filter_map(|c| c.backlog).max()?;
-        crate::sources::kernel::ratio::ratio(fullest as f64, max as f64, crate::sources::kernel::ratio::AtZero::Exhausted)
+        crate::sources::kernel::ratio::ratio(
+            fullest as f64,
+            max as f64,
+            crate::sources::kernel::ratio::AtZero::Exhausted,
+        )
     }
 }
 
@@ -74,16 +78,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Softnet, SourceError> {
     let mut out = Softnet::default();
     let mut width = None;
     for (place, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let cols: Vec<u64> = line
-            .split_ascii_whitespace()
-            .map(|c| u64::from_str_radix(c, 16))
-            .collect::<Result<_, _>>()
-            .map_err(|_| SourceError::parse(path, format!("line {}: {line:?} is not hexadecimal columns", place + 1)))?;
+        let cols: Vec<u64> =
+            line.split_ascii_whitespace().map(|c| u64::from_str_radix(c, 16)).collect::<Result<_, _>>().map_err(
+                |_| SourceError::parse(path, format!("line {}: {line:?} is not hexadecimal columns", place + 1)),
+            )?;
         if cols.len() < 9 {
-            return Err(SourceError::parse(path, format!("line {}: {} columns, expected at least 9", place + 1, cols.len())));
+            return Err(SourceError::parse(
+                path,
+                format!("line {}: {} columns, expected at least 9", place + 1, cols.len()),
+            ));
         }
         if *width.get_or_insert(cols.len()) != cols.len() {
-            return Err(SourceError::parse(path, format!("line {} has {} columns, line 1 {width:?}", place + 1, cols.len())));
+            return Err(SourceError::parse(
+                path,
+                format!("line {} has {} columns, line 1 {width:?}", place + 1, cols.len()),
+            ));
         }
         let numbered = cols.len() >= 13;
         out.numbered = numbered;

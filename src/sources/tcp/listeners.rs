@@ -83,7 +83,11 @@ pub const MAX_LISTENERS: usize = super::ports::MAX_TRACKED;
 
 impl Default for ListenerDump {
     fn default() -> Self {
-        ListenerDump { nl: DumpSocket::new("sock_diag listeners", NETLINK_SOCK_DIAG, Duration::from_secs(10)), map: FxMap::default(), untracked_drops: 0 }
+        ListenerDump {
+            nl: DumpSocket::new("sock_diag listeners", NETLINK_SOCK_DIAG, Duration::from_secs(10)),
+            map: FxMap::default(),
+            untracked_drops: 0,
+        }
     }
 }
 

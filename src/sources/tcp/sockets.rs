@@ -68,7 +68,13 @@ pub fn inet_diag_request(family: u8, protocol: u8, extensions: ExtensionFlags, s
 
 /// [`inet_diag_request`] for the states in `states` only (a bit per state number): a
 /// LISTEN-only dump (`1 << TCP_LISTEN`) walks the listening hash, not the established one.
-pub fn inet_diag_request_states(family: u8, protocol: u8, extensions: ExtensionFlags, states: u32, seq: u32) -> Vec<u8> {
+pub fn inet_diag_request_states(
+    family: u8,
+    protocol: u8,
+    extensions: ExtensionFlags,
+    states: u32,
+    seq: u32,
+) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     header.sequence_number = seq;

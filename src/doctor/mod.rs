@@ -8,6 +8,8 @@
 
 use serde::Serialize;
 
+mod resources;
+
 use crate::snapshot::Snapshot;
 use crate::sources::ct_attribution::{protocol_name, Attribution};
 use crate::sources::netns::Namespace;
@@ -113,6 +115,11 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
     checks.extend(listen_check(before, now, seconds));
     checks.extend(udp_check(now, seconds));
     checks.extend(netns_check(before, now, seconds));
+    checks.extend(resources::descriptors(now));
+    checks.extend(resources::socket_memory(before, now, seconds));
+    checks.extend(resources::listen_path(before, now, seconds));
+    checks.extend(resources::softnet(before, now, seconds));
+    checks.extend(resources::neighbours(before, now, seconds));
 
     // The conntrack counters are absent when the module is not loaded: an answer (nothing
     // is tracked), not a gap, provided /proc/sys/net itself was read (the limits come from it).
@@ -120,8 +127,12 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
     for s in now.sources.iter().filter(|s| !s.up) {
         if let Some(e) = &s.error {
             let not_loaded = s.source == crate::snapshot::Source::Conntrack && sys_net_read && s.errors_total == 0;
+            // The neighbour tables are the host's: their files exist in its namespace only.
+            let elsewhere = s.source == crate::snapshot::Source::Neighbour && sys_net_read && s.errors_total == 0;
             let (level, detail) = if not_loaded {
                 (Level::Ok, format!("not loaded, nothing tracked ({e})"))
+            } else if elsewhere {
+                (Level::Ok, format!("host-wide tables, seen from the host's network namespace only ({e})"))
             } else {
                 (Level::CannotTell, format!("cannot tell, not read: {e}"))
             };
