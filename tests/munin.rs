@@ -48,7 +48,7 @@ fn assert_same_snapshot(tcp: &HashMap<String, f64>, ct: &HashMap<String, f64>, m
 }
 
 /// The graphs the daemon serves without the conntrack breakdown, in order.
-const GRAPHS: [&str; 9] = [
+const GRAPHS: [&str; 11] = [
     "tcp_states",
     "conntrack",
     "conntrack_errors",
@@ -58,6 +58,8 @@ const GRAPHS: [&str; 9] = [
     "udp_drops",
     "netns",
     "netns_counts",
+    "resources",
+    "resource_failures",
 ];
 
 #[test]

@@ -56,7 +56,7 @@ pub fn clean_fieldname(name: &str) -> String {
 
 macro_rules! field {
     ($name:expr, $label:expr, $info:expr, $draw:expr, $kind:expr, $value:expr) => {
-        Field {
+        $crate::munin::graphs::Field {
             name: $name,
             label: $label,
             info: $info,
@@ -68,6 +68,7 @@ macro_rules! field {
         }
     };
 }
+pub(super) use field;
 
 fn state(s: &Snapshot, i: usize) -> Option<f64> {
     s.sockets.as_ref().map(|k| k.states.total(i) as f64)
@@ -92,7 +93,7 @@ fn snmp(s: &Snapshot, pick: fn(&crate::sources::snmp::SnmpCounters) -> Option<u6
     pick(s.snmp.as_ref()?).map(|v| v as f64)
 }
 /// A derived ratio as the percentage Munin graphs draw (uncapped, see [`derived`]).
-fn pct(ratio: Option<f64>) -> Option<f64> {
+pub(super) fn pct(ratio: Option<f64>) -> Option<f64> {
     ratio.map(|r| r * 100.0)
 }
 fn port_utilization_pct(s: &Snapshot) -> Option<f64> {
@@ -167,10 +168,10 @@ fn ct_warn(s: &Snapshot) -> Option<f64> {
 fn ct_crit(s: &Snapshot) -> Option<f64> {
     crit_of(ct_limit(s))
 }
-fn pct_warn(_: &Snapshot) -> Option<f64> {
+pub(super) fn pct_warn(_: &Snapshot) -> Option<f64> {
     warn_of(Some(100.0))
 }
-fn pct_crit(_: &Snapshot) -> Option<f64> {
+pub(super) fn pct_crit(_: &Snapshot) -> Option<f64> {
     crit_of(Some(100.0))
 }
 fn listen_pct_crit(_: &Snapshot) -> Option<f64> {
@@ -191,7 +192,7 @@ fn udp_no_ports(s: &Snapshot) -> Option<f64> {
     udp_mib(s, |m| m.no_ports)
 }
 /// Any drop at all warns.
-fn any(_: &Snapshot) -> Option<f64> {
+pub(super) fn any(_: &Snapshot) -> Option<f64> {
     Some(0.0)
 }
 fn netns_count(s: &Snapshot) -> Option<f64> {
@@ -514,9 +515,14 @@ pub static GRAPHS: &[Graph] = &[
     },
 ];
 
+/// Every graph: the ones here, then the other resources' (`munin/resources.rs`).
+pub fn all() -> impl Iterator<Item = &'static Graph> {
+    GRAPHS.iter().chain(super::resources::GRAPHS)
+}
+
 /// The graphs offered, given whether the conntrack breakdown runs.
 pub fn graphs(breakdown: bool) -> impl Iterator<Item = &'static Graph> {
-    GRAPHS.iter().filter(move |g| breakdown || !g.needs_breakdown)
+    all().filter(move |g| breakdown || !g.needs_breakdown)
 }
 
 pub fn find(name: &str, breakdown: bool) -> Option<&'static Graph> {
@@ -599,14 +605,14 @@ mod tests {
     fn the_plugin_documents_every_graph() {
         let pod = include_str!("../../munin-plugin/sockwatch_");
         let items: Vec<&str> = pod.lines().filter_map(|l| l.strip_prefix("=item B<")?.strip_suffix('>')).collect();
-        let names: Vec<&str> = GRAPHS.iter().map(|g| g.name).collect();
+        let names: Vec<&str> = all().map(|g| g.name).collect();
         assert_eq!(items, names, "the POD's =item list against GRAPHS");
     }
 
     /// One unit per graph: a graph with a percentage field draws no count beside it.
     #[test]
     fn percentages_and_counts_are_never_on_one_axis() {
-        for g in GRAPHS {
+        for g in all() {
             let drawn: Vec<&Field> = g.fields.iter().filter(|f| f.draw != "no").collect();
             let pct = drawn.iter().filter(|f| f.label.contains('%')).count();
             assert!(pct == 0 || pct == drawn.len(), "{} mixes units", g.name);
@@ -619,7 +625,7 @@ mod tests {
         assert_eq!(clean_fieldname("10.0.0.1:80"), "_10_0_0_1_80");
         assert_eq!(clean_fieldname("a-b c"), "a_b_c");
         assert_eq!(clean_fieldname(""), "_");
-        for g in GRAPHS {
+        for g in all() {
             for f in g.fields {
                 assert_eq!(clean_fieldname(f.name), f.name, "{}: field names are already clean", g.name);
                 assert!(f.name.len() <= 19, "{} is long", f.name);
@@ -629,7 +635,7 @@ mod tests {
 
     #[test]
     fn without_a_snapshot_every_field_is_unknown() {
-        for g in GRAPHS {
+        for g in all() {
             let mut out = String::new();
             fetch(g, None, &mut out);
             assert_eq!(out.lines().count(), g.fields.len());

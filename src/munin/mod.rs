@@ -4,4 +4,5 @@
 
 pub mod graphs;
 pub mod plugin;
+mod resources;
 pub mod shim;

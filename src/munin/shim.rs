@@ -439,7 +439,7 @@ mod tests {
         assert_eq!(ask(&s, &mut session, "list"), "sockwatch\n");
         let mg = ask(&s, &mut session, "fetch sockwatch");
         assert!(mg.starts_with("multigraph sockwatch_tcp_states\n") && mg.ends_with(".\n"), "{mg}");
-        assert_eq!(mg.matches("multigraph ").count(), 9);
+        assert_eq!(mg.matches("multigraph ").count(), 11);
         // dirtyconfig: config carries the values too.
         ask(&s, &mut session, "cap dirtyconfig");
         let cfg = ask(&s, &mut session, "config sockwatch_conntrack");
