@@ -192,9 +192,16 @@ pub(super) fn listen_path(before: &Snapshot, now: &Snapshot, seconds: f64) -> Op
             pct(l.syn_utilization(max_syn))
         )
     });
-    let drop_words = dropping.map_or(String::new(), |(l, r)| {
-        format!("; {}:{} drops {r:.0} connections/s ({} since it opened)", l.local_ip, l.port, l.drops)
-    });
+    // Dropping now, else the one that dropped most since it opened (the top is by drops).
+    let drop_words = match (dropping, lp.top.first().filter(|l| l.drops > 0)) {
+        (Some((l, r)), _) => {
+            format!("; {}:{} drops {r:.0} connections/s ({} since it opened)", l.local_ip, l.port, l.drops)
+        }
+        (None, Some(l)) => {
+            format!("; most drops: {}:{}, {} since it opened, none in the last second", l.local_ip, l.port, l.drops)
+        }
+        (None, None) => String::new(),
+    };
     let flood = if cookies + syn_drops > 0.0 {
         format!("; the SYN queue overflows: {cookies:.0} cookies/s, {syn_drops:.0} SYNs dropped/s (\"Possible SYN flooding\")")
     } else {

@@ -46,7 +46,14 @@ fn tcp_mem_aborts(s: &Snapshot) -> Option<f64> {
     snmp(s, |t| t.abort_on_memory)
 }
 fn udp_mem_errors(s: &Snapshot) -> Option<f64> {
-    s.snmp.as_ref()?.udp.iter().filter(|m| m.protocol == "udp").map(|m| m.mem_errors).sum::<Option<u64>>().map(|v| v as f64)
+    s.snmp
+        .as_ref()?
+        .udp
+        .iter()
+        .filter(|m| m.protocol == "udp")
+        .map(|m| m.mem_errors)
+        .sum::<Option<u64>>()
+        .map(|v| v as f64)
 }
 fn softnet_dropped(s: &Snapshot) -> Option<f64> {
     s.softnet.as_ref().map(|n| n.dropped() as f64)
@@ -57,7 +64,11 @@ fn neighbour_fulls(s: &Snapshot) -> Option<f64> {
 
 macro_rules! percent {
     ($name:expr, $label:expr, $info:expr, $value:expr) => {
-        Field { warning: Some(pct_warn), critical: Some(pct_crit), ..field!($name, $label, $info, "LINE2", Kind::Gauge, $value) }
+        Field {
+            warning: Some(pct_warn),
+            critical: Some(pct_crit),
+            ..field!($name, $label, $info, "LINE2", Kind::Gauge, $value)
+        }
     };
 }
 
