@@ -212,23 +212,12 @@ fn a_full_neighbour_table_is_seen() {
     }
     let pair = VethPair::new("neigh");
     let thresh = |n: u8| format!("/proc/sys/net/ipv4/neigh/default/gc_thresh{n}");
-    let saved: Vec<String> = (1..=3).map(|n| std::fs::read_to_string(thresh(n)).unwrap()).collect();
-    struct Restore(Vec<String>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            for (i, v) in self.0.iter().enumerate() {
-                let _ = std::fs::write(format!("/proc/sys/net/ipv4/neigh/default/gc_thresh{}", i + 1), v);
-            }
-        }
-    }
-    let _restore = Restore(saved);
     let before = sample(None, &[]);
     let entries = value(&before, "sockwatch_neighbour_entries{table=\"arp\"}") as u64;
     let fulls_before = value(&before, "sockwatch_neighbour_table_fulls_total{table=\"arp\"}");
     let limit = entries + 40;
-    for (n, v) in [(1, 1), (2, 2), (3, limit)] {
-        std::fs::write(thresh(n), v.to_string()).unwrap();
-    }
+    let _thresh =
+        HostSysctls::set(&[(&thresh(1), "1".into()), (&thresh(2), "2".into()), (&thresh(3), limit.to_string())]);
     // 120 neighbours on the client's veth: the first ~40 fit, the rest are refused.
     let mut refused = 0;
     for i in 0..120u32 {
@@ -258,4 +247,141 @@ fn a_full_neighbour_table_is_seen() {
     assert_eq!(value(&m, "sockwatch_neighbour_gc_thresh{table=\"arp\",threshold=\"gc_thresh3\"}"), limit as f64);
     assert_eq!(value(&m, "sockwatch_neighbour_table_fulls_total{table=\"arp\"}") - fulls_before, refused as f64);
     assert!(value(&m, "sockwatch_neighbour_utilization{table=\"arp\"}") >= 1.0);
+}
+
+/// The host-wide settings these tests change, one test at a time, restored on drop.
+struct HostSysctls(Vec<(String, String)>, #[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+impl HostSysctls {
+    fn set(pairs: &[(&str, String)]) -> HostSysctls {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let mut saved = Vec::new();
+        for (path, value) in pairs {
+            saved.push((path.to_string(), std::fs::read_to_string(path).unwrap()));
+            std::fs::write(path, value).unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+        HostSysctls(saved, guard)
+    }
+}
+
+impl Drop for HostSysctls {
+    fn drop(&mut self) {
+        for (path, value) in self.0.iter().rev() {
+            let _ = std::fs::write(path, value);
+        }
+    }
+}
+
+/// The TCP line's `memory` column of /proc/net/protocols: pages allocated host-wide.
+fn tcp_pages() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/protocols").unwrap();
+    let line = text.lines().find(|l| l.starts_with("TCP ")).unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// Host-wide, so only with the opt-in: tcp_mem's pressure threshold set to what TCP holds
+/// now (its hard limit far above, so nothing fails), then a connection in the test's
+/// namespace that is sent 8 MiB and never read: TCP enters memory pressure. sockwatch reads
+/// the flag, and the namespace's TCPMemoryPressures as the kernel counts it.
+#[test]
+fn tcp_memory_pressure_is_seen() {
+    let test = "tcp_memory_pressure_is_seen";
+    if !require(test, &[]) || !host_settings_allowed(test, "net.ipv4.tcp_mem") {
+        return;
+    }
+    let ns = Netns::new("tcpmem");
+    let now = tcp_pages();
+    let _mem = HostSysctls::set(&[("/proc/sys/net/ipv4/tcp_mem", format!("1 {} {}", now + 64, now + 1_000_000))]);
+    let held = ns.enter(|| {
+        let l = TcpListener::bind("127.0.0.1:7301").unwrap();
+        let mut c = TcpStream::connect("127.0.0.1:7301").unwrap();
+        let (a, _) = l.accept().unwrap();
+        c.set_nonblocking(true).unwrap();
+        use std::io::Write;
+        let chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sent < 8 << 20 && Instant::now() < deadline {
+            match c.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        (l, c, a)
+    });
+    let (m, pressures) = stable_sample(&ns, "TCPMemoryPressures");
+    assert!(pressures > 0, "the kernel never entered TCP memory pressure");
+    assert_eq!(value(&m, "sockwatch_tcp_memory_pressures_total"), pressures as f64);
+    assert_eq!(value(&m, "sockwatch_socket_memory_pressure{protocol=\"tcp\"}"), 1.0, "the press column reads yes");
+    drop(held);
+}
+
+/// One `Udp:` counter of the namespace's /proc/net/snmp.
+fn udp_snmp(ns: &Netns, name: &str) -> u64 {
+    let text = ns.exec_stdout("cat", &["/proc/net/snmp"]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let names = lines[0].split_whitespace();
+    names.zip(lines[1].split_whitespace()).find(|(n, _)| *n == name).unwrap().1.parse().unwrap()
+}
+
+/// Host-wide, so only with the opt-in: udp_mem set to one page, then a socket with a large
+/// receive buffer sent 3,000 datagrams it never reads: past its guaranteed minimum each is
+/// refused for lack of UDP memory, not for its own buffer. What the kernel counts for that
+/// differs by version (Udp MemErrors, or, on 6.18 here, only the socket's own drop count:
+/// `ss -um` d3000 with MemErrors, RcvbufErrors and InErrors all 0), so sockwatch is held to
+/// both: its per-port drops against ss, its MemErrors against /proc/net/snmp, and the UDP
+/// buffer memory read far above the one-page limit.
+#[test]
+fn udp_memory_exhaustion_is_seen() {
+    let test = "udp_memory_exhaustion_is_seen";
+    if !require(test, &["ss"]) || !host_settings_allowed(test, "net.ipv4.udp_mem") {
+        return;
+    }
+    let ns = Netns::new("udpmem");
+    let _mem = HostSysctls::set(&[("/proc/sys/net/ipv4/udp_mem", "1 1 1".to_owned())]);
+    let held = ns.enter(|| {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:7401").unwrap();
+        let big: libc::c_int = 16 << 20;
+        // SAFETY: a valid socket and option value (root may pass rmem_max: SO_RCVBUFFORCE).
+        unsafe {
+            libc::setsockopt(
+                rx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&big as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..3000 {
+            let _ = tx.send_to(&[0u8; 1400], "127.0.0.1:7401");
+        }
+        rx
+    });
+    // ss: `skmem:(r…,rb…,…,d<drops>)` of the receiver.
+    let ss = ns.exec_stdout("ss", &["-H", "-u", "-a", "-n", "-m", "sport", "=", ":7401"]);
+    let drops: u64 = ss
+        .split("d")
+        .last()
+        .and_then(|t| t.trim_end().trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("{ss}"));
+    assert!(drops > 0, "nothing was refused: {ss}");
+    let m = sample(Some(&ns), &[]);
+    assert_eq!(value(&m, "sockwatch_udp_drops_total{local_ip=\"127.0.0.1\",port=\"7401\"}"), drops as f64);
+    assert_eq!(
+        value(&m, "sockwatch_udp_mem_errors_total{family=\"ipv4\",protocol=\"udp\"}"),
+        udp_snmp(&ns, "MemErrors") as f64
+    );
+    // The limit is visible from the host's namespace only: there, UDP's memory (the
+    // protocols file's count) reads over udp_mem's one-page max.
+    let host = sample(None, &[]);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+    assert_eq!(value(&host, "sockwatch_socket_memory_limit_bytes{protocol=\"udp\",threshold=\"max\"}"), page);
+    assert!(
+        value(&host, "sockwatch_socket_memory_utilization{protocol=\"udp\"}") > 1.0,
+        "UDP memory over udp_mem's max"
+    );
+    drop(held);
 }

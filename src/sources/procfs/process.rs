@@ -67,9 +67,14 @@ pub fn read() -> Result<ProcessStats, SourceError> {
     let (tck, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
     let mut s = parse_stat(&stat, tck.max(1) as f64, page.max(1) as u64, btime)
         .ok_or_else(|| SourceError::parse(stat_path, "too few fields"))?;
+    // Counted as the descriptor scan counts (`fds`): the size stat() reports on Linux 6.2+,
+    // a listing before (less its own descriptor).
     let fd_dir = Path::new("/proc/self/fd");
-    let fds = std::fs::read_dir(fd_dir).map_err(|e| SourceError::Io { path: fd_dir.to_owned(), source: e })?;
-    s.open_fds = fds.count().saturating_sub(1) as u64; // the listing's own descriptor
+    let io = |e| SourceError::Io { path: fd_dir.to_owned(), source: e };
+    s.open_fds = match std::fs::metadata(fd_dir).map_err(io)?.len() {
+        0 => super::fds::count_fds(fd_dir, super::fds::Count::List).map_err(io)?.saturating_sub(1),
+        n => n,
+    };
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: a valid pointer to an rlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
