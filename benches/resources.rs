@@ -16,9 +16,7 @@
 //!     cargo bench --bench resources -- --sockets 300000 --processes 10000 --rounds 20
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod common;
-#[allow(dead_code)]
 mod loadgen;
 #[path = "common/measure.rs"]
 mod measure;
