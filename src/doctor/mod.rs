@@ -8,14 +8,19 @@
 
 use serde::Serialize;
 
+mod conntrack;
+mod netns;
+mod ports;
 mod resources;
 
+use conntrack::{conntrack_check, nat_check};
+use netns::netns_check;
+use ports::ports_check;
+
 use crate::snapshot::Snapshot;
-use crate::sources::ct_attribution::{protocol_name, Attribution};
-use crate::sources::netns::Namespace;
 use crate::sources::udp::UdpPort;
 
-use crate::derived::{self, CRIT, LISTEN_CRIT, PREDICT_CRIT_SECONDS, PREDICT_WARN_SECONDS, WARN};
+use crate::derived::{self, CRIT, LISTEN_CRIT, WARN};
 /// `TCP_TIMEWAIT_LEN`: compiled into the kernel.
 const TIME_WAIT_SECONDS: f64 = 60.0;
 
@@ -219,108 +224,6 @@ fn orphans_check(now: &Snapshot) -> Option<Check> {
     })
 }
 
-/// The conntrack table, and packets dropped.
-fn conntrack_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {
-    let Some(ct) = &now.conntrack else { return None };
-    let dropping = rate(
-        before.conntrack.as_ref().and_then(|c| c.stats.as_ref()?.drop),
-        ct.stats.as_ref().and_then(|s| s.drop),
-        seconds,
-    )
-    .unwrap_or(0.0);
-    let u = derived::conntrack_utilization(now);
-    let level = if dropping > 0.0 { Level::Critical } else { u.map_or(Level::Ok, Level::of) };
-    // Who fills it, when the breakdown says (and only when it matters).
-    let who = match now.conntrack_breakdown.as_ref().map(|b| &b.attribution) {
-        Some(a) if level > Level::Ok => who_fills(a),
-        _ => String::new(),
-    };
-    Some(Check {
-        resource: "conntrack table",
-        level,
-        used: Some(ct.entries as f64),
-        limit: ct.limit.map(|m| m as f64),
-        utilization: u,
-        projected: None,
-        seconds_to_exhaustion: None,
-        detail: format!(
-            "{} entries of nf_conntrack_max {} ({}), {} hash buckets{}",
-            ct.entries,
-            ct.limit.map_or("unknown".to_owned(), |m| m.to_string()),
-            u.map_or("?".to_owned(), pct),
-            ct.buckets.map_or("unknown".to_owned(), |b| b.to_string()),
-            if dropping > 0.0 { format!(", dropping {dropping:.0} packets/s") } else { String::new() }
-        ) + &who,
-        advice: (level > Level::Ok).then(|| {
-            "When the table is full the kernel drops new packets (\"nf_conntrack: table full, dropping \
-             packet\", or on Linux 6.x \"nf_conntrack: table full in netns N, dropping packet\") and the host looks dead from outside. Raise net.netfilter.nf_conntrack_max and the hash \
-             size together (echo $((max/4)) > /sys/module/nf_conntrack/parameters/hashsize), shorten \
-             timeouts (nf_conntrack_tcp_timeout_time_wait), or exempt traffic that needs no tracking (notrack)."
-                .to_owned()
-        }),
-    })
-}
-
-/// The top sources and destinations of the breakdown dump, in words.
-fn who_fills(a: &Attribution) -> String {
-    let sources: Vec<String> = a.sources.iter().take(3).map(|(ip, n)| format!("{ip} ({n})")).collect();
-    let dests: Vec<String> =
-        a.destinations.iter().take(3).map(|(d, n)| format!("{} ({n})", endpoint(d.addr, d.port, d.proto))).collect();
-    if sources.is_empty() {
-        return String::new();
-    }
-    format!(
-        "; most entries from {} of {} sources; toward {} of {} destinations",
-        sources.join(", "),
-        a.distinct_sources,
-        dests.join(", "),
-        a.distinct_destinations
-    )
-}
-
-/// `192.0.2.1:443/tcp`, `[2001:db8::1]:443/tcp`.
-fn endpoint(ip: std::net::IpAddr, port: u16, proto: u8) -> String {
-    let proto = protocol_name(proto);
-    match ip {
-        std::net::IpAddr::V4(v4) => format!("{v4}:{port}/{proto}"),
-        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}/{proto}"),
-    }
-}
-
-/// The busiest NAT mapping's source ports against the NAT port range (with the breakdown).
-fn nat_check(now: &Snapshot) -> Option<Check> {
-    let a = &now.conntrack_breakdown.as_ref()?.attribution;
-    let (busiest, used) = a.nat.first()?;
-    let u = a.nat_utilization_max();
-    let level = Level::of(u);
-    Some(Check {
-        resource: "NAT source ports",
-        level,
-        used: Some(*used as f64),
-        limit: Some(f64::from(a.nat_ports)),
-        utilization: Some(u),
-        projected: None,
-        seconds_to_exhaustion: None,
-        detail: format!(
-            "busiest mapping {} -> {}: {used} of {} ports ({}); {} source-translated entries in {} mappings",
-            busiest.nat_ip,
-            endpoint(busiest.remote_ip, busiest.remote_port, busiest.proto),
-            a.nat_ports,
-            pct(u),
-            a.nat_entries,
-            a.nat_mappings
-        ),
-        advice: (level > Level::Ok).then(|| {
-            "nf_nat needs a free source port of this NAT address toward that remote address and port for every new \
-             connection; when none is found the connection's first packet is dropped (insert_failed rises) and it \
-             hangs. Add NAT addresses (snat to a range, more masquerade addresses), widen the rule's port range, reuse \
-             connections (keep-alive, pooling), or shorten nf_conntrack_tcp_timeout_time_wait. If the rule's range \
-             is not 1024-65535, tell sockwatch with --nat.port-range."
-                .to_owned()
-        }),
-    })
-}
-
 /// The fullest accept queue, and overflows.
 fn listen_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {
     let Some(p) = &now.ports else { return None };
@@ -367,85 +270,6 @@ fn listen_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check
     })
 }
 
-/// A namespace in words: its inode and whatever names it.
-fn namespace_name(n: &Namespace) -> String {
-    let mut parts = vec![format!("netns {}", n.inode)];
-    if let Some(name) = &n.name {
-        parts.push(format!("name {name}"));
-    }
-    if let Some(id) = &n.owner.container_id {
-        let short = &id[..id.len().min(12)];
-        parts.push(format!("container {short}{}", n.owner.runtime.map(|r| format!(" ({r})")).unwrap_or_default()));
-    }
-    if let Some(uid) = &n.owner.pod_uid {
-        parts.push(format!("pod uid {uid}"));
-    }
-    if n.own {
-        parts.push("sockwatch's own".into());
-    }
-    parts.join(", ")
-}
-
-/// Every network namespace: the fullest conntrack table against nf_conntrack_max (each
-/// namespace is held to it on its own), and the namespaces dropping now.
-fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {
-    let n = now.namespaces.as_ref()?;
-    let max = now.conntrack.as_ref().and_then(|c| c.limit).filter(|&m| m > 0);
-    let drops = |s: &Snapshot, inode: u64| {
-        let ns = s.namespaces.as_ref()?.top.iter().find(|x| x.inode == inode)?;
-        ns.counters.as_ref()?.conntrack_drop
-    };
-    let dropping: Vec<(&Namespace, f64)> = n
-        .top
-        .iter()
-        .filter_map(|ns| Some((ns, rate(drops(before, ns.inode), drops(now, ns.inode), seconds)?)))
-        .filter(|&(_, r)| r > 0.0)
-        .collect();
-    let worst =
-        n.worst_conntrack.and_then(|(inode, entries)| Some((n.top.iter().find(|x| x.inode == inode)?, entries)));
-    let utilization = derived::netns_conntrack_utilization(now).map(|(_, u)| u);
-    let ports = n.worst_ports.and_then(|(inode, u)| Some((n.top.iter().find(|x| x.inode == inode)?, u)));
-    let worst_level = utilization.into_iter().chain(ports.map(|(_, u)| u)).fold(0.0, f64::max);
-    let level = if dropping.is_empty() { Level::of(worst_level) } else { Level::Critical };
-    let mut detail = format!("{} network namespaces ({} not readable)", n.count, n.unreadable);
-    if let (Some((ns, entries)), Some(u)) = (worst, utilization) {
-        detail.push_str(&format!(
-            "; fullest conntrack table: {} with {entries} entries ({})",
-            namespace_name(ns),
-            pct(u)
-        ));
-    }
-    if let Some((ns, u)) = ports {
-        let toward = ns
-            .deep
-            .as_ref()
-            .and_then(|d| d.busiest.as_ref())
-            .map_or(String::new(), |b| format!(" toward {}:{} ({} ports)", b.remote_ip, b.remote_port, b.used));
-        detail.push_str(&format!("; fullest port range: {}{toward} ({})", namespace_name(ns), pct(u)));
-    }
-    for (ns, r) in &dropping {
-        detail.push_str(&format!("; DROPPING {r:.0} packets/s: {}", namespace_name(ns)));
-    }
-    Some(Check {
-        resource: "network namespaces",
-        level,
-        used: worst.map(|(_, e)| e as f64),
-        limit: max.map(|m| m as f64),
-        utilization,
-        projected: None,
-        seconds_to_exhaustion: None,
-        detail,
-        advice: (level > Level::Ok).then(|| {
-            "Each network namespace (container, pod) is held to the host-wide nf_conntrack_max with its own count, \
-             so it drops new flows ('table full in netns N') while the host's count may be low; and it has its own \
-             ephemeral port range, where a client without keep-alive runs out of ports (EADDRNOTAVAIL) unseen by \
-             the host's figures. Find what opens so many flows or connections in the namespace named above; raise \
-             nf_conntrack_max (and the hash size) on the host, or use keep-alive in that pod."
-                .to_owned()
-        }),
-    })
-}
-
 /// UDP receive queues and the ports dropping datagrams. `drops_recent` is what each port
 /// dropped since the sample before (the first of the two, a second earlier).
 fn udp_check(now: &Snapshot, seconds: f64) -> Option<Check> {
@@ -484,77 +308,6 @@ fn udp_check(now: &Snapshot, seconds: f64) -> Option<Check> {
             )
         }),
     })
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-/// The ephemeral port check: the busiest destination's use now, and the projection of the
-/// destination heading for exhaustion soonest.
-fn ports_check(e: &crate::sources::ports::Ephemeral, l: &crate::sources::limits::Limits) -> Check {
-    let size = f64::from(l.port_range_size());
-    let u = derived::ratio(e.busiest as f64, size, derived::AtZero::Exhausted).unwrap_or(1.0);
-    let projected_level = match e.seconds_to_exhaustion() {
-        Some(s) if s < PREDICT_CRIT_SECONDS => Level::Critical,
-        Some(s) if s < PREDICT_WARN_SECONDS => Level::Warning,
-        _ => Level::Ok,
-    };
-    let level = Level::of(u).max(projected_level);
-    let name = |d: &crate::sources::ports::Destination| format!("{} -> {}:{}", d.local_ip, d.remote_ip, d.remote_port);
-    let busiest = e.top.iter().max_by_key(|d| d.used);
-    let dest = busiest.map_or("(no client connections)".to_owned(), name);
-    let trajectory = e.worst.as_ref().filter(|w| w.close_rate > 0.0 || w.used as f64 >= size).map(|w| {
-        let rate = w.close_rate;
-        if w.used as f64 >= size {
-            format!("; FAILING NOW: every port toward {} is held, connect() to it gets EADDRNOTAVAIL", name(w))
-        } else if let Some(s) = w.seconds_to_exhaustion {
-            format!(
-                "; at the current {rate:.0} connections/s toward {}, its {size} ports are all held in {s:.0} s",
-                name(w)
-            )
-        } else {
-            format!(
-                "; at the current {rate:.0} connections/s toward {}, it settles near {:.0} of {size} ports ({})",
-                name(w),
-                w.projected,
-                pct(w.projected / size.max(1.0))
-            )
-        }
-    });
-    Check {
-        resource: "ephemeral ports",
-        level,
-        used: Some(e.busiest as f64),
-        limit: Some(size),
-        utilization: Some(u),
-        projected: e.worst.as_ref().map(|w| w.projected),
-        seconds_to_exhaustion: e.seconds_to_exhaustion(),
-        detail: format!(
-            "busiest destination {dest} holds {} of {} ports ({}); {}{}, range {}-{}{}{}",
-            e.busiest,
-            size,
-            pct(u),
-            if e.untracked > 0 { "at least " } else { "" },
-            plural(e.destinations, "destination", "destinations"),
-            l.port_range_low,
-            l.port_range_high,
-            if e.bound > 0 {
-                format!(", {} held by bound-only sockets", plural(e.bound, "port", "ports"))
-            } else {
-                String::new()
-            },
-            trajectory.unwrap_or_default(),
-        ),
-        advice: (level > Level::Ok).then(|| {
-            format!(
-                "connect() to {dest} fails with EADDRNOTAVAIL when every port is held. Each connection this host \
-                 closes first keeps its port 60 s in TIME_WAIT. Use keep-alive or a connection pool, let the \
-                 server close first, spread over more destination addresses or ports, widen \
-                 net.ipv4.ip_local_port_range (e.g. \"1024 65535\"), or set net.ipv4.tcp_tw_reuse=1 (outgoing only)."
-            )
-        }),
-    }
 }
 
 /// The report for a person at a terminal.

@@ -1,0 +1,86 @@
+//! The doctor's check of every network namespace: the fullest conntrack table and port
+//! range among them, named with their container and pod.
+
+use super::{pct, rate, Check, Level};
+use crate::derived;
+use crate::snapshot::Snapshot;
+use crate::sources::netns::Namespace;
+
+/// A namespace in words: its inode and whatever names it.
+pub(super) fn namespace_name(n: &Namespace) -> String {
+    let mut parts = vec![format!("netns {}", n.inode)];
+    if let Some(name) = &n.name {
+        parts.push(format!("name {name}"));
+    }
+    if let Some(id) = &n.owner.container_id {
+        let short = &id[..id.len().min(12)];
+        parts.push(format!("container {short}{}", n.owner.runtime.map(|r| format!(" ({r})")).unwrap_or_default()));
+    }
+    if let Some(uid) = &n.owner.pod_uid {
+        parts.push(format!("pod uid {uid}"));
+    }
+    if n.own {
+        parts.push("sockwatch's own".into());
+    }
+    parts.join(", ")
+}
+
+/// Every network namespace: the fullest conntrack table against nf_conntrack_max (each
+/// namespace is held to it on its own), and the namespaces dropping now.
+pub(super) fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {
+    let n = now.namespaces.as_ref()?;
+    let max = now.conntrack.as_ref().and_then(|c| c.limit).filter(|&m| m > 0);
+    let drops = |s: &Snapshot, inode: u64| {
+        let ns = s.namespaces.as_ref()?.top.iter().find(|x| x.inode == inode)?;
+        ns.counters.as_ref()?.conntrack_drop
+    };
+    let dropping: Vec<(&Namespace, f64)> = n
+        .top
+        .iter()
+        .filter_map(|ns| Some((ns, rate(drops(before, ns.inode), drops(now, ns.inode), seconds)?)))
+        .filter(|&(_, r)| r > 0.0)
+        .collect();
+    let worst =
+        n.worst_conntrack.and_then(|(inode, entries)| Some((n.top.iter().find(|x| x.inode == inode)?, entries)));
+    let utilization = derived::netns_conntrack_utilization(now).map(|(_, u)| u);
+    let ports = n.worst_ports.and_then(|(inode, u)| Some((n.top.iter().find(|x| x.inode == inode)?, u)));
+    let worst_level = utilization.into_iter().chain(ports.map(|(_, u)| u)).fold(0.0, f64::max);
+    let level = if dropping.is_empty() { Level::of(worst_level) } else { Level::Critical };
+    let mut detail = format!("{} network namespaces ({} not readable)", n.count, n.unreadable);
+    if let (Some((ns, entries)), Some(u)) = (worst, utilization) {
+        detail.push_str(&format!(
+            "; fullest conntrack table: {} with {entries} entries ({})",
+            namespace_name(ns),
+            pct(u)
+        ));
+    }
+    if let Some((ns, u)) = ports {
+        let toward = ns
+            .deep
+            .as_ref()
+            .and_then(|d| d.busiest.as_ref())
+            .map_or(String::new(), |b| format!(" toward {}:{} ({} ports)", b.remote_ip, b.remote_port, b.used));
+        detail.push_str(&format!("; fullest port range: {}{toward} ({})", namespace_name(ns), pct(u)));
+    }
+    for (ns, r) in &dropping {
+        detail.push_str(&format!("; DROPPING {r:.0} packets/s: {}", namespace_name(ns)));
+    }
+    Some(Check {
+        resource: "network namespaces",
+        level,
+        used: worst.map(|(_, e)| e as f64),
+        limit: max.map(|m| m as f64),
+        utilization,
+        projected: None,
+        seconds_to_exhaustion: None,
+        detail,
+        advice: (level > Level::Ok).then(|| {
+            "Each network namespace (container, pod) is held to the host-wide nf_conntrack_max with its own count, \
+             so it drops new flows ('table full in netns N') while the host's count may be low; and it has its own \
+             ephemeral port range, where a client without keep-alive runs out of ports (EADDRNOTAVAIL) unseen by \
+             the host's figures. Find what opens so many flows or connections in the namespace named above; raise \
+             nf_conntrack_max (and the hash size) on the host, or use keep-alive in that pod."
+                .to_owned()
+        }),
+    })
+}
