@@ -7,6 +7,7 @@ mod ct_attribution;
 mod families;
 pub mod http;
 mod netns;
+mod ports;
 pub mod render;
 mod resources;
 mod udp;
