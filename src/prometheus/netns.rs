@@ -163,9 +163,9 @@ fn aggregates(out: &mut Families, s: &Snapshot) {
     }
 }
 
-/// The deep layer: ports per destination inside each namespace, against its own range.
+/// The deep layer's health: whether it can dump inside namespaces, how much it has, and
+/// the sockets it keeps; then each namespace's readings.
 fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
-    use MetricType::GAUGE;
     out.gauge(
         "sockwatch_netns_deep_up",
         "1 when sockwatch can dump sockets inside other network namespaces (setns: CAP_SYS_ADMIN); 0 when it cannot \
@@ -183,6 +183,13 @@ fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
         "Netlink sockets kept open inside namespaces (one each; closed as soon as its namespace is gone).",
         n.deep_kept as f64,
     );
+    deep_readings(out, n);
+}
+
+/// Each exported namespace's latest dump inside it: its busiest destination against its own
+/// range, its states and fullest listener, how old the dump is; and the worst namespace.
+fn deep_readings(out: &mut Families, n: &crate::sources::netns::Namespaces) {
+    use MetricType::GAUGE;
     let with_deep = || n.top.iter().filter_map(|ns| Some((ns, ns.deep.as_ref()?)));
     out.labelled(
         "sockwatch_netns_ephemeral_port_utilization",
