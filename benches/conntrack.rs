@@ -28,9 +28,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-use sockwatch::sources::ct_attribution::AttributionConfig;
-use sockwatch::sources::ct_breakdown::CtDump;
-use sockwatch::sources::netlink::{walk_datagram, DumpSocket};
+use sockwatch::sources::ctnetlink::attribution::AttributionConfig;
+use sockwatch::sources::ctnetlink::dump::CtDump;
+use sockwatch::sources::kernel::netlink::{walk_datagram, DumpSocket};
 
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_CREATE: u16 = 0x400;

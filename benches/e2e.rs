@@ -48,7 +48,7 @@ fn floor_client(one_walk: bool) {
     sock.connect(&SocketAddr::new(0, 0)).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut counts = [0u64; 16];
-    use sockwatch::sources::sockets::SockDiag;
+    use sockwatch::sources::tcp::sockets::SockDiag;
     let requests = if one_walk {
         vec![SockDiag::request_all_families(1)]
     } else {

@@ -5,8 +5,8 @@
 //! `cargo bench --bench parse` (figures in BENCHMARKS.md).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sockwatch::sources::ports::{PortAggregator, PortsConfig};
-use sockwatch::sources::sockets::{self, TcpStates};
+use sockwatch::sources::tcp::ports::{PortAggregator, PortsConfig};
+use sockwatch::sources::tcp::sockets::{self, TcpStates};
 
 fn recorded() -> (u32, Vec<Vec<u8>>) {
     let raw =

@@ -183,7 +183,7 @@ fn main() {
         let (mut whole, mut alone) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             whole.push(cpu(|| drop(sampler.sample())));
-            let inuse = sockwatch::sources::sockstat::read(std::path::Path::new("/proc")).unwrap().udp_inuse;
+            let inuse = sockwatch::sources::procfs::sockstat::read(std::path::Path::new("/proc")).unwrap().udp_inuse;
             alone.push(cpu(|| drop(tracker.read(&cfg, inuse).unwrap())));
         }
         let (w, u) = (median(whole), median(alone));

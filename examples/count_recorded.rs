@@ -5,8 +5,8 @@
 //!
 //! `cargo run --release --example count_recorded -- [FIXTURE] [N]`
 
-use sockwatch::sources::ports::{PortAggregator, PortsConfig};
-use sockwatch::sources::sockets::{self, TcpStates};
+use sockwatch::sources::tcp::ports::{PortAggregator, PortsConfig};
+use sockwatch::sources::tcp::sockets::{self, TcpStates};
 
 fn main() {
     let mut args = std::env::args().skip(1);

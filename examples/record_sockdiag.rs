@@ -4,7 +4,7 @@
 //! request for both families): writes the request's sequence number (u32 LE),
 //! then every datagram the kernel sent, each prefixed with its length (u32 LE).
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
-use sockwatch::sources::sockets::SockDiag;
+use sockwatch::sources::tcp::sockets::SockDiag;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -118,8 +118,8 @@ async fn run(config: Config, flags: Flags, log_filter: LogFilter, web_config: We
         }
     };
     let address = listener.local_addr().map_or(config.listen_address, |a| a);
-    // Kept namespace files and sockets count against it (sources::kept).
-    let open_files = sockwatch::sources::kept::raise_fd_limit();
+    // Kept namespace files and sockets count against it (sources::kernel::kept).
+    let open_files = sockwatch::sources::kernel::kept::raise_fd_limit();
     tracing::info!(
         %address,
         open_files,

@@ -70,8 +70,8 @@ pub fn listen_queue_utilization(s: &Snapshot) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::limits::Limits;
-    use crate::sources::ports::{Ephemeral, PortUsage};
+    use crate::sources::procfs::limits::Limits;
+    use crate::sources::tcp::ports::{Ephemeral, PortUsage};
 
     fn with_ports(busiest: u64, low: u16, high: u16, reserved: u32, listen: f64) -> Snapshot {
         let mut s = Snapshot::limits_only(

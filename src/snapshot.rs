@@ -5,12 +5,12 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::sources::ctnetlink::dump::Breakdown;
+use crate::sources::procfs::{conntrack::Conntrack, limits::Limits, snmp::SnmpCounters, sockstat::Sockstat};
 use crate::sources::procfs::{fds::Descriptors, neighbour::Neighbours, sockmem::SocketMemory, softnet::Softnet};
 use crate::sources::tcp::listeners::ListenPath;
-use crate::sources::{
-    conntrack::Conntrack, ct_breakdown::Breakdown, limits::Limits, netns::Namespaces, ports::PortUsage,
-    projection::Trajectory, snmp::SnmpCounters, sockets::Sockets, sockstat::Sockstat, udp::Udp,
-};
+use crate::sources::tcp::{ports::PortUsage, projection::Trajectory, sockets::Sockets};
+use crate::sources::{netns::Namespaces, udp::Udp};
 
 /// The source table: one row per kernel source, generating [`Source`], its lists and its
 /// names, in the style of `config/settings.rs`. A row is `Variant = "label", When, "doc"`:
@@ -192,7 +192,7 @@ pub struct Snapshot {
     pub softnet: Option<Softnet>,
     pub neighbours: Option<Neighbours>,
     /// sockwatch's own process (`process_*`); `None` when /proc/self could not be read.
-    pub process: Option<crate::sources::process::ProcessStats>,
+    pub process: Option<crate::sources::procfs::process::ProcessStats>,
     /// One entry per [`Source::ALL`], in that order, then the breakdown's and the
     /// namespaces' when they run.
     pub sources: Vec<SourceStatus>,

@@ -216,7 +216,7 @@ fn destination_tracking_is_bounded_and_busy_destinations_stay_exact() {
     if !require(test, &["ss", "sysctl"]) {
         return;
     }
-    use sockwatch::sources::ports::MAX_TRACKED;
+    use sockwatch::sources::tcp::ports::MAX_TRACKED;
     const SINGLES: u32 = MAX_TRACKED as u32 + 2_000;
     const BUSY: usize = 3_000;
     let ns = Netns::new("cap");

@@ -223,7 +223,7 @@ fn never_opens_conntrack_listing() {
 /// kernel that refuses the former) see the same sockets, socket for socket.
 #[test]
 fn one_walk_and_per_family_dumps_agree() {
-    use sockwatch::sources::sockets::{DiagMsg, SockDiag};
+    use sockwatch::sources::tcp::sockets::{DiagMsg, SockDiag};
     if !require("one_walk_and_per_family_dumps_agree", &[]) {
         return;
     }

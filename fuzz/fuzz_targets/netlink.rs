@@ -3,11 +3,12 @@
 //! buffer) hands them.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sockwatch::sources::{
-    ct_attribution, ct_breakdown, ct_events,
+use sockwatch::sources::ctnetlink::{attribution as ct_attribution, dump as ct_breakdown, events as ct_events};
+use sockwatch::sources::tcp::{
     ports::{EphemeralRange, PortAggregator},
-    sockets, udp,
+    sockets,
 };
+use sockwatch::sources::udp;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {

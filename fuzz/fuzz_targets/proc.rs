@@ -4,7 +4,7 @@
 //! points, as the sampler calls them: the first byte picks the file, the rest is its text.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sockwatch::sources::{conntrack, limits, snmp, sockstat};
+use sockwatch::sources::procfs::{conntrack, limits, snmp, sockstat};
 use std::path::{Path, PathBuf};
 
 /// Every file a source reads, relative to the procfs root.

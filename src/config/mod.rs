@@ -25,9 +25,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::sources::ct_attribution::AttributionConfig;
-use crate::sources::ct_events::EventsConfig;
-use crate::sources::ports::PortsConfig;
+use crate::sources::ctnetlink::attribution::AttributionConfig;
+use crate::sources::ctnetlink::events::EventsConfig;
+use crate::sources::tcp::ports::PortsConfig;
 use crate::sources::udp::UdpConfig;
 use settings::{Kind, Reload, Setting, SETTINGS};
 

@@ -4,7 +4,7 @@
 use super::{pct, rate, Check, Level};
 use crate::derived;
 use crate::snapshot::Snapshot;
-use crate::sources::ct_attribution::{protocol_name, Attribution};
+use crate::sources::ctnetlink::attribution::{protocol_name, Attribution};
 
 /// The conntrack table, and packets dropped.
 pub(super) fn conntrack_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {

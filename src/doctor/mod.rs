@@ -345,8 +345,8 @@ pub fn render_text(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::limits::Limits;
-    use crate::sources::ports::{Destination, Ephemeral};
+    use crate::sources::procfs::limits::Limits;
+    use crate::sources::tcp::ports::{Destination, Ephemeral};
 
     fn limits(low: u16, high: u16) -> Limits {
         Limits { port_range_low: low, port_range_high: high, ..Limits::default() }

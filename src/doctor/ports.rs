@@ -10,7 +10,10 @@ pub(super) fn plural(n: u64, one: &str, many: &str) -> String {
 
 /// The ephemeral port check: the busiest destination's use now, and the projection of the
 /// destination heading for exhaustion soonest.
-pub(super) fn ports_check(e: &crate::sources::ports::Ephemeral, l: &crate::sources::limits::Limits) -> Check {
+pub(super) fn ports_check(
+    e: &crate::sources::tcp::ports::Ephemeral,
+    l: &crate::sources::procfs::limits::Limits,
+) -> Check {
     let size = f64::from(l.port_range_size());
     let u = derived::ratio(e.busiest as f64, size, derived::AtZero::Exhausted).unwrap_or(1.0);
     let projected_level = match e.seconds_to_exhaustion() {
@@ -19,7 +22,8 @@ pub(super) fn ports_check(e: &crate::sources::ports::Ephemeral, l: &crate::sourc
         _ => Level::Ok,
     };
     let level = Level::of(u).max(projected_level);
-    let name = |d: &crate::sources::ports::Destination| format!("{} -> {}:{}", d.local_ip, d.remote_ip, d.remote_port);
+    let name =
+        |d: &crate::sources::tcp::ports::Destination| format!("{} -> {}:{}", d.local_ip, d.remote_ip, d.remote_port);
     let busiest = e.top.iter().max_by_key(|d| d.used);
     let dest = busiest.map_or("(no client connections)".to_owned(), name);
     let trajectory = e.worst.as_ref().filter(|w| w.close_rate > 0.0 || w.used as f64 >= size).map(|w| {

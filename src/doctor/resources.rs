@@ -98,7 +98,8 @@ pub(super) fn descriptors(now: &Snapshot) -> Vec<Check> {
 /// TCP buffer memory against tcp_mem, the pressure flag, and allocation failures now.
 pub(super) fn socket_memory(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {
     let m = now.socket_memory.as_ref()?;
-    let counter = |s: &Snapshot, f: fn(&crate::sources::snmp::SnmpCounters) -> Option<u64>| s.snmp.as_ref().and_then(f);
+    let counter =
+        |s: &Snapshot, f: fn(&crate::sources::procfs::snmp::SnmpCounters) -> Option<u64>| s.snmp.as_ref().and_then(f);
     let aborts =
         rate(counter(before, |t| t.abort_on_memory), counter(now, |t| t.abort_on_memory), seconds).unwrap_or(0.0);
     let udp_errors = |s: &Snapshot| s.snmp.as_ref().map(|t| t.udp.iter().filter_map(|u| u.mem_errors).sum::<u64>());

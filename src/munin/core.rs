@@ -4,7 +4,7 @@
 use super::graphs::{any, crit_of, field, pct, pct_crit, pct_warn, warn_of, Field, Graph, Kind};
 use crate::derived;
 use crate::snapshot::Snapshot;
-use crate::sources::sockets::TCP_STATES;
+use crate::sources::tcp::sockets::TCP_STATES;
 
 fn state(s: &Snapshot, i: usize) -> Option<f64> {
     s.sockets.as_ref().map(|k| k.states.total(i) as f64)
@@ -22,10 +22,10 @@ fn tw_limit(s: &Snapshot) -> Option<f64> {
 fn ct_limit(s: &Snapshot) -> Option<f64> {
     s.conntrack.as_ref()?.limit.map(|v| v as f64)
 }
-fn ct_stat(s: &Snapshot, pick: fn(&crate::sources::conntrack::ConntrackStats) -> Option<u64>) -> Option<f64> {
+fn ct_stat(s: &Snapshot, pick: fn(&crate::sources::procfs::conntrack::ConntrackStats) -> Option<u64>) -> Option<f64> {
     pick(s.conntrack.as_ref()?.stats.as_ref()?).map(|v| v as f64)
 }
-fn snmp(s: &Snapshot, pick: fn(&crate::sources::snmp::SnmpCounters) -> Option<u64>) -> Option<f64> {
+fn snmp(s: &Snapshot, pick: fn(&crate::sources::procfs::snmp::SnmpCounters) -> Option<u64>) -> Option<f64> {
     pick(s.snmp.as_ref()?).map(|v| v as f64)
 }
 fn port_utilization_pct(s: &Snapshot) -> Option<f64> {
@@ -100,7 +100,7 @@ fn udp_socket_drops(s: &Snapshot) -> Option<f64> {
     s.udp.as_ref().map(|u| u.drops_total as f64)
 }
 /// A UDP MIB counter summed over IPv4 and IPv6 (UDP, not UDP-Lite).
-fn udp_mib(s: &Snapshot, pick: fn(&crate::sources::snmp::UdpMib) -> Option<u64>) -> Option<f64> {
+fn udp_mib(s: &Snapshot, pick: fn(&crate::sources::procfs::snmp::UdpMib) -> Option<u64>) -> Option<f64> {
     let mibs = s.snmp.as_ref()?.udp.iter().filter(|m| m.protocol == "udp");
     mibs.map(pick).sum::<Option<u64>>().map(|v| v as f64)
 }
@@ -135,7 +135,7 @@ fn nat_pct(s: &Snapshot) -> Option<f64> {
 fn nat_entries(s: &Snapshot) -> Option<f64> {
     breakdown(s, |b| b.attribution.nat_entries)
 }
-fn breakdown(s: &Snapshot, pick: fn(&crate::sources::ct_breakdown::Breakdown) -> u64) -> Option<f64> {
+fn breakdown(s: &Snapshot, pick: fn(&crate::sources::ctnetlink::dump::Breakdown) -> u64) -> Option<f64> {
     s.conntrack_breakdown.as_ref().map(|b| pick(b) as f64)
 }
 

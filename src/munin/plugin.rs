@@ -126,8 +126,8 @@ fn ask_with_deadline(commands: Vec<String>) -> Result<Vec<String>, AskError> {
 fn limits_snapshot() -> crate::snapshot::Snapshot {
     let proc = std::path::Path::new("/proc");
     crate::snapshot::Snapshot::limits_only(
-        crate::sources::limits::read(proc).ok(),
-        crate::sources::conntrack::read(proc).ok().and_then(|c| c.limit),
+        crate::sources::procfs::limits::read(proc).ok(),
+        crate::sources::procfs::conntrack::read(proc).ok().and_then(|c| c.limit),
     )
 }
 

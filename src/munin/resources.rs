@@ -33,7 +33,7 @@ fn arp(s: &Snapshot) -> Option<f64> {
 fn ndisc(s: &Snapshot) -> Option<f64> {
     table(s, "ndisc")
 }
-fn snmp(s: &Snapshot, pick: fn(&crate::sources::snmp::SnmpCounters) -> Option<u64>) -> Option<f64> {
+fn snmp(s: &Snapshot, pick: fn(&crate::sources::procfs::snmp::SnmpCounters) -> Option<u64>) -> Option<f64> {
     pick(s.snmp.as_ref()?).map(|v| v as f64)
 }
 fn syn_cookies(s: &Snapshot) -> Option<f64> {

@@ -5,7 +5,7 @@ use prometheus::proto::MetricType;
 
 use super::families::Families;
 use crate::snapshot::Snapshot;
-use crate::sources::ct_attribution::{protocol_name, DestKey};
+use crate::sources::ctnetlink::attribution::{protocol_name, DestKey};
 
 /// `destination`, `port`, `protocol`: one conntrack destination's labels.
 pub(super) fn destination_labels(d: &DestKey) -> Vec<(&'static str, String)> {

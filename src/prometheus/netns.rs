@@ -7,7 +7,7 @@ use prometheus::proto::MetricType;
 use super::families::Families;
 use crate::snapshot::Snapshot;
 use crate::sources::netns::{Namespace, NsCounters};
-use crate::sources::sockets::TCP_STATES;
+use crate::sources::tcp::sockets::TCP_STATES;
 
 fn netns_label(n: &Namespace) -> Vec<(&'static str, String)> {
     vec![("netns", n.inode.to_string())]

@@ -6,7 +6,7 @@ use prometheus::proto::MetricType;
 use super::families::Families;
 use crate::derived;
 use crate::snapshot::Snapshot;
-use crate::sources::ports::{self, PortUsage};
+use crate::sources::tcp::ports::{self, PortUsage};
 
 fn f(v: u64) -> f64 {
     v as f64
@@ -83,7 +83,7 @@ fn ephemeral_summary(out: &mut Families, e: &ports::Ephemeral, utilization: f64,
             "Seconds until the first destination has every ephemeral port held, at its current close rate and its \
              trend (a rise beyond counting noise), as its TIME_WAIT timers run out; 0 when one is full now, +Inf when \
              none is within {} s.",
-            crate::sources::projection::HORIZON_SECONDS
+            crate::sources::tcp::projection::HORIZON_SECONDS
         ),
         e.seconds_to_exhaustion().unwrap_or(f64::INFINITY),
     );

@@ -10,8 +10,8 @@ use prometheus::{Encoder, TextEncoder};
 use super::families::Families;
 
 use crate::snapshot::Snapshot;
-use crate::sources::ct_breakdown::CT_TCP_STATES;
-use crate::sources::sockets::TCP_STATES;
+use crate::sources::ctnetlink::dump::CT_TCP_STATES;
+use crate::sources::tcp::sockets::TCP_STATES;
 
 fn f(v: u64) -> f64 {
     v as f64
@@ -213,7 +213,7 @@ fn conntrack_projection(out: &mut Families, s: &Snapshot) {
             &format!(
                 "Seconds until the conntrack table reaches nf_conntrack_max at the current close rate and its trend, \
                  as TIME_WAIT entries time out; 0 when full now, +Inf when not within {} s, {src}.",
-                crate::sources::projection::HORIZON_SECONDS
+                crate::sources::tcp::projection::HORIZON_SECONDS
             ),
             p.seconds_to_exhaustion.unwrap_or(f64::INFINITY),
         );

@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use super::{render, spell_infinities};
 use crate::snapshot::{Overdue, Snapshot, Source, SourceStatus};
-use crate::sources::conntrack::{Conntrack, ConntrackStats};
-use crate::sources::ct_attribution::{Attribution, DestKey, NatKey};
-use crate::sources::ct_breakdown::Breakdown;
+use crate::sources::ctnetlink::attribution::{Attribution, DestKey, NatKey};
+use crate::sources::ctnetlink::dump::Breakdown;
+use crate::sources::procfs::conntrack::{Conntrack, ConntrackStats};
 
 fn attribution() -> Attribution {
     let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
@@ -25,20 +25,20 @@ fn attribution() -> Attribution {
         ..Attribution::default()
     }
 }
-use crate::sources::limits::Limits;
 use crate::sources::netns::DeepReading;
 use crate::sources::netns::{Namespace, Namespaces, NsCounters, Owner};
-use crate::sources::ports::EphemeralRange;
-use crate::sources::ports::{Destination, Ephemeral, ListenQueue, PortStates, PortUsage};
 use crate::sources::procfs::fds::{Descriptors, FileHandles, ProcessFds};
+use crate::sources::procfs::limits::Limits;
 use crate::sources::procfs::neighbour::{NeighbourTable, Neighbours};
+use crate::sources::procfs::snmp::{SnmpCounters, UdpMib};
 use crate::sources::procfs::sockmem::{ProtocolMemory, SocketMemory};
+use crate::sources::procfs::sockstat::Sockstat;
 use crate::sources::procfs::softnet::{CpuBacklog, Softnet};
-use crate::sources::projection::{Trajectory, TwHistogram};
-use crate::sources::snmp::{SnmpCounters, UdpMib};
-use crate::sources::sockets::{Sockets, TcpStates};
-use crate::sources::sockstat::Sockstat;
 use crate::sources::tcp::listeners::{ListenPath, Listener};
+use crate::sources::tcp::ports::EphemeralRange;
+use crate::sources::tcp::ports::{Destination, Ephemeral, ListenQueue, PortStates, PortUsage};
+use crate::sources::tcp::projection::{Trajectory, TwHistogram};
+use crate::sources::tcp::sockets::{Sockets, TcpStates};
 use crate::sources::udp::{Udp, UdpPort};
 
 fn dest(remote: &str, port: u16, used: u64, rate: f64, projected: f64, seconds: Option<f64>) -> Destination {
@@ -147,7 +147,7 @@ fn snapshot() -> Snapshot {
             time_wait,
             time_wait_timeout: 120,
             attribution: attribution(),
-            events: Some(crate::sources::ct_events::EventStats {
+            events: Some(crate::sources::ctnetlink::events::EventStats {
                 events_total: 5120,
                 overflows_total: 1,
                 resyncs_total: 2,
@@ -304,7 +304,7 @@ fn snapshot() -> Snapshot {
             deep_dumps_total: 77,
             deep_kept: 2,
         }),
-        process: Some(crate::sources::process::ProcessStats {
+        process: Some(crate::sources::procfs::process::ProcessStats {
             cpu_seconds: 2.25,
             resident_bytes: 7_340_032,
             virtual_bytes: 52_609_024,

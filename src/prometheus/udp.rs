@@ -63,7 +63,7 @@ pub(super) fn sockets(out: &mut Families, s: &Snapshot) {
 pub(super) fn counters(out: &mut Families, s: &Snapshot) {
     let Some(t) = &s.snmp else { return };
     let from = "from /proc/net/snmp (Udp:, UdpLite:) and /proc/net/snmp6 (Udp6, UdpLite6)";
-    type Field = fn(&crate::sources::snmp::UdpMib) -> Option<u64>;
+    type Field = fn(&crate::sources::procfs::snmp::UdpMib) -> Option<u64>;
     let families: [(&str, String, Field); 6] = [
         ("sockwatch_udp_in_datagrams_total", format!("UDP datagrams delivered to sockets, InDatagrams {from}."), |m| {
             m.in_datagrams

@@ -12,9 +12,9 @@ use super::run::ticker;
 use super::tracker::Tracker;
 use crate::config::Config;
 use crate::snapshot::{Source, SourceStatus};
-use crate::sources::ct_attribution::AttributionConfig;
-use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
-use crate::sources::ct_events::{self, CtEvents, EventStats, EventsConfig};
+use crate::sources::ctnetlink::attribution::AttributionConfig;
+use crate::sources::ctnetlink::dump::{self as ct_breakdown, Breakdown, CtDump};
+use crate::sources::ctnetlink::events::{self as ct_events, CtEvents, EventStats, EventsConfig};
 use crate::sources::SourceError;
 
 /// The latest breakdown result, written by [`run_breakdown`], read by every sample.

@@ -26,16 +26,16 @@ use tracker::Tracker;
 
 use crate::config::Config;
 use crate::snapshot::{PerSource, Snapshot, Source, SourceStatus};
-use crate::sources::ct_attribution::AttributionConfig;
-use crate::sources::ct_breakdown::{self, Breakdown, CtDump};
+use crate::sources::ctnetlink::attribution::AttributionConfig;
+use crate::sources::ctnetlink::dump::{self as ct_breakdown, Breakdown, CtDump};
 use crate::sources::netns::DeepReading;
 use crate::sources::netns::{NetnsConfig, NetnsSource};
-use crate::sources::ports::{EphemeralRange, PortAggregator, PortsConfig};
 use crate::sources::procfs::fds::FdScanner;
-use crate::sources::projection;
 use crate::sources::tcp::listeners::ListenerDump;
+use crate::sources::tcp::ports::{EphemeralRange, PortAggregator, PortsConfig};
+use crate::sources::tcp::projection;
 use crate::sources::udp::{UdpConfig, UdpTracker};
-use crate::sources::{self, sockets::SockDiag};
+use crate::sources::{self, tcp::sockets::SockDiag};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Owns everything a sample needs and reuses it: the netlink socket and its buffer.
@@ -178,14 +178,14 @@ impl Sampler {
             }};
         }
         // Limits first: the socket walk needs the port range to classify sockets.
-        let limits = observe!(Source::Limits, || sources::limits::read(root));
+        let limits = observe!(Source::Limits, || sources::procfs::limits::read(root));
         let (sockdiag, ports) = (&mut self.sockdiag, &mut self.ports);
         ports.begin_range(limits.as_ref().map(ephemeral_range));
         let sockets = observe!(Source::Sockets, || sockdiag.read(&mut |m| ports.visit(m)));
         let ports = sockets.as_ref().map(|_| self.ports.finish(&self.ports_config));
-        let sockstat = observe!(Source::Sockstat, || sources::sockstat::read(root));
-        let conntrack = observe!(Source::Conntrack, || sources::conntrack::read(root));
-        let snmp = observe!(Source::Snmp, || sources::snmp::read(root));
+        let sockstat = observe!(Source::Sockstat, || sources::procfs::sockstat::read(root));
+        let conntrack = observe!(Source::Conntrack, || sources::procfs::conntrack::read(root));
+        let snmp = observe!(Source::Snmp, || sources::procfs::snmp::read(root));
         let (udp_tracker, udp_config) = (&mut self.udp, &self.udp_config);
         let inuse = sockstat.as_ref().map_or([None, None], |s| s.udp_inuse);
         let udp = observe!(Source::Udp, || udp_tracker.read(udp_config, inuse));
@@ -262,7 +262,7 @@ impl Sampler {
             neighbours,
             conntrack_breakdown,
             conntrack_projection,
-            process: crate::sources::process::read()
+            process: crate::sources::procfs::process::read()
                 .inspect_err(|e| tracing::debug!("process_* metrics absent: {e}"))
                 .ok(),
             sources: statuses,
@@ -285,9 +285,9 @@ impl Sampler {
 /// sockwatch's own namespace as the main dump of this sample saw it, in the form of a
 /// dump inside a namespace: the deep layer does not walk it a second time.
 fn own_reading(
-    ports: Option<&sources::ports::PortUsage>,
-    sockets: Option<&sources::sockets::Sockets>,
-    limits: Option<&sources::limits::Limits>,
+    ports: Option<&sources::tcp::ports::PortUsage>,
+    sockets: Option<&sources::tcp::sockets::Sockets>,
+    limits: Option<&sources::procfs::limits::Limits>,
 ) -> Option<DeepReading> {
     DeepReading::of_dump(ephemeral_range(limits?), ports?, sockets?)
 }
@@ -316,7 +316,7 @@ fn netns_config(config: &Config) -> Option<NetnsConfig> {
 /// Renders a snapshot for readers, once.
 fn project_conntrack(
     b: Option<&Breakdown>,
-    ct: Option<&sources::conntrack::Conntrack>,
+    ct: Option<&sources::procfs::conntrack::Conntrack>,
 ) -> Option<projection::Trajectory> {
     let (b, limit) = (b?, ct?.limit?);
     let held = b.total.saturating_sub(b.time_wait.total());
@@ -324,7 +324,7 @@ fn project_conntrack(
 }
 
 /// The range the socket walk classifies and projects against, from the limits source.
-fn ephemeral_range(l: &sources::limits::Limits) -> EphemeralRange {
+fn ephemeral_range(l: &sources::procfs::limits::Limits) -> EphemeralRange {
     EphemeralRange {
         low: l.port_range_low,
         high: l.port_range_high,
@@ -334,7 +334,7 @@ fn ephemeral_range(l: &sources::limits::Limits) -> EphemeralRange {
             .tcp_tw_timeout
             .and_then(|s| u32::try_from(s).ok())
             .filter(|s| (1..=3600).contains(s))
-            .unwrap_or(sources::ports::TIME_WAIT_SECONDS),
+            .unwrap_or(sources::tcp::ports::TIME_WAIT_SECONDS),
     }
 }
 

@@ -11,7 +11,7 @@
 //!   attribution, dump, events), and `netns/` on top (model, cgroup, discovery, counters, deep
 //!   layer, per-namespace conntrack), which reads the others inside each namespace.
 //!
-//! The names at this level (`sources::ports`, `sources::ct_breakdown`, ...) are the wings'
+//! The names at this level (`sources::tcp::ports`, `sources::ctnetlink::dump`, ...) are the wings'
 //! modules under their older paths, for the readers above (sampler, outputs, benches).
 //!
 //! Error policy, shared by all sources:
@@ -28,11 +28,6 @@ pub mod netns;
 pub mod procfs;
 pub mod tcp;
 pub mod udp;
-
-pub use ctnetlink::{attribution as ct_attribution, dump as ct_breakdown, events as ct_events};
-pub use kernel::{kept, netlink};
-pub use procfs::{conntrack, limits, process, snmp, sockstat};
-pub use tcp::{ports, projection, sockets};
 
 pub use kernel::error::SourceError;
 pub(crate) use kernel::files::open_regular;
