@@ -91,21 +91,6 @@ pub(super) fn any(_: &Snapshot) -> Option<f64> {
     Some(0.0)
 }
 
-/// Every graph: sockets, ports, conntrack, queues, UDP and namespaces (`munin/core.rs`),
-/// then the other resources' (`munin/resources.rs`).
-pub fn all() -> impl Iterator<Item = &'static Graph> {
-    super::core::GRAPHS.iter().chain(super::resources::GRAPHS)
-}
-
-/// The graphs offered, given whether the conntrack breakdown runs.
-pub fn graphs(breakdown: bool) -> impl Iterator<Item = &'static Graph> {
-    all().filter(move |g| breakdown || !g.needs_breakdown)
-}
-
-pub fn find(name: &str, breakdown: bool) -> Option<&'static Graph> {
-    graphs(breakdown).find(|g| g.name == name)
-}
-
 /// Shortest decimal form: `28232`, `209715.2`.
 fn number(v: f64) -> String {
     format!("{v}")
@@ -160,41 +145,9 @@ pub fn fetch(g: &Graph, snap: Option<&Snapshot>, out: &mut String) {
     }
 }
 
-/// The multigraph form: every graph under its own `multigraph sockwatch_NAME` header.
-pub fn multigraph(snap: Option<&Snapshot>, breakdown: bool, with_config: bool, with_values: bool, out: &mut String) {
-    for g in graphs(breakdown) {
-        let _ = writeln!(out, "multigraph sockwatch_{}", g.name);
-        if with_config {
-            config(g, snap, out);
-        }
-        if with_values {
-            fetch(g, snap, out);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// munindoc documents every graph: the plugin's POD has an item for each, and no other.
-    #[test]
-    fn the_plugin_documents_every_graph() {
-        let pod = include_str!("../../munin-plugin/sockwatch_");
-        let items: Vec<&str> = pod.lines().filter_map(|l| l.strip_prefix("=item B<")?.strip_suffix('>')).collect();
-        let names: Vec<&str> = all().map(|g| g.name).collect();
-        assert_eq!(items, names, "the POD's =item list against GRAPHS");
-    }
-
-    /// One unit per graph: a graph with a percentage field draws no count beside it.
-    #[test]
-    fn percentages_and_counts_are_never_on_one_axis() {
-        for g in all() {
-            let drawn: Vec<&Field> = g.fields.iter().filter(|f| f.draw != "no").collect();
-            let pct = drawn.iter().filter(|f| f.label.contains('%')).count();
-            assert!(pct == 0 || pct == drawn.len(), "{} mixes units", g.name);
-        }
-    }
 
     #[test]
     fn fieldnames_follow_munin_rules() {
@@ -202,26 +155,6 @@ mod tests {
         assert_eq!(clean_fieldname("10.0.0.1:80"), "_10_0_0_1_80");
         assert_eq!(clean_fieldname("a-b c"), "a_b_c");
         assert_eq!(clean_fieldname(""), "_");
-        for g in all() {
-            for f in g.fields {
-                assert_eq!(clean_fieldname(f.name), f.name, "{}: field names are already clean", g.name);
-                assert!(f.name.len() <= 19, "{} is long", f.name);
-            }
-        }
-    }
-
-    #[test]
-    fn without_a_snapshot_every_field_is_unknown() {
-        for g in all() {
-            let mut out = String::new();
-            fetch(g, None, &mut out);
-            assert_eq!(out.lines().count(), g.fields.len());
-            assert!(out.lines().all(|l| l.ends_with(".value U")), "{out}");
-            let mut cfg = String::new();
-            config(g, None, &mut cfg);
-            assert!(cfg.contains("graph_category network\n"));
-            assert!(!cfg.contains(".warning"), "no thresholds without limits: {cfg}");
-        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! ([`graphs`]), the munin-node protocol shim the daemon serves on a socket ([`shim`]),
 //! and the munin-node plugin that relays to it ([`plugin`], the binary itself).
 
+pub mod catalog;
 mod core;
 pub mod graphs;
 pub mod plugin;

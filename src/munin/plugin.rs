@@ -18,6 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::config::DEFAULT_MUNIN_SOCKET;
+use crate::munin::catalog;
 use crate::munin::graphs::{self, Graph};
 use crate::munin::shim::MULTIGRAPH_SERVICE;
 
@@ -165,7 +166,7 @@ fn autoconf() -> String {
 fn suggest() -> String {
     let names = match ask_with_deadline(vec!["list".into()]) {
         Ok(lines) => lines.first().cloned().unwrap_or_default(),
-        Err(_) => graphs::graphs(false).map(|g| format!("sockwatch_{}", g.name)).collect::<Vec<_>>().join(" "),
+        Err(_) => catalog::graphs(false).map(|g| format!("sockwatch_{}", g.name)).collect::<Vec<_>>().join(" "),
     };
     names.split_whitespace().filter_map(|n| n.strip_prefix("sockwatch_")).map(|g| format!("{g}\n")).collect()
 }
@@ -179,7 +180,7 @@ fn target(base: &str) -> Result<Target, ExitCode> {
         }
         return Ok(Target::Multigraph);
     }
-    match base.strip_prefix("sockwatch_").and_then(|g| graphs::find(g, true)) {
+    match base.strip_prefix("sockwatch_").and_then(|g| catalog::find(g, true)) {
         Some(g) => Ok(Target::One(g)),
         None => {
             eprintln!(
@@ -216,7 +217,7 @@ fn relay(base: &str, target: &Target, config: bool) -> String {
     match *target {
         Target::One(g) if config => graphs::config(g, limits.as_ref(), &mut out),
         Target::One(g) => graphs::fetch(g, None, &mut out),
-        Target::Multigraph => graphs::multigraph(limits.as_ref(), false, config, !config, &mut out),
+        Target::Multigraph => catalog::multigraph(limits.as_ref(), false, config, !config, &mut out),
     }
     out
 }

@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
 use crate::listen::{AcceptErrors, LISTEN_BACKLOG};
-use crate::munin::graphs;
+use crate::munin::{catalog, graphs};
 use crate::sampler::Latest;
 use crate::slots::{Peer, Slots};
 use crate::snapshot::Snapshot;
@@ -100,7 +100,7 @@ impl Shim {
                         out.push_str(MULTIGRAPH_SERVICE);
                     } else {
                         let names: Vec<String> =
-                            graphs::graphs(self.breakdown).map(|g| format!("sockwatch_{}", g.name)).collect();
+                            catalog::graphs(self.breakdown).map(|g| format!("sockwatch_{}", g.name)).collect();
                         out.push_str(&names.join(" "));
                     }
                 }
@@ -114,9 +114,9 @@ impl Shim {
                 let config = matches!(req, Request::Config(_));
                 if name == MULTIGRAPH_SERVICE {
                     let values = !config || session.dirtyconfig;
-                    graphs::multigraph(snap, self.breakdown, config, values, out);
+                    catalog::multigraph(snap, self.breakdown, config, values, out);
                 } else {
-                    match name.strip_prefix("sockwatch_").and_then(|g| graphs::find(g, self.breakdown)) {
+                    match name.strip_prefix("sockwatch_").and_then(|g| catalog::find(g, self.breakdown)) {
                         Some(g) if config => {
                             graphs::config(g, snap, out);
                             if session.dirtyconfig {
