@@ -622,3 +622,88 @@ fn short_lived_processes_do_not_churn_the_info_series() {
     assert!(pids.len() >= 2, "the processes did change under the daemon: {pids:?}");
     assert_eq!(series.len(), 1, "{series:?}");
 }
+
+/// `--conntrack.top-k` holds inside namespaces as on the host (it was once clamped to 5
+/// there): a namespace whose table is filled from 7 source addresses, read by a daemon in
+/// another namespace with `--conntrack.top-k 8`, exports all 7 sources, each with the count
+/// `conntrack -L` lists inside it.
+#[test]
+fn conntrack_top_k_holds_inside_namespaces() {
+    let test = "conntrack_top_k_holds_inside_namespaces";
+    if !require(test, &["nft", "conntrack"]) {
+        return;
+    }
+    let ns = Netns::new("cttopk");
+    ns.enable_conntrack();
+    const SOURCES: u8 = 7;
+    let held = ns.enter(|| {
+        let l = TcpListener::bind("127.0.0.1:7003").unwrap();
+        let mut kept = Vec::new();
+        for src in 0..SOURCES {
+            // Source i holds i + 1 connections: a distinct count per source.
+            for _ in 0..=src {
+                let c = connect_from([127, 0, 0, 10 + src], 7003);
+                kept.push((c, l.accept().unwrap().0));
+            }
+        }
+        (l, kept)
+    });
+    let id = inode(&ns);
+    let c = Netns::new("cttopkd");
+    let daemon = Daemon::start(
+        &c,
+        9852,
+        &[
+            "--interval",
+            "1s",
+            "--netns",
+            "on",
+            "--netns.top-k",
+            "1000",
+            "--conntrack.breakdown",
+            "--conntrack.top-k",
+            "8",
+        ],
+    );
+    let listed = ns.exec_stdout("conntrack", &["-L"]);
+    let source =
+        |i: u8| format!("sockwatch_netns_conntrack_source_entries{{netns=\"{id}\",source=\"127.0.0.{}\"}}", 10 + i);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let m = parse_metrics(&daemon.get(&c, "/metrics").1);
+        if (0..SOURCES).all(|i| m.contains_key(&source(i))) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "not every source of the namespace was exported within 30 s");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for i in 0..SOURCES {
+        let from = format!("src=127.0.0.{} ", 10 + i);
+        let kernel = listed.lines().filter(|l| l.contains(&from) && l.contains("dport=7003 ")).count();
+        assert_eq!((m[&source(i)], kernel), (f64::from(i) + 1.0, usize::from(i) + 1), "source 127.0.0.{}", 10 + i);
+    }
+    drop(held);
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the local address `from` (bound first).
+fn connect_from(from: [u8; 4], port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sin = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip) },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket, valid sockaddr_in pointers and lengths; the fd is owned by the
+    // returned stream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let local = sin(from, 0);
+        assert_eq!(libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len), 0, "bind");
+        let remote = sin([127, 0, 0, 1], port);
+        assert_eq!(libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len), 0, "connect");
+        TcpStream::from_raw_fd(fd)
+    }
+}
