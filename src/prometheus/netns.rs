@@ -183,7 +183,15 @@ fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
         "Netlink sockets kept open inside namespaces (one each; closed as soon as its namespace is gone).",
         n.deep_kept as f64,
     );
+    out.gauge(
+        "sockwatch_netns_deep_revisit_samples",
+        "Samples within which every namespace is dumped again at the current cost: ceil(2 x namespaces / dumps per \
+         sample), the dumps per sample being the deep layer's budget over what a dump takes (at least 1). Multiply by \
+         the interval for seconds; the log says once when that is longer than the 300 s a projection warns ahead.",
+        n.deep_revisit_samples as f64,
+    );
     deep_readings(out, n);
+    deep_projection(out, n);
 }
 
 /// Each exported namespace's latest dump inside it: its busiest destination against its own
@@ -258,6 +266,45 @@ fn deep_readings(out: &mut Families, n: &crate::sources::netns::Namespaces) {
             [(vec![("netns", inode.to_string())], u)],
         );
     }
+}
+
+/// Where each exported namespace's ports are heading, from its latest dump, aged.
+fn deep_projection(out: &mut Families, n: &crate::sources::netns::Namespaces) {
+    out.labelled(
+        "sockwatch_netns_ephemeral_port_seconds_to_exhaustion",
+        &format!(
+            "Seconds until the namespace's first destination has every port of its own ip_local_port_range held, at its \
+             close rate and trend: the host's projection (sockwatch_ephemeral_port_seconds_to_exhaustion) run on the \
+             TIME_WAIT timers of the namespace's latest dump, aged by the time since that dump (it counts down between \
+             dumps). 0 when one is full now, +Inf when none is within {} s.",
+            crate::sources::tcp::projection::HORIZON_SECONDS
+        ),
+        MetricType::GAUGE,
+        n.top.iter().filter_map(|ns| {
+            let d = ns.deep.as_ref()?;
+            Some((netns_label(ns), d.seconds_to_exhaustion().unwrap_or(f64::INFINITY)))
+        }),
+    );
+    let Some((inode, seconds)) = n.soonest else { return };
+    let Some(d) = n.top.iter().find(|ns| ns.inode == inode).and_then(|ns| ns.deep.as_ref()?.soonest.as_ref()) else {
+        return;
+    };
+    out.labelled(
+        "sockwatch_netns_ephemeral_port_seconds_to_exhaustion_min",
+        "The soonest of sockwatch_netns_ephemeral_port_seconds_to_exhaustion, with its namespace and the destination \
+         heading there (join sockwatch_netns_info on netns for the container and pod). Absent while no namespace is \
+         heading for exhaustion.",
+        MetricType::GAUGE,
+        [(
+            vec![
+                ("netns", inode.to_string()),
+                ("local_ip", d.local_ip.to_string()),
+                ("remote_ip", d.remote_ip.to_string()),
+                ("remote_port", d.remote_port.to_string()),
+            ],
+            seconds,
+        )],
+    );
 }
 
 /// With `--conntrack.breakdown`: who fills the fullest namespaces' conntrack tables.

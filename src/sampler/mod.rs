@@ -205,7 +205,8 @@ impl Sampler {
                 // Dumps inside namespaces get half of what self-protection leaves this sample.
                 let budget = (self.configured_interval.mul_f64(self.max_share) / 2).saturating_sub(start.elapsed());
                 let own = own_reading(ports.as_ref(), sockets.as_ref(), limits.as_ref());
-                observe!(Source::Netns, || source.read_within(root, cfg, max, budget, own))
+                let interval = self.configured_interval;
+                observe!(Source::Netns, || source.read_within(root, cfg, max, budget, own, interval))
             }
             None => None,
         };

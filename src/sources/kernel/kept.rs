@@ -77,6 +77,30 @@ pub fn keepable_fds() -> usize {
     usize::try_from(lim.rlim_cur.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX)
 }
 
+/// What to raise, and where, when sockwatch runs out of descriptors: the hint depends on
+/// what started it (a container runtime, systemd, a shell), since each sets the limit in
+/// its own place.
+pub fn raise_limit_hint() -> String {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let now = format!("the open-files limit is {} (hard {})", lim.rlim_cur, lim.rlim_max);
+    let in_container = std::path::Path::new("/.dockerenv").exists()
+        || std::path::Path::new("/run/.containerenv").exists()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("container").is_some();
+    if in_container {
+        format!(
+            "{now}: raise the container's nofile limit (docker/podman run --ulimit nofile=65536:65536; in Kubernetes \
+             the container runtime's default: LimitNOFILE= of containerd.service or CRI-O's default_ulimits)"
+        )
+    } else if std::env::var_os("INVOCATION_ID").is_some() {
+        format!("{now}: raise LimitNOFILE= in the unit (systemctl edit sockwatch)")
+    } else {
+        format!("{now}: raise it (ulimit -n) before starting sockwatch")
+    }
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, as Go programs do at start; a
 /// seccomp filter or a missing privilege that refuses it leaves the limit as it was.
 /// Returns the soft limit in force.

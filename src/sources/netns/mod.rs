@@ -58,12 +58,19 @@ impl Default for NetnsConfig {
     }
 }
 
-fn pressure(c: &NsCounters, conntrack_max: Option<u64>) -> f64 {
+/// A namespace's pressure from its cheap counters: the larger of its conntrack entries
+/// against `nf_conntrack_max` and its TCP sockets (in use and TIME_WAIT) against its own
+/// port range (kept by the deep layer; the default range where it is not known). Relative
+/// to its own range, so a small namespace near the end of a small range ranks above a big
+/// one far from the end of a wide one.
+fn pressure(c: &NsCounters, conntrack_max: Option<u64>, own_range: Option<u32>) -> f64 {
     let ct = match (c.conntrack_entries, conntrack_max) {
         (Some(e), Some(m)) => ratio(e as f64, m as f64, AtZero::Unlimited).unwrap_or(0.0),
         _ => 0.0,
     };
-    ct.max(c.tcp_inuse.max(c.time_wait) as f64 / DEFAULT_PORT_RANGE)
+    let range = own_range.map_or(DEFAULT_PORT_RANGE, f64::from);
+    let ports = ratio((c.tcp_inuse + c.time_wait) as f64, range, AtZero::Exhausted).unwrap_or(0.0);
+    ct.max(ports)
 }
 
 /// Runs `f` on a short-lived thread that has entered the network namespace of `ns` (a
@@ -101,14 +108,14 @@ impl NetnsSource {
         cfg: &NetnsConfig,
         conntrack_max: Option<u64>,
     ) -> Result<Namespaces, SourceError> {
-        self.read_within(root, cfg, conntrack_max, Duration::ZERO, None)
+        self.read_within(root, cfg, conntrack_max, Duration::ZERO, None, Duration::ZERO)
     }
 
     /// Descriptors still free for kept files and sockets.
     fn fds_left(&mut self) -> usize {
         let limit = *self.fd_limit.get_or_insert_with(crate::sources::kernel::kept::keepable_fds);
         let held: usize = self.files.values().map(NetFiles::open_count).sum::<usize>()
-            + 2 * self.deep.kept()
+            + self.deep.fds_held()
             + self.discovery.open_count();
         limit.saturating_sub(held)
     }
@@ -162,8 +169,9 @@ impl NetnsSource {
                 (None, Some(pin)) => self.read_entered(f.inode, pin, &mut fds_left),
                 (None, None) => None,
             };
-            let deep = self.deep.latest(f.inode).cloned();
-            let pressure = counters.as_ref().map_or(0.0, |c| pressure(c, ct_max));
+            let deep = self.deep.latest(f.inode);
+            let own_range = self.deep.range_of(f.inode).map(|r| r.capacity);
+            let pressure = counters.as_ref().map_or(0.0, |c| pressure(c, ct_max, own_range));
             let pressure = pressure.max(deep.as_ref().map_or(0.0, |d| d.utilization));
             all.push(Namespace {
                 inode: f.inode,
@@ -190,6 +198,7 @@ impl NetnsSource {
         conntrack_max: Option<u64>,
         deep_budget: Duration,
         own_reading: Option<DeepReading>,
+        interval: Duration,
     ) -> Result<Namespaces, SourceError> {
         self.discovery.fds_left = self.fds_left();
         let (found, denied) = self.discovery.scan(root, &PIN_DIRS)?;
@@ -204,6 +213,11 @@ impl NetnsSource {
             self.own = ns_of(root, "self").ok(); // sockwatch never changes namespace itself
         }
         let own = self.own;
+        if !deep_budget.is_zero() {
+            // Each namespace's own port range, for its pressure below (and its dumps).
+            let fds_left = self.fds_left();
+            self.deep.refresh_ranges(&reachable, own, fds_left);
+        }
         let mut out = Namespaces { count: found.len() as u64, unreadable: denied, ..Namespaces::default() };
         let mut all = self.read_all(root, found, own, conntrack_max);
         out.unreadable += all.iter().filter(|n| n.counters.is_none()).count() as u64;
@@ -217,13 +231,22 @@ impl NetnsSource {
         all.sort_by(|a, b| b.pressure.total_cmp(&a.pressure).then(a.inode.cmp(&b.inode)));
         let worst_ports =
             all.iter().filter_map(|n| Some((n.inode, n.deep.as_ref()?.utilization))).max_by(|a, b| a.1.total_cmp(&b.1));
-        let worst_inodes =
-            [out.worst_conntrack.map(|w| w.0), out.worst_time_wait.map(|w| w.0), worst_ports.map(|w| w.0)];
+        let soonest = |list: &[Namespace]| {
+            list.iter()
+                .filter_map(|n| Some((n.inode, n.deep.as_ref()?.seconds_to_exhaustion()?)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        let worst_inodes = [
+            out.worst_conntrack.map(|w| w.0),
+            out.worst_time_wait.map(|w| w.0),
+            worst_ports.map(|w| w.0),
+            soonest(&all).map(|w| w.0),
+        ];
         let keep = |n: &Namespace, i: usize| i < cfg.top_k || n.own || worst_inodes.contains(&Some(n.inode));
         out.top = all.into_iter().enumerate().filter(|(i, n)| keep(n, *i)).map(|(_, n)| n).collect();
         let fds_left = self.fds_left();
         let started = std::time::Instant::now();
-        self.deep.run(&mut out.top, &reachable, deep_budget, own.map(|i| (i, own_reading)), fds_left);
+        self.deep.run(&mut out.top, &reachable, deep_budget, own.map(|i| (i, own_reading)), interval, fds_left);
         if let Some(ct) = &cfg.conntrack {
             self.conntrack.run(&mut out.top, &reachable, ct, deep_budget.saturating_sub(started.elapsed()));
         }
@@ -237,8 +260,15 @@ impl NetnsSource {
                 n.pressure = n.pressure.max(d.utilization);
             }
         }
-        (out.deep_down, out.deep_dumps_total, out.deep_kept) =
-            (self.deep.down.clone(), self.deep.dumps_total, self.deep.kept() as u64);
+        out.soonest = soonest(&out.top);
+        // Degraded counts as down when no namespace has a socket at all.
+        let starved = if self.deep.kept() == 0 { self.deep.starved.clone() } else { None };
+        (out.deep_down, out.deep_dumps_total, out.deep_kept, out.deep_revisit_samples) = (
+            self.deep.down.clone().or(starved),
+            self.deep.dumps_total,
+            self.deep.kept() as u64,
+            self.deep.revisit_samples,
+        );
         let live: std::collections::HashSet<(u32, u64)> =
             out.top.iter().filter_map(|n| Some((n.pid?, n.inode))).collect();
         self.owners.retain(|key, _| live.contains(key));
@@ -280,7 +310,9 @@ mod tests {
         let c = read_counters(&crate::sources::fixture("proc/linux-6.18")).unwrap();
         assert_eq!((c.tcp_inuse, c.time_wait, c.udp_inuse), (17 + 5, 600, Some(4 + 2)));
         assert_eq!((c.conntrack_entries, c.listen_overflows, c.active_opens), (Some(0x263), Some(6), Some(611)));
-        assert!((pressure(&c, Some(0x263 * 2)) - 0.5).abs() < 1e-9, "conntrack half full");
-        assert!((pressure(&c, None) - 600.0 / DEFAULT_PORT_RANGE).abs() < 1e-9);
+        assert!((pressure(&c, Some(0x263 * 2), None) - 0.5).abs() < 1e-9, "conntrack half full");
+        // In use and TIME_WAIT against the default range, or against its own.
+        assert!((pressure(&c, None, None) - 622.0 / DEFAULT_PORT_RANGE).abs() < 1e-9);
+        assert!((pressure(&c, None, Some(1000)) - 0.622).abs() < 1e-9, "a small own range ranks it high");
     }
 }

@@ -59,8 +59,14 @@ pub struct Namespaces {
     /// The namespace whose busiest destination holds the largest share of its own port
     /// range (deep layer): (inode, utilization).
     pub worst_ports: Option<(u64, f64)>,
-    /// The deep layer: why it is down (no CAP_SYS_ADMIN), dumps since start, sockets kept.
+    /// The namespace whose port range runs out soonest by its latest dump, aged: (inode,
+    /// seconds).
+    pub soonest: Option<(u64, f64)>,
+    /// The deep layer: why it is down (no CAP_SYS_ADMIN) or degraded (no descriptor to
+    /// spare for any namespace), dumps since start, sockets kept, and the samples within
+    /// which every namespace is dumped again.
     pub deep_down: Option<String>,
+    pub deep_revisit_samples: u64,
     pub deep_dumps_total: u64,
     pub deep_kept: u64,
 }
@@ -76,8 +82,24 @@ pub struct DeepReading {
     pub utilization: f64,
     /// TCP sockets by state, both families (indexed like [`crate::sources::tcp::sockets::TCP_STATES`]).
     pub states: [u64; 13],
+    /// The destination heading for exhaustion soonest (else the one projected highest),
+    /// projected with the host's method from the dump's TIME_WAIT timers against this
+    /// namespace's own range; its `seconds_to_exhaustion` is as of the dump.
+    pub soonest: Option<Destination>,
     /// The fullest listener's accept queue over its backlog (0 without listeners).
     pub listen_utilization: f64,
     /// Samples since this reading was taken (0: this sample).
     pub age: u64,
+    /// Seconds since this reading was taken, when it was attached.
+    pub age_seconds: f64,
+}
+
+impl DeepReading {
+    /// Seconds until the namespace's soonest destination has every port held, aged by the
+    /// time since the dump (an older reading counts down, never reads safer); `None` when
+    /// nothing is heading there within the projection's horizon.
+    pub fn seconds_to_exhaustion(&self) -> Option<f64> {
+        let s = self.soonest.as_ref()?.seconds_to_exhaustion?;
+        Some((s - self.age_seconds).max(0.0))
+    }
 }
