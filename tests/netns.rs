@@ -502,13 +502,14 @@ fn a_reused_pid_in_another_namespace_is_not_given_the_old_container() {
     }
     let _cgroup = Cgroup(cgroup.clone().into());
     let port = 9853 + std::process::id() % 100;
+    // The process joins the container's cgroup before it enters namespace A, as a runtime
+    // starts a container: the daemon never sees it in A outside the container.
     let script = format!(
         r#"set -e
 {BIN} serve --web.listen-address 127.0.0.1:{port} --netns on --netns.top-k 1000 --interval 1s --munin.socket "" 2>/dev/null &
 d=$!
-ip netns exec {na} sleep 600 &
+sh -c 'echo $$ > {cgroup}/cgroup.procs && exec ip netns exec {na} sleep 600' &
 a=$!
-echo $a > {cgroup}/cgroup.procs
 echo "a $a"
 read go
 kill $a; wait $a 2>/dev/null || true
