@@ -143,7 +143,11 @@ fn deep_layer(busy: &str, tw: usize, k: usize, rounds: usize) {
     let (mut covered_after, mut total_dumps) = (None, 0);
     for sample in 1..=40 {
         let t = std::time::Instant::now();
-        let (c, n) = cpu_of(|| source.read_within(Path::new("/proc"), &cfg, Some(262_144), budget, None, std::time::Duration::from_secs(10)).unwrap());
+        let (c, n) = cpu_of(|| {
+            source
+                .read_within(Path::new("/proc"), &cfg, Some(262_144), budget, None, std::time::Duration::from_secs(10))
+                .unwrap()
+        });
         if sample <= rounds.max(3) {
             wall.push(t.elapsed().as_secs_f64());
             cpu.push(c);

@@ -45,7 +45,22 @@ pub(super) fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Op
     let utilization = derived::netns_conntrack_utilization(now).map(|(_, u)| u);
     let ports = n.worst_ports.and_then(|(inode, u)| Some((n.top.iter().find(|x| x.inode == inode)?, u)));
     let worst_level = utilization.into_iter().chain(ports.map(|(_, u)| u)).fold(0.0, f64::max);
-    let level = if dropping.is_empty() { Level::of(worst_level) } else { Level::Critical };
+    // The namespace heading for port exhaustion soonest (its latest dump, aged), with the
+    // host's levels in seconds.
+    let soonest = n.soonest.and_then(|(inode, s)| {
+        let ns = n.top.iter().find(|x| x.inode == inode)?;
+        Some((ns, ns.deep.as_ref()?.soonest.clone()?, s))
+    });
+    let projected_level = soonest.as_ref().map_or(Level::Ok, |(_, _, s)| {
+        if *s < derived::PREDICT_CRIT_SECONDS {
+            Level::Critical
+        } else if *s < derived::PREDICT_WARN_SECONDS {
+            Level::Warning
+        } else {
+            Level::Ok
+        }
+    });
+    let level = if dropping.is_empty() { Level::of(worst_level).max(projected_level) } else { Level::Critical };
     let mut detail = format!("{} network namespaces ({} not readable)", n.count, n.unreadable);
     if let (Some((ns, entries)), Some(u)) = (worst, utilization) {
         detail.push_str(&format!(
@@ -62,6 +77,18 @@ pub(super) fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Op
             .map_or(String::new(), |b| format!(" toward {}:{} ({} ports)", b.remote_ip, b.remote_port, b.used));
         detail.push_str(&format!("; fullest port range: {}{toward} ({})", namespace_name(ns), pct(u)));
     }
+    if let Some((ns, d, s)) = &soonest {
+        let when = if *s <= 0.0 { "FAILING NOW".to_owned() } else { format!("in {s:.0} s") };
+        detail.push_str(&format!(
+            "; {} runs out of its own ports toward {} -> {}:{} {when} at {:.0} connections/s closed (its range {})",
+            namespace_name(ns),
+            d.local_ip,
+            d.remote_ip,
+            d.remote_port,
+            d.close_rate,
+            ns.deep.as_ref().map_or(0, |r| r.range.capacity),
+        ));
+    }
     for (ns, r) in &dropping {
         detail.push_str(&format!("; DROPPING {r:.0} packets/s: {}", namespace_name(ns)));
     }
@@ -72,7 +99,7 @@ pub(super) fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Op
         limit: max.map(|m| m as f64),
         utilization,
         projected: None,
-        seconds_to_exhaustion: None,
+        seconds_to_exhaustion: soonest.as_ref().map(|(_, _, s)| *s),
         detail,
         advice: (level > Level::Ok).then(|| {
             "Each network namespace (container, pod) is held to the host-wide nf_conntrack_max with its own count, \

@@ -119,6 +119,13 @@ fn netns_conntrack_pct(s: &Snapshot) -> Option<f64> {
 fn netns_ports_pct(s: &Snapshot) -> Option<f64> {
     pct(Some(s.namespaces.as_ref()?.worst_ports?.1))
 }
+/// Where the namespace heading for exhaustion soonest settles, % of its own range.
+fn netns_projected_pct(s: &Snapshot) -> Option<f64> {
+    let n = s.namespaces.as_ref()?;
+    let (inode, _) = n.soonest?;
+    let d = n.top.iter().find(|x| x.inode == inode)?.deep.as_ref()?;
+    pct(Some(d.soonest.as_ref()?.projected / f64::from(d.range.capacity.max(1))))
+}
 fn netns_time_wait_max(s: &Snapshot) -> Option<f64> {
     s.namespaces.as_ref()?.worst_time_wait.map(|(_, tw)| tw as f64)
 }
@@ -363,6 +370,16 @@ pub static GRAPHS: &[Graph] = &[
                     netns_ports_pct
                 )
             },
+            field!(
+                "ports_projected",
+                "soonest namespace, projected (%)",
+                "Where the namespace heading for port exhaustion soonest settles at its current close rate, as a \
+                 share of its own range (its latest dump). Above 100 % its ports run out within a minute at that \
+                 rate; how soon is sockwatch_netns_ephemeral_port_seconds_to_exhaustion_min or sockwatch doctor.",
+                "LINE1",
+                Kind::Gauge,
+                netns_projected_pct
+            ),
         ],
         needs_breakdown: false,
     },

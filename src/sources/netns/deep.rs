@@ -173,7 +173,10 @@ impl DeepLayer {
                 Ok(range_file) => {
                     self.fds_left -= 1;
                     let range = read_range(&range_file);
-                    self.kept.insert(inode, Kept { range_file, range, diag: None, reading: None, taken: None, dumped_at: 0 });
+                    self.kept.insert(
+                        inode,
+                        Kept { range_file, range, diag: None, reading: None, taken: None, dumped_at: 0 },
+                    );
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                     let why = format!("cannot enter network namespaces ({e}): needs CAP_SYS_ADMIN");
@@ -240,7 +243,13 @@ impl DeepLayer {
         }
     }
 
-    fn dump_within(&mut self, top: &[Namespace], reachable: &HashMap<u64, PathBuf>, budget: Duration, interval: Duration) {
+    fn dump_within(
+        &mut self,
+        top: &[Namespace],
+        reachable: &HashMap<u64, PathBuf>,
+        budget: Duration,
+        interval: Duration,
+    ) {
         let start = Instant::now();
         // Urgent: the exported, soonest projected exhaustion first, then by pressure (`top`
         // comes sorted by it). Oldest: every kept namespace, least recently dumped first.
@@ -366,7 +375,14 @@ mod tests {
         let reachable = HashMap::from([(7, PathBuf::from("/proc/self/ns/net"))]);
         let mut layer = DeepLayer::default();
         layer.refresh_ranges(&reachable, Some(7), 100);
-        layer.run(&mut top, &reachable, Duration::from_secs(5), Some((7, Some(reading.clone()))), Duration::from_secs(10), 100);
+        layer.run(
+            &mut top,
+            &reachable,
+            Duration::from_secs(5),
+            Some((7, Some(reading.clone()))),
+            Duration::from_secs(10),
+            100,
+        );
         assert_eq!((layer.kept(), layer.dumps_total, layer.down.clone()), (0, 0, None));
         assert_eq!(top[0].deep, Some(reading));
     }
