@@ -242,7 +242,8 @@ fn every_namespace_against_the_kernel() {
     let ss_b = b.exec_stdout("ss", &["-H", "-t", "-a", "-n"]).lines().count() as f64;
     assert_eq!(m[&format!("sockwatch_netns_tcp_sockets{{netns=\"{ib}\"}}")], ss_b);
     assert!(!m.contains_key(&format!("sockwatch_netns_pid{{netns=\"{ib}\"}}")), "read through setns, not a process");
-    assert_eq!(m["sockwatch_netns_unreadable"], denied_links() as f64, "root reads every link it may");
+    assert_eq!(m["sockwatch_netns_unidentified_processes"], denied_links() as f64, "root reads every link it may");
+    assert!(m["sockwatch_netns_unreadable"] <= m["sockwatch_netns_namespaces"], "namespaces, not processes");
     assert!(common::netns_info_line(&text, inode(&c)).contains("own=\"1\""));
     // The deep layer: E's busiest destination, dumped inside E, as ss counts it there.
     let ss_e = e.exec_stdout("ss", &["-H", "-t", "-a", "-n", "dport", "=", ":7002"]).lines().count() as f64;
@@ -435,7 +436,9 @@ fn unprivileged_reads_its_own_namespace_and_counts_the_rest() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m = parse_metrics(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(m["sockwatch_source_up{source=\"netns\"}"], 1.0);
-    assert!(m["sockwatch_netns_unreadable"] >= 1.0, "root's processes cannot be named: {m:?}");
+    assert!(m["sockwatch_netns_unidentified_processes"] >= 1.0, "root's processes cannot be named: {m:?}");
+    // Counted as namespaces: never more than were found (it once counted the processes).
+    assert!(m["sockwatch_netns_unreadable"] <= m["sockwatch_netns_namespaces"], "{m:?}");
     assert!(
         m.keys().any(|k| k.starts_with("sockwatch_netns_info{") && k.contains("own=\"1\"")),
         "its own namespace is read"
@@ -707,4 +710,29 @@ fn connect_from(from: [u8; 4], port: u16) -> TcpStream {
         assert_eq!(libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len), 0, "connect");
         TcpStream::from_raw_fd(fd)
     }
+}
+
+/// A deep layer left without descriptors (a container's low nofile limit) reads as down,
+/// not up with nothing kept, and says once what to raise where it runs.
+#[test]
+fn a_deep_layer_without_descriptors_is_down_and_says_where_to_raise_them() {
+    let test = "a_deep_layer_without_descriptors_is_down_and_says_where_to_raise_them";
+    if !require(test, &["prlimit"]) {
+        return;
+    }
+    let ns = Netns::new("starved");
+    let _inside = sleeper(&ns);
+    // Below the 1,024 descriptors sockwatch keeps apart for everything else: none to keep.
+    let out = Command::new("prlimit")
+        .args(["--nofile=200:200", "env", "container=podman", BIN, "sample", "--netns", "on", "--munin.socket", ""])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = parse_metrics(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(m["sockwatch_netns_deep_sockets"], 0.0);
+    assert_eq!(m["sockwatch_netns_deep_up"], 0.0, "no namespace can be dumped: down, not up");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("degraded") && log.contains("limit is 200"), "{log}");
+    assert!(log.contains("--ulimit nofile="), "a container's hint, not systemd's: {log}");
+    assert_eq!(log.matches("no file descriptors to spare").count(), 1, "said once: {log}");
 }

@@ -62,6 +62,12 @@ pub(super) fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Op
     });
     let level = if dropping.is_empty() { Level::of(worst_level).max(projected_level) } else { Level::Critical };
     let mut detail = format!("{} network namespaces ({} not readable)", n.count, n.unreadable);
+    if n.unidentified_processes > 0 {
+        detail.push_str(&format!(
+            ", {} processes whose namespace could not be named (run as root)",
+            n.unidentified_processes
+        ));
+    }
     if let (Some((ns, entries)), Some(u)) = (worst, utilization) {
         detail.push_str(&format!(
             "; fullest conntrack table: {} with {entries} entries ({})",

@@ -137,9 +137,15 @@ fn aggregates(out: &mut Families, s: &Snapshot) {
     );
     out.gauge(
         "sockwatch_netns_unreadable",
-        "Network namespaces found but not read: another user's processes without ptrace access (CAP_SYS_PTRACE), \
-         a pinned namespace without CAP_SYS_ADMIN to enter it, or gone during the sample.",
+        "Network namespaces found but not read: a pinned namespace without CAP_SYS_ADMIN to enter it, one whose \
+         process's /proc files are hidden, or one gone during the sample. Namespaces, not processes.",
         n.unreadable as f64,
+    );
+    out.gauge(
+        "sockwatch_netns_unidentified_processes",
+        "Processes whose network namespace could not be named: their /proc/PID/ns/net needs ptrace access (root, or \
+         CAP_SYS_PTRACE for another user's). Processes, not namespaces: how many namespaces they are in is unknown.",
+        n.unidentified_processes as f64,
     );
     if let Some((inode, utilization)) = crate::derived::netns_conntrack_utilization(s) {
         out.labelled(
@@ -168,8 +174,10 @@ fn aggregates(out: &mut Families, s: &Snapshot) {
 fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
     out.gauge(
         "sockwatch_netns_deep_up",
-        "1 when sockwatch can dump sockets inside other network namespaces (setns: CAP_SYS_ADMIN); 0 when it cannot \
-         (the per-namespace ports are then absent; the O(1) counters go on). The log says why, once.",
+        "1 when sockwatch can dump sockets inside other network namespaces; 0 when it cannot: no CAP_SYS_ADMIN for \
+         setns, or no file descriptor to spare for any namespace's socket under its open-files limit (the \
+         per-namespace ports are then absent; the O(1) counters go on). The log says why, once, and what to raise \
+         where it runs (a container's nofile, systemd's LimitNOFILE=).",
         if n.deep_down.is_some() { 0.0 } else { 1.0 },
     );
     out.counter(

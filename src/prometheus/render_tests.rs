@@ -252,6 +252,7 @@ fn snapshot() -> Snapshot {
         namespaces: Some(Namespaces {
             count: 3,
             unreadable: 1,
+            unidentified_processes: 105,
             top: vec![
                 Namespace {
                     inode: 4026532247,

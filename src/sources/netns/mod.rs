@@ -218,9 +218,9 @@ impl NetnsSource {
             let fds_left = self.fds_left();
             self.deep.refresh_ranges(&reachable, own, fds_left);
         }
-        let mut out = Namespaces { count: found.len() as u64, unreadable: denied, ..Namespaces::default() };
+        let mut out = Namespaces { count: found.len() as u64, unidentified_processes: denied, ..Namespaces::default() };
         let mut all = self.read_all(root, found, own, conntrack_max);
-        out.unreadable += all.iter().filter(|n| n.counters.is_none()).count() as u64;
+        out.unreadable = all.iter().filter(|n| n.counters.is_none()).count() as u64;
         let worst = |pick: fn(&NsCounters) -> Option<u64>| {
             all.iter()
                 .filter_map(|n| Some((n.inode, pick(n.counters.as_ref()?)?)))

@@ -47,8 +47,13 @@ pub struct Namespace {
 pub struct Namespaces {
     /// Namespaces found.
     pub count: u64,
-    /// Found but not read (no access, or gone).
+    /// Namespaces found but not read (a pinned one without CAP_SYS_ADMIN, one whose
+    /// process's files are hidden, or gone during the sample).
     pub unreadable: u64,
+    /// Processes whose namespace could not be named (their `/proc/PID/ns/net` needs ptrace
+    /// access: another user's, without root). Processes, not namespaces: how many
+    /// namespaces they are in cannot be known.
+    pub unidentified_processes: u64,
     /// The top-K by pressure, the daemon's own namespace and the worst of each kind always
     /// among them.
     pub top: Vec<Namespace>,
