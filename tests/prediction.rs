@@ -293,3 +293,104 @@ fn conntrack_projection_reads_the_kernel_time_wait_timeouts() {
     let expected = ((max - total) / rate).ceil();
     assert!((seconds - expected).abs() <= 1.0, "{seconds} s to full, from conntrack -L {expected} s");
 }
+
+/// Pinned namespaces without processes: cheap in number, removed on drop.
+struct ManyNamespaces(Vec<String>);
+
+impl ManyNamespaces {
+    fn new(tag: &str, n: usize) -> ManyNamespaces {
+        let names: Vec<String> = (0..n).map(|i| format!("sw-{tag}-{}-{i}", std::process::id())).collect();
+        let batch: String = names.iter().map(|n| format!("netns add {n}\n")).collect();
+        let mut child =
+            std::process::Command::new("ip").args(["-batch", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), batch.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success(), "ip netns add x{n}");
+        ManyNamespaces(names)
+    }
+}
+
+impl Drop for ManyNamespaces {
+    fn drop(&mut self) {
+        let batch: String = self.0.iter().map(|n| format!("netns del {n}\n")).collect();
+        if let Ok(mut child) =
+            std::process::Command::new("ip").args(["-batch", "-"]).stdin(std::process::Stdio::piped()).spawn()
+        {
+            let _ = std::io::Write::write_all(child.stdin.as_mut().unwrap(), batch.as_bytes());
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Inside a pod: a client namespace with its own 1,000-port range ramps toward one server,
+/// among 200 other namespaces (and, in CI, the noisy neighbour's tens of thousands of
+/// TIME_WAIT sockets that every dump walks). The daemon runs in yet another namespace at
+/// the default 10 s interval with `--netns on`; a real Prometheus with the shipped rules
+/// has the namespace's projection alert firing at least 45 s before the pod's first
+/// EADDRNOTAVAIL.
+#[test]
+fn a_namespace_port_alert_fires_before_a_pod_exhausts_its_own_range() {
+    let test = "a_namespace_port_alert_fires_before_a_pod_exhausts_its_own_range";
+    if !require(test, &["sysctl", "prometheus"]) {
+        return;
+    }
+    let _crowd = ManyNamespaces::new("crowd", 200);
+    let pair = VethPair::new("podramp");
+    pair.client.sysctl("net.ipv4.ip_local_port_range", "40000 40999");
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = serve(&pair.server, stop.clone());
+    let node = Netns::new("podnode");
+    let _daemon = Daemon::start(&node, DAEMON_PORT, &["--netns", "on"]);
+    let prom = Prometheus::start(&node, "podramp", DAEMON_PORT);
+    let inode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", pair.client.name)).unwrap().ino()
+    };
+    // 2 connections/s rising by 0.15/s every second: held ports follow the rate 30 s
+    // behind and reach 1,000 about 130 s in.
+    let ramp = |t: f64| 2.0 * t + 0.075 * t * t;
+    let client = paced_client(&pair.client, ramp, Duration::from_secs(300), stop.clone());
+    let started = SystemTime::now();
+    let mut first: Option<SystemTime> = None;
+    while !client.is_finished() {
+        if first.is_none() && prom.firing(&node).iter().any(|n| n == "NetnsEphemeralPortsExhaustionPredicted") {
+            first = Some(SystemTime::now());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let outcome = client.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+    let (failed_at, err) = outcome.failure.expect("the ramp must exhaust the pod's 1,000 ports within 300 s");
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{err}");
+    let at = |t: SystemTime| unix(t) - unix(started);
+    let series = format!("sockwatch_netns_ephemeral_port_seconds_to_exhaustion{{netns=\"{inode}\"}}");
+    let trail: Vec<String> = (1..)
+        .map(|i| started + Duration::from_secs(10 * i))
+        .take_while(|t| *t < failed_at)
+        .map(|t| {
+            let q = |e: &str| prom.query(&node, e, Some(t)).map_or("-".into(), |v| format!("{v:.1}"));
+            format!(
+                "{:.0} s: seconds_to_exhaustion {}, revisit bound {} samples",
+                at(t),
+                q(&series),
+                q("sockwatch_netns_deep_revisit_samples")
+            )
+        })
+        .collect();
+    eprintln!(
+        "pod ramp: EADDRNOTAVAIL at {:.0} s after {} connections; NetnsEphemeralPortsExhaustionPredicted firing at {}\n  {}",
+        at(failed_at),
+        outcome.connections,
+        first.map_or("never".into(), |t| format!("{:.0} s", at(t))),
+        trail.join("\n  ")
+    );
+    assert!(prom.query(&node, "sockwatch_netns_namespaces", None).unwrap_or(0.0) >= 200.0, "the crowd was seen");
+    let first = first.unwrap_or_else(|| panic!("no namespace port alert fired before the failure: {trail:?}"));
+    let lead = unix(failed_at) - unix(first);
+    assert!(lead >= 45.0, "the namespace alert fired only {lead:.0} s before the pod's first failure: {trail:?}");
+    // It was this namespace's projection that fired.
+    let s = prom.query(&node, &series, Some(first)).expect("the pod's projection when the alert fired");
+    assert!(s < 300.0, "{s}");
+}
