@@ -206,6 +206,7 @@ impl Config {
             conntrack_attribution: AttributionConfig {
                 top_k: v.get(&CONNTRACK_TOP_K, top_k)?,
                 nat_ports: v.get(&NAT_PORT_RANGE, port_range_size)?,
+                nat_recycles: crate::sources::ctnetlink::attribution::nat_recycles_on_this_kernel(),
             },
             max_share: v.get(&MAX_SHARE, fraction)?,
             munin: MuninConfig {

@@ -59,6 +59,14 @@ pub(super) fn families(out: &mut Families, s: &Snapshot) {
         [("source", a.untracked_sources), ("destination", a.untracked_destinations), ("nat_mapping", a.untracked_nat)]
             .map(|(k, n)| (vec![("kind", k.to_owned())], n as f64)),
     );
+    let mapping = |k: &crate::sources::ctnetlink::attribution::NatKey| {
+        vec![
+            ("nat_ip", k.nat_ip.to_string()),
+            ("remote_ip", k.remote_ip.to_string()),
+            ("remote_port", k.remote_port.to_string()),
+            ("protocol", protocol_name(k.proto).into_owned()),
+        ]
+    };
     out.labelled(
         "sockwatch_nat_ports_used",
         &format!(
@@ -67,15 +75,18 @@ pub(super) fn families(out: &mut Families, s: &Snapshot) {
              mapping for every new connection; the top --conntrack.top-k mappings, {SRC}."
         ),
         GAUGE,
-        a.nat.iter().map(|(k, n)| {
-            let labels = vec![
-                ("nat_ip", k.nat_ip.to_string()),
-                ("remote_ip", k.remote_ip.to_string()),
-                ("remote_port", k.remote_port.to_string()),
-                ("protocol", protocol_name(k.proto).into_owned()),
-            ];
-            (labels, *n as f64)
-        }),
+        a.nat.iter().map(|(k, n)| (mapping(k), *n as f64)),
+    );
+    out.labelled(
+        "sockwatch_nat_ports_blocking",
+        &format!(
+            "Of sockwatch_nat_ports_used, the ports a new connection cannot take over: every entry but a TCP one in \
+             TIME_WAIT or CLOSE, whose port nf_nat recycles for a new TCP connection when its search runs short \
+             (Linux 6.5+; on older kernels every port used blocks). What the utilisation and the alert hold against \
+             the range, {SRC}."
+        ),
+        GAUGE,
+        a.nat.iter().zip(&a.nat_blocking).map(|((k, _), b)| (mapping(k), *b as f64)),
     );
     out.gauge(
         "sockwatch_nat_port_range_size",
@@ -86,8 +97,10 @@ pub(super) fn families(out: &mut Families, s: &Snapshot) {
     out.gauge(
         "sockwatch_nat_port_utilization_max",
         &format!(
-            "The busiest NAT mapping's ports in use divided by --nat.port-range (not capped). nf_nat's search for a \
-             free port is bounded, so new connections start failing (insert_failed rises) before 1, {SRC}."
+            "The highest blocking NAT ports of any mapping (sockwatch_nat_ports_blocking) divided by --nat.port-range \
+             (not capped). nf_nat's search for a free port is bounded, so new connections start failing \
+             (insert_failed rises) before 1. Ports held by TCP entries in TIME_WAIT or CLOSE are left out where the \
+             kernel recycles them (Linux 6.5+): a range full of closed connections is not a failure, {SRC}."
         ),
         a.nat_utilization_max(),
     );

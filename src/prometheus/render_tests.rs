@@ -22,6 +22,8 @@ fn attribution() -> Attribution {
         nat_mappings: 1,
         nat_entries: 50,
         nat_ports: 100,
+        nat_blocking: vec![30],
+        nat_blocking_max: 30,
         ..Attribution::default()
     }
 }

@@ -10,6 +10,18 @@
 //!   its destination is the NAT address, its source the remote end. Every such entry holds
 //!   one port of that mapping (64,512 by default, 1024–65535; the search for a free one
 //!   is bounded and starts failing before the range is full).
+//! - **Blocking and recyclable NAT ports.** Since Linux 6.5 (`nf_nat_used_tuple_harder`,
+//!   `net/netfilter/nf_nat_core.c`), when the search for a new TCP connection's port is in
+//!   its last attempts, `nf_nat` evicts a colliding entry that is source-translated, in TCP
+//!   state TIME_WAIT or later (TIME_WAIT, CLOSE, SYN_SENT2), without a fixed timeout, not
+//!   dying, and whose sequence numbers the new SYN has passed: such a port is *recyclable*.
+//!   Everything else *blocks* its port: ESTABLISHED, SYN_SENT, FIN_WAIT, CLOSE_WAIT,
+//!   LAST_ACK, and every UDP (and other protocol) entry; a new UDP flow recycles nothing.
+//!   On older kernels every entry blocks. The utilisation (and the alert) hold only the
+//!   blocking ports against the range; both counts are exported. A full dump classifies
+//!   every entry by its state now; in event mode a NEW entry counts as blocking (it is in
+//!   SYN_SENT) until it is destroyed or the next full dump finds it in TIME_WAIT: between
+//!   resyncs the split errs toward blocking, so the alert errs early, never late.
 //!
 //! Memory is bounded whatever the table size: at most [`MAX_TRACKED`] keys per map, as
 //! the ephemeral-port aggregation does. The dump comes in the kernel's hash order,
@@ -35,12 +47,43 @@ pub struct AttributionConfig {
     pub top_k: usize,
     /// Ports per NAT mapping (`--nat.port-range`).
     pub nat_ports: u32,
+    /// Whether this kernel's `nf_nat` recycles ports of TCP entries in TIME_WAIT or later
+    /// (Linux 6.5+): then only the other entries block a port.
+    pub nat_recycles: bool,
 }
 
 impl Default for AttributionConfig {
     fn default() -> Self {
-        AttributionConfig { top_k: 20, nat_ports: DEFAULT_NAT_PORTS }
+        AttributionConfig { top_k: 20, nat_ports: DEFAULT_NAT_PORTS, nat_recycles: nat_recycles_on_this_kernel() }
     }
+}
+
+/// Whether a kernel release (`6.18.44-fc-v1147`) has `nf_nat_used_tuple_harder`: 6.5 or
+/// later.
+pub fn nat_recycles(release: &str) -> bool {
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(str::parse::<u32>);
+    match (it.next(), it.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) >= (6, 5),
+        _ => false,
+    }
+}
+
+/// [`nat_recycles`] for the running kernel (`/proc/sys/kernel/osrelease`); false when it
+/// cannot be read.
+pub fn nat_recycles_on_this_kernel() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").is_ok_and(|r| nat_recycles(r.trim()))
+}
+
+/// An entry whose NAT port a new TCP connection may take over (see the module doc): a
+/// source-translated TCP entry in TIME_WAIT or a later state, without a fixed timeout and
+/// not dying. Whether it is recycled also depends on sequence numbers, which the dump does
+/// not carry; the new SYN's are almost always past an old connection's.
+pub fn nat_port_recyclable(e: &Entry) -> bool {
+    const IPS_FIXED_TIMEOUT: u32 = 1 << 10;
+    const IPS_DYING: u32 = 1 << 9;
+    e.orig.proto == Some(6)
+        && e.tcp_state.is_some_and(|s| s >= super::entry::CT_TCP_TIME_WAIT)
+        && e.status & (IPS_FIXED_TIMEOUT | IPS_DYING) == 0
 }
 
 /// A destination: (address, port, protocol number).
@@ -68,6 +111,11 @@ pub struct Attribution {
     pub destinations: Vec<(DestKey, u64)>,
     /// Busiest NAT mappings by ports used.
     pub nat: Vec<(NatKey, u64)>,
+    /// The same mappings' ports whose entries block them (not recyclable: see the module
+    /// doc), in the same order.
+    pub nat_blocking: Vec<u64>,
+    /// The highest blocking ports of any mapping, tracked or exported or not.
+    pub nat_blocking_max: u64,
     /// Distinct keys tracked in each map (exact below the cap).
     pub distinct_sources: u64,
     pub distinct_destinations: u64,
@@ -83,11 +131,11 @@ pub struct Attribution {
 }
 
 impl Attribution {
-    /// The busiest mapping's ports used over the range (not capped: a range set smaller
-    /// than the rule's reads above 1).
+    /// The mapping with the most *blocking* ports over the range (not capped: a range set
+    /// smaller than the rule's reads above 1). On kernels that recycle no port, every port
+    /// used blocks.
     pub fn nat_utilization_max(&self) -> f64 {
-        let busiest = self.nat.first().map_or(0, |(_, used)| *used);
-        ratio(busiest as f64, f64::from(self.nat_ports), AtZero::Exhausted).unwrap_or(1.0)
+        ratio(self.nat_blocking_max as f64, f64::from(self.nat_ports), AtZero::Exhausted).unwrap_or(1.0)
     }
 }
 
@@ -97,6 +145,8 @@ pub struct Attributor {
     sources: FxMap<IpAddr, u64>,
     dests: FxMap<DestKey, u64>,
     nat: FxMap<NatKey, u64>,
+    /// Of `nat`'s ports, those recyclable (by the entries' states when counted).
+    nat_recyclable: FxMap<NatKey, u64>,
     /// Entries counted (with a source address), and of those with a destination address:
     /// what is not in the maps is untracked, worked out at [`Attributor::finish`] rather
     /// than counted apart (a separate count drifted: the removal of a key left untracked
@@ -114,6 +164,7 @@ impl Default for Attributor {
             sources: FxMap::default(),
             dests: FxMap::default(),
             nat: FxMap::default(),
+            nat_recyclable: FxMap::default(),
             entries: 0,
             dst_entries: 0,
             nat_entries: 0,
@@ -161,6 +212,7 @@ impl Attributor {
         self.sources.clear();
         self.dests.clear();
         self.nat.clear();
+        self.nat_recyclable.clear();
         self.entries = 0;
         self.dst_entries = 0;
         self.nat_entries = 0;
@@ -183,7 +235,26 @@ impl Attributor {
         let (Some(nat_ip), Some(remote_ip)) = (addr(e.reply.dst), addr(e.reply.src)) else { return };
         count(&mut self.nat_entries);
         let key = NatKey { nat_ip, remote_ip, remote_port: e.reply.src_port, proto };
-        adjust(&mut self.nat, key, delta, self.cap);
+        let tracked = adjust(&mut self.nat, key, delta, self.cap);
+        if tracked && nat_port_recyclable(e) {
+            // Out: only if it was counted in (a NEW event counted it blocking).
+            if delta > 0 || self.nat_recyclable.get(&key).is_some_and(|&n| n > 0) {
+                adjust(&mut self.nat_recyclable, key, delta, usize::MAX);
+            }
+        }
+        if !self.nat.contains_key(&key) {
+            self.nat_recyclable.remove(&key);
+        }
+    }
+
+    /// A mapping's blocking ports: all it uses, less the recyclable ones where the kernel
+    /// recycles.
+    fn blocking(&self, key: &NatKey, used: u64, recycles: bool) -> u64 {
+        if recycles {
+            used.saturating_sub(self.nat_recyclable.get(key).copied().unwrap_or(0))
+        } else {
+            used
+        }
     }
 
     /// The top-K of each map.
@@ -191,6 +262,11 @@ impl Attributor {
         Attribution {
             sources: top(&self.sources, cfg.top_k),
             destinations: top(&self.dests, cfg.top_k),
+            nat_blocking: top(&self.nat, cfg.top_k)
+                .iter()
+                .map(|(k, used)| self.blocking(k, *used, cfg.nat_recycles))
+                .collect(),
+            nat_blocking_max: self.nat.iter().map(|(k, n)| self.blocking(k, *n, cfg.nat_recycles)).max().unwrap_or(0),
             nat: top(&self.nat, cfg.top_k),
             distinct_sources: self.sources.len() as u64,
             distinct_destinations: self.dests.len() as u64,
@@ -270,6 +346,46 @@ mod tests {
     }
 
     #[test]
+    fn which_nat_ports_block_and_which_the_kernel_recycles() {
+        assert!(nat_recycles("6.18.44-fc-v1147") && nat_recycles("6.5.0") && nat_recycles("7.0"));
+        assert!(!nat_recycles("6.4.16") && !nat_recycles("5.15.0-91-generic") && !nat_recycles("garbage"));
+        let (c, s, nat) = ([10, 0, 0, 1], [192, 0, 2, 9], [203, 0, 113, 1]);
+        let with = |state: Option<u8>, port: u16| {
+            let mut e = tcp(&c, &s, 443, Some((&nat, port)));
+            e.tcp_state = state;
+            e.status = crate::sources::ctnetlink::entry::IPS_SRC_NAT;
+            e
+        };
+        // 3 established, 4 in TIME_WAIT, 1 in CLOSE, 1 TIME_WAIT with a fixed timeout.
+        let mut a = Attributor::default();
+        for p in 0..3 {
+            a.add(&with(Some(3), 1000 + p), 1);
+        }
+        for p in 0..4 {
+            a.add(&with(Some(7), 2000 + p), 1);
+        }
+        a.add(&with(Some(8), 3000), 1);
+        let mut fixed = with(Some(7), 3001);
+        fixed.status |= 1 << 10;
+        a.add(&fixed, 1);
+        let cfg = AttributionConfig { top_k: 5, nat_ports: 100, nat_recycles: true };
+        let r = a.finish(&cfg);
+        assert_eq!((r.nat[0].1, r.nat_blocking[0], r.nat_blocking_max), (9, 4, 4));
+        assert_eq!(r.nat_utilization_max(), 0.04, "only the blocking ports count");
+        // On a kernel before 6.5 every port blocks.
+        let old = a.finish(&AttributionConfig { nat_recycles: false, ..cfg });
+        assert_eq!((old.nat_blocking[0], old.nat_utilization_max()), (9, 0.09));
+        // Events: a TIME_WAIT entry destroyed leaves the split right; a UDP entry blocks.
+        a.add(&with(Some(7), 2000), -1);
+        let r = a.finish(&cfg);
+        assert_eq!((r.nat[0].1, r.nat_blocking[0]), (8, 4));
+        let mut udp = with(None, 4000);
+        udp.orig.proto = Some(17);
+        udp.reply.proto = Some(17);
+        assert!(!nat_port_recyclable(&udp));
+    }
+
+    #[test]
     fn sources_destinations_and_nat_mappings() {
         let (c1, c2, s, nat) = ([10, 0, 0, 1], [10, 0, 0, 2], [192, 0, 2, 9], [203, 0, 113, 1]);
         let mut a = Attributor::default();
@@ -278,7 +394,7 @@ mod tests {
         }
         a.add(&tcp(&c2, &s, 443, Some((&nat, 2000))), 1);
         a.add(&tcp(&c2, &s, 80, None), 1);
-        let r = a.finish(&AttributionConfig { top_k: 1, nat_ports: 100 });
+        let r = a.finish(&AttributionConfig { top_k: 1, nat_ports: 100, nat_recycles: true });
         let ip = |b: [u8; 4]| IpAddr::from(b);
         assert_eq!(r.sources, [(ip(c1), 5)]);
         assert_eq!(r.destinations, [(DestKey { addr: ip(s), port: 443, proto: 6 }, 6)]);
