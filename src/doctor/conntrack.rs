@@ -78,21 +78,25 @@ pub(super) fn endpoint(ip: std::net::IpAddr, port: u16, proto: u8) -> String {
 pub(super) fn nat_check(now: &Snapshot) -> Option<Check> {
     let a = &now.conntrack_breakdown.as_ref()?.attribution;
     let (busiest, used) = a.nat.first()?;
+    let blocking = a.nat_blocking.first().copied().unwrap_or(*used);
     let u = a.nat_utilization_max();
     let level = Level::of(u);
     Some(Check {
         resource: "NAT source ports",
         level,
-        used: Some(*used as f64),
+        used: Some(a.nat_blocking_max as f64),
         limit: Some(f64::from(a.nat_ports)),
         utilization: Some(u),
         projected: None,
         seconds_to_exhaustion: None,
         detail: format!(
-            "busiest mapping {} -> {}: {used} of {} ports ({}); {} source-translated entries in {} mappings",
+            "busiest mapping {} -> {}: {used} of {} ports used, {blocking} blocking (the rest TCP TIME_WAIT or \
+             CLOSE, which nf_nat recycles on Linux 6.5+); the most blocking of any mapping: {} ({}); {} \
+             source-translated entries in {} mappings",
             busiest.nat_ip,
             endpoint(busiest.remote_ip, busiest.remote_port, busiest.proto),
             a.nat_ports,
+            a.nat_blocking_max,
             pct(u),
             a.nat_entries,
             a.nat_mappings

@@ -133,6 +133,9 @@ fn nat_busiest(s: &Snapshot) -> Option<f64> {
     let a = &s.conntrack_breakdown.as_ref()?.attribution;
     Some(a.nat.first().map_or(0.0, |(_, used)| *used as f64))
 }
+fn nat_blocking(s: &Snapshot) -> Option<f64> {
+    s.conntrack_breakdown.as_ref().map(|b| b.attribution.nat_blocking_max as f64)
+}
 fn nat_range(s: &Snapshot) -> Option<f64> {
     s.conntrack_breakdown.as_ref().map(|b| f64::from(b.attribution.nat_ports))
 }
@@ -435,11 +438,20 @@ pub static GRAPHS: &[Graph] = &[
         info: "Source ports in use by the busiest NAT mapping (one NAT address toward one remote address and port,                by protocol), from the source-translated entries of the conntrack breakdown dump. nf_nat needs a free                port of the mapping for each new connection; its search is bounded, so connections start failing                before the range is full. Which mapping it is, Munin cannot show (its fields are fixed):                sockwatch_nat_ports_used in Prometheus or sockwatch doctor name it.",
         fields: &[
             field!("busiest", "busiest mapping", "Ports used by the busiest NAT mapping.", "AREA", Kind::Gauge, nat_busiest),
+            field!(
+                "blocking",
+                "most blocking",
+                "The most ports any mapping holds with entries a new connection cannot take over (not TCP TIME_WAIT or \
+                 CLOSE, which nf_nat recycles on Linux 6.5+): what the percentage holds against the range.",
+                "LINE2",
+                Kind::Gauge,
+                nat_blocking
+            ),
             field!("range", "port range", "Ports NAT picks from per mapping (--nat.port-range).", "LINE1", Kind::Gauge, nat_range),
             Field {
                 warning: Some(pct_warn),
                 critical: Some(pct_crit),
-                ..field!("pct", "% of range", "The busiest mapping's share of the range, percent.", "no", Kind::Gauge, nat_pct)
+                ..field!("pct", "% of range", "The most blocking ports of any mapping, as a share of the range, percent.", "no", Kind::Gauge, nat_pct)
             },
             field!("nat_entries", "NATed entries", "Source-translated conntrack entries in all.", "LINE1", Kind::Gauge, nat_entries),
         ],
