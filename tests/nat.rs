@@ -46,7 +46,8 @@ fn topology(client: &Netns, router: &Netns, server: &Netns) {
          oifname \"r1\" ip protocol tcp masquerade to :{NAT_LOW}-{}\n }}\n}}\n",
         NAT_LOW as usize + NAT_PORTS - 1
     );
-    let file = std::env::temp_dir().join(format!("sockwatch-nat-{}.nft", std::process::id()));
+    // One file per router: the tests of this file build their topologies in parallel.
+    let file = std::env::temp_dir().join(format!("sockwatch-nat-{}.nft", router.name));
     std::fs::write(&file, rules).unwrap();
     router.exec("nft", &["-f", file.to_str().unwrap()]);
     let _ = std::fs::remove_file(file);
