@@ -155,3 +155,58 @@ fn a_reloaded_interval_reaches_event_mode_publishing() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Entries made before the daemon subscribed (`nf_conntrack_events=2`: no event extension,
+/// so no DESTROY): UDP flows with a 10 s timeout exist when the daemon starts in event mode
+/// (resync interval one hour). Within one interval after they expire, the counts read what
+/// `conntrack -L` reads: none left.
+#[test]
+fn entries_older_than_the_subscription_leave_when_they_expire() {
+    let test = "entries_older_than_the_subscription_leave_when_they_expire";
+    if !require(test, &["nft", "conntrack"]) {
+        return;
+    }
+    let ns = Netns::new("evold");
+    ns.enable_conntrack();
+    ns.sysctl("net.netfilter.nf_conntrack_events", "2");
+    ns.sysctl("net.netfilter.nf_conntrack_udp_timeout", "10");
+    // 20 UDP flows from 127.0.0.7 to distinct ports: 20 entries, made with no listener.
+    ns.enter(|| {
+        let from = std::net::UdpSocket::bind("127.0.0.7:0").unwrap();
+        for port in 0..20u16 {
+            from.send_to(b"x", ("127.0.0.1", 7500 + port)).unwrap();
+        }
+    });
+    let listed = |ns: &Netns| {
+        ns.exec_stdout("conntrack", &["-L", "-p", "udp"]).lines().filter(|l| l.contains("src=127.0.0.7 ")).count()
+    };
+    assert_eq!(listed(&ns), 20, "conntrack -L before the daemon starts");
+    let made = Instant::now();
+    let daemon = Daemon::start(
+        &ns,
+        9864,
+        &["--interval", "1s", "--conntrack.breakdown", "--conntrack.events", "--conntrack.resync-interval", "1h"],
+    );
+    let source = "sockwatch_conntrack_source_entries{source=\"127.0.0.7\"}";
+    let m = until(&daemon, &ns, "the 20 flows counted", |m| m.get(source) == Some(&20.0));
+    assert_eq!(m[source], 20.0);
+    // They expire 10 s after they were made (a second of grace for the GC); then, within
+    // one interval (1 s, and a second of slack), sockwatch has let them go.
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(made.elapsed()));
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let m = parse_metrics(&daemon.get(&ns, "/metrics").1);
+        let counted = m.get(source).copied().unwrap_or(0.0);
+        if counted == 0.0 {
+            assert_eq!(listed(&ns), 0, "conntrack -L agrees");
+            assert_eq!(m["sockwatch_conntrack_resyncs_total"], 1.0, "one resync, at their expiry");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {counted} counted {:.1} s after they expired",
+            made.elapsed().as_secs_f64() - 10.0
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

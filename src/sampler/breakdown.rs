@@ -83,6 +83,12 @@ pub fn follow_breakdown(
     // shortens (or lengthens) the wait already running.
     let (mut next_dump, mut last_publish): (Instant, Option<Instant>) = (Instant::now(), None);
     let mut last_overflow_dump: Option<Instant> = None;
+    // Entries older than the subscription send no DESTROY (nf_conntrack_events=2): followed
+    // by id, and a resync runs when the soonest is due, at most one per interval.
+    let mut predating = ct_events::Predating::default();
+    let follow_predating = ct_events::Predating::needed(&proc_root);
+    let mut last_dump: Option<Instant> = None;
+    let mut said_predating = false;
     let publish = |latest: &Option<(Option<Breakdown>, SourceStatus)>| {
         if let (Ok(mut g), Some(l)) = (slot.lock(), latest) {
             *g = Some(l.clone());
@@ -96,6 +102,7 @@ pub fn follow_breakdown(
                     stats.buffer_bytes = s.granted as u64;
                     sub = Some(s);
                     next_dump = now;
+                    predating.subscribed();
                 }
                 Err(e) => {
                     let path = PathBuf::from("ctnetlink events");
@@ -111,7 +118,27 @@ pub fn follow_breakdown(
         if now >= next_dump {
             ev.discard(); // the dump replaces every count
             let timeout = ct_breakdown::time_wait_timeout(&proc_root);
-            let (b, status) = tracker.observe(Source::ConntrackBreakdown, || dump.read(timeout, &attribution));
+            let started = Instant::now();
+            let follow = &mut predating;
+            let (b, status) = tracker.observe(Source::ConntrackBreakdown, || {
+                dump.read_visiting(timeout, &attribution, &mut |e| {
+                    if follow_predating {
+                        follow.visit(e, started)
+                    }
+                })
+            });
+            if b.is_some() {
+                predating.dumped();
+                if follow_predating && !predating.is_empty() && !std::mem::replace(&mut said_predating, true) {
+                    tracing::info!(
+                        entries = predating.len(),
+                        "conntrack events: {} entries predate the subscription and will send no DESTROY \
+                         (net.netfilter.nf_conntrack_events is not 1); each is resynchronised when its timeout runs out",
+                        predating.len()
+                    );
+                }
+            }
+            last_dump = Some(now);
             stats.resyncs_total += u64::from(latest.as_ref().is_some_and(|(b, _)| b.is_some()) && b.is_some());
             // A failed dump leaves the counts unknown: tried again within a minute, not a
             // resync interval later.
@@ -131,6 +158,10 @@ pub fn follow_breakdown(
                 tracing::warn!("{e}; subscribing again");
                 sub = None;
             }
+        }
+        // The soonest predating entry due: a resync then, not before an interval after the last.
+        if let (Some(due), Some(last)) = (predating.next_due(), last_dump) {
+            next_dump = next_dump.min(due.max(last + running.borrow().interval));
         }
         if last_publish.is_none_or(|at| now >= at + running.borrow().interval) {
             if let Some((Some(b), _)) = latest.as_mut() {

@@ -162,6 +162,17 @@ impl CtDump {
     /// Dumps the whole table of this network namespace; TIME_WAIT entries are bucketed
     /// against `time_wait_timeout` seconds; entries are attributed as `cfg` says.
     pub fn read(&mut self, time_wait_timeout: u32, cfg: &AttributionConfig) -> Result<Breakdown, SourceError> {
+        self.read_visiting(time_wait_timeout, cfg, &mut |_| {})
+    }
+
+    /// [`CtDump::read`], showing `visit` every entry too (event mode follows the entries
+    /// that predate its subscription by id).
+    pub fn read_visiting(
+        &mut self,
+        time_wait_timeout: u32,
+        cfg: &AttributionConfig,
+        visit: &mut dyn FnMut(&Entry),
+    ) -> Result<Breakdown, SourceError> {
         let mut b = Breakdown::new(time_wait_timeout);
         let deadline = std::time::Instant::now() + DUMP_DEADLINE;
         let attributor = &mut self.attributor;
@@ -170,6 +181,7 @@ impl CtDump {
             let done = parse_datagram(data, seq, &mut |e| {
                 b.count(e);
                 attributor.add(e, 1);
+                visit(e);
             })?;
             Ok(if done { Progress::Done } else { Progress::More })
         })?;

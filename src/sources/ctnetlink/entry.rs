@@ -12,6 +12,7 @@ pub(crate) const CTA_TUPLE_REPLY: u16 = 2;
 pub(crate) const CTA_STATUS: u16 = 3;
 pub(crate) const CTA_PROTOINFO: u16 = 4;
 pub(crate) const CTA_TIMEOUT: u16 = 7;
+pub(crate) const CTA_ID: u16 = 12;
 /// Conntrack's TCP TIME_WAIT state number.
 pub(crate) const CT_TCP_TIME_WAIT: u8 = 7;
 /// `nf_conntrack_tcp_timeout_time_wait`'s default, seconds.
@@ -65,6 +66,8 @@ pub struct Entry<'a> {
     pub tcp_state: Option<u8>,
     /// Seconds left (`CTA_TIMEOUT`).
     pub timeout: Option<u32>,
+    /// The entry's id (`CTA_ID`), stable for its life.
+    pub id: Option<u32>,
 }
 
 impl Entry<'_> {
@@ -128,6 +131,7 @@ pub fn parse_entry(attrs: &[u8]) -> Entry<'_> {
             CTA_TIMEOUT if value.len() >= 4 => {
                 e.timeout = Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]]))
             }
+            CTA_ID if value.len() >= 4 => e.id = Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]])),
             CTA_PROTOINFO => {
                 e.tcp_state = nlas(value)
                     .find(|(k, _)| *k == CTA_PROTOINFO_TCP)

@@ -17,6 +17,15 @@
 //! - The kernel sends DESTROY events only while someone listens (`nf_conntrack_events` 2,
 //!   the default since 5.x), and generating them costs it per connection: see
 //!   BENCHMARKS.md for that cost measured.
+//! - **Entries older than the subscription.** Under `nf_conntrack_events=2` an entry gets
+//!   its event extension when it is created, and only if a listener exists then: entries
+//!   made before sockwatch subscribed never send DESTROY. The first dump counts them; they
+//!   would stay counted until the next resync (10 minutes by default) after they are gone.
+//!   [`Predating`] follows them by id (`CTA_ID`) with the expiry their timeout gives, and a
+//!   resynchronising dump runs when the soonest of them is due (at most one per interval),
+//!   each dump updating the expiries of those still there (a packet may have refreshed
+//!   them), until none is left. Under `nf_conntrack_events=1` every entry has the
+//!   extension and nothing needs following.
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -24,6 +33,7 @@ use std::time::Duration;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use super::entry::{parse_entry, Entry};
+use crate::sources::kernel::maps::FxMap;
 
 /// ctnetlink's multicast groups (`enum nfnetlink_groups`).
 const NFNLGRP_CONNTRACK_NEW: u32 = 1;
@@ -191,5 +201,100 @@ mod tests {
         let mut long = new.clone();
         long[0..4].copy_from_slice(&1000u32.to_ne_bytes());
         assert_eq!(parse_events(&long, &mut |_, _| {}), 0, "a length past the datagram");
+    }
+}
+
+/// Entries that predate the event subscription, followed by id until they are gone (see
+/// the module doc). Bounded: at most [`Predating::CAP`] ids; past it, the soonest expiry of
+/// those followed still triggers the resyncs, and the resync interval covers the rest.
+#[derive(Debug, Default)]
+pub struct Predating {
+    /// id → when its timeout runs out.
+    due: FxMap<u32, std::time::Instant>,
+    next: FxMap<u32, std::time::Instant>,
+    /// The next dump is the first after subscribing: every entry in it predates it.
+    first: bool,
+    /// More entries than [`Predating::CAP`] were there.
+    pub overflowed: bool,
+}
+
+impl Predating {
+    pub const CAP: usize = 1_000_000;
+
+    /// Whether entries can lack the event extension here: `nf_conntrack_events` is not 1
+    /// (2: only while a listener exists; 0: never). Read below `proc_root`.
+    pub fn needed(proc_root: &std::path::Path) -> bool {
+        let path = proc_root.join("sys/net/netfilter/nf_conntrack_events");
+        crate::sources::kernel::read_u64_sysctl(&path).ok().flatten() != Some(1)
+    }
+
+    /// A new subscription: the next dump's entries all predate it.
+    pub fn subscribed(&mut self) {
+        self.due.clear();
+        self.first = true;
+    }
+
+    /// One entry of a full dump taken at `now`.
+    pub fn visit(&mut self, e: &Entry, now: std::time::Instant) {
+        let (Some(id), Some(timeout)) = (e.id, e.timeout) else { return };
+        if (self.first || self.due.contains_key(&id)) && self.next.len() < Self::CAP {
+            // Expired entries go at the next GC or lookup: a second's grace.
+            self.next.insert(id, now + Duration::from_secs(u64::from(timeout) + 1));
+        } else if self.first {
+            self.overflowed = true;
+        }
+    }
+
+    /// The dump is over: those not met are gone (the dump counted them out).
+    pub fn dumped(&mut self) {
+        std::mem::swap(&mut self.due, &mut self.next);
+        self.next.clear();
+        self.first = false;
+    }
+
+    /// When the soonest one runs out, if any is left.
+    pub fn next_due(&self) -> Option<std::time::Instant> {
+        self.due.values().min().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod predating_tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn entry(id: u32, timeout: u32) -> Entry<'static> {
+        Entry { id: Some(id), timeout: Some(timeout), ..Entry::default() }
+    }
+
+    #[test]
+    fn entries_older_than_the_subscription_are_followed_until_gone() {
+        let t0 = Instant::now();
+        let mut p = Predating::default();
+        p.subscribed();
+        for (id, timeout) in [(1, 30), (2, 10), (3, 300)] {
+            p.visit(&entry(id, timeout), t0);
+        }
+        p.dumped();
+        assert_eq!((p.len(), p.next_due()), (3, Some(t0 + Duration::from_secs(11))));
+        // The resync at that time: 2 is gone, 1 was refreshed (a packet), 9 is new (it has
+        // the extension: not followed).
+        let t1 = t0 + Duration::from_secs(11);
+        p.visit(&entry(1, 30), t1);
+        p.visit(&entry(3, 289), t1);
+        p.visit(&entry(9, 30), t1);
+        p.dumped();
+        assert_eq!((p.len(), p.next_due()), (2, Some(t1 + Duration::from_secs(31))));
+        // Both gone at the next: nothing left to follow.
+        p.dumped();
+        assert!(p.is_empty() && p.next_due().is_none());
     }
 }
