@@ -339,3 +339,67 @@ fn closing_entries_that_fill_the_range_are_no_alarm() {
     stop.store(true, Ordering::Relaxed);
     let _ = accepter.join();
 }
+
+/// Held connections through a 100-port mapping opened at 2 a second, breakdown dumps every
+/// 5 s: `NatPortsExhaustionPredicted` fires in a real Prometheus before the first connection
+/// through the mapping fails, and the projection it fired on was the mapping's.
+#[test]
+fn a_nat_ramp_is_predicted_before_the_first_failure() {
+    let test = "a_nat_ramp_is_predicted_before_the_first_failure";
+    if !require(test, &["nft", "conntrack", "prometheus"]) {
+        return;
+    }
+    let (client, router, server) = (Netns::new("natpc"), Netns::new("natpr"), Netns::new("natps"));
+    topology(&client, &router, &server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepter = serve(&server, stop.clone());
+    let range = format!("{NAT_LOW}-{}", NAT_LOW as usize + NAT_PORTS - 1);
+    let _daemon = Daemon::start(
+        &router,
+        PORT + 2,
+        &[
+            "--interval",
+            "1s",
+            "--conntrack.breakdown",
+            "--conntrack.breakdown-interval",
+            "5s",
+            "--nat.port-range",
+            &range,
+        ],
+    );
+    let prom = Prometheus::start(&router, "natramp", PORT + 2);
+    let path = format!("/run/netns/{}", client.name);
+    let started = Instant::now();
+    let opener = std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: valid fd; affects only this thread.
+        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
+        let mut held = Vec::new();
+        loop {
+            match TcpStream::connect_timeout(&"10.77.2.2:8080".parse().unwrap(), Duration::from_secs(2)) {
+                Ok(s) => held.push(s),
+                Err(_) => return (Instant::now(), held.len()),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let mut first: Option<Instant> = None;
+    while !opener.is_finished() {
+        if first.is_none() && prom.firing(&router).iter().any(|a| a == "NatPortsExhaustionPredicted") {
+            first = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (failed_at, opened) = opener.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let _ = accepter.join();
+    let secs = |t: Instant| t.duration_since(started).as_secs_f64();
+    eprintln!(
+        "NAT ramp: {opened} connections held, the next failed at {:.0} s; NatPortsExhaustionPredicted firing at {}",
+        secs(failed_at),
+        first.map_or("never".into(), |t| format!("{:.0} s", secs(t)))
+    );
+    assert!(opened >= NAT_PORTS - 5, "the mapping filled first: {opened} held");
+    let first = first.expect("NatPortsExhaustionPredicted never fired before the failure");
+    assert!(first < failed_at, "it fired after the failure");
+}

@@ -88,6 +88,16 @@ pub(super) fn families(out: &mut Families, s: &Snapshot) {
         GAUGE,
         a.nat.iter().zip(&a.nat_blocking).map(|((k, _), b)| (mapping(k), *b as f64)),
     );
+    out.labelled(
+        "sockwatch_nat_port_seconds_to_exhaustion",
+        &format!(
+            "Seconds until the mapping has every port of --nat.port-range blocked, at the rate its blocking ports rose \
+             over the latest window of at least 10 s (two dumps, or event-mode counts that far apart); 0 when it is \
+             full now, +Inf when they are not rising. Linear: held connections keep their ports, {SRC}."
+        ),
+        GAUGE,
+        a.nat.iter().zip(&a.nat_seconds_to_exhaustion).map(|((k, _), s)| (mapping(k), s.unwrap_or(f64::INFINITY))),
+    );
     out.gauge(
         "sockwatch_nat_port_range_size",
         "Source ports NAT picks from per mapping (--nat.port-range; 64,512 = 1024-65535, nf_nat's range without \

@@ -24,6 +24,7 @@ fn attribution() -> Attribution {
         nat_ports: 100,
         nat_blocking: vec![30],
         nat_blocking_max: 30,
+        nat_seconds_to_exhaustion: vec![Some(35.0)],
         ..Attribution::default()
     }
 }

@@ -34,6 +34,10 @@ use super::entry::Entry;
 use crate::sources::kernel::maps::FxMap;
 use crate::sources::kernel::ratio::{ratio, AtZero};
 
+/// Counts of a mapping's blocking ports closer together than this give no rate: event mode
+/// publishes every interval, and one second's change is mostly noise.
+pub const NAT_RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Keys tracked at most, per map.
 pub const MAX_TRACKED: usize = 50_000;
 
@@ -104,7 +108,7 @@ pub struct NatKey {
 }
 
 /// What was counted, ready for the exporters: the top-K of each map and their sizes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Attribution {
     /// Busiest sources, most entries first.
     pub sources: Vec<(IpAddr, u64)>,
@@ -116,6 +120,12 @@ pub struct Attribution {
     pub nat_blocking: Vec<u64>,
     /// The highest blocking ports of any mapping, tracked or exported or not.
     pub nat_blocking_max: u64,
+    /// Seconds until each exported mapping (same order as `nat`) has every port of the
+    /// range blocked, at the rate its blocking ports rose over the latest window of at least
+    /// [`NAT_RATE_WINDOW`] (two dumps, or event-mode counts that far apart); `None`: not
+    /// rising, or not known yet. Linear: held connections add ports at the rate they open and
+    /// keep them (an ESTABLISHED entry's timeout is days, refreshed by every packet).
+    pub nat_seconds_to_exhaustion: Vec<Option<f64>>,
     /// Distinct keys tracked in each map (exact below the cap).
     pub distinct_sources: u64,
     pub distinct_destinations: u64,
@@ -147,6 +157,9 @@ pub struct Attributor {
     nat: FxMap<NatKey, u64>,
     /// Of `nat`'s ports, those recyclable (by the entries' states when counted).
     nat_recyclable: FxMap<NatKey, u64>,
+    /// Exported mappings' blocking ports when last taken as a rate's base, and the rate
+    /// (ports per second) over the window that ended there.
+    nat_trend: FxMap<NatKey, (u64, std::time::Instant, Option<f64>)>,
     /// Entries counted (with a source address), and of those with a destination address:
     /// what is not in the maps is untracked, worked out at [`Attributor::finish`] rather
     /// than counted apart (a separate count drifted: the removal of a key left untracked
@@ -165,6 +178,7 @@ impl Default for Attributor {
             dests: FxMap::default(),
             nat: FxMap::default(),
             nat_recyclable: FxMap::default(),
+            nat_trend: FxMap::default(),
             entries: 0,
             dst_entries: 0,
             nat_entries: 0,
@@ -257,8 +271,43 @@ impl Attributor {
         }
     }
 
-    /// The top-K of each map.
-    pub fn finish(&self, cfg: &AttributionConfig) -> Attribution {
+    /// The top-K of each map, and where each exported NAT mapping is heading.
+    pub fn finish(&mut self, cfg: &AttributionConfig) -> Attribution {
+        self.finish_at(cfg, std::time::Instant::now())
+    }
+
+    /// [`Attributor::finish`] as of `now`.
+    pub fn finish_at(&mut self, cfg: &AttributionConfig, now: std::time::Instant) -> Attribution {
+        let mut a = self.counted(cfg);
+        let range = u64::from(cfg.nat_ports);
+        let mut trend = FxMap::default();
+        a.nat_seconds_to_exhaustion = a
+            .nat
+            .iter()
+            .zip(&a.nat_blocking)
+            .map(|((key, _), &blocking)| {
+                let (base, at, mut rate) = self.nat_trend.get(key).copied().unwrap_or((blocking, now, None));
+                let dt = now.saturating_duration_since(at);
+                let kept = if dt >= NAT_RATE_WINDOW {
+                    let sample = (blocking as f64 - base as f64) / dt.as_secs_f64();
+                    rate = Some(sample); // the latest window alone: a mapping that stops rising stops warning
+                    (blocking, now, rate)
+                } else {
+                    (base, at, rate)
+                };
+                trend.insert(*key, kept);
+                match rate {
+                    _ if blocking >= range => Some(0.0),
+                    Some(r) if r > 0.0 => Some((range - blocking) as f64 / r),
+                    _ => None,
+                }
+            })
+            .collect();
+        self.nat_trend = trend;
+        a
+    }
+
+    fn counted(&self, cfg: &AttributionConfig) -> Attribution {
         Attribution {
             sources: top(&self.sources, cfg.top_k),
             destinations: top(&self.dests, cfg.top_k),
@@ -276,6 +325,7 @@ impl Attributor {
             untracked_nat: self.nat_entries.saturating_sub(self.nat.values().sum()),
             nat_entries: self.nat_entries,
             nat_ports: cfg.nat_ports,
+            nat_seconds_to_exhaustion: Vec::new(),
         }
     }
 }
@@ -346,6 +396,39 @@ mod tests {
     }
 
     #[test]
+    fn a_mappings_blocking_ports_are_projected_to_the_range() {
+        let (c, s, nat) = ([10, 0, 0, 1], [192, 0, 2, 9], [203, 0, 113, 1]);
+        let cfg = AttributionConfig { top_k: 5, nat_ports: 200, nat_recycles: true };
+        let t0 = std::time::Instant::now();
+        let mut a = Attributor::default();
+        let held = |a: &mut Attributor, from: u16, to: u16| {
+            for p in from..to {
+                let mut e = tcp(&c, &s, 443, Some((&nat, 1000 + p)));
+                e.tcp_state = Some(3);
+                a.add(&e, 1);
+            }
+        };
+        held(&mut a, 0, 40);
+        assert_eq!(a.finish_at(&cfg, t0).nat_seconds_to_exhaustion, [None]);
+        // 5 s later: within the window, no rate yet.
+        held(&mut a, 40, 50);
+        assert_eq!(a.finish_at(&cfg, t0 + std::time::Duration::from_secs(5)).nat_seconds_to_exhaustion, [None]);
+        // 20 s after the first count, 80 held: 2 a second, 120 to go, 60 s.
+        held(&mut a, 50, 80);
+        let r = a.finish_at(&cfg, t0 + std::time::Duration::from_secs(20));
+        assert_eq!(r.nat_seconds_to_exhaustion, [Some(60.0)]);
+        // Closing entries (TIME_WAIT) do not count toward it on a kernel that recycles.
+        for p in 80..150u16 {
+            let mut e = tcp(&c, &s, 443, Some((&nat, 1000 + p)));
+            e.tcp_state = Some(7);
+            a.add(&e, 1);
+        }
+        let r = a.finish_at(&cfg, t0 + std::time::Duration::from_secs(40));
+        assert_eq!(r.nat_blocking, [80]);
+        assert_eq!(r.nat_seconds_to_exhaustion, [None], "blocking ports stopped rising");
+    }
+
+    #[test]
     fn which_nat_ports_block_and_which_the_kernel_recycles() {
         assert!(nat_recycles("6.18.44-fc-v1147") && nat_recycles("6.5.0") && nat_recycles("7.0"));
         assert!(!nat_recycles("6.4.16") && !nat_recycles("5.15.0-91-generic") && !nat_recycles("garbage"));
@@ -395,6 +478,7 @@ mod tests {
         a.add(&tcp(&c2, &s, 443, Some((&nat, 2000))), 1);
         a.add(&tcp(&c2, &s, 80, None), 1);
         let r = a.finish(&AttributionConfig { top_k: 1, nat_ports: 100, nat_recycles: true });
+        assert_eq!(r.nat_seconds_to_exhaustion, [None], "no rate from one count");
         let ip = |b: [u8; 4]| IpAddr::from(b);
         assert_eq!(r.sources, [(ip(c1), 5)]);
         assert_eq!(r.destinations, [(DestKey { addr: ip(s), port: 443, proto: 6 }, 6)]);

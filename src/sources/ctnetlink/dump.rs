@@ -26,7 +26,7 @@ use crate::sources::kernel::netlink::{DumpSocket, Progress};
 use crate::sources::kernel::SourceError;
 use crate::sources::tcp::projection::TwHistogram;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Breakdown {
     /// TCP entries by conntrack state number ([`CT_TCP_STATES`]).
     pub tcp: [u64; 10],
@@ -195,7 +195,7 @@ impl CtDump {
     }
 
     /// The attribution as the dump and the events since have left it.
-    pub fn attribution(&self, cfg: &AttributionConfig) -> Attribution {
+    pub fn attribution(&mut self, cfg: &AttributionConfig) -> Attribution {
         self.attributor.finish(cfg)
     }
 }
