@@ -323,12 +323,65 @@ impl Drop for ManyNamespaces {
     }
 }
 
+/// A namespace holding at least `n` TIME_WAIT sockets for as long as it lives: churn
+/// threads close loopback connections client-first across 30 server ports, as fast as they
+/// can (TIME_WAIT lasts 60 s, so the count settles at the rate × 60).
+struct BigNamespace {
+    ns: Netns,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BigNamespace {
+    fn new(tag: &str, n: u64) -> BigNamespace {
+        let ns = Netns::new(tag);
+        ns.sysctl("net.ipv4.ip_local_port_range", "10000 65000");
+        ns.sysctl("net.ipv4.tcp_max_tw_buckets", &(2 * n).to_string());
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..2)
+            .map(|t| {
+                let (path, stop) = (format!("/run/netns/{}", ns.name), stop.clone());
+                std::thread::spawn(move || {
+                    enter_netns(&path);
+                    let listeners: Vec<TcpListener> =
+                        (0..15).map(|i| TcpListener::bind(("127.0.0.1", 20000 + t * 15 + i)).unwrap()).collect();
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let l = &listeners[i % listeners.len()];
+                        let _ = churn_once(l, l.local_addr().unwrap());
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        let big = BigNamespace { ns, stop, threads };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while big.time_wait() < n {
+            assert!(Instant::now() < deadline, "only {} TIME_WAIT after 120 s of churn", big.time_wait());
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        big
+    }
+
+    fn time_wait(&self) -> u64 {
+        sockstat_field(&self.ns, "/proc/net/sockstat", "TCP:", "tw")
+    }
+}
+
+impl Drop for BigNamespace {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Inside a pod: a client namespace with its own 1,000-port range ramps toward one server,
-/// among 200 other namespaces (and, in CI, the noisy neighbour's tens of thousands of
-/// TIME_WAIT sockets that every dump walks). The daemon runs in yet another namespace at
-/// the default 10 s interval with `--netns on`; a real Prometheus with the shipped rules
-/// has the namespace's projection alert firing at least 45 s before the pod's first
-/// EADDRNOTAVAIL.
+/// among 200 other namespaces and one holding 200,000 TIME_WAIT sockets, which every dump
+/// walks. The daemon runs in yet another namespace at the default 10 s interval with
+/// `--netns on`; a real Prometheus with the shipped rules has the namespace's projection
+/// alert firing at least 45 s before the pod's first EADDRNOTAVAIL.
 #[test]
 fn a_namespace_port_alert_fires_before_a_pod_exhausts_its_own_range() {
     let test = "a_namespace_port_alert_fires_before_a_pod_exhausts_its_own_range";
@@ -336,6 +389,7 @@ fn a_namespace_port_alert_fires_before_a_pod_exhausts_its_own_range() {
         return;
     }
     let _crowd = ManyNamespaces::new("crowd", 200);
+    let big = BigNamespace::new("podbig", 200_000);
     let pair = VethPair::new("podramp");
     pair.client.sysctl("net.ipv4.ip_local_port_range", "40000 40999");
     let stop = Arc::new(AtomicBool::new(false));
@@ -387,6 +441,9 @@ fn a_namespace_port_alert_fires_before_a_pod_exhausts_its_own_range() {
         trail.join("\n  ")
     );
     assert!(prom.query(&node, "sockwatch_netns_namespaces", None).unwrap_or(0.0) >= 200.0, "the crowd was seen");
+    let tw = big.time_wait();
+    eprintln!("the big namespace held {tw} TIME_WAIT sockets at the end");
+    assert!(tw >= 200_000, "the big namespace held {tw} TIME_WAIT sockets at the end");
     let first = first.unwrap_or_else(|| panic!("no namespace port alert fired before the failure: {trail:?}"));
     let lead = unix(failed_at) - unix(first);
     assert!(lead >= 45.0, "the namespace alert fired only {lead:.0} s before the pod's first failure: {trail:?}");

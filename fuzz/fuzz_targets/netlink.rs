@@ -40,6 +40,19 @@ fuzz_target!(|data: &[u8]| {
         a.add(e, 1);
     });
     ct_breakdown::count_entry(body, &mut b);
+    // Entries that predate a subscription, followed by id through two dumps.
+    let mut old = ct_events::Predating::default();
+    old.subscribed();
+    let now = std::time::Instant::now();
+    let _ = ct_breakdown::parse_datagram(body, seq, &mut |e| old.visit(e, now));
+    old.dumped();
+    let _ = ct_breakdown::parse_datagram(body, seq, &mut |e| old.visit(e, now));
+    old.dumped();
+    let _ = old.next_due();
     ct_events::parse_events(body, &mut |delta, e| a.add(e, delta));
-    let _ = a.finish(&ct_attribution::AttributionConfig { top_k: 3, nat_ports: u32::from(data[2]) });
+    let cfg =
+        ct_attribution::AttributionConfig { top_k: 3, nat_ports: u32::from(data[2]), nat_recycles: data[3] & 1 == 1 };
+    let _ = a.finish(&cfg);
+    // Twice, a window apart: the NAT projection's arithmetic on whatever was counted.
+    let _ = a.finish_at(&cfg, now + ct_attribution::NAT_RATE_WINDOW);
 });

@@ -4,11 +4,11 @@
 //! points, as the sampler calls them: the first byte picks the file, the rest is its text.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sockwatch::sources::procfs::{conntrack, limits, snmp, sockstat};
+use sockwatch::sources::procfs::{conntrack, fds, limits, neighbour, snmp, sockmem, sockstat, softnet};
 use std::path::{Path, PathBuf};
 
 /// Every file a source reads, relative to the procfs root.
-const FILES: [&str; 9] = [
+const FILES: [&str; 17] = [
     "net/sockstat",
     "net/sockstat6",
     "net/snmp",
@@ -18,6 +18,14 @@ const FILES: [&str; 9] = [
     "sys/net/netfilter/nf_conntrack_max",
     "sys/net/ipv4/ip_local_port_range",
     "sys/net/ipv4/ip_local_reserved_ports",
+    "net/softnet_stat",
+    "net/protocols",
+    "net/stat/arp_cache",
+    "net/stat/ndisc_cache",
+    "sys/net/ipv4/tcp_mem",
+    "sys/net/ipv4/udp_mem",
+    "sys/net/ipv4/neigh/default/gc_thresh3",
+    "sys/fs/file-nr",
 ];
 
 /// A scratch tree holding a valid file for each, from the 6.18 fixture.
@@ -45,6 +53,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = conntrack::read(root);
         let _ = snmp::read(root);
         let _ = limits::read(root);
+        let _ = softnet::read(root);
+        let _ = neighbour::read(root);
+        let _ = sockmem::read_with_page(root, 4096);
+        let _ = fds::FdScanner::with_count(fds::Count::List).read(root, 3);
         match saved {
             Some(good) => std::fs::write(&file, good).unwrap(),
             None => std::fs::remove_file(&file).unwrap(),
@@ -65,4 +77,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = limits::count_reserved_in_range(text, lo, hi, p);
     }
     let _ = limits::count_reserved_in_range(text, 0, 65535, p);
+    let _ = softnet::parse(text, p);
+    let _ = neighbour::parse(text, p, "arp");
+    let _ = sockmem::protocol_line(text, "TCP", p);
+    let _ = sockmem::parse_limits(text, p);
+    let _ = fds::parse_file_nr(text, p);
+    let _ = fds::parse_nofile(text);
 });
