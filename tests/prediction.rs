@@ -323,9 +323,10 @@ impl Drop for ManyNamespaces {
     }
 }
 
-/// A namespace holding at least `n` TIME_WAIT sockets for as long as it lives: churn
-/// threads close loopback connections client-first across 30 server ports, as fast as they
-/// can (TIME_WAIT lasts 60 s, so the count settles at the rate × 60).
+/// A namespace holding at least `n` TIME_WAIT sockets for as long as it lives: two churn
+/// threads close loopback connections client-first across 30 server ports, paced at
+/// `n` ÷ 50 a second (TIME_WAIT lasts 60 s, so the count settles near 1.2 `n`), not as fast
+/// as they can: the other tests of this file run beside it.
 struct BigNamespace {
     ns: Netns,
     stop: Arc<AtomicBool>,
@@ -337,6 +338,7 @@ impl BigNamespace {
         let ns = Netns::new(tag);
         ns.sysctl("net.ipv4.ip_local_port_range", "10000 65000");
         ns.sysctl("net.ipv4.tcp_max_tw_buckets", &(2 * n).to_string());
+        let per_thread = n as f64 / 50.0 / 2.0;
         let stop = Arc::new(AtomicBool::new(false));
         let threads = (0..2)
             .map(|t| {
@@ -345,9 +347,13 @@ impl BigNamespace {
                     enter_netns(&path);
                     let listeners: Vec<TcpListener> =
                         (0..15).map(|i| TcpListener::bind(("127.0.0.1", 20000 + t * 15 + i)).unwrap()).collect();
-                    let mut i = 0;
+                    let (start, mut i) = (Instant::now(), 0u64);
                     while !stop.load(Ordering::Relaxed) {
-                        let l = &listeners[i % listeners.len()];
+                        if i as f64 > start.elapsed().as_secs_f64() * per_thread {
+                            std::thread::sleep(Duration::from_millis(2));
+                            continue;
+                        }
+                        let l = &listeners[i as usize % listeners.len()];
                         let _ = churn_once(l, l.local_addr().unwrap());
                         i += 1;
                     }
