@@ -385,4 +385,3 @@ fn udp_memory_exhaustion_is_seen() {
     );
     drop(held);
 }
-

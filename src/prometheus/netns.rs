@@ -182,8 +182,9 @@ fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
     );
     out.counter(
         "sockwatch_netns_deep_dumps_total",
-        "sock_diag dumps taken inside namespaces: the most pressured first, the others in turn, within half of what \
-         --sampler.max-share leaves of each sample (a dump walks the host's whole socket hash).",
+        "sock_diag dumps taken inside namespaces, within half of what --sampler.max-share leaves of each sample (a \
+         dump walks the host's whole socket hash unless the namespace has its own): the most urgent (soonest \
+         projected exhaustion, then pressure against its own range) and the least recently dumped, in turn.",
         n.deep_dumps_total as f64,
     );
     out.gauge(
@@ -259,8 +260,8 @@ fn deep_readings(out: &mut Families, n: &crate::sources::netns::Namespaces) {
     );
     out.labelled(
         "sockwatch_netns_deep_age_samples",
-        "Samples since the namespace's latest dump inside it (0: this sample). Namespaces under pressure are dumped \
-         every sample; the others in turn.",
+        "Samples since the namespace's latest dump inside it (0: this sample). The most urgent namespaces are dumped \
+         about every sample; every namespace within sockwatch_netns_deep_revisit_samples.",
         GAUGE,
         with_deep().map(|(ns, d)| (netns_label(ns), d.age as f64)),
     );

@@ -127,7 +127,9 @@ pub fn follow_breakdown(
                     }
                 })
             });
-            if b.is_some() {
+            if b.is_none() {
+                predating.failed();
+            } else {
                 predating.dumped();
                 if follow_predating && !predating.is_empty() && !std::mem::replace(&mut said_predating, true) {
                     tracing::info!(

@@ -256,8 +256,8 @@ impl Attributor {
                 adjust(&mut self.nat_recyclable, key, delta, usize::MAX);
             }
         }
-        if !self.nat.contains_key(&key) {
-            self.nat_recyclable.remove(&key);
+        if delta < 0 && !self.nat.contains_key(&key) {
+            self.nat_recyclable.remove(&key); // the mapping's last entry went
         }
     }
 

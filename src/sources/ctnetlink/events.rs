@@ -252,6 +252,11 @@ impl Predating {
         self.first = false;
     }
 
+    /// The dump failed: what it met so far is not a dump's worth.
+    pub fn failed(&mut self) {
+        self.next.clear();
+    }
+
     /// When the soonest one runs out, if any is left.
     pub fn next_due(&self) -> Option<std::time::Instant> {
         self.due.values().min().copied()

@@ -32,9 +32,9 @@ pub struct Namespace {
     /// `None`: it could not be read (permissions, or it went away during the sample).
     pub counters: Option<NsCounters>,
     /// Pressure, 0 to 1 and beyond: the larger of its conntrack use (entries over
-    /// `nf_conntrack_max`), its TCP sockets in use or TIME_WAIT over a default ephemeral
-    /// port range (28,232), and its busiest destination's ports over its own range (from
-    /// the deep layer's latest dump).
+    /// `nf_conntrack_max`), its TCP sockets in use and in TIME_WAIT over its own port range
+    /// (kept by the deep layer; the default 28,232 where not known), and its busiest
+    /// destination's ports over its own range (from the deep layer's latest dump).
     pub pressure: f64,
     /// Its latest dump from inside (the deep layer), if one was taken.
     pub deep: Option<DeepReading>,
