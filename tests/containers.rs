@@ -133,30 +133,43 @@ fn the_scratch_image_sees_the_other_containers() {
     );
     let image = busybox_image("seen");
     let other = Container::sleeping(&image, &format!("sockwatch-test-other-{}", std::process::id()));
-    // The image, in the host's PID and network namespaces, as the README and DaemonSet run it.
-    let mut args = PODMAN_RUN.to_vec();
-    args.extend(["--rm", "--pid", "host", "--network", "host", "--cap-drop", "all", "--cap-add", "SYS_PTRACE"]);
-    args.extend(["--cap-add", "SYS_ADMIN", "--read-only", "-v", "/run/netns:/run/netns:ro"]);
-    args.extend([
-        "--entrypoint",
-        "/usr/bin/sockwatch",
-        &tag,
-        "sample",
-        "--netns",
-        "on",
-        "--netns.top-k",
-        "1000",
-        "--munin.socket",
-        "",
-    ]);
-    let out = podman(&args);
+    // The image, in the host's PID and network namespaces, as the README and DaemonSet run it;
+    // with `nofile` as given (the last --ulimit wins).
+    let run = |nofile: &str| {
+        let mut args = PODMAN_RUN.to_vec();
+        args.extend(["--ulimit", nofile]);
+        args.extend(["--rm", "--pid", "host", "--network", "host", "--cap-drop", "all", "--cap-add", "SYS_PTRACE"]);
+        args.extend(["--cap-add", "SYS_ADMIN", "--read-only", "-v", "/run/netns:/run/netns:ro"]);
+        args.extend([
+            "--entrypoint",
+            "/usr/bin/sockwatch",
+            &tag,
+            "sample",
+            "--netns",
+            "on",
+            "--netns.top-k",
+            "1000",
+            "--munin.socket",
+            "",
+        ]);
+        podman(&args)
+    };
+    let roomy = run("nofile=4096:4096");
+    // A container's default 1,024 descriptors leave none for namespace sockets (sockwatch keeps
+    // 1,024 apart for everything else): the deep layer is down, and says what to raise there.
+    let starved = run("nofile=1024:1024");
     let _ = podman(&["rmi", "-f", &tag]);
-    let text = ok(&out, "sockwatch in its scratch image");
+    let text = ok(&roomy, "sockwatch in its scratch image");
     let info = common::netns_info_line(&text, other.netns());
     assert!(info.contains(&format!("container_id=\"{}\"", other.id())), "{info}");
     let m = parse_metrics(&text);
-    assert_eq!(m["sockwatch_netns_deep_up"], 1.0, "CAP_SYS_ADMIN given: the deep layer runs");
+    assert_eq!(m["sockwatch_netns_deep_up"], 1.0, "CAP_SYS_ADMIN and descriptors given: the deep layer runs");
+    assert!(m["sockwatch_netns_deep_sockets"] >= 1.0);
     assert!(m["sockwatch_netns_namespaces"] >= 2.0);
+    let m = parse_metrics(&ok(&starved, "sockwatch in its scratch image, 1,024 descriptors"));
+    assert_eq!(m["sockwatch_netns_deep_up"], 0.0, "no descriptor to spare: down, not up with nothing kept");
+    let log = String::from_utf8_lossy(&starved.stderr);
+    assert!(log.contains("--ulimit nofile="), "the container's hint, not systemd's: {log}");
 }
 
 #[test]
