@@ -56,12 +56,10 @@ fn reload(flags: &Flags, running: &watch::Sender<Config>, web: &Web, log_filter:
     if !kept.is_empty() {
         tracing::warn!("SIGHUP: {} changed; restart sockwatch to apply (kept as running)", kept.join(", "));
     }
-    tracing::info!(
-        tls = web_config.tls.is_some(),
-        basic_auth = web_config.auth.is_some(),
-        "SIGHUP: web config reloaded (credential cache emptied)"
-    );
+    let (tls, basic_auth) = (web_config.tls.is_some(), web_config.auth.is_some());
+    // Said once it is in force: a request after this line is checked against the new users.
     web.set_config(web_config);
+    tracing::info!(tls, basic_auth, "SIGHUP: web config reloaded (credential cache emptied)");
     if let Err(e) = log_filter.modify(|f| *f = log_filter_for(&new)) {
         tracing::warn!("SIGHUP: cannot change the log level: {e}");
     }
