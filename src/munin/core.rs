@@ -119,12 +119,22 @@ fn netns_conntrack_pct(s: &Snapshot) -> Option<f64> {
 fn netns_ports_pct(s: &Snapshot) -> Option<f64> {
     pct(Some(s.namespaces.as_ref()?.worst_ports?.1))
 }
-/// Where the namespace heading for exhaustion soonest settles, % of its own range.
+/// Where the worst namespace settles at its close rate, % of its own range: the highest
+/// projection of any exported namespace's latest dump (each dump's worst destination: the
+/// one heading for exhaustion soonest, else the one projected highest). Unknown only
+/// without any dump.
 fn netns_projected_pct(s: &Snapshot) -> Option<f64> {
     let n = s.namespaces.as_ref()?;
-    let (inode, _) = n.soonest?;
-    let d = n.top.iter().find(|x| x.inode == inode)?.deep.as_ref()?;
-    pct(Some(d.soonest.as_ref()?.projected / f64::from(d.range.capacity.max(1))))
+    let worst = n
+        .top
+        .iter()
+        .filter_map(|ns| {
+            let d = ns.deep.as_ref()?;
+            // Dumped with no client socket: heading nowhere, 0.
+            Some(d.soonest.as_ref().map_or(0.0, |w| w.projected) / f64::from(d.range.capacity.max(1)))
+        })
+        .fold(None, |m: Option<f64>, u| Some(m.map_or(u, |m| m.max(u))));
+    pct(worst)
 }
 fn netns_time_wait_max(s: &Snapshot) -> Option<f64> {
     s.namespaces.as_ref()?.worst_time_wait.map(|(_, tw)| tw as f64)
@@ -375,10 +385,10 @@ pub static GRAPHS: &[Graph] = &[
             },
             field!(
                 "ports_projected",
-                "soonest namespace, projected (%)",
-                "Where the namespace heading for port exhaustion soonest settles at its current close rate, as a \
-                 share of its own range (its latest dump). Above 100 % its ports run out within a minute at that \
-                 rate; how soon is sockwatch_netns_ephemeral_port_seconds_to_exhaustion_min or sockwatch doctor.",
+                "worst namespace, projected (%)",
+                "Where the worst namespace settles at its current close rate, as a share of its own range (the \
+                 highest projection of any namespace's latest dump). Above 100 % its ports run out within a minute \
+                 at that rate; how soon is sockwatch_netns_ephemeral_port_seconds_to_exhaustion_min or sockwatch doctor.",
                 "LINE1",
                 Kind::Gauge,
                 netns_projected_pct
