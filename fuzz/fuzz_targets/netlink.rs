@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     });
     ct_breakdown::count_entry(body, &mut b);
     // Entries that predate a subscription, followed by id through two dumps.
-    let mut old = ct_events::Predating::default();
+    let mut old = ct_events::Predating::new(std::time::Duration::from_secs(600));
     old.subscribed();
     let now = std::time::Instant::now();
     let _ = ct_breakdown::parse_datagram(body, seq, &mut |e| old.visit(e, now));

@@ -85,7 +85,7 @@ pub fn follow_breakdown(
     let mut last_overflow_dump: Option<Instant> = None;
     // Entries older than the subscription send no DESTROY (nf_conntrack_events=2): followed
     // by id, and a resync runs when the soonest is due, at most one per interval.
-    let mut predating = ct_events::Predating::default();
+    let mut predating = ct_events::Predating::new(events.resync);
     let follow_predating = ct_events::Predating::needed(&proc_root);
     let mut last_dump: Option<Instant> = None;
     let mut said_predating = false;

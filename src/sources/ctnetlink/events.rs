@@ -24,7 +24,9 @@
 //!   [`Predating`] follows them by id (`CTA_ID`) with the expiry their timeout gives, and a
 //!   resynchronising dump runs when the soonest of them is due (at most one per interval),
 //!   each dump updating the expiries of those still there (a packet may have refreshed
-//!   them), until none is left. Under `nf_conntrack_events=1` every entry has the
+//!   them), until none is left. Only those due within the resync interval are followed: a
+//!   longer-lived one is no worse off than any entry between two periodic resyncs, and
+//!   following it would hold memory for days (an ESTABLISHED entry's timeout). Under `nf_conntrack_events=1` every entry has the
 //!   extension and nothing needs following.
 
 use std::os::fd::AsRawFd;
@@ -205,13 +207,18 @@ mod tests {
 }
 
 /// Entries that predate the event subscription, followed by id until they are gone (see
-/// the module doc). Bounded: at most [`Predating::CAP`] ids; past it, the soonest expiry of
-/// those followed still triggers the resyncs, and the resync interval covers the rest.
+/// the module doc). Only those due within `horizon` (the resync interval) are followed: a
+/// longer-lived one (an ESTABLISHED entry's timeout is days) is left to the periodic resync,
+/// so the memory is that of the table's short-lived part, at most [`Predating::CAP`] ids
+/// (8 bytes each and the map's overhead).
 #[derive(Debug, Default)]
 pub struct Predating {
-    /// id → when its timeout runs out.
-    due: FxMap<u32, std::time::Instant>,
-    next: FxMap<u32, std::time::Instant>,
+    /// id → when its timeout runs out, seconds after `base`.
+    due: FxMap<u32, u32>,
+    next: FxMap<u32, u32>,
+    base: Option<std::time::Instant>,
+    /// Entries due later than this are not followed.
+    horizon: Duration,
     /// The next dump is the first after subscribing: every entry in it predates it.
     first: bool,
     /// More entries than [`Predating::CAP`] were there.
@@ -219,7 +226,16 @@ pub struct Predating {
 }
 
 impl Predating {
-    pub const CAP: usize = 1_000_000;
+    pub const CAP: usize = 500_000;
+
+    /// Follows entries due within `horizon` (the resync interval).
+    pub fn new(horizon: Duration) -> Self {
+        Predating { horizon, ..Predating::default() }
+    }
+
+    fn at(&self, seconds: u32) -> std::time::Instant {
+        self.base.unwrap_or_else(std::time::Instant::now) + Duration::from_secs(u64::from(seconds))
+    }
 
     /// Whether entries can lack the event extension here: `nf_conntrack_events` is not 1
     /// (2: only while a listener exists; 0: never). Read below `proc_root`.
@@ -237,12 +253,17 @@ impl Predating {
     /// One entry of a full dump taken at `now`.
     pub fn visit(&mut self, e: &Entry, now: std::time::Instant) {
         let (Some(id), Some(timeout)) = (e.id, e.timeout) else { return };
-        if (self.first || self.due.contains_key(&id)) && self.next.len() < Self::CAP {
-            // Expired entries go at the next GC or lookup: a second's grace.
-            self.next.insert(id, now + Duration::from_secs(u64::from(timeout) + 1));
-        } else if self.first {
-            self.overflowed = true;
+        if u64::from(timeout) > self.horizon.as_secs() || !(self.first || self.due.contains_key(&id)) {
+            return;
         }
+        if self.next.len() >= Self::CAP {
+            self.overflowed = true;
+            return;
+        }
+        let base = *self.base.get_or_insert(now);
+        // Expired entries go at the next GC or lookup: a second's grace.
+        let due = now.saturating_duration_since(base).as_secs() + u64::from(timeout) + 1;
+        self.next.insert(id, u32::try_from(due).unwrap_or(u32::MAX));
     }
 
     /// The dump is over: those not met are gone (the dump counted them out).
@@ -259,7 +280,7 @@ impl Predating {
 
     /// When the soonest one runs out, if any is left.
     pub fn next_due(&self) -> Option<std::time::Instant> {
-        self.due.values().min().copied()
+        self.due.values().min().map(|&s| self.at(s))
     }
 
     pub fn len(&self) -> usize {
@@ -283,9 +304,10 @@ mod predating_tests {
     #[test]
     fn entries_older_than_the_subscription_are_followed_until_gone() {
         let t0 = Instant::now();
-        let mut p = Predating::default();
+        let mut p = Predating::new(Duration::from_secs(600));
         p.subscribed();
-        for (id, timeout) in [(1, 30), (2, 10), (3, 300)] {
+        // 4 is due after the resync interval: left to the periodic resync, not followed.
+        for (id, timeout) in [(1, 30), (2, 10), (3, 300), (4, 432_000)] {
             p.visit(&entry(id, timeout), t0);
         }
         p.dumped();
