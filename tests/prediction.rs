@@ -413,11 +413,32 @@ fn a_namespace_port_alert_fires_before_a_pod_exhausts_its_own_range() {
     let client = paced_client(&pair.client, ramp, Duration::from_secs(300), stop.clone());
     let started = SystemTime::now();
     let mut first: Option<SystemTime> = None;
+    // This namespace's alert (others on a busy host may fire for their own reasons: each is
+    // noted, with the seconds it fired on).
+    let mine = format!(
+        "ALERTS{{alertname=\"NetnsEphemeralPortsExhaustionPredicted\",alertstate=\"firing\",netns=\"{inode}\"}}"
+    );
+    let mut others: Vec<String> = Vec::new();
     while !client.is_finished() {
-        if first.is_none() && prom.firing(&node).iter().any(|n| n == "NetnsEphemeralPortsExhaustionPredicted") {
+        if first.is_none() && prom.query(&node, &mine, None) == Some(1.0) {
             first = Some(SystemTime::now());
         }
+        if let Some((200, body)) = try_http_get_in(&node, common::PROM_PORT, "/api/v1/alerts") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            for a in v["data"]["alerts"].as_array().into_iter().flatten() {
+                let netns = a["labels"]["netns"].as_str().unwrap_or("").to_owned();
+                if a["labels"]["alertname"] == "NetnsEphemeralPortsExhaustionPredicted"
+                    && netns != inode.to_string()
+                    && !others.iter().any(|o| o.starts_with(&netns))
+                {
+                    others.push(format!("{netns} at {}", a["value"].as_str().unwrap_or("?")));
+                }
+            }
+        }
         std::thread::sleep(Duration::from_millis(500));
+    }
+    if !others.is_empty() {
+        eprintln!("other namespaces' projection alerts meanwhile: {others:?}");
     }
     let outcome = client.join().unwrap();
     stop.store(true, Ordering::Relaxed);
