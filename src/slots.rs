@@ -4,24 +4,36 @@
 //! A server admits at most `max` sessions. When all are taken and a new connection
 //! arrives, one session *without a request in progress* is closed to make room, taken from
 //! the client (peer address, an IPv6 /64, or the process at the other end of a Unix
-//! socket) that holds the most sessions: first its sessions that never sent a byte, then
-//! those that sent some but never completed a request (trickling), then its idle ones
-//! between requests (a keep-alive scraper reconnects on its next scrape at no cost); on a
-//! tie the oldest first, whichever client it belongs to. Only when every session is in the
-//! middle of a request does a new one wait. So a client flooding connections that say
-//! nothing only ever evicts its own, however fast it reconnects; and a flood spread over
-//! thousands of addresses (one session each, as many as the scraper holds) evicts its own
-//! older silent sessions, never the scraper's newer one that is sending its request now,
-//! nor one whose request has arrived.
+//! socket) that holds the most sessions: first its sessions that have been silent past
+//! [`NEWCOMER_GRACE`], then those that sent some bytes but never completed a request
+//! (trickling), then its idle ones between requests (a keep-alive scraper reconnects on its
+//! next scrape at no cost), and last a client's only session while it is younger than the
+//! grace and not yet served (a newcomer that has not had time to finish its request; silent
+//! ones before those that spoke); on a tie the oldest first,
+//! whichever client it belongs to. Only when every session is in the middle of a request
+//! does a new one wait. So a client flooding connections that say nothing only ever evicts
+//! its own, however fast it reconnects; a flood spread over thousands of addresses (one
+//! session each, as many as the scraper holds) evicts its own older silent sessions, and
+//! one whose every address holds a served keep-alive session evicts those: never the
+//! scraper's new connection that is sending its request now, nor one whose request has
+//! arrived.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+/// How long a client's only session counts as a newcomer that has not yet had time to send
+/// its request: it is evicted after every idle served session. Longer than a loaded host
+/// takes to deliver a scraper's request (milliseconds), far shorter than the header timeout.
+pub const NEWCOMER_GRACE: Duration = Duration::from_secs(2);
+
 /// How one session stands, shared between the server loop and the session task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SlotState {
+    /// When the session took its slot.
+    since: Instant,
     /// A request is being answered.
     busy: AtomicBool,
     /// At least one request was answered.
@@ -34,6 +46,20 @@ pub struct SlotState {
     /// The slot table chose it to make room.
     evicted: AtomicBool,
     evict: Notify,
+}
+
+impl Default for SlotState {
+    fn default() -> Self {
+        SlotState {
+            since: Instant::now(),
+            busy: AtomicBool::default(),
+            served: AtomicBool::default(),
+            spoke: AtomicBool::default(),
+            fd: AtomicI32::default(),
+            evicted: AtomicBool::default(),
+            evict: Notify::new(),
+        }
+    }
 }
 
 impl SlotState {
@@ -93,6 +119,15 @@ impl SlotState {
             0
         }
     }
+
+    /// Its place in the eviction order within its client: a newcomer (its client's only
+    /// session, not yet served, younger than [`NEWCOMER_GRACE`]) after every other session,
+    /// then by [`Self::class`].
+    fn rank(&self, held: usize, now: Instant) -> (bool, u8) {
+        let class = self.class();
+        let newcomer = held == 1 && class < 2 && now.saturating_duration_since(self.since) < NEWCOMER_GRACE;
+        (newcomer, class)
+    }
 }
 
 /// Who is at the other end, for fairness between clients.
@@ -122,9 +157,9 @@ impl Peer {
     }
 }
 
-/// Which session goes first: the biggest holder's, then by [`SlotState::class`], then the
+/// Which session goes first: the biggest holder's, then by [`SlotState::rank`], then the
 /// oldest (smallest id); smaller is evicted first.
-type EvictionRank = (std::cmp::Reverse<usize>, u8, u64);
+type EvictionRank = (std::cmp::Reverse<usize>, (bool, u8), u64);
 
 /// The table: each client's sessions, oldest first, and how many are not yet evicted.
 #[derive(Debug, Default)]
@@ -136,16 +171,17 @@ struct Table {
 
 impl Table {
     /// Evicts one session without a request in progress: the biggest holder's; within it
-    /// silent before trickling before idle; on a tie the oldest, across clients. False when
-    /// every session is busy.
+    /// silent before trickling before idle before a newcomer; on a tie the oldest, across
+    /// clients. False when every session is busy.
     fn evict_one(&mut self) -> bool {
+        let now = Instant::now();
         loop {
             // One pass, no allocation: this runs for every connection accepted while full.
             let mut pick: Option<(EvictionRank, &Arc<SlotState>)> = None;
             for sessions in self.peers.values() {
                 let held = sessions.iter().filter(|(_, s)| !s.evicted.load(Ordering::Acquire)).count();
                 for (id, s) in sessions.iter().filter(|(_, s)| s.evictable()) {
-                    let key = (std::cmp::Reverse(held), s.class(), *id);
+                    let key = (std::cmp::Reverse(held), s.rank(held, now), *id);
                     if pick.as_ref().is_none_or(|(best, _)| key < *best) {
                         pick = Some((key, s));
                     }
@@ -308,6 +344,33 @@ mod tests {
             flood.retain(|s| !s.state.evicted.load(Ordering::Acquire));
         }
         assert!(!scraper.state.evicted.load(Ordering::Acquire));
+    }
+
+    /// Every address holds one served keep-alive session and reconnects when it is closed:
+    /// the scraper's new connection, its address's only session, outlasts every idle one,
+    /// however many newcomers arrive while it sends its request. (Before: a silent session
+    /// went before a served one, so the scraper's new connection was the one evicted.)
+    #[test]
+    fn a_newcomer_outlasts_idle_served_sessions_of_other_addresses() {
+        let slots = Slots::new(64);
+        let addr = |i: u32| Peer::ip(std::net::Ipv4Addr::from(0x7f00_0000 + 2 + i).into());
+        let served = |s: Slot| {
+            s.state.begin();
+            s.state.end();
+            s
+        };
+        let mut flood: Vec<Slot> = (0..64).map(|i| served(slots.try_acquire(addr(i)).unwrap())).collect();
+        let scraper = slots.try_acquire(Peer::ip("127.0.0.1".parse().unwrap())).unwrap();
+        // The evicted reconnect, and each of their new connections is served at once.
+        for i in 0..200 {
+            flood.retain(|s| !s.state.evicted.load(Ordering::Acquire));
+            flood.push(served(slots.try_acquire(addr(1000 + i)).unwrap()));
+        }
+        assert!(!scraper.state.evicted.load(Ordering::Acquire), "the scraper's new connection was evicted");
+        // Past the grace, a session that never spoke is silent like any other.
+        let old = SlotState { since: Instant::now() - NEWCOMER_GRACE, ..SlotState::default() };
+        assert_eq!(old.rank(1, Instant::now()), (false, 0));
+        assert_eq!(SlotState::default().rank(2, Instant::now()), (false, 0), "not its client's only session");
     }
 
     #[test]

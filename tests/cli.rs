@@ -33,13 +33,11 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
-#[test]
 fn unknown_flag_is_a_usage_error() {
     assert_clean_failure(&sockwatch(&["--web.listen-adress", "x"]), 2, "--web.listen-adress");
     assert_clean_failure(&sockwatch(&["frobnicate"]), 2, "frobnicate");
 }
 
-#[test]
 fn bad_values_name_the_setting() {
     assert_clean_failure(&sockwatch(&["sample", "--interval", "fast"]), 2, "--interval: \"fast\"");
     assert_clean_failure(&sockwatch(&["sample", "--log.level", "loud"]), 2, "--log.level");
@@ -56,7 +54,6 @@ fn bad_values_name_the_setting() {
     assert_clean_failure(&sockwatch(&["sample", "--config", big.to_str().unwrap()]), 2, "larger than 1048576 bytes");
 }
 
-#[test]
 fn unusable_listen_address_fails_fast() {
     // 192.0.2.1 (TEST-NET-1) is on no interface here: bind fails with EADDRNOTAVAIL.
     let start = Instant::now();
@@ -68,7 +65,6 @@ fn unusable_listen_address_fails_fast() {
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
-#[test]
 fn sample_prints_every_source() {
     let o = sockwatch(&["sample"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -85,7 +81,6 @@ fn sample_prints_every_source() {
     assert!((now - ts).abs() < 60.0, "timestamp {ts} vs now {now}");
 }
 
-#[test]
 fn absent_conntrack_module_means_absent_series_not_errors() {
     // A procfs tree with no conntrack sysctls and no sockstat: both sources down, the
     // conntrack series absent, errors counted only for the broken one.
@@ -105,7 +100,6 @@ fn absent_conntrack_module_means_absent_series_not_errors() {
     assert!(e.contains("conntrack module not loaded"), "{e}");
 }
 
-#[test]
 fn old_kernel_tree_is_read_through_fallback_paths() {
     let o = sockwatch(&["sample", "--path.procfs", &fixture("proc/linux-2.6.18")]);
     let m = parse_metrics(&String::from_utf8(o.stdout).unwrap());
@@ -117,7 +111,6 @@ fn old_kernel_tree_is_read_through_fallback_paths() {
     assert_eq!(value(&m, "sockwatch_sockstat_tcp_sockets{kind=\"tw\"}"), 64711.0);
 }
 
-#[test]
 fn sample_output_passes_promtool() {
     if !have_command("promtool") {
         skip("sample_output_passes_promtool", "needs promtool (Debian package prometheus)");
@@ -143,7 +136,6 @@ fn raw_request(addr: &str, request: &str) -> String {
     out
 }
 
-#[test]
 fn http_endpoints() {
     let d = Served::start(&[]);
     let (status, body) = http_get(&d.addr, "/metrics");
@@ -167,7 +159,6 @@ fn http_endpoints() {
     assert_eq!(http_get(&d.addr, "/metrics").0, 200);
 }
 
-#[test]
 fn scrapes_read_the_snapshot_and_never_sample() {
     // With a 1 h interval exactly one sample exists, however often we scrape.
     let d = Served::start(&["--interval", "1h"]);
@@ -177,7 +168,6 @@ fn scrapes_read_the_snapshot_and_never_sample() {
     }
 }
 
-#[test]
 fn custom_telemetry_path() {
     let d = Served::start(&["--web.telemetry-path", "/probe"]);
     assert_eq!(http_get(&d.addr, "/probe").0, 200);
@@ -185,7 +175,6 @@ fn custom_telemetry_path() {
     assert!(http_get(&d.addr, "/").1.contains("href=\"/probe\""));
 }
 
-#[test]
 fn sigterm_exits_zero_promptly() {
     let mut d = Served::start(&[]);
     let pid = d.child.id() as libc::pid_t;
@@ -205,7 +194,6 @@ fn sigterm_exits_zero_promptly() {
 /// doctor knows what it does not know: with a procfs tree it cannot read (empty), it says
 /// "cannot tell", names every unread source and exits 3, never "ok" with 0. With the module
 /// merely absent (the rest of /proc/sys/net read) conntrack is an answer, not a gap.
-#[test]
 fn doctor_says_cannot_tell_when_it_reads_nothing() {
     let empty = std::env::temp_dir().join(format!("sockwatch-empty-proc-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
@@ -238,7 +226,6 @@ fn doctor_says_cannot_tell_when_it_reads_nothing() {
 
 /// Every switch can be turned off on the command line (`--no-NAME`), so a flag wins over a
 /// `true` in the config file; of the two, the last given wins.
-#[test]
 fn a_switch_on_in_the_file_is_turned_off_by_its_no_flag() {
     let cfg = write_config("switch-on.toml", "conntrack.breakdown = true\n");
     let cfg = cfg.to_str().unwrap();
@@ -256,7 +243,6 @@ fn a_switch_on_in_the_file_is_turned_off_by_its_no_flag() {
 }
 
 /// `--version` and `sockwatch_build_info` say the same: version, git revision, rustc.
-#[test]
 fn version_and_build_info_agree() {
     let v = String::from_utf8_lossy(&sockwatch(&["--version"]).stdout).trim().to_owned();
     let (revision, rustc) = (env!("SOCKWATCH_REVISION"), env!("SOCKWATCH_RUSTC"));
@@ -274,7 +260,6 @@ fn version_and_build_info_agree() {
 
 /// `process_*` as every exporter has them, held to what the kernel says of the process: its
 /// descriptor limit (set here), start time and threads.
-#[test]
 fn process_metrics_match_the_kernel() {
     let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let o = Command::new("sh")
@@ -296,7 +281,6 @@ fn process_metrics_match_the_kernel() {
 
 /// `--log.level` changes what is logged (debug: each sample's timing; trace: each source's
 /// read), and `--log.format` how: logfmt and JSON lines a log shipper can parse.
-#[test]
 fn log_level_and_format() {
     let log = |args: &[&str]| {
         let o = sockwatch(&[&["sample", "--munin.socket", ""], args].concat());
@@ -333,3 +317,22 @@ fn log_level_and_format() {
     let o = sockwatch(&["sample", "--config", cfg.to_str().unwrap()]);
     assert_clean_failure(&o, 2, "key `log.format`: \"xml\" is not a log format (one of text, logfmt, json)");
 }
+
+test_main!(
+    unknown_flag_is_a_usage_error,
+    bad_values_name_the_setting,
+    unusable_listen_address_fails_fast,
+    sample_prints_every_source,
+    absent_conntrack_module_means_absent_series_not_errors,
+    old_kernel_tree_is_read_through_fallback_paths,
+    sample_output_passes_promtool,
+    http_endpoints,
+    scrapes_read_the_snapshot_and_never_sample,
+    custom_telemetry_path,
+    sigterm_exits_zero_promptly,
+    doctor_says_cannot_tell_when_it_reads_nothing,
+    a_switch_on_in_the_file_is_turned_off_by_its_no_flag,
+    version_and_build_info_agree,
+    process_metrics_match_the_kernel,
+    log_level_and_format,
+);

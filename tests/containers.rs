@@ -84,7 +84,6 @@ impl Drop for Container {
     }
 }
 
-#[test]
 fn a_podman_container_is_named_on_its_namespace() {
     if !require("a_podman_container_is_named_on_its_namespace", &["podman", "runc", "busybox", "tar"]) {
         return;
@@ -110,7 +109,6 @@ fn static_binary() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-#[test]
 fn the_scratch_image_sees_the_other_containers() {
     if !require("the_scratch_image_sees_the_other_containers", &["podman", "runc", "busybox", "tar"]) {
         return;
@@ -172,7 +170,6 @@ fn the_scratch_image_sees_the_other_containers() {
     assert!(log.contains("--ulimit nofile="), "the container's hint, not systemd's: {log}");
 }
 
-#[test]
 fn the_daemonset_manifest_validates_and_its_flags_are_accepted() {
     if !common::require_commands(
         "the_daemonset_manifest_validates_and_its_flags_are_accepted",
@@ -319,7 +316,6 @@ fn specs_of(file: &Path) -> Vec<Spec> {
 /// replaces CMD), in a network namespace of the test's own (the pods' hostNetwork), with
 /// their capabilities, read-only root and hostPath volumes. (The DaemonSet crash-looped:
 /// its args were appended to an ENTRYPOINT that already held `serve`.)
-#[test]
 fn every_shipped_container_spec_starts_as_the_kubelet_runs_it() {
     let test = "every_shipped_container_spec_starts_as_the_kubelet_runs_it";
     if !require(test, &["podman", "runc"]) {
@@ -420,7 +416,6 @@ fn every_shipped_container_spec_starts_as_the_kubelet_runs_it() {
 }
 
 /// The kubelet's rule itself, on the cases that matter.
-#[test]
 fn kubelet_argv_rules() {
     let (e, c) = (vec!["/e".to_owned()], vec!["serve".to_owned(), "--x".to_owned()]);
     let s = |command: Option<&[&str]>, args: Option<&[&str]>| Spec {
@@ -433,3 +428,11 @@ fn kubelet_argv_rules() {
     assert_eq!(kubelet_argv(&s(Some(&["/b"]), None), &e, &c), ["/b"]);
     assert_eq!(kubelet_argv(&s(Some(&["/b"]), Some(&["y"])), &e, &c), ["/b", "y"]);
 }
+
+test_main!(
+    a_podman_container_is_named_on_its_namespace,
+    the_scratch_image_sees_the_other_containers,
+    the_daemonset_manifest_validates_and_its_flags_are_accepted,
+    every_shipped_container_spec_starts_as_the_kubelet_runs_it,
+    kubelet_argv_rules,
+);

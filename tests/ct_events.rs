@@ -65,7 +65,6 @@ fn fresh_dump(ns: &Netns) -> std::collections::HashMap<String, f64> {
     parse_metrics(&String::from_utf8_lossy(&out.stdout))
 }
 
-#[test]
 fn event_counts_equal_a_fresh_dump_and_recover_from_overflow() {
     if !require("event_counts_equal_a_fresh_dump_and_recover_from_overflow", &["nft", "conntrack"]) {
         return;
@@ -115,7 +114,6 @@ fn event_counts_equal_a_fresh_dump_and_recover_from_overflow() {
 /// interval it started with: at 20 s, new entries showed up to 20 s late after a reload to
 /// 1 s). Started at 20 s from its config file, reloaded to 1 s, a burst of connections is
 /// counted within a few seconds, not at the next 20 s publish.
-#[test]
 fn a_reloaded_interval_reaches_event_mode_publishing() {
     let test = "a_reloaded_interval_reaches_event_mode_publishing";
     if !require(test, &["nft", "conntrack"]) {
@@ -160,7 +158,6 @@ fn a_reloaded_interval_reaches_event_mode_publishing() {
 /// so no DESTROY): UDP flows with a 10 s timeout exist when the daemon starts in event mode
 /// (resync interval one hour). Within one interval after they expire, the counts read what
 /// `conntrack -L` reads: none left.
-#[test]
 fn entries_older_than_the_subscription_leave_when_they_expire() {
     let test = "entries_older_than_the_subscription_leave_when_they_expire";
     if !require(test, &["nft", "conntrack"]) {
@@ -210,3 +207,9 @@ fn entries_older_than_the_subscription_leave_when_they_expire() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+test_main!(
+    event_counts_equal_a_fresh_dump_and_recover_from_overflow,
+    a_reloaded_interval_reaches_event_mode_publishing,
+    entries_older_than_the_subscription_leave_when_they_expire,
+);

@@ -35,7 +35,6 @@ fn used(m: &HashMap<String, f64>, local: &str, remote: &str, port: u16) -> f64 {
     )
 }
 
-#[test]
 fn port_exhaustion_is_seen_before_connect_fails() {
     if !require("port_exhaustion_is_seen_before_connect_fails", &["ss", "sysctl"]) {
         return;
@@ -110,7 +109,6 @@ fn with_backlog(l: TcpListener, backlog: i32) -> TcpListener {
     l
 }
 
-#[test]
 fn full_accept_queue_is_reported() {
     if !require("full_accept_queue_is_reported", &["ss"]) {
         return;
@@ -158,7 +156,6 @@ fn full_accept_queue_is_reported() {
     drop(held);
 }
 
-#[test]
 fn only_top_k_destinations_are_exported_but_all_are_counted() {
     if !require("only_top_k_destinations_are_exported_but_all_are_counted", &["ss"]) {
         return;
@@ -210,7 +207,6 @@ fn only_top_k_destinations_are_exported_but_all_are_counted() {
     drop(listeners);
 }
 
-#[test]
 fn destination_tracking_is_bounded_and_busy_destinations_stay_exact() {
     let test = "destination_tracking_is_bounded_and_busy_destinations_stay_exact";
     if !require(test, &["ss", "sysctl"]) {
@@ -290,7 +286,6 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
-#[test]
 fn bound_only_sockets_of_both_families_are_seen() {
     let test = "bound_only_sockets_of_both_families_are_seen";
     if !require(test, &["ss"]) {
@@ -320,3 +315,11 @@ fn bound_only_sockets_of_both_families_are_seen() {
     assert_eq!(used(&m, "127.0.0.1", "127.0.0.1", 7000), tw + 5.0, "bound ports count against every destination");
     drop(held);
 }
+
+test_main!(
+    port_exhaustion_is_seen_before_connect_fails,
+    full_accept_queue_is_reported,
+    only_top_k_destinations_are_exported_but_all_are_counted,
+    destination_tracking_is_bounded_and_busy_destinations_stay_exact,
+    bound_only_sockets_of_both_families_are_seen,
+);

@@ -1,8 +1,11 @@
 //! One hostile local client holding thousands of connections that say nothing (HTTP), or
 //! send a newline now and then (Munin), reconnecting as soon as one is closed: a
-//! legitimate scrape and a munin fetch must still be answered within a second, every time.
-//! (Before: 700 silent connections denied every scrape for their 10 s header timeout, and
-//! 64 trickling Munin sessions locked munin-node out indefinitely.)
+//! legitimate scrape and a munin fetch must still be answered within the time its client
+//! waits (Prometheus' scrape timeout, munin-node's plugin timeout), every time. (Before: 700
+//! silent connections denied every scrape for their 10 s header timeout, and 64 trickling
+//! Munin sessions locked munin-node out indefinitely.) The floods take a core of their own,
+//! so on a busy host a fetch is slower during them than without: what is held to the client's
+//! bound is that it is answered, and each figure is printed beside a baseline of the same run.
 //!
 //! The flood runs in a child process (this test binary, running `flood_child`): a client
 //! is a peer address for HTTP (the flood connects from 127.0.0.2) and a process for the
@@ -20,6 +23,8 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const HOSTILE: usize = 2000;
+/// Addresses of the served keep-alive flood: twice the daemon's connection slots.
+const SERVED_IDLE: usize = 1000;
 
 /// The floods take a core each: one at a time, so a test's timing is its own.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -52,6 +57,8 @@ enum Mode {
     Trickle,
     /// Pipelines Munin fetches and never reads an answer, so the server's writes block.
     Pipeline,
+    /// Has one HTTP request answered, then idles on keep-alive.
+    ServedIdle,
 }
 
 /// Keeps `n` connections open (reconnecting as the server closes them) until `flag` is
@@ -67,6 +74,9 @@ fn flood<C: Conn>(n: usize, mode: Mode, connect: impl Fn() -> Option<C>, flag: &
             c.nonblocking();
             if mode == Mode::Pipeline {
                 let _ = c.write(fetches.as_bytes());
+            }
+            if mode == Mode::ServedIdle {
+                let _ = c.write(b"GET /-/healthy HTTP/1.1\r\nHost: sockwatch\r\n\r\n");
             }
             conns.push(c);
             made += 1;
@@ -128,8 +138,6 @@ fn connect_from(local: std::net::Ipv4Addr, to: std::net::SocketAddrV4) -> Option
 
 /// The flood, as a child process: started by [`Flood::start`], stopped by closing its
 /// standard input, then it prints what it did.
-#[test]
-#[ignore = "run by the flood tests as their child process"]
 fn flood_child() {
     let Ok(target) = std::env::var("SOCKWATCH_FLOOD") else { return };
     raise_fd_limit();
@@ -139,6 +147,23 @@ fn flood_child() {
         let _ = std::io::stdin().read_to_end(&mut Vec::new());
         flag.store(true, Ordering::Relaxed);
     });
+    // Addresses from `first` on, one connection each, reconnecting from the next address as
+    // the server closes them.
+    let many = |first: [u8; 4], n: usize| {
+        let next = std::sync::atomic::AtomicU32::new(0);
+        move || {
+            let i = next.fetch_add(1, Ordering::Relaxed) % n as u32;
+            std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::from(first)) + i)
+        }
+    };
+    if let Some(addr) = target.strip_prefix("tcpidle:") {
+        // One served keep-alive session from each of SERVED_IDLE addresses.
+        let to: std::net::SocketAddrV4 = addr.parse().unwrap();
+        let from = many([127, 0, 12, 0], SERVED_IDLE);
+        let (made, closed) = flood(SERVED_IDLE, Mode::ServedIdle, || connect_from(from(), to), &stop);
+        println!("FLOOD made={made} closed={closed}");
+        return;
+    }
     let (made, closed) = match target.strip_prefix("tcpmany:") {
         // One silent connection from each of HOSTILE addresses (127.0.8.0 on), reconnecting
         // from the next address as the server closes them.
@@ -221,43 +246,46 @@ fn raise_fd_limit() {
     assert!(l.rlim_cur >= 3 * HOSTILE as u64, "RLIMIT_NOFILE {} is too low for the flood", l.rlim_cur);
 }
 
-#[test]
 fn silent_connections_from_one_client_cannot_deny_a_scrape() {
     let _serial = one_at_a_time();
     let d = Served::start(&[]);
+    let baseline = worst_scrape(&d.addr);
     let flood = Flood::start(&format!("tcp:{}", d.addr));
     let mut slow = Vec::new();
     for i in 0..8 {
         let t = Instant::now();
         let (status, body) = http_get(&d.addr, "/metrics");
         let took = t.elapsed();
-        eprintln!("scrape {i} during the flood: {took:?}");
+        eprintln!("scrape {i} during the flood: {took:?} (without it: {baseline:?})");
         assert_eq!(status, 200);
         assert!(body.contains("sockwatch_samples_total"));
-        slow.extend((took >= Duration::from_secs(1)).then_some(took));
+        slow.extend((took >= SCRAPE_TIMEOUT).then_some(took));
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(slow.is_empty(), "scrapes slower than 1 s with {HOSTILE} hostile connections: {slow:?}");
+    assert!(slow.is_empty(), "scrapes past the scrape timeout with {HOSTILE} hostile connections: {slow:?}");
     let (made, closed) = flood.finish();
     eprintln!("flood: {made} connections made, {closed} closed by the server");
     assert!(closed > 0, "the server never closed a silent connection to make room");
 }
 
 /// The same flood spread over 2,000 source addresses, one connection each, as many as the
-/// scraper holds: 30 scrapes are each answered within a second. (Before: ties between
-/// clients of one connection evicted the scraper's new connection; 12 to 18 of 30 reset.)
-#[test]
+/// scraper holds: 30 scrapes are each answered within the scrape timeout. (Before: ties
+/// between clients of one connection evicted the scraper's new connection; 12 to 18 of 30
+/// reset.)
 fn silent_connections_from_many_addresses_cannot_deny_a_scrape() {
     let _serial = one_at_a_time();
     let d = Served::start(&[]);
+    let baseline = worst_scrape(&d.addr);
     let flood = Flood::start(&format!("tcpmany:{}", d.addr));
     let mut failed = Vec::new();
+    let mut slowest = Duration::ZERO;
     for i in 0..30 {
         let t = Instant::now();
         let answer = std::panic::catch_unwind(|| http_get(&d.addr, "/metrics"));
         let took = t.elapsed();
+        slowest = slowest.max(took);
         match answer {
-            Ok((200, body)) if body.contains("sockwatch_samples_total") && took < Duration::from_secs(1) => {}
+            Ok((200, body)) if body.contains("sockwatch_samples_total") && took < SCRAPE_TIMEOUT => {}
             Ok((status, _)) => failed.push(format!("scrape {i}: {status} in {took:?}")),
             Err(_) => failed.push(format!("scrape {i}: reset after {took:?}")),
         }
@@ -265,11 +293,42 @@ fn silent_connections_from_many_addresses_cannot_deny_a_scrape() {
     }
     let (made, closed) = flood.finish();
     eprintln!("flood from {HOSTILE} addresses: {made} connections made, {closed} closed by the server");
+    eprintln!("slowest scrape during it {slowest:?}, without it {baseline:?}");
     assert!(failed.is_empty(), "{} of 30 scrapes failed: {failed:?}", failed.len());
     assert!(made > HOSTILE as u64 && closed > 0, "the flood filled the table and was evicted ({made}, {closed})");
 }
 
-#[test]
+/// 1,000 addresses that each have one request answered and then idle on keep-alive,
+/// reconnecting from the next address when closed (twice the 512 slots): 30 scrapes from
+/// 127.0.0.1, every 0.5 s, are each answered. (Before: a new connection that had not yet
+/// sent its request went before every served idle session, so the scraper's was evicted:
+/// 10-15 of 30 reset.)
+fn served_idle_sessions_from_many_addresses_cannot_deny_a_scrape() {
+    let _serial = one_at_a_time();
+    let d = Served::start(&[]);
+    let baseline = worst_scrape(&d.addr);
+    let flood = Flood::start(&format!("tcpidle:{}", d.addr));
+    let mut failed = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for i in 0..30 {
+        let t = Instant::now();
+        let answer = std::panic::catch_unwind(|| http_get(&d.addr, "/metrics"));
+        let took = t.elapsed();
+        slowest = slowest.max(took);
+        match answer {
+            Ok((200, body)) if body.contains("sockwatch_samples_total") && took < SCRAPE_TIMEOUT => {}
+            Ok((status, _)) => failed.push(format!("scrape {i}: {status} in {took:?}")),
+            Err(_) => failed.push(format!("scrape {i}: reset after {took:?}")),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (made, closed) = flood.finish();
+    eprintln!("served idle flood from {SERVED_IDLE} addresses: {made} connections made, {closed} closed by the server");
+    eprintln!("slowest scrape during it {slowest:?}, without it {baseline:?}");
+    assert!(failed.is_empty(), "{} of 30 scrapes failed: {failed:?}", failed.len());
+    assert!(closed > 0, "the flood filled the table and was evicted ({made}, {closed})");
+}
+
 fn trickling_munin_sessions_cannot_lock_out_a_fetch() {
     let _serial = one_at_a_time();
     munin_fetches_during("unix");
@@ -277,41 +336,27 @@ fn trickling_munin_sessions_cannot_lock_out_a_fetch() {
 
 /// Sessions that pipeline fetches and never read an answer used to stay "busy" while the
 /// shim's write blocked, for the whole idle timeout: 64 of them locked munin-node out.
-#[test]
 fn munin_sessions_that_never_read_cannot_lock_out_a_fetch() {
     let _serial = one_at_a_time();
     munin_fetches_during("pipeline");
 }
 
-/// Four fetches, each answered within a second, while a flood of `kind` holds the shim.
+/// Four fetches, each answered within munin-node's plugin timeout, while a flood of `kind`
+/// holds the shim.
 fn munin_fetches_during(kind: &str) {
     let dir = std::env::temp_dir().join(format!("sockwatch-flood-{kind}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("munin.sock");
     let _d = Served::start(&["--munin.socket", sock.to_str().unwrap()]);
+    let baseline = (0..4).map(|_| munin_fetch(&sock)).max().unwrap();
     let flood = Flood::start(&format!("{kind}:{}", sock.display()));
     for i in 0..4 {
-        let t = Instant::now();
-        let s = UnixStream::connect(&sock).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        assert!(line.starts_with("# munin node at "), "{line:?}");
-        (&s).write_all(b"fetch sockwatch_tcp_states\n").unwrap();
-        let mut values = 0;
-        loop {
-            line.clear();
-            assert!(r.read_line(&mut line).unwrap() > 0, "session closed before the fetch ended");
-            if line == ".\n" {
-                break;
-            }
-            values += usize::from(line.contains(".value "));
-        }
-        let took = t.elapsed();
-        eprintln!("munin fetch {i} during the flood: {took:?}");
-        assert!(values > 5, "{values} values");
-        assert!(took < Duration::from_secs(1), "fetch {i} took {took:?} during a {kind} flood");
+        let took = munin_fetch(&sock);
+        eprintln!("munin fetch {i} during the {kind} flood: {took:?} (without it: {baseline:?})");
+        assert!(
+            took < MUNIN_PLUGIN_TIMEOUT,
+            "fetch {i} took {took:?} during a {kind} flood (without it: {baseline:?})"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let (made, closed) = flood.finish();
@@ -320,21 +365,78 @@ fn munin_fetches_during(kind: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One Munin session: connect, read the greeting, fetch a graph to its end. How long it took.
+fn munin_fetch(sock: &std::path::Path) -> Duration {
+    let t = Instant::now();
+    let s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(MUNIN_PLUGIN_TIMEOUT * 3)).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("# munin node at "), "{line:?}");
+    (&s).write_all(b"fetch sockwatch_tcp_states\n").unwrap();
+    let mut values = 0;
+    loop {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "session closed before the fetch ended");
+        if line == ".\n" {
+            break;
+        }
+        values += usize::from(line.contains(".value "));
+    }
+    assert!(values > 5, "{values} values");
+    t.elapsed()
+}
+
+/// The slowest of four scrapes with nothing else going on: the baseline a test prints its
+/// figures beside.
+fn worst_scrape(addr: &str) -> Duration {
+    (0..4)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(http_get(addr, "/metrics").0, 200);
+            t.elapsed()
+        })
+        .max()
+        .unwrap()
+}
+
 /// 100 connections from one address, each guessing a different password at once, right
-/// after a restart (nothing cached): a scraper from another address with the right one
-/// is answered within a second, not after every guess has paid for bcrypt. (Before: 5.1 s.)
-#[test]
+/// after a restart (nothing cached): a scraper from another address with the right one is
+/// answered in the time of a few password checks, not after every guess has paid for
+/// bcrypt. (Before: 5.1 s, a hundred checks.) The baseline is this run's own: scrapes by
+/// users never seen before, each paying for one check.
 fn password_guessing_from_one_address_does_not_starve_a_scrape() {
     let _serial = one_at_a_time();
     let dir = std::env::temp_dir().join(format!("sockwatch-guess-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("web.yml");
-    std::fs::write(&cfg, format!("basic_auth_users:\n  prometheus: {}\n", bcrypt::hash("right", 8).unwrap())).unwrap();
+    let baseline_users: String =
+        (0..3).map(|i| format!("  baseline{i}: {}\n", bcrypt::hash(format!("pw{i}"), 8).unwrap())).collect();
+    std::fs::write(
+        &cfg,
+        format!("basic_auth_users:\n  prometheus: {}\n{baseline_users}", bcrypt::hash("right", 8).unwrap()),
+    )
+    .unwrap();
     let d = Served::start(&["--web.config.file", cfg.to_str().unwrap()]);
     let to: std::net::SocketAddrV4 = d.addr.parse().unwrap();
-    let header = |pw: &str| {
-        format!("GET /metrics HTTP/1.0\r\nAuthorization: {}\r\n\r\n", basic_auth(&format!("prometheus:{pw}")))
+    let header_for = |user: &str, pw: &str| {
+        format!("GET /metrics HTTP/1.0\r\nAuthorization: {}\r\n\r\n", basic_auth(&format!("{user}:{pw}")))
     };
+    let header = |pw: &str| header_for("prometheus", pw);
+    // One check's time on this host now: the slowest of three first scrapes.
+    let one_check = (0..3)
+        .map(|i| {
+            let t = Instant::now();
+            let mut s = TcpStream::connect(&d.addr).unwrap();
+            s.write_all(header_for(&format!("baseline{i}"), &format!("pw{i}")).as_bytes()).unwrap();
+            let mut resp = String::new();
+            s.read_to_string(&mut resp).unwrap();
+            assert!(resp.starts_with("HTTP/1.0 200"), "{}", resp.lines().next().unwrap_or(""));
+            t.elapsed()
+        })
+        .max()
+        .unwrap();
     let guesses: Vec<TcpStream> = (0..100)
         .map(|i| {
             let mut s = connect_from([127, 0, 0, 2].into(), to).expect("connect from 127.0.0.2");
@@ -349,9 +451,11 @@ fn password_guessing_from_one_address_does_not_starve_a_scrape() {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let took = t.elapsed();
-    eprintln!("the right password during 100 guesses: {took:?}");
+    eprintln!("the right password during 100 guesses: {took:?} (one check without them: {one_check:?})");
     assert!(resp.starts_with("HTTP/1.0 200"), "{}", resp.lines().next().unwrap_or(""));
-    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    // Queued behind every guess it would take a hundred checks; ten is the bound.
+    let bound = (one_check * 10).min(SCRAPE_TIMEOUT);
+    assert!(took < bound, "answered after {took:?}, more than ten checks' time {bound:?}");
     // The guesser's extra attempts were shed (429) instead of queued for bcrypt.
     let shed = guesses
         .into_iter()
@@ -367,8 +471,8 @@ fn password_guessing_from_one_address_does_not_starve_a_scrape() {
 
 /// 300 addresses guessing passwords two connections at a time, retrying the moment each is
 /// answered: six scrapes with the right password, from another address, are each answered
-/// within a second. (Before: all six timed out at 10 s; checks ran first come first served.)
-#[test]
+/// within the scrape timeout. (Before: all six timed out at 10 s; checks ran first come
+/// first served.)
 fn password_guessing_from_300_addresses_does_not_starve_a_scrape() {
     let _serial = one_at_a_time();
     let dir = std::env::temp_dir().join(format!("sockwatch-guess300-{}", std::process::id()));
@@ -409,14 +513,14 @@ fn password_guessing_from_300_addresses_does_not_starve_a_scrape() {
     for i in 0..6 {
         let t = Instant::now();
         let mut s = connect_from(std::net::Ipv4Addr::new(127, 0, 30, i as u8 + 1), to).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_read_timeout(Some(SCRAPE_TIMEOUT * 2)).unwrap();
         s.write_all(header_for(&format!("scraper{i}"), &format!("right{i}")).as_bytes()).unwrap();
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
         let took = t.elapsed();
         eprintln!("scrape {i} during 300 addresses' guessing: {took:?}");
         let status = resp.lines().next().unwrap_or("").to_owned();
-        if !status.starts_with("HTTP/1.0 200") || took >= Duration::from_secs(1) {
+        if !status.starts_with("HTTP/1.0 200") || took >= SCRAPE_TIMEOUT {
             slow.push(format!("scrape {i}: {status:?} after {took:?}"));
         }
         // A new address and user each time: nothing of a previous success helps it.
@@ -434,7 +538,6 @@ fn password_guessing_from_300_addresses_does_not_starve_a_scrape() {
 
 /// Out of file descriptors, every accept() fails until one frees: the failure is logged
 /// once, and its end once (it was logged ten times a second).
-#[test]
 fn accept_failures_are_logged_once_per_state_change() {
     let _serial = one_at_a_time();
     if !have_command("prlimit") {
@@ -464,3 +567,15 @@ fn accept_failures_are_logged_once_per_state_change() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(http_get(&d.addr, "/metrics").0, 200);
 }
+
+test_main!(
+    silent_connections_from_one_client_cannot_deny_a_scrape,
+    silent_connections_from_many_addresses_cannot_deny_a_scrape,
+    served_idle_sessions_from_many_addresses_cannot_deny_a_scrape,
+    trickling_munin_sessions_cannot_lock_out_a_fetch,
+    munin_sessions_that_never_read_cannot_lock_out_a_fetch,
+    password_guessing_from_one_address_does_not_starve_a_scrape,
+    password_guessing_from_300_addresses_does_not_starve_a_scrape,
+    accept_failures_are_logged_once_per_state_change,
+    ; only_when_asked: flood_child
+);

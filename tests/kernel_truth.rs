@@ -69,7 +69,6 @@ fn tcp(m: &std::collections::HashMap<String, f64>, family: &str, state: &str) ->
     value(m, &format!("sockwatch_tcp_sockets{{family=\"{family}\",state=\"{state}\"}}"))
 }
 
-#[test]
 fn daemon_counts_match_kernel() {
     if !require("daemon_counts_match_kernel", &["ss", "nft", "conntrack", "sysctl"]) {
         return;
@@ -180,7 +179,6 @@ fn promtool_check(text: &str) -> String {
 
 /// The conntrack source must never open the per-entry listings, which take seconds to
 /// minutes on a full table. strace records every open of the sampling process.
-#[test]
 fn never_opens_conntrack_listing() {
     if !require("never_opens_conntrack_listing", &["strace", "nft"]) {
         return;
@@ -221,7 +219,6 @@ fn never_opens_conntrack_listing() {
 
 /// sockwatch's one walk of both families and the per-family dumps it falls back to (on a
 /// kernel that refuses the former) see the same sockets, socket for socket.
-#[test]
 fn one_walk_and_per_family_dumps_agree() {
     use sockwatch::sources::tcp::sockets::{DiagMsg, SockDiag};
     if !require("one_walk_and_per_family_dumps_agree", &[]) {
@@ -252,3 +249,5 @@ fn one_walk_and_per_family_dumps_agree() {
     assert_eq!(one.0.ipv6[1], 2 * V6_PAIRS as u64);
     assert_eq!(one, per_family);
 }
+
+test_main!(daemon_counts_match_kernel, never_opens_conntrack_listing, one_walk_and_per_family_dumps_agree,);

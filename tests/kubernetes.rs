@@ -62,7 +62,6 @@ fn generated() -> [(PathBuf, String); 2] {
 
 /// The PrometheusRule holds exactly prometheus/alerts.yml's groups, and the dashboard
 /// ConfigMap exactly grafana/sockwatch.json: one source each, the copies generated.
-#[test]
 fn the_prometheus_rule_and_dashboard_are_the_shipped_ones() {
     let bless = std::env::var("SOCKWATCH_BLESS").is_ok_and(|v| v == "1");
     for (file, want) in generated() {
@@ -98,7 +97,6 @@ fn kustomize(dir: &str) -> String {
 /// Each kustomization renders with the real tool into the objects it promises, and every
 /// object is valid: core kinds against the Kubernetes schemas, custom resources against the
 /// prometheus-operator CRDs. The checks can fail: a misspelt field is refused by each.
-#[test]
 fn kustomizations_render_and_validate() {
     let test = "kustomizations_render_and_validate";
     if !common::require_commands(test, &["kubectl", "kubernetes-validate", "python3"]) {
@@ -173,3 +171,5 @@ fn validate_custom(stream: &str, what: &str, valid: bool) {
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.success(), valid, "{what} (expected valid: {valid}): {report}");
 }
+
+test_main!(the_prometheus_rule_and_dashboard_are_the_shipped_ones, kustomizations_render_and_validate,);

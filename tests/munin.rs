@@ -62,7 +62,6 @@ const GRAPHS: [&str; 11] = [
     "resource_failures",
 ];
 
-#[test]
 fn shim_speaks_the_munin_protocol() {
     let dir = tmpdir("proto");
     let sock = dir.join("munin.sock");
@@ -97,7 +96,6 @@ fn shim_speaks_the_munin_protocol() {
     assert_eq!(s.line(), "", "quit closes the session");
 }
 
-#[test]
 fn shim_limits_line_length_and_idle_clients() {
     let dir = tmpdir("limits");
     let sock = dir.join("munin.sock");
@@ -116,7 +114,6 @@ fn shim_limits_line_length_and_idle_clients() {
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(3), "{waited:?}");
 }
 
-#[test]
 fn flood_of_clients_is_capped_and_metrics_stay_fast() {
     let dir = tmpdir("flood");
     let sock = dir.join("munin.sock");
@@ -161,7 +158,6 @@ fn plugin(args: &[&str], socket: &Path, env: &[(&str, &str)]) -> (Output, Durati
     (out, start.elapsed())
 }
 
-#[test]
 fn plugin_relays_to_the_daemon() {
     let dir = tmpdir("plugin");
     let sock = dir.join("munin.sock");
@@ -205,7 +201,6 @@ fn plugin_relays_to_the_daemon() {
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("needs a multigraph-capable"));
 }
 
-#[test]
 fn plugin_without_daemon_prints_unknown_at_once() {
     let dir = tmpdir("nodaemon");
     let sock = dir.join("absent.sock");
@@ -226,7 +221,6 @@ fn plugin_without_daemon_prints_unknown_at_once() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("no ("), "{out:?}");
 }
 
-#[test]
 fn plugin_gives_up_on_a_stuck_daemon_within_the_deadline() {
     let dir = tmpdir("stuck");
     let sock = dir.join("stuck.sock");
@@ -254,7 +248,6 @@ fn plugin_gives_up_on_a_stuck_daemon_within_the_deadline() {
 /// munin-node reads its plugins from /etc/munin/plugins and /etc/munin/plugin-conf.d with
 /// no option to move them, so it runs in a private mount namespace with our directories
 /// bind-mounted there: the host's munin configuration is never touched.
-#[test]
 fn real_munin_node_serves_our_values() {
     if !require("real_munin_node_serves_our_values", &["munin-node", "munin-run", "unshare", "mount"]) {
         return;
@@ -414,7 +407,6 @@ fn conntrack_list(ns: &Netns) -> CtList {
     c
 }
 
-#[test]
 fn breakdown_matches_conntrack_list() {
     if !require("breakdown_matches_conntrack_list", &["nft", "conntrack"]) {
         return;
@@ -484,7 +476,6 @@ fn breakdown_matches_conntrack_list() {
 
 /// Without CAP_NET_ADMIN the kernel refuses the ctnetlink dump: the breakdown source is
 /// down, the rest works, and the daemon says why once, not at every dump.
-#[test]
 fn breakdown_without_cap_net_admin_is_down_and_logged_once() {
     if !require("breakdown_without_cap_net_admin_is_down_and_logged_once", &["setpriv"]) {
         return;
@@ -516,7 +507,6 @@ fn breakdown_without_cap_net_admin_is_down_and_logged_once() {
 
 /// `cargo run` as an ordinary user cannot create /run/sockwatch: one warning naming the
 /// problem, and the daemon serves HTTP regardless.
-#[test]
 fn unusable_munin_socket_directory_is_one_warning() {
     if !require("unusable_munin_socket_directory_is_one_warning", &["setpriv"]) {
         return;
@@ -543,7 +533,6 @@ fn unusable_munin_socket_directory_is_one_warning() {
 /// or critical line: the plugin reads the limits from /proc itself, so Munin keeps its
 /// thresholds exactly when something is wrong. The TIME_WAIT limit is a threshold, not a
 /// line that flattens the stacked states.
-#[test]
 fn plugin_config_keeps_thresholds_with_the_daemon_down() {
     let dir = tmpdir("thresholds");
     let sock = dir.join("absent.sock");
@@ -574,7 +563,6 @@ fn plugin_config_keeps_thresholds_with_the_daemon_down() {
 /// A hostile peer on the socket path cannot make the plugin read without bound: one
 /// endless line, or endless lines that never end the answer, are cut off and the plugin
 /// answers `U` within its deadline. (Before: 1.17 GB in 2 s.)
-#[test]
 fn plugin_bounds_what_it_reads_from_a_hostile_socket() {
     for (tag, line) in [("endless-line", &b"x"[..]), ("endless-answer", &b"busiest.value 1\n"[..])] {
         let dir = tmpdir(tag);
@@ -607,7 +595,6 @@ fn plugin_bounds_what_it_reads_from_a_hostile_socket() {
 /// Under umask 000 the socket's new directory used to be created 0777 and the socket
 /// itself was world-connectable until its chmod: the directory is 0755 and the socket
 /// 0660 whatever the umask.
-#[test]
 fn socket_and_its_directory_modes_ignore_the_umask() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tmpdir("umask");
@@ -635,7 +622,6 @@ fn socket_and_its_directory_modes_ignore_the_umask() {
 
 /// munindoc (perldoc) reads the plugin's documentation: it is valid POD (podchecker) and,
 /// rendered, documents every graph the daemon serves.
-#[test]
 fn the_plugin_documentation_is_valid_pod_naming_every_graph() {
     if !common::require_commands(
         "the_plugin_documentation_is_valid_pod_naming_every_graph",
@@ -651,3 +637,20 @@ fn the_plugin_documentation_is_valid_pod_naming_every_graph() {
         assert!(text.lines().any(|l| l.trim() == *g), "{g} not documented:\n{text}");
     }
 }
+
+test_main!(
+    shim_speaks_the_munin_protocol,
+    shim_limits_line_length_and_idle_clients,
+    flood_of_clients_is_capped_and_metrics_stay_fast,
+    plugin_relays_to_the_daemon,
+    plugin_without_daemon_prints_unknown_at_once,
+    plugin_gives_up_on_a_stuck_daemon_within_the_deadline,
+    real_munin_node_serves_our_values,
+    breakdown_matches_conntrack_list,
+    breakdown_without_cap_net_admin_is_down_and_logged_once,
+    unusable_munin_socket_directory_is_one_warning,
+    plugin_config_keeps_thresholds_with_the_daemon_down,
+    plugin_bounds_what_it_reads_from_a_hostile_socket,
+    socket_and_its_directory_modes_ignore_the_umask,
+    the_plugin_documentation_is_valid_pod_naming_every_graph,
+);

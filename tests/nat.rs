@@ -103,7 +103,6 @@ fn await_ports_used(daemon: &Daemon, ns: &Netns, want: usize) -> std::collection
     }
 }
 
-#[test]
 fn nat_ports_fill_until_connections_fail() {
     if !require("nat_ports_fill_until_connections_fail", &["nft", "conntrack", "prometheus"]) {
         return;
@@ -269,7 +268,6 @@ fn conntrack_split(router: &Netns) -> (usize, usize) {
 /// mapping's 100 ports, yet on a kernel that recycles them (6.5+) every new connection goes
 /// through. sockwatch counts them as used but not blocking, as `conntrack -L` splits them,
 /// and the utilisation the alert watches stays low: no false alarm.
-#[test]
 fn closing_entries_that_fill_the_range_are_no_alarm() {
     let test = "closing_entries_that_fill_the_range_are_no_alarm";
     if !require(test, &["nft", "conntrack"]) {
@@ -343,7 +341,6 @@ fn closing_entries_that_fill_the_range_are_no_alarm() {
 /// Held connections through a 100-port mapping opened at 2 a second, breakdown dumps every
 /// 5 s: `NatPortsExhaustionPredicted` fires in a real Prometheus before the first connection
 /// through the mapping fails, and the projection it fired on was the mapping's.
-#[test]
 fn a_nat_ramp_is_predicted_before_the_first_failure() {
     let test = "a_nat_ramp_is_predicted_before_the_first_failure";
     if !require(test, &["nft", "conntrack", "prometheus"]) {
@@ -403,3 +400,9 @@ fn a_nat_ramp_is_predicted_before_the_first_failure() {
     let first = first.expect("NatPortsExhaustionPredicted never fired before the failure");
     assert!(first < failed_at, "it fired after the failure");
 }
+
+test_main!(
+    nat_ports_fill_until_connections_fail,
+    closing_entries_that_fill_the_range_are_no_alarm,
+    a_nat_ramp_is_predicted_before_the_first_failure,
+);

@@ -90,7 +90,6 @@ fn metrics(d: &Daemon, ns: &Netns) -> std::collections::HashMap<String, f64> {
     parse_metrics(&d.get(ns, "/metrics").1)
 }
 
-#[test]
 fn every_namespace_against_the_kernel() {
     if !require("every_namespace_against_the_kernel", &["nft", "ss", "prometheus", "conntrack"])
         || !ConntrackMax::allowed("every_namespace_against_the_kernel")
@@ -346,7 +345,6 @@ fn every_namespace_against_the_kernel() {
 
 /// Between full scans (every 30 samples, 30 s here) discovery reads only new PIDs, found
 /// from the kernel's PID counter, and reads each one again at the next sample.
-#[test]
 fn a_namespace_made_while_sampled_is_found_and_forgotten() {
     if !require("a_namespace_made_while_sampled_is_found_and_forgotten", &["unshare"]) {
         return;
@@ -389,7 +387,6 @@ fn a_namespace_made_while_sampled_is_found_and_forgotten() {
 /// A process that changes namespace just after it starts (here when told to) is read
 /// again at the sample after the one that found it: its namespace is not left for the
 /// next full scan.
-#[test]
 fn a_new_process_that_then_changes_namespace() {
     use sockwatch::sources::netns::{parse_ns_link, Discovery};
     use std::io::Write;
@@ -421,7 +418,6 @@ fn a_new_process_that_then_changes_namespace() {
     );
 }
 
-#[test]
 fn unprivileged_reads_its_own_namespace_and_counts_the_rest() {
     if !require("unprivileged_reads_its_own_namespace_and_counts_the_rest", &["setpriv"]) {
         return;
@@ -448,7 +444,6 @@ fn unprivileged_reads_its_own_namespace_and_counts_the_rest() {
 /// Files in `/run/netns` are not the daemon's to trust: a FIFO there (which blocked the
 /// deep layer's open for good: `/-/ready` 503, metrics frozen) and plain files (which
 /// counted as namespaces) are passed over; only nsfs files are namespaces.
-#[test]
 fn a_fifo_or_plain_files_in_run_netns_are_no_namespaces() {
     let test = "a_fifo_or_plain_files_in_run_netns_are_no_namespaces";
     if !require(test, &["mkfifo"]) {
@@ -490,7 +485,6 @@ fn a_fifo_or_plain_files_in_run_netns_are_no_namespaces() {
 /// another namespace within one interval. That namespace must not inherit the container's
 /// id (the owner cache was keyed by PID alone). The daemon runs in a PID namespace of the
 /// test's own, where the test may set the next PID (`ns_last_pid`) without touching the host.
-#[test]
 fn a_reused_pid_in_another_namespace_is_not_given_the_old_container() {
     let test = "a_reused_pid_in_another_namespace_is_not_given_the_old_container";
     if !require(test, &["unshare"]) {
@@ -584,7 +578,6 @@ kill $d $b 2>/dev/null || true
 /// A pinned namespace where short-lived processes come and go (`ip netns exec` in a loop):
 /// one info series across scrapes, not one per process (the pid was a label: 20 series in
 /// 20 scrapes).
-#[test]
 fn short_lived_processes_do_not_churn_the_info_series() {
     if !require("short_lived_processes_do_not_churn_the_info_series", &[]) {
         return;
@@ -631,7 +624,6 @@ fn short_lived_processes_do_not_churn_the_info_series() {
 /// there): a namespace whose table is filled from 7 source addresses, read by a daemon in
 /// another namespace with `--conntrack.top-k 8`, exports all 7 sources, each with the count
 /// `conntrack -L` lists inside it.
-#[test]
 fn conntrack_top_k_holds_inside_namespaces() {
     let test = "conntrack_top_k_holds_inside_namespaces";
     if !require(test, &["nft", "conntrack"]) {
@@ -714,7 +706,6 @@ fn connect_from(from: [u8; 4], port: u16) -> TcpStream {
 
 /// A deep layer left without descriptors (a container's low nofile limit) reads as down,
 /// not up with nothing kept, and says once what to raise where it runs.
-#[test]
 fn a_deep_layer_without_descriptors_is_down_and_says_where_to_raise_them() {
     let test = "a_deep_layer_without_descriptors_is_down_and_says_where_to_raise_them";
     if !require(test, &["prlimit"]) {
@@ -736,3 +727,15 @@ fn a_deep_layer_without_descriptors_is_down_and_says_where_to_raise_them() {
     assert!(log.contains("--ulimit nofile="), "a container's hint, not systemd's: {log}");
     assert_eq!(log.matches("no file descriptors to spare").count(), 1, "said once: {log}");
 }
+
+test_main!(
+    every_namespace_against_the_kernel,
+    a_namespace_made_while_sampled_is_found_and_forgotten,
+    a_new_process_that_then_changes_namespace,
+    unprivileged_reads_its_own_namespace_and_counts_the_rest,
+    a_fifo_or_plain_files_in_run_netns_are_no_namespaces,
+    a_reused_pid_in_another_namespace_is_not_given_the_old_container,
+    short_lived_processes_do_not_churn_the_info_series,
+    conntrack_top_k_holds_inside_namespaces,
+    a_deep_layer_without_descriptors_is_down_and_says_where_to_raise_them,
+);

@@ -131,7 +131,6 @@ impl Drop for Lab {
     }
 }
 
-#[test]
 fn a_port_alert_fires_a_minute_before_a_ramp_exhausts_the_range() {
     if !require("a_port_alert_fires_a_minute_before_a_ramp_exhausts_the_range", &["sysctl", "prometheus"]) {
         return;
@@ -189,7 +188,6 @@ fn a_port_alert_fires_a_minute_before_a_ramp_exhausts_the_range() {
     assert!(projected >= 1.0, "projection just before the failure: {projected}");
 }
 
-#[test]
 fn a_steady_rate_at_85_percent_is_not_critical() {
     if !require("a_steady_rate_at_85_percent_is_not_critical", &["sysctl", "prometheus", "ss"]) {
         return;
@@ -237,7 +235,6 @@ fn conntrack_time_wait_timeouts(ns: &Netns) -> Vec<u64> {
     String::from_utf8(out.stdout).unwrap().lines().filter_map(|l| l.split_whitespace().nth(2)?.parse().ok()).collect()
 }
 
-#[test]
 fn conntrack_projection_reads_the_kernel_time_wait_timeouts() {
     if !require("conntrack_projection_reads_the_kernel_time_wait_timeouts", &["nft", "conntrack", "sysctl"]) {
         return;
@@ -388,7 +385,6 @@ impl Drop for BigNamespace {
 /// walks. The daemon runs in yet another namespace at the default 10 s interval with
 /// `--netns on`; a real Prometheus with the shipped rules has the namespace's projection
 /// alert firing at least 45 s before the pod's first EADDRNOTAVAIL.
-#[test]
 fn a_namespace_port_alert_fires_before_a_pod_exhausts_its_own_range() {
     let test = "a_namespace_port_alert_fires_before_a_pod_exhausts_its_own_range";
     if !require(test, &["sysctl", "prometheus"]) {
@@ -478,3 +474,10 @@ fn a_namespace_port_alert_fires_before_a_pod_exhausts_its_own_range() {
     let s = prom.query(&node, &series, Some(first)).expect("the pod's projection when the alert fired");
     assert!(s < 300.0, "{s}");
 }
+
+test_main!(
+    a_port_alert_fires_a_minute_before_a_ramp_exhausts_the_range,
+    a_steady_rate_at_85_percent_is_not_critical,
+    conntrack_projection_reads_the_kernel_time_wait_timeouts,
+    a_namespace_port_alert_fires_before_a_pod_exhausts_its_own_range,
+);

@@ -39,7 +39,6 @@ fn exporter_code() -> String {
     files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect()
 }
 
-#[test]
 fn every_emitted_metric_is_documented() {
     // A fixture tree where every /proc source is present, plus the live netlink dump.
     let procfs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proc/linux-6.18");
@@ -68,14 +67,12 @@ fn every_emitted_metric_is_documented() {
     assert!(missing.is_empty(), "in the exporter but not in README's metric table: {missing:?}");
 }
 
-#[test]
 fn every_documented_metric_exists_in_the_exporter() {
     let code = exporter_code();
     let stale: Vec<_> = documented().into_iter().filter(|m| !code.contains(&format!("\"{m}\""))).collect();
     assert!(stale.is_empty(), "in README but not emitted by the exporter: {stale:?}");
 }
 
-#[test]
 fn the_dashboard_uses_documented_metrics_only() {
     let docs = documented();
     let mut used = BTreeSet::new();
@@ -93,7 +90,6 @@ fn the_dashboard_uses_documented_metrics_only() {
     }
 }
 
-#[test]
 fn readme_gives_the_two_setup_commands() {
     let r = readme();
     assert!(r.contains("\ncargo run --release "), "run command");
@@ -105,7 +101,6 @@ fn readme_gives_the_two_setup_commands() {
 
 /// The man page is generated from the command-line definition (build.rs): every flag the
 /// README's table documents is in it, so the two cannot drift apart unnoticed.
-#[test]
 fn every_documented_flag_is_in_the_man_page() {
     let page = std::path::Path::new(common::BIN).with_file_name("sockwatch.1");
     let man =
@@ -130,7 +125,6 @@ fn every_documented_flag_is_in_the_man_page() {
 /// The man page has what an operator looks for (exit status, signals, files, environment),
 /// refers to no page that does not exist (clap_mangen's default named a page per
 /// subcommand), and the completions offer the words a setting takes.
-#[test]
 fn the_man_page_is_whole_and_completions_offer_values() {
     let page = std::path::Path::new(common::BIN).with_file_name("sockwatch.1");
     let man = std::fs::read_to_string(&page).unwrap().replace("\\-", "-");
@@ -156,7 +150,6 @@ fn the_man_page_is_whole_and_completions_offer_values() {
 
 /// The other direction: every setting in the table that defines them has a README row
 /// naming its flag, its file key and its default.
-#[test]
 fn every_setting_is_in_the_readme_with_its_default() {
     let r = readme();
     for s in sockwatch::config::settings::SETTINGS {
@@ -176,7 +169,6 @@ fn every_setting_is_in_the_readme_with_its_default() {
 }
 
 /// The shipped config file (packaging/sockwatch.toml) shows every setting, commented out.
-#[test]
 fn the_shipped_config_shows_every_setting() {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/sockwatch.toml")).unwrap();
     for s in sockwatch::config::settings::SETTINGS {
@@ -189,7 +181,6 @@ fn the_shipped_config_shows_every_setting() {
 /// that runs it and a string of it that file must hold (so a renamed test or a removed step
 /// fails too). The few that act on a real host's services are run by their tests in a
 /// namespace or throwaway root of their own.
-#[test]
 fn every_readme_command_is_run_somewhere() {
     // (README line starts with, file that runs it, what that file must contain)
     let runs: &[(&str, &str, &str)] = &[
@@ -256,3 +247,15 @@ fn every_readme_command_is_run_somewhere() {
         assert!(body.contains(needle), "{prefix:?}: {file} no longer holds {needle:?}");
     }
 }
+
+test_main!(
+    every_emitted_metric_is_documented,
+    every_documented_metric_exists_in_the_exporter,
+    the_dashboard_uses_documented_metrics_only,
+    readme_gives_the_two_setup_commands,
+    every_documented_flag_is_in_the_man_page,
+    the_man_page_is_whole_and_completions_offer_values,
+    every_setting_is_in_the_readme_with_its_default,
+    the_shipped_config_shows_every_setting,
+    every_readme_command_is_run_somewhere,
+);

@@ -39,7 +39,6 @@ fn netstat(ns: &Netns, name: &str) -> u64 {
 
 /// A process of the test's own holds every descriptor its limit allows (EMFILE at the next
 /// one): sockwatch names it with the count /proc/PID/fd lists and the limit prlimit set.
-#[test]
 fn a_process_at_its_descriptor_limit_is_named() {
     let test = "a_process_at_its_descriptor_limit_is_named";
     if !require_commands(test, &["prlimit", "python3"]) {
@@ -110,7 +109,6 @@ fn stable_sample(ns: &Netns, counter: &str) -> (HashMap<String, f64>, u64) {
 /// A listener with a backlog of 1 that never accepts, flooded from its own namespace: its
 /// own drop count is the namespace's ListenDrops (nothing else listens there), every one an
 /// overflow; a second listener that accepts shows none.
-#[test]
 fn a_flooded_listener_is_named_with_its_drops() {
     let test = "a_flooded_listener_is_named_with_its_drops";
     if !require(test, &["ss"]) {
@@ -178,7 +176,6 @@ fn listener_syn(m: &HashMap<String, f64>, port: u16) -> f64 {
 
 /// `tcp_syncookies=2` (kept per namespace) answers every SYN with a cookie: the counters
 /// sockwatch exports are the namespace's own.
-#[test]
 fn syn_cookies_are_counted_as_the_kernel_counts_them() {
     let test = "syn_cookies_are_counted_as_the_kernel_counts_them";
     if !require(test, &[]) {
@@ -204,7 +201,6 @@ fn syn_cookies_are_counted_as_the_kernel_counts_them() {
 /// Host-wide, so only with the opt-in: gc_thresh3 lowered to just above the table's
 /// current entries, then neighbours added in a namespace of the test's own until the kernel
 /// refuses them. Each refusal is one table_fulls; sockwatch reads the table over its limit.
-#[test]
 fn a_full_neighbour_table_is_seen() {
     let test = "a_full_neighbour_table_is_seen";
     if !require(test, &[]) || !host_settings_allowed(test, "net.ipv4.neigh.default.gc_thresh1/2/3") {
@@ -284,7 +280,6 @@ fn tcp_pages() -> u64 {
 /// now (its hard limit far above, so nothing fails), then a connection in the test's
 /// namespace that is sent 8 MiB and never read: TCP enters memory pressure. sockwatch reads
 /// the flag, and the namespace's TCPMemoryPressures as the kernel counts it.
-#[test]
 fn tcp_memory_pressure_is_seen() {
     let test = "tcp_memory_pressure_is_seen";
     if !require(test, &[]) || !host_settings_allowed(test, "net.ipv4.tcp_mem") {
@@ -332,7 +327,6 @@ fn udp_snmp(ns: &Netns, name: &str) -> u64 {
 /// `ss -um` d3000 with MemErrors, RcvbufErrors and InErrors all 0), so sockwatch is held to
 /// both: its per-port drops against ss, its MemErrors against /proc/net/snmp, and the UDP
 /// buffer memory read far above the one-page limit.
-#[test]
 fn udp_memory_exhaustion_is_seen() {
     let test = "udp_memory_exhaustion_is_seen";
     if !require(test, &["ss"]) || !host_settings_allowed(test, "net.ipv4.udp_mem") {
@@ -385,3 +379,12 @@ fn udp_memory_exhaustion_is_seen() {
     );
     drop(held);
 }
+
+test_main!(
+    a_process_at_its_descriptor_limit_is_named,
+    a_flooded_listener_is_named_with_its_drops,
+    syn_cookies_are_counted_as_the_kernel_counts_them,
+    a_full_neighbour_table_is_seen,
+    tcp_memory_pressure_is_seen,
+    udp_memory_exhaustion_is_seen,
+);

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
 fn slow_samples_stretch_the_interval_visibly() {
     if !require("slow_samples_stretch_the_interval_visibly", &["sysctl"]) {
         return;
@@ -37,3 +36,5 @@ fn slow_samples_stretch_the_interval_visibly() {
         d.stderr_lines.iter().filter(|l| l.contains("more than 1% of the 1s interval: sampling every")).collect();
     assert_eq!(warned.len(), 1, "{:?}", d.stderr_lines);
 }
+
+test_main!(slow_samples_stretch_the_interval_visibly,);

@@ -84,7 +84,6 @@ fn next_sample(d: &Daemon, ns: &Netns) -> std::collections::HashMap<String, f64>
     }
 }
 
-#[test]
 fn udp_drops_per_port_equal_the_kernels_counters() {
     if !require("udp_drops_per_port_equal_the_kernels_counters", &["ss"]) {
         return;
@@ -166,3 +165,5 @@ fn udp_drops_per_port_equal_the_kernels_counters() {
     assert!(detail.contains(&format!("dropping now: 127.0.0.1:{slow_port} (")), "{detail}");
     drop(slow);
 }
+
+test_main!(udp_drops_per_port_equal_the_kernels_counters,);

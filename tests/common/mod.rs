@@ -6,6 +6,8 @@
 //! skips and passes, unless `SOCKWATCH_STRICT_TESTS=1` (set by `.ci/run`), where it fails.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -58,6 +60,14 @@ pub fn munin_plugin() -> String {
     .clone()
 }
 
+/// munin-node's plugin timeout (`timeout 10` in munin-node.conf, its default): a fetch
+/// slower than this is a blank graph. Tests of the Munin path hold fetches to it.
+pub const MUNIN_PLUGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Prometheus' default `scrape_timeout`: a scrape slower than this reads as `up 0`. Tests
+/// of the HTTP path hold scrapes to it.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub fn strict() -> bool {
     std::env::var("SOCKWATCH_STRICT_TESTS").is_ok_and(|v| v == "1")
 }
@@ -97,6 +107,7 @@ pub fn skip_list() -> std::path::PathBuf {
 
 fn record_skip(test: &str, why: &str) {
     eprintln!("SKIP {test}: {why}");
+    harness::note_skip(why);
     let binary = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
