@@ -575,6 +575,102 @@ kill $d $b 2>/dev/null || true
     let _ = child.0.wait();
 }
 
+/// After the PID counter wraps, a container's lowest PID is a child living a twentieth of a
+/// second while its init sits in the container's cgroup all along: the namespace is read
+/// through the init (the longest-lived process), every sample, and keeps its container id.
+/// (Before: the lowest PID was taken, a new short-lived child each sample, and an empty
+/// owner was cached when one had exited before its cgroup was read: the info series
+/// flipped between the container and nothing.) The daemon runs in a PID namespace of the
+/// test's own, where the test moves the counter (`ns_last_pid`) without touching the host.
+fn a_container_keeps_its_owner_after_the_pid_counter_wraps() {
+    let test = "a_container_keeps_its_owner_after_the_pid_counter_wraps";
+    if !require(test, &["unshare"]) {
+        return;
+    }
+    const ID: &str = "9e1d3f2b0c9e8d7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
+    let na = Netns::new("wrap");
+    let cgroup = format!("/sys/fs/cgroup/unified/system.slice/docker-{ID}.scope");
+    if std::fs::create_dir_all(&cgroup).is_err() {
+        common::skip(test, "cannot create cgroups under /sys/fs/cgroup/unified");
+        return;
+    }
+    let _cgroup = Cgroup(cgroup.clone().into());
+    let port = 9753 + std::process::id() % 100;
+    // The container's init joins its cgroup, enters the namespace and forks children that
+    // live 50 ms, back to back. Then the counter wraps: every child from then on has a PID
+    // below the init's.
+    let script = format!(
+        r#"set -e
+{BIN} serve --web.listen-address 127.0.0.1:{port} --netns on --netns.top-k 1000 --interval 1s --munin.socket "" 2>/dev/null &
+d=$!
+echo 20000 > /proc/sys/kernel/ns_last_pid
+sh -c 'echo $$ > {cgroup}/cgroup.procs && exec ip netns exec {na} sh -c "while :; do sleep 0.05; done"' &
+c=$!
+sleep 0.5
+echo 100 > /proc/sys/kernel/ns_last_pid
+echo "init $c"
+read done
+kill $d $c 2>/dev/null || true
+"#,
+        na = na.name,
+    );
+    let mut child = KillOnDrop(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut to = child.0.stdin.take().unwrap();
+    let mut from = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut from, &mut line).unwrap();
+    let init = line.trim().strip_prefix("init ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
+    let (addr, ia) = (format!("127.0.0.1:{port}"), inode(&na));
+    let scrape = || {
+        let mut s = TcpStream::connect(&addr).ok()?;
+        use std::io::{Read, Write};
+        write!(s, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let info = text.lines().find(|l| l.starts_with(&format!("sockwatch_netns_info{{netns=\"{ia}\"")))?.to_owned();
+        let pid = text.lines().find_map(|l| l.strip_prefix(&format!("sockwatch_netns_pid{{netns=\"{ia}\"}} ")))?;
+        let samples = text.lines().find_map(|l| l.strip_prefix("sockwatch_samples_total "))?.parse::<f64>().ok()?;
+        Some((info, pid.to_owned(), samples))
+    };
+    let until = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(s) = scrape() {
+            break s.2;
+        }
+        assert!(Instant::now() < until, "the container's namespace {ia} was never exported");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Ten samples, each scraped: always the init, always the container.
+    let (mut seen, mut wrong) = (std::collections::BTreeSet::new(), Vec::new());
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut last = first;
+    while last < first + 10.0 {
+        assert!(Instant::now() < until, "ten samples did not come in 60 s (at {last})");
+        std::thread::sleep(Duration::from_millis(300));
+        let Some((info, pid, samples)) = scrape() else { continue };
+        if samples == last {
+            continue;
+        }
+        last = samples;
+        if pid != init || !info.contains(&format!("container_id=\"{ID}\"")) {
+            wrong.push(format!("sample {samples}: pid {pid}, {info}"));
+        }
+        seen.insert(pid);
+    }
+    use std::io::Write;
+    let _ = writeln!(to, "done");
+    let _ = child.0.wait();
+    assert!(wrong.is_empty(), "read through another process than the init {init} or lost the container: {wrong:#?}");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+}
+
 /// A pinned namespace where short-lived processes come and go (`ip netns exec` in a loop):
 /// one info series across scrapes, not one per process (the pid was a label: 20 series in
 /// 20 scrapes).
@@ -735,6 +831,7 @@ test_main!(
     unprivileged_reads_its_own_namespace_and_counts_the_rest,
     a_fifo_or_plain_files_in_run_netns_are_no_namespaces,
     a_reused_pid_in_another_namespace_is_not_given_the_old_container,
+    a_container_keeps_its_owner_after_the_pid_counter_wraps,
     short_lived_processes_do_not_churn_the_info_series,
     conntrack_top_k_holds_inside_namespaces,
     a_deep_layer_without_descriptors_is_down_and_says_where_to_raise_them,

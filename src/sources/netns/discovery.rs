@@ -1,7 +1,11 @@
 //! Discovery: every network namespace on the host, at a cost that follows what changed.
 //!
 //! - Every `/proc/PID/ns/net` link names its namespace by inode (`net:[4026531840]`): one
-//!   representative process per inode, the lowest PID. Namespaces pinned by a bind mount
+//!   representative process per inode, kept while it lives; when it exits (or at first),
+//!   the namespace's longest-lived process takes over (the earliest start time in
+//!   `/proc/PID/stat`), not the lowest PID: once the PID counter has wrapped at `pid_max`,
+//!   the lowest PID of a container may be a child living a tenth of a second, and the
+//!   namespace would change hands (and owner) every sample. Namespaces pinned by a bind mount
 //!   without any process (`/run/netns/*`, `/var/run/docker/netns/*`) are found by the inode
 //!   of that file.
 //! - A **full scan** reads every PID's link: every [`FULL_SCAN_EVERY`] samples (measured:
@@ -97,6 +101,8 @@ pub struct Discovery {
     fresh: Vec<u32>,
     /// Each representative's pidfd: a live one means the process has not exited.
     pidfds: HashMap<u32, OwnedFd>,
+    /// Each namespace's representative, by inode.
+    reps: HashMap<u64, u32>,
     /// Descriptors discovery may still open (set by the owner, shared with kept files).
     pub fds_left: usize,
     /// The latest sample's pass (for tests and traces).
@@ -104,7 +110,7 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Finds every namespace: one process per inode (the lowest PID), then the pinned
+    /// Finds every namespace: one process per inode (its representative), then the pinned
     /// ones. Processes whose link cannot be read (another user's, without ptrace access)
     /// are counted in the second value.
     pub fn scan(&mut self, root: &Path, pin_dirs: &[&str]) -> Result<(Vec<Found>, u64), SourceError> {
@@ -129,10 +135,14 @@ impl Discovery {
             }
         };
         self.drop_exited();
+        // Namespaces whose representative lives: their other known PIDs are not read again.
+        let live_reps: std::collections::HashSet<u64> =
+            self.reps.iter().filter(|(_, pid)| self.pidfds.contains_key(pid)).map(|(&inode, _)| inode).collect();
         let mut by_inode: HashMap<u64, Found> = HashMap::new();
         let mut denied = 0u64;
         let mut seen = BTreeMap::new();
         let mut fresh = Vec::new();
+        let mut read_now = std::collections::HashSet::new();
         for pid in pids {
             let again = pass == Pass::Full || self.fresh.binary_search(&pid).is_ok();
             let cached = if again { None } else { self.known.get(&pid).copied() };
@@ -142,11 +152,15 @@ impl Discovery {
             let inode = match cached {
                 // Not the first of its namespace: not read.
                 Some(Some(inode)) if by_inode.contains_key(&inode) => Some(inode),
-                // A representative that has not exited (its pidfd says so).
-                Some(Some(inode)) if self.pidfds.contains_key(&pid) => Some(inode),
+                // A representative that has not exited (its pidfd says so), or a process of
+                // its namespace.
+                Some(Some(inode)) if self.pidfds.contains_key(&pid) || live_reps.contains(&inode) => Some(inode),
                 Some(None) => None,
                 _ => match ns_of(root, &pid.to_string()) {
-                    Ok(inode) => Some(inode),
+                    Ok(inode) => {
+                        read_now.insert(pid);
+                        Some(inode)
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
                     Err(_) => continue, // exited
                 },
@@ -162,6 +176,7 @@ impl Discovery {
                 break;
             }
         }
+        self.choose_representatives(root, &mut by_inode, &seen, &read_now);
         self.known = seen;
         self.fresh = fresh; // ascending, like `pids`
         self.watch(&by_inode);
@@ -194,6 +209,39 @@ impl Discovery {
             (Some(_), Some(_)) => Pass::Full, // wrapped: a PID may have been reused
             _ => Pass::List,
         }
+    }
+
+    /// Each namespace's representative: the previous one while it is known to live (its
+    /// pidfd, or its link read in this sample, says it is still there); otherwise the
+    /// namespace's process with the earliest start, ties to the lower PID (the lowest PID
+    /// when no start time can be read).
+    fn choose_representatives(
+        &mut self,
+        root: &Path,
+        by_inode: &mut HashMap<u64, Found>,
+        seen: &BTreeMap<u32, Option<u64>>,
+        read_now: &std::collections::HashSet<u32>,
+    ) {
+        let stays = |inode: u64, pid: u32| {
+            seen.get(&pid) == Some(&Some(inode)) && (self.pidfds.contains_key(&pid) || read_now.contains(&pid))
+        };
+        let need: std::collections::HashSet<u64> =
+            by_inode.keys().copied().filter(|&i| !self.reps.get(&i).is_some_and(|&p| stays(i, p))).collect();
+        let mut members: HashMap<u64, Vec<u32>> = HashMap::new();
+        if !need.is_empty() {
+            for (&pid, inode) in seen {
+                if let Some(inode) = inode.filter(|i| need.contains(i)) {
+                    members.entry(inode).or_default().push(pid);
+                }
+            }
+        }
+        for (inode, found) in by_inode.iter_mut() {
+            found.pid = match members.get(inode) {
+                Some(pids) => longest_lived(root, pids).or(found.pid),
+                None => self.reps.get(inode).copied(),
+            };
+        }
+        self.reps = by_inode.iter().filter_map(|(&inode, f)| Some((inode, f.pid?))).collect();
     }
 
     /// Closes the pidfds of representatives that have exited (one `poll` for all).
@@ -239,6 +287,22 @@ impl Discovery {
     pub fn open_count(&self) -> usize {
         self.pidfds.len()
     }
+}
+
+/// Of `pids` (ascending), the process that started first, ties to the lower PID: the one
+/// most likely to stay (a container's init, not a child of it). `None` when no start time
+/// could be read (all exited).
+fn longest_lived(root: &Path, pids: &[u32]) -> Option<u32> {
+    if let [only] = pids {
+        return Some(*only);
+    }
+    pids.iter()
+        .filter_map(|&pid| {
+            let stat = std::fs::read_to_string(root.join(pid.to_string()).join("stat")).ok()?;
+            Some((crate::sources::procfs::process::start_ticks(&stat)?, pid))
+        })
+        .min()
+        .map(|(_, pid)| pid)
 }
 
 /// The last PID the kernel gave in the reader's PID namespace.

@@ -86,9 +86,10 @@ pub struct NetnsSource {
     discovery: Discovery,
     /// sockwatch's own namespace.
     own: Option<u64>,
-    /// Each representative's owner, keyed by PID and namespace: a PID reused by a process
-    /// in another namespace is read again, never given the old process's container.
-    owners: HashMap<(u32, u64), Owner>,
+    /// Each namespace's owner and the representative it was read from: read again when the
+    /// representative changes (a PID reused elsewhere is never given the old container);
+    /// kept when the new one vanished before its cgroup could be read.
+    owners: HashMap<u64, (u32, Owner)>,
     /// Kept `/proc/PID/net` files by namespace inode; dropped with the namespace.
     files: HashMap<u64, NetFiles>,
     /// Descriptors the kept files and sockets may use ([`crate::sources::kernel::kept::keepable_fds`]),
@@ -109,6 +110,24 @@ impl NetnsSource {
         conntrack_max: Option<u64>,
     ) -> Result<Namespaces, SourceError> {
         self.read_within(root, cfg, conntrack_max, Duration::ZERO, None, Duration::ZERO)
+    }
+
+    /// The owner of namespace `inode` through its representative `pid` (`dir` its /proc
+    /// directory): cached while the representative stays; read when it changed. A cgroup
+    /// that cannot be read (the process exited in between) never replaces a known owner
+    /// with an empty one, and is tried again at the next sample.
+    fn owner(&mut self, inode: u64, pid: u32, dir: &Path) -> Owner {
+        match self.owners.get(&inode) {
+            Some((from, owner)) if *from == pid => owner.clone(),
+            known => match crate::sources::kernel::read_optional(&dir.join("cgroup")).ok().flatten() {
+                Some(text) => {
+                    let owner = parse_cgroup(&text);
+                    self.owners.insert(inode, (pid, owner.clone()));
+                    owner
+                }
+                None => known.map(|(_, o)| o.clone()).unwrap_or_default(),
+            },
+        }
     }
 
     /// Descriptors still free for kept files and sockets.
@@ -269,9 +288,8 @@ impl NetnsSource {
             self.deep.kept() as u64,
             self.deep.revisit_samples,
         );
-        let live: std::collections::HashSet<(u32, u64)> =
-            out.top.iter().filter_map(|n| Some((n.pid?, n.inode))).collect();
-        self.owners.retain(|key, _| live.contains(key));
+        let live: std::collections::HashSet<u64> = out.top.iter().map(|n| n.inode).collect();
+        self.owners.retain(|inode, _| live.contains(inode));
         let mut fds_left = self.fds_left();
         for n in &mut out.top {
             let Some(pid) = n.pid else { continue };
@@ -281,16 +299,7 @@ impl NetnsSource {
                     n.counters = None; // gone between the two reads
                 }
             }
-            n.owner = self
-                .owners
-                .entry((pid, n.inode))
-                .or_insert_with(|| {
-                    crate::sources::kernel::read_optional(&dir.join("cgroup"))
-                        .ok()
-                        .flatten()
-                        .map_or_else(Owner::default, |t| parse_cgroup(&t))
-                })
-                .clone();
+            n.owner = self.owner(n.inode, pid, &dir);
         }
         Ok(out)
     }

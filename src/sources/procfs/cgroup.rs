@@ -21,23 +21,51 @@ pub fn owner_of(proc_root: &std::path::Path, pid: u32) -> Owner {
 
 /// The owner named by a `/proc/PID/cgroup` file (v1 lines `N:controllers:/path`, the v2
 /// line `0::/path`). The last container-id-looking component wins: it is the innermost.
+///
+/// A cgroup's name is a claim by whoever could create it, so a container id counts only
+/// where a runtime running as root puts it, which only root can create: directly under
+/// `/system.slice` or `/machine.slice` (systemd driver), under `/docker` or
+/// `/libpod_parent` (cgroupfs driver), or anywhere below `/kubepods*` (the kubelet's tree;
+/// a pod's uid only there too). Below a user's delegated tree (`user@UID.service`) it is
+/// that user's rootless container: its runtime reads `<runtime>-rootless`. Anywhere else (a
+/// service with `Delegate=`, a container's own subtree) it is not taken as a container.
 pub fn parse_cgroup(text: &str) -> Owner {
     let mut owner = Owner::default();
     for line in text.lines() {
         let Some(path) = line.splitn(3, ':').nth(2) else { continue };
-        let mut parent = "";
-        for part in path.split('/') {
-            if let Some((runtime, id)) = container_id(part, parent) {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let Some(&top) = parts.first() else { continue };
+        let kubepods = top.starts_with("kubepods");
+        let mut rootless = false;
+        for (i, &part) in parts.iter().enumerate() {
+            let parent = if i == 0 { "" } else { parts[i - 1] };
+            rootless |= part.starts_with("user@") && part.ends_with(".service");
+            let placed_by_root = kubepods
+                || (i == 1 && matches!(top, "system.slice" | "machine.slice"))
+                || (i >= 1
+                    && matches!(parent, "docker" | "libpod_parent")
+                    && matches!(top, "docker" | "libpod_parent"));
+            if let Some((runtime, id)) = container_id(part, parent).filter(|_| placed_by_root || rootless) {
                 owner.container_id = Some(id.to_owned());
-                owner.runtime = runtime.or(owner.runtime);
+                owner.runtime = if rootless { runtime.map(rootless_name) } else { runtime.or(owner.runtime) };
             }
-            if let Some(uid) = pod_uid(part) {
+            if let Some(uid) = pod_uid(part).filter(|_| kubepods) {
                 owner.pod_uid = Some(uid);
             }
-            parent = part;
         }
     }
     owner
+}
+
+/// The runtime of a container in a user's delegated tree.
+fn rootless_name(runtime: &'static str) -> &'static str {
+    match runtime {
+        "docker" => "docker-rootless",
+        "containerd" => "containerd-rootless",
+        "crio" => "crio-rootless",
+        "podman" => "podman-rootless",
+        _ => "rootless",
+    }
 }
 
 /// A container id as the runtimes write it: 64 lower-case hex digits. A cgroup name is a
@@ -116,6 +144,22 @@ mod tests {
         }
     }
 
+    /// Below a user's delegated tree, a container is that user's: rootless, never taken for
+    /// the root runtime's container of the same id, and no pod.
+    #[test]
+    fn a_users_delegated_tree_holds_rootless_containers_only() {
+        let o = parse_cgroup(&format!(
+            "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
+        ));
+        assert_eq!((o.container_id.as_deref(), o.runtime), (Some(ID), Some("podman-rootless")));
+        let o = parse_cgroup(&format!("0::/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{ID}.scope"));
+        assert_eq!(o.runtime, Some("docker-rootless"));
+        let o = parse_cgroup(&format!(
+            "0::/user.slice/user-1000.slice/user@1000.service/kubepods/pod0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f/crio-{ID}.scope"
+        ));
+        assert_eq!((o.runtime, o.pod_uid), (Some("crio-rootless"), None));
+    }
+
     #[test]
     fn not_containers() {
         for cgroup in [
@@ -132,6 +176,15 @@ mod tests {
             "",
         ] {
             assert_eq!(parse_cgroup(cgroup), Owner::default(), "{cgroup}");
+        }
+        // Where only a delegated user or service could have made it: not a container.
+        for cgroup in [
+            format!("0::/user.slice/docker-{ID}.scope"),
+            format!("0::/system.slice/foo.service/docker-{ID}.scope"),
+            format!("0::/system.slice/foo.service/kubepods/burstable/pod0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f/{ID}"),
+            format!("0::/system.slice/foo.service/docker/{ID}"),
+        ] {
+            assert_eq!(parse_cgroup(&cgroup), Owner::default(), "{cgroup}");
         }
         // A pod's sandbox (pause) cgroup without a container id still names the pod.
         let o = parse_cgroup("0::/kubepods/besteffort/pod0f9b2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f");

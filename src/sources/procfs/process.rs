@@ -29,6 +29,12 @@ fn fields(stat: &str) -> Option<Vec<&str>> {
     Some(rest.split_ascii_whitespace().collect())
 }
 
+/// When a process started, in clock ticks since boot (field 22 of `/proc/PID/stat`): with
+/// its PID, what tells one process from a later one that reused the PID.
+pub fn start_ticks(stat: &str) -> Option<u64> {
+    fields(stat)?.get(22 - 3)?.parse().ok()
+}
+
 /// Parses `/proc/self/stat` with the clock tick, page size and boot time it needs.
 pub fn parse_stat(stat: &str, ticks_per_second: f64, page_size: u64, boot_time: u64) -> Option<ProcessStats> {
     // After the command: field 3 (state) is index 0, so field N is index N - 3.
@@ -96,6 +102,7 @@ mod tests {
         assert_eq!(s.cpu_seconds, 2.25);
         assert_eq!(s.threads, 7);
         assert_eq!(s.start_time_seconds, 1_700_000_000.0 + 1234.0);
+        assert_eq!(start_ticks(stat), Some(123_400));
         assert_eq!((s.virtual_bytes, s.resident_bytes), (52_609_024, 2140 * 4096));
         assert_eq!(parse_stat("4242 (x) S 1 2", 100.0, 4096, 0), None, "truncated");
         assert_eq!(boot_time("cpu 1 2\nbtime 1700000000\nprocesses 9\n"), Some(1_700_000_000));
