@@ -224,6 +224,7 @@ fn snapshot() -> Snapshot {
                 open: 1000,
                 limit: 1024,
                 owner: Owner { container_id: None, runtime: None, pod_uid: Some("0f9b2c4e".into()) },
+                uid: 33,
             }],
             processes: 120,
             unreadable: 3,

@@ -9,10 +9,16 @@
 //!   listing); on older kernels, or a tree that is not procfs (test fixtures), the
 //!   directory is listed. The limit is the soft `Max open files` of `/proc/PID/limits`,
 //!   kept per process and read again every [`LIMIT_REFRESH`] samples (spread over the
-//!   samples by pid), at once for a new pid, and every sample for a process past half its
-//!   kept limit: a `prlimit` that lowers it is seen within that many samples, and at once
-//!   where it matters. Only the top processes by utilisation are kept, with their command
-//!   and their container and pod (from `/proc/PID/cgroup`, read for those only).
+//!   samples by pid), at once for a new process, and every sample for a process past half
+//!   its kept limit: a `prlimit` that lowers it is seen within that many samples, and at
+//!   once where it matters. A process is told from an earlier one of the same PID by the
+//!   inode of its `/proc/PID/fd` (procfs numbers each process's anew, and the `stat` that
+//!   counts gives it for free): a reused PID never inherits the old process's limit.
+//! - Only the top processes by utilisation are kept, with their command and their
+//!   container and pod (from `/proc/PID/cgroup`, read for those only). A user other than
+//!   root holds at most half of those places ([`per_user_cap`]): any user can start
+//!   processes at their own tiny limits (`RLIMIT_NOFILE` 2), and they must not push a
+//!   service at 900 of 1,024 out of the list.
 //!
 //! Another user's `/proc/PID/fd` is readable by root (CAP_SYS_PTRACE) only: processes that
 //! cannot be read are counted, not guessed.
@@ -20,7 +26,7 @@
 use std::path::{Path, PathBuf};
 
 use super::cgroup::{owner_of, Owner};
-use crate::sources::kernel::maps::{top_k_cmp, FxMap};
+use crate::sources::kernel::maps::FxMap;
 use crate::sources::kernel::{read_optional, SourceError};
 
 /// Samples between two reads of a process's limit (see the module doc).
@@ -43,6 +49,9 @@ pub struct ProcessFds {
     /// The soft `RLIMIT_NOFILE`: at it the next descriptor fails with EMFILE.
     pub limit: u64,
     pub owner: Owner,
+    /// The process's user (the owner of `/proc/PID/fd`): places in the list are shared out
+    /// by it.
+    pub uid: u32,
 }
 
 impl ProcessFds {
@@ -90,8 +99,8 @@ pub enum Count {
 /// Walks the processes each sample; keeps each one's limit between samples.
 #[derive(Debug, Default)]
 pub struct FdScanner {
-    /// pid → (limit, the sample it was read in).
-    limits: FxMap<u32, (Option<u64>, u64)>,
+    /// pid → (the inode of its `/proc/PID/fd`, limit, the sample it was read in).
+    limits: FxMap<u32, (u64, Option<u64>, u64)>,
     samples: u64,
     /// Decided at the first sample for its procfs root; forced by [`FdScanner::with_count`].
     count: Option<(PathBuf, Count)>,
@@ -119,16 +128,16 @@ impl FdScanner {
         let dir =
             std::fs::read_dir(proc_root).map_err(|e| SourceError::Io { path: proc_root.to_owned(), source: e })?;
         let mut all: Vec<ProcessFds> = Vec::new();
-        let mut seen: FxMap<u32, (Option<u64>, u64)> = FxMap::default();
+        let mut seen: FxMap<u32, (u64, Option<u64>, u64)> = FxMap::default();
         let mut path = proc_root.to_path_buf();
         for entry in dir.flatten() {
             let name = entry.file_name();
             let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
             path.push(&name);
             path.push("fd");
-            let open = count_fds(&path, count);
+            let counted = count_fds_of(&path, count);
             path.pop();
-            let Ok(open) = open else {
+            let Ok(Counted { open, inode, uid }) = counted else {
                 path.pop();
                 // Gone since the listing, or another user's (EACCES): counted apart.
                 if proc_root.join(pid.to_string()).exists() {
@@ -140,10 +149,11 @@ impl FdScanner {
                 path.pop();
                 continue; // a kernel thread, or a process on its way out
             }
-            let kept = self.limits.get(&pid).copied();
+            // Another process that reused the PID: its limit is read at once.
+            let kept = self.limits.get(&pid).copied().filter(|k| k.0 == inode);
             let due = match kept {
                 None => true,
-                Some((limit, at)) => {
+                Some((_, limit, at)) => {
                     (self.samples + u64::from(pid)) % LIMIT_REFRESH == 0
                         || at + LIMIT_REFRESH <= self.samples
                         || limit.is_some_and(|l| open.saturating_mul(2) >= l)
@@ -153,11 +163,11 @@ impl FdScanner {
                 path.push("limits");
                 let limit = read_optional(&path).ok().flatten().and_then(|t| parse_nofile(&t));
                 path.pop();
-                seen.insert(pid, (limit, self.samples));
+                seen.insert(pid, (inode, limit, self.samples));
                 limit
             } else {
-                let (limit, at) = kept.unwrap_or((None, 0));
-                seen.insert(pid, (limit, at));
+                let (_, limit, at) = kept.unwrap_or((inode, None, 0));
+                seen.insert(pid, (inode, limit, at));
                 limit
             };
             path.pop();
@@ -166,12 +176,10 @@ impl FdScanner {
                 continue;
             };
             out.processes += 1;
-            all.push(ProcessFds { pid, command: String::new(), open, limit, owner: Owner::default() });
+            all.push(ProcessFds { pid, command: String::new(), open, limit, owner: Owner::default(), uid });
         }
         self.limits = seen;
-        top_k_cmp(&mut all, top_k, |a, b| {
-            b.utilization().total_cmp(&a.utilization()).then(b.open.cmp(&a.open)).then(a.pid.cmp(&b.pid))
-        });
+        fullest_shared_by_user(&mut all, top_k);
         for p in &mut all {
             let comm = proc_root.join(p.pid.to_string()).join("comm");
             p.command = read_optional(&comm).ok().flatten().map(|c| c.trim_end().to_owned()).unwrap_or_default();
@@ -211,12 +219,49 @@ fn is_procfs(path: &Path) -> bool {
     unsafe { libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type == libc::PROC_SUPER_MAGIC }
 }
 
+/// At most this many of the `top_k` places go to processes of one user other than root:
+/// half, rounded up.
+pub fn per_user_cap(top_k: usize) -> usize {
+    top_k.div_ceil(2)
+}
+
+/// Keeps the `top_k` fullest processes, fullest first, no user but root holding more than
+/// [`per_user_cap`] of the places.
+fn fullest_shared_by_user(all: &mut Vec<ProcessFds>, top_k: usize) {
+    let order = |a: &ProcessFds, b: &ProcessFds| {
+        b.utilization().total_cmp(&a.utilization()).then(b.open.cmp(&a.open)).then(a.pid.cmp(&b.pid))
+    };
+    all.sort_unstable_by(order);
+    let (cap, mut held) = (per_user_cap(top_k), FxMap::<u32, usize>::default());
+    all.retain(|p| {
+        let n = held.entry(p.uid).or_default();
+        *n += 1;
+        p.uid == 0 || *n <= cap
+    });
+    all.truncate(top_k);
+}
+
+/// A process's descriptors as counted: how many are open, the inode of its `fd` directory
+/// (a new one for every process, whatever its PID), and its user.
+struct Counted {
+    open: u64,
+    inode: u64,
+    uid: u32,
+}
+
+fn count_fds_of(fd_dir: &Path, how: Count) -> std::io::Result<Counted> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(fd_dir)?;
+    let open = match how {
+        Count::Stat => m.len(),
+        Count::List => std::fs::read_dir(fd_dir)?.count() as u64,
+    };
+    Ok(Counted { open, inode: m.ino(), uid: m.uid() })
+}
+
 /// A process's open descriptors.
 pub fn count_fds(fd_dir: &Path, how: Count) -> std::io::Result<u64> {
-    match how {
-        Count::Stat => std::fs::metadata(fd_dir).map(|m| m.len()),
-        Count::List => Ok(std::fs::read_dir(fd_dir)?.count() as u64),
-    }
+    count_fds_of(fd_dir, how).map(|c| c.open)
 }
 
 /// `fs.file-nr`: `allocated  unused(0)  max`.
@@ -292,6 +337,55 @@ mod tests {
         std::fs::write(root.join("10/limits"), "Max open files 6 6 files\n").unwrap();
         assert_eq!(s.read(&root, 1).unwrap().top[0].limit, 6);
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A PID reused by another process with a far lower limit (16, 12 open, where the old
+    /// one had 20,000): its own limit is read in the very next sample, not up to
+    /// LIMIT_REFRESH samples later. The new process's `fd` directory is another inode.
+    #[test]
+    fn a_reused_pid_does_not_inherit_the_old_limit() {
+        let root = std::env::temp_dir().join(format!("sockwatch-fds-reuse-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let make = |dir: &Path, fds: usize, limit: u64| {
+            std::fs::create_dir_all(dir.join("fd")).unwrap();
+            for i in 0..fds {
+                std::fs::write(dir.join("fd").join(i.to_string()), "").unwrap();
+            }
+            std::fs::write(dir.join("limits"), format!("Max open files {limit} {limit} files\n")).unwrap();
+            std::fs::write(dir.join("comm"), "p\n").unwrap();
+        };
+        make(&root.join("20"), 4, 20_000);
+        let mut s = FdScanner::default();
+        // Past the first sample and clear of the spread-out refresh of PID 20.
+        for _ in 0..3 {
+            assert_eq!(s.read(&root, 5).unwrap().top[0].limit, 20_000);
+        }
+        // The process exits and another takes its PID: made beside, then moved in, so the
+        // two directories are never one inode.
+        make(&root.join("new"), 12, 16);
+        std::fs::remove_dir_all(root.join("20")).unwrap();
+        std::fs::rename(root.join("new"), root.join("20")).unwrap();
+        let p = s.read(&root, 5).unwrap().top[0].clone();
+        assert_eq!((p.open, p.limit), (12, 16), "the new process's own limit");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Ten processes of one user at their own limit of 2 take at most half of the ten
+    /// places: a service at 900 of 1,024 and one at 19,006 of 20,000 stay listed. Root's
+    /// processes are not capped.
+    #[test]
+    fn one_user_holds_at_most_half_of_the_places() {
+        let p = |pid: u32, uid: u32, open: u64, limit: u64| ProcessFds { pid, uid, open, limit, ..Default::default() };
+        let mut all: Vec<ProcessFds> = (0..10).map(|i| p(100 + i, 1000, 2, 2)).collect();
+        all.push(p(7, 33, 900, 1024));
+        all.push(p(8, 0, 19_006, 20_000));
+        all.extend((0..20).map(|i| p(300 + i, 0, 1, 10)));
+        fullest_shared_by_user(&mut all, 10);
+        assert_eq!(all.len(), 10);
+        assert!(all.iter().any(|p| p.pid == 7) && all.iter().any(|p| p.pid == 8), "{all:?}");
+        assert!(all.iter().filter(|p| p.uid == 1000).count() <= per_user_cap(10));
+        assert!(all.iter().filter(|p| p.uid == 0).count() >= 4, "root is not capped");
+        assert!(all.windows(2).all(|w| w[0].utilization() >= w[1].utilization()), "fullest first");
     }
 
     #[test]

@@ -73,11 +73,23 @@ pub fn read(proc_root: &Path) -> Result<Softnet, SourceError> {
     Ok(s)
 }
 
-/// Parses the file's lines; every line must have the same number of columns, at least 9.
+/// The most CPUs a Linux kernel can be built for (`CONFIG_NR_CPUS` is at most 8,192): a file
+/// with more lines is not the kernel's, and each line would be a series.
+pub const MAX_CPUS: usize = 8192;
+
+/// Parses the file's lines; every line must have the same number of columns, at least 9,
+/// each CPU number once and below 2^32, and no more lines than [`MAX_CPUS`].
 pub fn parse(text: &str, path: &Path) -> Result<Softnet, SourceError> {
     let mut out = Softnet::default();
     let mut width = None;
+    let mut lines_of: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
     for (place, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        if place == MAX_CPUS {
+            return Err(SourceError::parse(
+                path,
+                format!("more than {MAX_CPUS} lines, more CPUs than a kernel can have: not the kernel's file"),
+            ));
+        }
         let cols: Vec<u64> =
             line.split_ascii_whitespace().map(|c| u64::from_str_radix(c, 16)).collect::<Result<_, _>>().map_err(
                 |_| SourceError::parse(path, format!("line {}: {line:?} is not hexadecimal columns", place + 1)),
@@ -96,8 +108,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Softnet, SourceError> {
         }
         let numbered = cols.len() >= 13;
         out.numbered = numbered;
+        let cpu = if numbered {
+            u32::try_from(cols[12]).map_err(|_| {
+                SourceError::parse(path, format!("line {}: CPU number {:#x} is out of range", place + 1, cols[12]))
+            })?
+        } else {
+            place as u32
+        };
+        if let Some(first) = lines_of.insert(cpu, place + 1) {
+            return Err(SourceError::parse(path, format!("line {} repeats CPU {cpu} of line {first}", place + 1)));
+        }
         out.cpus.push(CpuBacklog {
-            cpu: if numbered { u32::try_from(cols[12]).unwrap_or(u32::MAX) } else { place as u32 },
+            cpu,
             processed: cols[0],
             dropped: cols[1],
             time_squeeze: cols[2],
@@ -150,10 +172,25 @@ mod tests {
             ("0000000g 0 0 0 0 0 0 0 0 0\n", "line 1"),
             ("1 2 3\n", "3 columns"),
             ("0 0 0 0 0 0 0 0 0 0\n0 0 0 0 0 0 0 0 0 0 0\n", "line 2 has 11 columns"),
+            // A CPU number twice would be two series of one name and labels; one past
+            // 2^32 was once clamped into a duplicate.
+            ("0 0 0 0 0 0 0 0 0 0 0 0 1\n0 0 0 0 0 0 0 0 0 0 0 0 1\n", "line 2 repeats CPU 1 of line 1"),
+            ("0 0 0 0 0 0 0 0 0 0 0 0 100000000\n", "CPU number 0x100000000 is out of range"),
         ] {
             let e = parse(text, p).unwrap_err().to_string();
             assert!(e.contains(want) && e.contains("softnet_stat"), "{text:?}: {e}");
         }
+    }
+
+    /// A megabyte of short lines was 144,001 series: past the most CPUs a kernel can have
+    /// it is refused whole.
+    #[test]
+    fn more_lines_than_cpus_are_refused() {
+        let p = Path::new("/proc/net/softnet_stat");
+        let line = "0 0 0 0 0 0 0 0 0\n";
+        let e = parse(&line.repeat((1 << 20) / line.len()), p).unwrap_err().to_string();
+        assert!(e.contains("more than 8192 lines"), "{e}");
+        assert_eq!(parse(&line.repeat(MAX_CPUS), p).unwrap().cpus.len(), MAX_CPUS);
     }
 
     #[test]
