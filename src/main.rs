@@ -33,8 +33,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The filter is reloadable: SIGHUP can change log.level.
-    let (filter, log_filter) = reload::Layer::new(daemon::log_filter_for(&config));
+    // The filter is reloadable: SIGHUP can change log.level. The doctor's report says
+    // what the warnings would (a source down, a layer off): it logs errors only, unless
+    // asked for debug or trace, so nothing but the report reaches a terminal.
+    let diagnosing = matches!(command, Some(Command::Doctor { .. }));
+    let filter = match config.log_level.as_str() {
+        "debug" | "trace" => daemon::log_filter_for(&config),
+        _ if diagnosing => tracing_subscriber::EnvFilter::new("sockwatch=error"),
+        _ => daemon::log_filter_for(&config),
+    };
+    let (filter, log_filter) = reload::Layer::new(filter);
     let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter);
     match config.log_format.as_str() {

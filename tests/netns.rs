@@ -441,6 +441,33 @@ fn unprivileged_reads_its_own_namespace_and_counts_the_rest() {
     );
 }
 
+/// The doctor as nobody, with a namespace it cannot read (a pinned one, entered only with
+/// CAP_SYS_ADMIN): the namespaces line says CANNOT TELL and for how many, never "ok" for
+/// what it could not read; the report alone is on stdout and no warning is mixed in on
+/// stderr. As root, nothing tells root to run as root.
+fn the_doctor_says_cannot_tell_for_what_it_could_not_read() {
+    let test = "the_doctor_says_cannot_tell_for_what_it_could_not_read";
+    if !require(test, &["setpriv"]) {
+        return;
+    }
+    let _ns = Netns::new("docnobody");
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all"])
+        .args([&common::bin_for_any_user(), "doctor", "--netns", "on", "--munin.socket", ""])
+        .output()
+        .unwrap();
+    let (report, log) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let line = report.lines().find(|l| l.contains("] network namespaces: ")).unwrap_or_else(|| panic!("{report}"));
+    assert!(line.starts_with("[CANNOT TELL]"), "{line}");
+    assert!(line.contains("cannot tell for ") && line.contains("run as root"), "{line}");
+    assert_eq!(out.status.code(), Some(3), "{report}");
+    assert!(report.starts_with("sockwatch doctor: "), "the report opens stdout: {report}");
+    assert!(!log.contains(" WARN ") && !report.contains(" WARN "), "a warning mixed in: {log}");
+    let out = Command::new(BIN).args(["doctor", "--netns", "on", "--munin.socket", ""]).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!report.contains("run as root"), "root told to run as root: {report}");
+}
+
 /// Files in `/run/netns` are not the daemon's to trust: a FIFO there (which blocked the
 /// deep layer's open for good: `/-/ready` 503, metrics frozen) and plain files (which
 /// counted as namespaces) are passed over; only nsfs files are namespaces.
@@ -829,6 +856,7 @@ test_main!(
     a_namespace_made_while_sampled_is_found_and_forgotten,
     a_new_process_that_then_changes_namespace,
     unprivileged_reads_its_own_namespace_and_counts_the_rest,
+    the_doctor_says_cannot_tell_for_what_it_could_not_read,
     a_fifo_or_plain_files_in_run_netns_are_no_namespaces,
     a_reused_pid_in_another_namespace_is_not_given_the_old_container,
     a_container_keeps_its_owner_after_the_pid_counter_wraps,

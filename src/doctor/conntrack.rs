@@ -1,7 +1,7 @@
 //! The doctor's conntrack checks: the table against nf_conntrack_max with its drops now,
 //! who fills it, and the busiest NAT mapping's source ports.
 
-use super::{pct, rate, Check, Level};
+use super::{pct, per_s, rate, Check, Level};
 use crate::derived;
 use crate::snapshot::Snapshot;
 use crate::sources::ctnetlink::attribution::{protocol_name, Attribution};
@@ -36,7 +36,7 @@ pub(super) fn conntrack_check(before: &Snapshot, now: &Snapshot, seconds: f64) -
             ct.limit.map_or("unknown".to_owned(), |m| m.to_string()),
             u.map_or("?".to_owned(), pct),
             ct.buckets.map_or("unknown".to_owned(), |b| b.to_string()),
-            if dropping > 0.0 { format!(", dropping {dropping:.0} packets/s") } else { String::new() }
+            if dropping > 0.0 { format!(", dropping {} packets/s", per_s(dropping)) } else { String::new() }
         ) + &who,
         advice: (level > Level::Ok).then(|| {
             "When the table is full the kernel drops new packets (\"nf_conntrack: table full, dropping \

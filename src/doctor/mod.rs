@@ -97,6 +97,37 @@ fn pct(u: f64) -> String {
     format!("{:.0}%", u * 100.0)
 }
 
+/// What would let the doctor read what it could not: root, unless it already is.
+fn to_read_more() -> &'static str {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        "not readable even as root: a /proc mounted with hidepid, or no CAP_SYS_PTRACE"
+    } else {
+        "run as root to read them"
+    }
+}
+
+/// A check's level when part of what it covers could not be read: never "ok" for what it
+/// could not see; a warning or worse among what it did see stands.
+fn seen_in_part(level: Level, unread: u64) -> Level {
+    if unread > 0 && level == Level::Ok {
+        Level::CannotTell
+    } else {
+        level
+    }
+}
+
+/// A rate of events per second in words: a rate above zero never reads "0" (one drop in
+/// the last second is 1, one in ten seconds 0.1).
+fn per_s(r: f64) -> String {
+    match r {
+        r if r >= 10.0 || r == 0.0 => format!("{r:.0}"),
+        r if r >= 1.0 => format!("{r:.1}"),
+        r if r >= 0.01 => format!("{r:.2}"),
+        _ => "< 0.01".to_owned(),
+    }
+}
+
 fn rate(before: Option<u64>, after: Option<u64>, seconds: f64) -> Option<f64> {
     Some(after?.saturating_sub(before?) as f64 / seconds)
 }
@@ -193,7 +224,7 @@ fn time_wait_check(before: &Snapshot, now: &Snapshot, seconds: f64, new_conns: O
                 "Beyond tcp_max_tw_buckets the kernel destroys TIME_WAIT sockets early{} (\"time wait bucket \
                  table overflow\"). Raise net.ipv4.tcp_max_tw_buckets or close fewer connections from this side; \
                  lowering tcp_fin_timeout does not help.",
-                if overflow > 0.0 { format!(", {overflow:.0}/s right now") } else { String::new() }
+                if overflow > 0.0 { format!(", {}/s right now", per_s(overflow)) } else { String::new() }
             )
         }),
     })
@@ -256,7 +287,7 @@ fn listen_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check
             pct(u),
             p.listener_count,
             if overflows > 0.0 {
-                format!(", {overflows:.0} connections/s dropped on full queues")
+                format!(", {} connections/s dropped on full queues", per_s(overflows))
             } else {
                 String::new()
             }
@@ -283,7 +314,7 @@ fn udp_check(now: &Snapshot, seconds: f64) -> Option<Check> {
         format!("{} UDP sockets; fullest receive queue {}", u.sockets[0] + u.sockets[1], pct(u.queue_utilization_max));
     if !dropping.is_empty() {
         let list: Vec<String> =
-            dropping.iter().map(|p| format!("{} ({:.0}/s)", name(p), p.drops_recent as f64 / seconds)).collect();
+            dropping.iter().map(|p| format!("{} ({}/s)", name(p), per_s(p.drops_recent as f64 / seconds))).collect();
         detail.push_str(&format!("; dropping now: {}", list.join(", ")));
     }
     if !earlier.is_empty() {
@@ -345,6 +376,18 @@ pub fn render_text(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rate above zero never prints as 0 (it read "DROPPING 0 packets/s" at CRITICAL for
+    /// one drop in four seconds).
+    #[test]
+    fn rates_above_zero_never_read_zero() {
+        for (r, want) in [(0.0, "0"), (0.25, "0.25"), (0.004, "< 0.01"), (1.5, "1.5"), (12.4, "12"), (250.0, "250")] {
+            assert_eq!(per_s(r), want, "{r}");
+        }
+        assert_eq!(seen_in_part(Level::Ok, 2), Level::CannotTell);
+        assert_eq!(seen_in_part(Level::Warning, 2), Level::Warning, "what it saw stands");
+        assert_eq!(seen_in_part(Level::Ok, 0), Level::Ok);
+    }
     use crate::sources::procfs::limits::Limits;
     use crate::sources::tcp::ports::{Destination, Ephemeral};
 

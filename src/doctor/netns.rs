@@ -1,7 +1,7 @@
 //! The doctor's check of every network namespace: the fullest conntrack table and port
 //! range among them, named with their container and pod.
 
-use super::{pct, rate, Check, Level};
+use super::{pct, per_s, rate, seen_in_part, to_read_more, Check, Level};
 use crate::derived;
 use crate::snapshot::Snapshot;
 use crate::sources::netns::Namespace;
@@ -61,11 +61,21 @@ pub(super) fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Op
         }
     });
     let level = if dropping.is_empty() { Level::of(worst_level).max(projected_level) } else { Level::Critical };
-    let mut detail = format!("{} network namespaces ({} not readable)", n.count, n.unreadable);
+    // A namespace found but not read is not "ok"; a process whose namespace could not be
+    // named is counted (its namespace is usually read through another of its processes).
+    let level = seen_in_part(level, n.unreadable);
+    let mut detail = format!("{} network namespaces", n.count);
+    if n.unreadable > 0 {
+        detail.push_str(&format!("; cannot tell for {} of them ({})", n.unreadable, to_read_more()));
+    }
+    if let Some(why) = &n.deep_down {
+        detail.push_str(&format!("; per-namespace port dumps down: {why}"));
+    }
     if n.unidentified_processes > 0 {
         detail.push_str(&format!(
-            ", {} processes whose namespace could not be named (run as root)",
-            n.unidentified_processes
+            "; cannot tell which namespace {} processes are in ({})",
+            n.unidentified_processes,
+            to_read_more()
         ));
     }
     if let (Some((ns, entries)), Some(u)) = (worst, utilization) {
@@ -96,7 +106,7 @@ pub(super) fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Op
         ));
     }
     for (ns, r) in &dropping {
-        detail.push_str(&format!("; DROPPING {r:.0} packets/s: {}", namespace_name(ns)));
+        detail.push_str(&format!("; DROPPING {} packets/s: {}", per_s(*r), namespace_name(ns)));
     }
     Some(Check {
         resource: "network namespaces",
@@ -107,7 +117,7 @@ pub(super) fn netns_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Op
         projected: None,
         seconds_to_exhaustion: soonest.as_ref().map(|(_, _, s)| *s),
         detail,
-        advice: (level > Level::Ok).then(|| {
+        advice: (level >= Level::Warning).then(|| {
             "Each network namespace (container, pod) is held to the host-wide nf_conntrack_max with its own count, \
              so it drops new flows ('table full in netns N') while the host's count may be low; and it has its own \
              ephemeral port range, where a client without keep-alive runs out of ports (EADDRNOTAVAIL) unseen by \

@@ -3,7 +3,7 @@
 //! words with the fix; a failure counter that moved between the two samples is critical
 //! (it is happening now), a level at 80 % a warning.
 
-use super::{pct, rate, Check, Level};
+use super::{pct, per_s, rate, seen_in_part, to_read_more, Check, Level};
 use crate::snapshot::Snapshot;
 use crate::sources::procfs::cgroup::Owner;
 
@@ -26,7 +26,8 @@ fn check(
         projected: None,
         seconds_to_exhaustion: None,
         detail,
-        advice: (level > Level::Ok).then(advice),
+        // What to do about a full table; a check that could not see is told in its detail.
+        advice: (level >= Level::Warning).then(advice),
     }
 }
 
@@ -69,7 +70,7 @@ pub(super) fn descriptors(now: &Snapshot) -> Vec<Check> {
         let who = format!("{} (pid {}{})", p.command, p.pid, owner_words(&p.owner));
         out.push(check(
             "process descriptors",
-            Level::of(u),
+            seen_in_part(Level::of(u), d.unreadable),
             p.open as f64,
             Some(p.limit as f64),
             Some(u),
@@ -79,7 +80,11 @@ pub(super) fn descriptors(now: &Snapshot) -> Vec<Check> {
                 p.limit,
                 pct(u),
                 d.processes,
-                if d.unreadable > 0 { format!(", {} unreadable (run as root)", d.unreadable) } else { String::new() }
+                if d.unreadable > 0 {
+                    format!("; cannot tell for {} more ({})", d.unreadable, to_read_more())
+                } else {
+                    String::new()
+                }
             ),
             &|| {
                 format!(
@@ -136,7 +141,11 @@ pub(super) fn socket_memory(before: &Snapshot, now: &Snapshot, seconds: f64) -> 
             limit(&m.udp),
             match (aborts > 0.0, mem_errors > 0.0) {
                 (false, false) => String::new(),
-                _ => format!("; {aborts:.0} TCP aborts/s and {mem_errors:.0} UDP drops/s for lack of memory now"),
+                _ => format!(
+                    "; {} TCP aborts/s and {} UDP drops/s for lack of memory now",
+                    per_s(aborts),
+                    per_s(mem_errors)
+                ),
             }
         ),
         &|| {
@@ -196,7 +205,7 @@ pub(super) fn listen_path(before: &Snapshot, now: &Snapshot, seconds: f64) -> Op
     // Dropping now, else the one that dropped most since it opened (the top is by drops).
     let drop_words = match (dropping, lp.top.first().filter(|l| l.drops > 0)) {
         (Some((l, r)), _) => {
-            format!("; {}:{} drops {r:.0} connections/s ({} since it opened)", l.local_ip, l.port, l.drops)
+            format!("; {}:{} drops {} connections/s ({} since it opened)", l.local_ip, l.port, per_s(r), l.drops)
         }
         (None, Some(l)) => {
             format!("; most drops: {}:{}, {} since it opened, none in the last second", l.local_ip, l.port, l.drops)
@@ -204,7 +213,11 @@ pub(super) fn listen_path(before: &Snapshot, now: &Snapshot, seconds: f64) -> Op
         (None, None) => String::new(),
     };
     let flood = if cookies + syn_drops > 0.0 {
-        format!("; the SYN queue overflows: {cookies:.0} cookies/s, {syn_drops:.0} SYNs dropped/s (\"Possible SYN flooding\")")
+        format!(
+            "; the SYN queue overflows: {} cookies/s, {} SYNs dropped/s (\"Possible SYN flooding\")",
+            per_s(cookies),
+            per_s(syn_drops)
+        )
     } else {
         String::new()
     };
@@ -244,7 +257,7 @@ pub(super) fn softnet(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option
             "{} CPUs, {} packets dropped at full backlogs since boot{}; netdev_max_backlog {}",
             sn.cpus.len(),
             sn.dropped(),
-            if dropped > 0.0 { format!(", {dropped:.0}/s now") } else { String::new() },
+            if dropped > 0.0 { format!(", {}/s now", per_s(dropped)) } else { String::new() },
             sn.max_backlog.map_or("not visible".to_owned(), |m| m.to_string())
         ),
         &|| {
@@ -279,7 +292,7 @@ pub(super) fn neighbours(before: &Snapshot, now: &Snapshot, seconds: f64) -> Vec
                     t.gc_thresh3.map_or("unknown".into(), |v| v.to_string()),
                     u.map_or("?".into(), pct),
                     if fulls > 0.0 {
-                        format!("; {fulls:.0} entries/s refused now (table full)")
+                        format!("; {} entries/s refused now (table full)", per_s(fulls))
                     } else {
                         String::new()
                     }
