@@ -183,8 +183,8 @@ fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
     out.counter(
         "sockwatch_netns_deep_dumps_total",
         "sock_diag dumps taken inside namespaces, within half of what --sampler.max-share leaves of each sample (a \
-         dump walks the host's whole socket hash unless the namespace has its own): the most urgent (soonest \
-         projected exhaustion, then pressure against its own range) and the least recently dumped, in turn.",
+         dump walks the host's whole socket hash unless the namespace has its own): only those that could run out \
+         (sockwatch_netns_deep_namespaces), the near every sample.",
         n.deep_dumps_total as f64,
     );
     out.gauge(
@@ -194,10 +194,27 @@ fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
     );
     out.gauge(
         "sockwatch_netns_deep_revisit_samples",
-        "Samples within which every namespace is dumped again at the current cost: ceil(2 x namespaces / dumps per \
-         sample), the dumps per sample being the deep layer's budget over what a dump takes (at least 1). Multiply by \
+        "Samples within which every namespace that could run out (near or could) is dumped again at the current \
+         cost, the dumps per sample being the deep layer's budget over what a dump takes (at least 1). Multiply by \
          the interval for seconds; the log says once when that is longer than the 300 s a projection warns ahead.",
         n.deep_revisit_samples as f64,
+    );
+    out.gauge(
+        "sockwatch_netns_deep_near_revisit_samples",
+        "Samples within which each near namespace is dumped again: 1 while the budget holds every near one each \
+         sample.",
+        n.deep_near_revisit_samples as f64,
+    );
+    out.labelled(
+        "sockwatch_netns_deep_namespaces",
+        "Namespaces by how soon they could fill their own port range even if every new connection went to one \
+         destination (need: near within 300 s, dumped every sample; could within an hour, dumped in turn; far, \
+         not dumped). The bound: at most their TCP sockets (sockstat), or once dumped the busiest destination's \
+         ports then plus every connection opened since (ActiveOpens), growing at its rate since the last sample.",
+        MetricType::GAUGE,
+        crate::sources::netns::deep::Need::ALL
+            .iter()
+            .map(|need| (vec![("need", need.name().to_owned())], n.deep_needs[*need as usize] as f64)),
     );
     deep_readings(out, n);
     deep_projection(out, n);

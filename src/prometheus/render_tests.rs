@@ -309,6 +309,8 @@ fn snapshot() -> Snapshot {
             worst_ports: Some((4026532247, 21_000.0 / 28_232.0)),
             soonest: Some((4026532247, 22.0)),
             deep_revisit_samples: 40,
+            deep_needs: [2, 5, 193],
+            deep_near_revisit_samples: 1,
             deep_down: None,
             deep_dumps_total: 77,
             deep_kept: 2,

@@ -10,18 +10,29 @@
 //!   the namespace's sockets against its *own* range without a dump. The netlink socket is
 //!   opened at its first dump and kept too. Each takes a descriptor; a namespace discovery
 //!   no longer finds has both closed at once (they would keep it alive).
-//! - **Who is dumped.** A dump walks the host's whole socket hash whatever namespace asks
-//!   (unless the namespace has its own, `net.ipv4.tcp_child_ehash_entries`), so each sample
-//!   dumps as many as its budget allows, taking turns between two lists: the *urgent* (the
-//!   exported namespaces, soonest projected exhaustion first, then by pressure against
-//!   their own range) and the *oldest* (every namespace, least recently dumped first, never
-//!   dumped before all). Which list goes first alternates between samples, so even at one
-//!   dump per sample neither starves.
-//! - **The revisit bound.** At `k` dumps per sample (the budget over what a dump takes,
-//!   at least 1) the oldest list gets `k` dumps every two samples, so each of `n`
-//!   namespaces is dumped again within `ceil(2n / k)` samples
-//!   (`sockwatch_netns_deep_revisit_samples`). When that is longer than the 300 s a
-//!   projection warns ahead, the log says so once, with what to change.
+//! - **Who is dumped: by need, not in turn.** A dump walks the host's whole socket hash
+//!   whatever namespace asks (unless the namespace has its own,
+//!   `net.ipv4.tcp_child_ehash_entries`), so only the namespaces that *could* run out are
+//!   dumped. Each sample bounds, from the cheap figures alone, how soon a namespace could
+//!   fill its own range even if every new connection went to one destination: the ports a
+//!   `connect()` could hold toward one destination now — at most its TCP sockets
+//!   (`sockstat`: in use plus TIME_WAIT), or, once dumped, the busiest destination's ports
+//!   at that dump plus every connection opened since (`ActiveOpens`) — against its range,
+//!   at the rate that count grows (sockets, or connections opened, per second since the
+//!   last sample). Within [`NEAR_SECONDS`] (the 300 s a projection warns ahead) it is
+//!   **near** and dumped every sample, least recently dumped first; within
+//!   [`HORIZON_SECONDS`] it **could** run out and shares what the budget leaves, least
+//!   recently dumped first, with one place before the near ones every other sample; beyond
+//!   the horizon it is **far** and not dumped at all (an idle pod with a few sockets
+//!   against 28,000 ports is never walked for). A step in a namespace's rate moves it at
+//!   the next sample. `sockwatch_netns_deep_namespaces{need}` counts each class.
+//! - **The revisit bound.** At `k` dumps per sample (the budget over what a dump takes, at
+//!   least 1), the near get `k` of them (`2k - 1` every two samples when some could run
+//!   out), the others what is left (at least one every two samples): each near namespace
+//!   is dumped again within `sockwatch_netns_deep_near_revisit_samples` samples, and every
+//!   one that could run out within `sockwatch_netns_deep_revisit_samples`. When that is
+//!   longer than the 300 s a projection warns ahead, the log says so once, with what to
+//!   change.
 //! - **Aging.** A reading is kept until the next dump of its namespace; its projection is
 //!   aged by the time since it was taken (the seconds to exhaustion count down), so an old
 //!   reading of a ramping namespace does not read safer than it is.
@@ -41,6 +52,69 @@ use crate::sources::tcp::sockets::{SockDiag, Sockets};
 
 /// The projection horizon the warning looks at: a revisit slower than this is said once.
 const WARN_AHEAD_SECONDS: f64 = 300.0;
+
+/// A namespace that could fill its own range within this (by the cheap bound) is *near*:
+/// dumped every sample. The projection alert warns this far ahead.
+pub const NEAR_SECONDS: f64 = WARN_AHEAD_SECONDS;
+/// Beyond this a namespace is *far*: even at its current rate, with every new connection
+/// toward one destination, it could not fill its range within an hour. Not dumped.
+pub const HORIZON_SECONDS: f64 = 3600.0;
+
+/// How much a namespace needs dumping (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Need {
+    Near,
+    Could,
+    Far,
+}
+
+impl Need {
+    pub const ALL: [Need; 3] = [Need::Near, Need::Could, Need::Far];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Need::Near => "near",
+            Need::Could => "could",
+            Need::Far => "far",
+        }
+    }
+}
+
+/// A namespace's cheap figures at its latest sample, and how fast they grew.
+#[derive(Debug, Clone, Copy)]
+struct Cheap {
+    /// IPv4 TCP sockets in use plus TIME_WAIT (`sockstat`).
+    sockets: u64,
+    at: Instant,
+    /// Sockets per second more than the sample before (0 when falling).
+    growth: f64,
+    /// `ActiveOpens` (read for the exported namespaces), and its rate per second.
+    opens: Option<(u64, Instant)>,
+    open_rate: Option<f64>,
+}
+
+/// The cheap bound: (the ports a connect() could hold toward one destination now, at
+/// most; how fast that can grow per second), then the seconds until `capacity`.
+fn bound_seconds(held: u64, rate: f64, capacity: u32) -> f64 {
+    let capacity = u64::from(capacity);
+    if held >= capacity {
+        0.0
+    } else if rate > 0.0 {
+        (capacity - held) as f64 / rate
+    } else {
+        f64::INFINITY
+    }
+}
+
+fn need_of(seconds: f64) -> Need {
+    if seconds <= NEAR_SECONDS {
+        Need::Near
+    } else if seconds <= HORIZON_SECONDS {
+        Need::Could
+    } else {
+        Need::Far
+    }
+}
 
 impl DeepReading {
     /// What one dump of a namespace says: its busiest destination against `range`, the one
@@ -76,6 +150,25 @@ struct Kept {
     taken: Option<Instant>,
     /// The sample of its latest dump (0: never).
     dumped_at: u64,
+    cheap: Option<Cheap>,
+    /// `ActiveOpens` as last known when it was dumped.
+    opens_at_dump: Option<u64>,
+}
+
+impl Kept {
+    /// How soon this namespace could fill its own range, by the cheap bound; `None` while
+    /// its range or figures are not known yet (it is then dumped as one that could).
+    fn bound(&self) -> Option<f64> {
+        let capacity = self.range?.capacity;
+        let cheap = self.cheap?;
+        let busiest = self.reading.as_ref().map(|r| r.busiest.as_ref().map_or(0, |d| u64::from(d.used)));
+        let by_opens = match (busiest, self.opens_at_dump, cheap.opens, cheap.open_rate) {
+            (Some(b), Some(then), Some((now, _)), Some(rate)) => Some((b + now.saturating_sub(then), rate)),
+            _ => None,
+        };
+        let (held, rate) = by_opens.unwrap_or((cheap.sockets, cheap.growth));
+        Some(bound_seconds(held, rate, capacity))
+    }
 }
 
 /// The kept files and sockets, and the schedule's memory.
@@ -96,6 +189,10 @@ pub struct DeepLayer {
     fds_left: usize,
     /// What a dump takes, averaged over the last few.
     dump_estimate: Duration,
+    /// Namespaces in each class at the latest sample (near, could, far).
+    pub needs: [u64; 3],
+    /// Samples within which each near namespace is dumped again.
+    pub near_revisit_samples: u64,
 }
 
 /// `32768\t60999` → the range.
@@ -105,34 +202,31 @@ fn parse_range(text: &str) -> Option<EphemeralRange> {
     (low <= high).then(|| EphemeralRange::new(low, high))
 }
 
-/// This sample's dump order: the two lists taken in turn, `oldest` first or not, each
-/// namespace once.
-fn schedule(urgent: &[u64], oldest: &[u64], oldest_first: bool) -> Vec<u64> {
-    let (mut a, mut b) = if oldest_first { (oldest.iter(), urgent.iter()) } else { (urgent.iter(), oldest.iter()) };
-    let mut order: Vec<u64> = Vec::with_capacity(urgent.len() + oldest.len());
-    let mut seen = std::collections::HashSet::new();
-    loop {
-        let mut took = false;
-        for list in [&mut a, &mut b] {
-            if let Some(&i) = list.by_ref().find(|i| !seen.contains(*i)) {
-                seen.insert(i);
-                order.push(i);
-                took = true;
-            }
-        }
-        if !took {
-            return order;
-        }
-    }
+/// This sample's dump order: the near (each list comes least recently dumped first), then
+/// those that could run out; every other sample (`could_first`) the first of those goes
+/// before the near, so they are never starved however many are near.
+fn schedule(near: &[u64], could: &[u64], could_first: bool) -> Vec<u64> {
+    let mut order = Vec::with_capacity(near.len() + could.len());
+    let (lead, rest) = match could.split_first() {
+        Some((first, rest)) if could_first => (Some(*first), rest),
+        _ => (None, could),
+    };
+    order.extend(lead);
+    order.extend_from_slice(near);
+    order.extend_from_slice(rest);
+    order
 }
 
-/// Samples within which each of `n` namespaces is dumped again at `k` dumps per sample:
-/// the oldest list gets `k` of every two samples' dumps.
-pub fn revisit_bound(n: usize, k: usize) -> u64 {
-    if n == 0 {
-        return 0;
-    }
-    (2 * n).div_ceil(k.max(1)) as u64
+/// Samples within which each namespace is dumped again at `k` dumps per sample, `near` of
+/// them near and `could` that could run out: (the near's bound, everyone's).
+pub fn revisit_bounds(near: usize, could: usize, k: usize) -> (u64, u64) {
+    let k = k.max(1);
+    // Per two samples: the near get 2k dumps, less the one place the others take first.
+    let near_per_two = if could > 0 { 2 * k - 1 } else { 2 * k };
+    let near_bound = if near == 0 { 0 } else { (2 * near).div_ceil(near_per_two) as u64 };
+    let left_per_two = (2 * k).saturating_sub(2 * near).max(usize::from(could > 0));
+    let could_bound = if could == 0 { 0 } else { (2 * could).div_ceil(left_per_two) as u64 };
+    (near_bound, near_bound.max(could_bound))
 }
 
 /// Opens a namespace's port range file from inside it.
@@ -175,7 +269,16 @@ impl DeepLayer {
                     let range = read_range(&range_file);
                     self.kept.insert(
                         inode,
-                        Kept { range_file, range, diag: None, reading: None, taken: None, dumped_at: 0 },
+                        Kept {
+                            range_file,
+                            range,
+                            diag: None,
+                            reading: None,
+                            taken: None,
+                            dumped_at: 0,
+                            cheap: None,
+                            opens_at_dump: None,
+                        },
                     );
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
@@ -186,6 +289,48 @@ impl DeepLayer {
                 }
                 Err(_) => {} // gone meanwhile, or entered as another inode: next sample
             }
+        }
+    }
+
+    /// Records each namespace's cheap figures (IPv4 TCP sockets in use and TIME_WAIT, and
+    /// `ActiveOpens` where read): what the next dumps are chosen by.
+    pub fn observe(&mut self, all: &[Namespace]) {
+        let now = Instant::now();
+        for n in all {
+            let (Some(k), Some(c)) = (self.kept.get_mut(&n.inode), n.counters.as_ref()) else { continue };
+            let sockets = c.tcp_inuse.saturating_add(c.time_wait);
+            let prev = k.cheap;
+            let per_second = |was: u64, then: Instant, is: u64| {
+                let dt = now.saturating_duration_since(then).as_secs_f64();
+                (dt > 0.0).then(|| is.saturating_sub(was) as f64 / dt)
+            };
+            let growth = prev.and_then(|p| per_second(p.sockets, p.at, sockets)).unwrap_or(0.0);
+            k.cheap = Some(Cheap {
+                sockets,
+                at: now,
+                growth,
+                opens: prev.and_then(|p| p.opens),
+                open_rate: prev.and_then(|p| p.open_rate),
+            });
+        }
+    }
+
+    /// Records `ActiveOpens` of the namespaces whose details were read (the exported).
+    pub fn observe_opens(&mut self, top: &[Namespace]) {
+        let now = Instant::now();
+        for n in top {
+            let (Some(k), Some(opens)) =
+                (self.kept.get_mut(&n.inode), n.counters.as_ref().and_then(|c| c.active_opens))
+            else {
+                continue;
+            };
+            let Some(cheap) = k.cheap.as_mut() else { continue };
+            let rate = cheap.opens.and_then(|(was, then)| {
+                let dt = now.saturating_duration_since(then).as_secs_f64();
+                (dt > 0.0).then(|| opens.saturating_sub(was) as f64 / dt)
+            });
+            cheap.open_rate = rate.or(cheap.open_rate.filter(|_| cheap.opens.is_some()));
+            cheap.opens = Some((opens, now));
         }
     }
 
@@ -233,7 +378,7 @@ impl DeepLayer {
         }
         // No budget, no dump (the cheap layer alone, as `NetnsSource::read` asks).
         if self.down.is_none() && !budget.is_zero() {
-            self.dump_within(top, reachable, budget, interval);
+            self.dump_within(reachable, budget, interval);
         }
         for n in top.iter_mut() {
             n.deep = match &own {
@@ -243,27 +388,23 @@ impl DeepLayer {
         }
     }
 
-    fn dump_within(
-        &mut self,
-        top: &[Namespace],
-        reachable: &HashMap<u64, PathBuf>,
-        budget: Duration,
-        interval: Duration,
-    ) {
+    fn dump_within(&mut self, reachable: &HashMap<u64, PathBuf>, budget: Duration, interval: Duration) {
         let start = Instant::now();
-        // Urgent: the exported, soonest projected exhaustion first, then by pressure (`top`
-        // comes sorted by it). Oldest: every kept namespace, least recently dumped first.
-        let mut urgent: Vec<(f64, u64)> = top
-            .iter()
-            .filter(|n| self.kept.contains_key(&n.inode))
-            .map(|n| (n.deep.as_ref().and_then(DeepReading::seconds_to_exhaustion).unwrap_or(f64::INFINITY), n.inode))
-            .collect();
-        urgent.sort_by(|a, b| a.0.total_cmp(&b.0)); // stable: pressure order within
-        let urgent: Vec<u64> = urgent.into_iter().map(|(_, i)| i).collect();
-        let mut oldest: Vec<(u64, u64)> = self.kept.iter().map(|(i, k)| (k.dumped_at, *i)).collect();
-        oldest.sort_unstable();
-        let oldest: Vec<u64> = oldest.into_iter().map(|(_, i)| i).collect();
-        let order = schedule(&urgent, &oldest, self.samples % 2 == 0);
+        // Each kept namespace by need; within a class the least recently dumped first,
+        // then the soonest by the cheap bound.
+        let mut classes: [Vec<(u64, f64, u64)>; 3] = Default::default();
+        for (&inode, k) in &self.kept {
+            let bound = k.bound();
+            let need = bound.map_or(Need::Could, need_of);
+            classes[need as usize].push((k.dumped_at, bound.unwrap_or(0.0), inode));
+        }
+        for class in &mut classes {
+            class.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        }
+        self.needs = [0, 1, 2].map(|i| classes[i].len() as u64);
+        let inodes = |i: usize| classes[i].iter().map(|c| c.2).collect::<Vec<u64>>();
+        let (near, could) = (inodes(Need::Near as usize), inodes(Need::Could as usize));
+        let order = schedule(&near, &could, self.samples % 2 == 0);
         let mut dumped = 0;
         for (i, inode) in order.into_iter().enumerate() {
             // Stop before a dump that would not fit: every dump walks the host's whole socket
@@ -299,7 +440,7 @@ impl DeepLayer {
         } else {
             ((budget.as_secs_f64() / self.dump_estimate.as_secs_f64()) as usize).max(1)
         };
-        self.revisit_samples = revisit_bound(self.kept.len(), per_sample);
+        (self.near_revisit_samples, self.revisit_samples) = revisit_bounds(near.len(), could.len(), per_sample);
         let seconds = self.revisit_samples as f64 * interval.as_secs_f64();
         if seconds > WARN_AHEAD_SECONDS && !std::mem::replace(&mut self.said_revisit, true) {
             tracing::warn!(
@@ -337,6 +478,7 @@ impl DeepLayer {
         k.reading = DeepReading::of_dump(range, &usage, &sockets);
         k.taken = Some(Instant::now());
         k.dumped_at = samples;
+        k.opens_at_dump = k.cheap.and_then(|c| c.opens).map(|(o, _)| o);
         Ok(())
     }
 
@@ -388,23 +530,70 @@ mod tests {
     }
 
     #[test]
-    fn the_two_lists_take_turns_so_neither_starves() {
-        // Urgent 1, 2, 3 (soonest first); oldest 9, 8, 2, 7: taken in turn, each once.
-        assert_eq!(schedule(&[1, 2, 3], &[9, 8, 2, 7], false), [1, 9, 2, 8, 3, 7]);
-        // The next sample the oldest list goes first: at one dump per sample it alternates.
-        assert_eq!(schedule(&[1, 2, 3], &[9, 8, 2, 7], true)[0], 9);
+    fn the_near_go_first_and_the_others_are_never_starved() {
+        // Near 1, 2, 3; could 9, 8, 7: the near first, then the others.
+        assert_eq!(schedule(&[1, 2, 3], &[9, 8, 7], false), [1, 2, 3, 9, 8, 7]);
+        // Every other sample the first that could goes before them: at one dump per sample
+        // it still gets one every two samples.
+        assert_eq!(schedule(&[1, 2, 3], &[9, 8, 7], true), [9, 1, 2, 3, 8, 7]);
         assert_eq!(schedule(&[], &[4, 5], false), [4, 5]);
+        assert_eq!(schedule(&[4, 5], &[], true), [4, 5]);
         assert!(schedule(&[], &[], true).is_empty());
     }
 
     #[test]
-    fn the_revisit_bound() {
-        // 200 namespaces at one dump per sample: the oldest list gets one every two samples.
-        assert_eq!(revisit_bound(200, 1), 400);
-        assert_eq!(revisit_bound(200, 10), 40);
-        assert_eq!(revisit_bound(3, 100), 1);
-        assert_eq!(revisit_bound(0, 1), 0);
-        assert_eq!(revisit_bound(5, 0), 10, "at least one dump per sample always runs");
+    fn the_revisit_bounds() {
+        // 2 near, 10 that could, 5 dumps a sample: the near every sample, the others share 3.
+        assert_eq!(revisit_bounds(2, 10, 5), (1, 4));
+        // One dump a sample: the others take one of every two, the near the other.
+        assert_eq!(revisit_bounds(1, 200, 1), (2, 400));
+        assert_eq!(revisit_bounds(3, 0, 1), (3, 3));
+        assert_eq!(revisit_bounds(0, 0, 1), (0, 0));
+        assert_eq!(revisit_bounds(0, 5, 0), (0, 5), "at least one dump per sample always runs");
+    }
+
+    /// The cheap bound: a pod with a few sockets against 28,232 ports is far; one whose
+    /// count grows toward its own 1,000 ports is near; one at its range is near at once.
+    /// Once dumped, a namespace with many sockets but few toward any destination is far
+    /// while it opens few connections, whatever its total.
+    #[test]
+    fn namespaces_are_classed_by_how_soon_they_could_run_out() {
+        assert_eq!(need_of(bound_seconds(12, 0.0, 28_232)), Need::Far, "idle");
+        assert_eq!(need_of(bound_seconds(12, 0.5, 28_232)), Need::Far, "28,220 ports at 0.5/s: 15 h");
+        assert_eq!(need_of(bound_seconds(100, 5.0, 1000)), Need::Near, "900 ports at 5/s: 180 s");
+        assert_eq!(need_of(bound_seconds(100, 1.0, 1000)), Need::Could, "900 s");
+        assert_eq!(bound_seconds(1000, 0.0, 1000), 0.0, "at its range: near now");
+        let range = EphemeralRange::new(32768, 60999);
+        let mut k = Kept {
+            range_file: std::fs::File::open("/dev/null").unwrap(),
+            range: Some(range),
+            diag: None,
+            reading: None,
+            taken: None,
+            dumped_at: 0,
+            cheap: Some(Cheap {
+                sockets: 50_000,
+                at: Instant::now(),
+                growth: 0.0,
+                opens: Some((1000, Instant::now())),
+                open_rate: Some(0.2),
+            }),
+            opens_at_dump: None,
+        };
+        assert_eq!(k.bound(), Some(0.0), "never dumped: 50,000 sockets could all be toward one destination");
+        k.reading = Some(DeepReading {
+            range,
+            busiest: None,
+            utilization: 0.0,
+            soonest: None,
+            states: [0; 13],
+            listen_utilization: 0.0,
+            age: 0,
+            age_seconds: 0.0,
+        });
+        k.opens_at_dump = Some(990);
+        let bound = k.bound().unwrap();
+        assert_eq!(need_of(bound), Need::Far, "a server: 10 opens since its dump at 0.2/s, {bound} s");
     }
 
     #[test]

@@ -239,6 +239,7 @@ impl NetnsSource {
         }
         let mut out = Namespaces { count: found.len() as u64, unidentified_processes: denied, ..Namespaces::default() };
         let mut all = self.read_all(root, found, own, conntrack_max);
+        self.deep.observe(&all);
         out.unreadable = all.iter().filter(|n| n.counters.is_none()).count() as u64;
         let worst = |pick: fn(&NsCounters) -> Option<u64>| {
             all.iter()
@@ -288,6 +289,7 @@ impl NetnsSource {
             self.deep.kept() as u64,
             self.deep.revisit_samples,
         );
+        (out.deep_needs, out.deep_near_revisit_samples) = (self.deep.needs, self.deep.near_revisit_samples);
         let live: std::collections::HashSet<u64> = out.top.iter().map(|n| n.inode).collect();
         self.owners.retain(|inode, _| live.contains(inode));
         let mut fds_left = self.fds_left();
@@ -301,6 +303,7 @@ impl NetnsSource {
             }
             n.owner = self.owner(n.inode, pid, &dir);
         }
+        self.deep.observe_opens(&out.top);
         Ok(out)
     }
 }

@@ -74,6 +74,10 @@ pub struct Namespaces {
     pub deep_revisit_samples: u64,
     pub deep_dumps_total: u64,
     pub deep_kept: u64,
+    /// Namespaces by how soon they could run out (near, could, far: `deep::Need`), and the
+    /// samples within which each near one is dumped again.
+    pub deep_needs: [u64; 3],
+    pub deep_near_revisit_samples: u64,
 }
 
 /// What one dump inside a namespace found.
