@@ -328,8 +328,19 @@ fn every_namespace_against_the_kernel() {
     let freed = !host_end_exists();
     let _ = Command::new("ip").args(["link", "del", &host_end]).stderr(Stdio::null()).status();
     assert!(freed, "B was not freed: something (a kept file or socket) still holds it");
-    let m = metrics(&daemon, &c);
-    assert!(!m.keys().any(|k| k.contains(&format!("netns=\"{ib}\""))), "B still exported");
+    // Gone at the next sample: samples come at the interval in force, which a loaded host
+    // stretches.
+    let since = Instant::now();
+    let m = loop {
+        let m = metrics(&daemon, &c);
+        if !m.keys().any(|k| k.contains(&format!("netns=\"{ib}\""))) {
+            break m;
+        }
+        let interval = m.get("sockwatch_sample_interval_seconds").copied().unwrap_or(1.0);
+        let allowed = Duration::from_secs(5) + Duration::from_secs_f64(3.0 * interval);
+        assert!(since.elapsed() < allowed, "B still exported after {allowed:?} (interval in force {interval} s)");
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(m["sockwatch_source_up{source=\"netns\"}"], 1.0);
     assert_eq!(m["sockwatch_source_errors_total{source=\"netns\"}"], 0.0);
     // B's kept socket is closed: the kernel freed B above, which a kept socket would have

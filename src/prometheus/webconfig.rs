@@ -405,12 +405,32 @@ fn base64_credentials() {
 mod tests {
     use super::*;
 
-    fn write(name: &str, text: &str) -> PathBuf {
+    /// A web config file written for a test, removed (with its directory, once empty)
+    /// when dropped.
+    struct Written(PathBuf);
+
+    impl std::ops::Deref for Written {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Written {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir(dir); // fails while another test's file is there
+            }
+        }
+    }
+
+    fn write(name: &str, text: &str) -> Written {
         let dir = std::env::temp_dir().join(format!("sockwatch-webcfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
-        p
+        Written(p)
     }
 
     #[test]
