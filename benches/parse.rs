@@ -5,6 +5,7 @@
 //! `cargo bench --bench parse` (figures in BENCHMARKS.md).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sockwatch::sources::kernel::inet_diag;
 use sockwatch::sources::tcp::ports::{PortAggregator, PortsConfig};
 use sockwatch::sources::tcp::sockets::{self, TcpStates};
 
@@ -20,7 +21,7 @@ fn parse(c: &mut Criterion) {
     let mut n = 0u64;
     let mut intr = false;
     for d in &dgrams {
-        let _ = sockets::parse_datagram(d, seq, &mut intr, &mut |_| n += 1);
+        let _ = inet_diag::parse_datagram(d, seq, &mut intr, &mut |_| n += 1);
     }
     let mut g = c.benchmark_group("dump");
     g.throughput(Throughput::Elements(n));
@@ -29,7 +30,7 @@ fn parse(c: &mut Criterion) {
             let mut states = TcpStates::default();
             let mut intr = false;
             for d in &dgrams {
-                let _ = sockets::parse_datagram(d, seq, &mut intr, &mut |m| states.count(m));
+                let _ = inet_diag::parse_datagram(d, seq, &mut intr, &mut |m| states.count(m));
             }
             states
         })
@@ -42,7 +43,7 @@ fn parse(c: &mut Criterion) {
             let mut intr = false;
             ports.begin(Some((32768, 60999)));
             for d in &dgrams {
-                let _ = sockets::parse_datagram(d, seq, &mut intr, &mut |m| {
+                let _ = inet_diag::parse_datagram(d, seq, &mut intr, &mut |m| {
                     states.count(m);
                     ports.visit(m);
                 });

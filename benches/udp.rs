@@ -25,7 +25,7 @@ fn cpu(f: impl FnOnce()) -> f64 {
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 
-use sockwatch::sources::udp::{self, UdpConfig, UdpTracker};
+use sockwatch::sources::udp::sockets::{self as udp, UdpConfig, UdpTracker};
 
 /// The minimal client: the same two requests (UDP, every state, SKMEMINFO), each reply
 /// datagram walked only to count its messages. Returns the sockets counted.

@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release --example count_recorded -- [FIXTURE] [N]`
 
+use sockwatch::sources::kernel::inet_diag;
 use sockwatch::sources::tcp::ports::{PortAggregator, PortsConfig};
 use sockwatch::sources::tcp::sockets::{self, TcpStates};
 
@@ -23,7 +24,7 @@ fn main() {
         let mut intr = false;
         ports.begin(Some((32768, 60999)));
         for d in &dgrams {
-            let _ = sockets::parse_datagram(d, seq, &mut intr, &mut |m| {
+            let _ = inet_diag::parse_datagram(d, seq, &mut intr, &mut |m| {
                 states.count(m);
                 ports.visit(m);
                 sockets += 1;

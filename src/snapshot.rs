@@ -10,7 +10,7 @@ use crate::sources::procfs::{conntrack::Conntrack, limits::Limits, snmp::SnmpCou
 use crate::sources::procfs::{fds::Descriptors, neighbour::Neighbours, sockmem::SocketMemory, softnet::Softnet};
 use crate::sources::tcp::listeners::ListenPath;
 use crate::sources::tcp::{ports::PortUsage, projection::Trajectory, sockets::Sockets};
-use crate::sources::{netns::Namespaces, udp::Udp};
+use crate::sources::{netns::Namespaces, udp::sockets::Udp};
 
 /// The source table: one row per kernel source, generating [`Source`], its lists and its
 /// names, in the style of `config/settings.rs`. A row is `Variant = "label", When, "doc"`:

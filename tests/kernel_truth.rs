@@ -220,7 +220,8 @@ fn never_opens_conntrack_listing() {
 /// sockwatch's one walk of both families and the per-family dumps it falls back to (on a
 /// kernel that refuses the former) see the same sockets, socket for socket.
 fn one_walk_and_per_family_dumps_agree() {
-    use sockwatch::sources::tcp::sockets::{DiagMsg, SockDiag};
+    use sockwatch::sources::kernel::inet_diag::DiagMsg;
+    use sockwatch::sources::tcp::sockets::SockDiag;
     if !require("one_walk_and_per_family_dumps_agree", &[]) {
         return;
     }

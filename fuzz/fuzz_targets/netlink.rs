@@ -8,7 +8,8 @@ use sockwatch::sources::tcp::{
     ports::{EphemeralRange, PortAggregator},
     sockets,
 };
-use sockwatch::sources::udp;
+use sockwatch::sources::kernel::inet_diag;
+use sockwatch::sources::udp::sockets as udp;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         let mut ports = PortAggregator::default();
         ports.begin_range(Some(range));
         let mut intr = false;
-        let _ = sockets::parse_datagram(body, seq, &mut intr, &mut |m| {
+        let _ = inet_diag::parse_datagram(body, seq, &mut intr, &mut |m| {
             states.count(m);
             ports.visit(m);
             // The UDP reply's attribute walk (SKMEMINFO) and socket cookie.

@@ -28,7 +28,7 @@ use std::time::Duration;
 use crate::sources::ctnetlink::attribution::AttributionConfig;
 use crate::sources::ctnetlink::events::EventsConfig;
 use crate::sources::tcp::ports::PortsConfig;
-use crate::sources::udp::UdpConfig;
+use crate::sources::udp::sockets::UdpConfig;
 use settings::{Kind, Reload, Setting, SETTINGS};
 
 const MIN_INTERVAL: Duration = Duration::from_secs(1);

@@ -18,7 +18,7 @@ use netns::netns_check;
 use ports::ports_check;
 
 use crate::snapshot::Snapshot;
-use crate::sources::udp::UdpPort;
+use crate::sources::udp::sockets::UdpPort;
 
 use crate::derived::{self, CRIT, LISTEN_CRIT, WARN};
 /// `TCP_TIMEWAIT_LEN`: compiled into the kernel.
@@ -454,7 +454,7 @@ mod tests {
 
     #[test]
     fn udp_names_the_port_dropping_now_and_the_one_that_dropped_before() {
-        use crate::sources::udp::Udp;
+        use crate::sources::udp::sockets::Udp;
         let port = |p: u16, recent: u64, total: u64| UdpPort {
             local_ip: "127.0.0.1".parse().unwrap(),
             port: p,

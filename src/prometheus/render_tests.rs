@@ -42,7 +42,7 @@ use crate::sources::tcp::ports::EphemeralRange;
 use crate::sources::tcp::ports::{Destination, Ephemeral, ListenQueue, PortStates, PortUsage};
 use crate::sources::tcp::projection::{Trajectory, TwHistogram};
 use crate::sources::tcp::sockets::{Sockets, TcpStates};
-use crate::sources::udp::{Udp, UdpPort};
+use crate::sources::udp::sockets::{Udp, UdpPort};
 
 fn dest(remote: &str, port: u16, used: u64, rate: f64, projected: f64, seconds: Option<f64>) -> Destination {
     Destination {

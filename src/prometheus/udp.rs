@@ -5,7 +5,7 @@ use prometheus::proto::MetricType;
 
 use super::families::Families;
 use crate::snapshot::Snapshot;
-use crate::sources::udp::UdpPort;
+use crate::sources::udp::sockets::UdpPort;
 
 fn port_labels(p: &UdpPort) -> Vec<(&'static str, String)> {
     vec![("local_ip", p.local_ip.to_string()), ("port", p.port.to_string())]

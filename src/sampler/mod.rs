@@ -34,7 +34,7 @@ use crate::sources::procfs::fds::FdScanner;
 use crate::sources::tcp::listeners::ListenerDump;
 use crate::sources::tcp::ports::{EphemeralRange, PortAggregator, PortsConfig};
 use crate::sources::tcp::projection;
-use crate::sources::udp::{UdpConfig, UdpTracker};
+use crate::sources::udp::sockets::{UdpConfig, UdpTracker};
 use crate::sources::{self, tcp::sockets::SockDiag};
 use std::sync::atomic::{AtomicUsize, Ordering};
 

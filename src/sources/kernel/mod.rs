@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod files;
+pub mod inet_diag;
 pub mod kept;
 pub mod maps;
 pub mod namespace;

@@ -243,7 +243,7 @@ pub fn walk_datagram(
 
 /// A dump request whose payload is built by hand: the netlink header (`NLM_F_REQUEST |
 /// NLM_F_DUMP`, the kernel as peer) and `payload`. The typed inet_diag requests are built by
-/// netlink-packet-sock-diag ([`crate::sources::tcp::sockets::inet_diag_request`]).
+/// netlink-packet-sock-diag ([`crate::sources::kernel::inet_diag::inet_diag_request`]).
 pub fn dump_request(message_type: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
     use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
     let len = 16 + payload.len();

@@ -26,7 +26,8 @@ use netlink_packet_sock_diag::{AF_INET, AF_INET6};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
 use super::ports::canonical;
-use super::sockets::{inet_diag_request_states, parse_datagram, DiagMsg, SK_MEMINFO_DROPS, TCP_LISTEN};
+use super::sockets::TCP_LISTEN;
+use crate::sources::kernel::inet_diag::{inet_diag_request_states, parse_datagram, DiagMsg, SK_MEMINFO_DROPS};
 use crate::sources::kernel::maps::{top_k_cmp, FxMap};
 use crate::sources::kernel::netlink::DumpSocket;
 use crate::sources::kernel::ratio::{ratio, AtZero};

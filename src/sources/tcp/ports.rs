@@ -30,7 +30,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::projection::{self, TwHistogram};
-use super::sockets::{DiagMsg, TCP_LISTEN, TCP_STATES};
+use super::sockets::{TCP_LISTEN, TCP_STATES};
+use crate::sources::kernel::inet_diag::DiagMsg;
 use crate::sources::kernel::maps::{top_k_by, FxMap, PortBits};
 use crate::sources::kernel::ratio::{ratio, AtZero};
 
@@ -415,7 +416,7 @@ pub fn state_name(state: u8) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::tcp::sockets::DIAG_MSG_LEN;
+    use crate::sources::kernel::inet_diag::DIAG_MSG_LEN;
 
     /// A raw `inet_diag_msg`, as the kernel would send it.
     fn sock(state: u8, local: &str, lport: u16, remote: &str, rport: u16) -> Vec<u8> {
@@ -723,8 +724,8 @@ mod tests {
         a.begin(Some((1024, 65535)));
         let mut intr = false;
         let done =
-            crate::sources::tcp::sockets::parse_datagram(&raw[4..], seq, &mut intr, &mut |m| a.visit(m)).unwrap();
-        assert_eq!(done, crate::sources::tcp::sockets::Progress::Done);
+            crate::sources::kernel::inet_diag::parse_datagram(&raw[4..], seq, &mut intr, &mut |m| a.visit(m)).unwrap();
+        assert_eq!(done, crate::sources::kernel::inet_diag::Progress::Done);
         let e = a.finish(&PortsConfig::default()).ephemeral.unwrap();
         let web = e.top.iter().find(|d| d.remote_port == 80).unwrap();
         assert_eq!(web.used, 79);

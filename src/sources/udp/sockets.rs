@@ -38,16 +38,16 @@ use std::time::Duration;
 use netlink_packet_sock_diag::{AF_INET, AF_INET6};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
-use super::kernel::maps::{top_k_cmp, FxMap, PortBits};
-use super::kernel::netlink::DumpSocket;
-use super::kernel::ratio::{ratio, AtZero};
-use super::kernel::SourceError;
-use super::tcp::sockets::{parse_datagram, DiagMsg};
+use crate::sources::kernel::inet_diag::{parse_datagram, DiagMsg};
+use crate::sources::kernel::maps::{top_k_cmp, FxMap, PortBits};
+use crate::sources::kernel::netlink::DumpSocket;
+use crate::sources::kernel::ratio::{ratio, AtZero};
+use crate::sources::kernel::SourceError;
 
 /// `IPPROTO_UDP`.
 const IPPROTO_UDP: u8 = 17;
-pub use super::tcp::sockets::INET_DIAG_SKMEMINFO;
-use super::tcp::sockets::{SK_MEMINFO_DROPS, SK_MEMINFO_RCVBUF, SK_MEMINFO_RMEM_ALLOC};
+pub use crate::sources::kernel::inet_diag::INET_DIAG_SKMEMINFO;
+use crate::sources::kernel::inet_diag::{SK_MEMINFO_DROPS, SK_MEMINFO_RCVBUF, SK_MEMINFO_RMEM_ALLOC};
 
 /// (Local address, port) pairs tracked at most.
 pub const MAX_TRACKED_PORTS: usize = 20_000;
@@ -204,7 +204,7 @@ impl Default for UdpTracker {
 #[doc(hidden)]
 pub fn request(family: u8, seq: u32) -> Vec<u8> {
     use netlink_packet_sock_diag::inet::ExtensionFlags;
-    super::tcp::sockets::inet_diag_request(family, IPPROTO_UDP, ExtensionFlags::SKMEMINFO, seq)
+    crate::sources::kernel::inet_diag::inet_diag_request(family, IPPROTO_UDP, ExtensionFlags::SKMEMINFO, seq)
 }
 
 /// The `sk_meminfo` values a UDP socket reply carries: (queue, buffer, drops). `None`
