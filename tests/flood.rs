@@ -273,28 +273,8 @@ fn silent_connections_from_one_client_cannot_deny_a_scrape() {
 /// between clients of one connection evicted the scraper's new connection; 12 to 18 of 30
 /// reset.)
 fn silent_connections_from_many_addresses_cannot_deny_a_scrape() {
-    let _serial = one_at_a_time();
-    let d = Served::start(&[]);
-    let baseline = worst_scrape(&d.addr);
-    let flood = Flood::start(&format!("tcpmany:{}", d.addr));
-    let mut failed = Vec::new();
-    let mut slowest = Duration::ZERO;
-    for i in 0..30 {
-        let t = Instant::now();
-        let answer = std::panic::catch_unwind(|| http_get(&d.addr, "/metrics"));
-        let took = t.elapsed();
-        slowest = slowest.max(took);
-        match answer {
-            Ok((200, body)) if body.contains("sockwatch_samples_total") && took < SCRAPE_TIMEOUT => {}
-            Ok((status, _)) => failed.push(format!("scrape {i}: {status} in {took:?}")),
-            Err(_) => failed.push(format!("scrape {i}: reset after {took:?}")),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (made, closed) = flood.finish();
+    let (made, closed) = thirty_scrapes_during("tcpmany", Duration::from_millis(100));
     eprintln!("flood from {HOSTILE} addresses: {made} connections made, {closed} closed by the server");
-    eprintln!("slowest scrape during it {slowest:?}, without it {baseline:?}");
-    assert!(failed.is_empty(), "{} of 30 scrapes failed: {failed:?}", failed.len());
     assert!(made > HOSTILE as u64 && closed > 0, "the flood filled the table and was evicted ({made}, {closed})");
 }
 
@@ -304,10 +284,19 @@ fn silent_connections_from_many_addresses_cannot_deny_a_scrape() {
 /// sent its request went before every served idle session, so the scraper's was evicted:
 /// 10-15 of 30 reset.)
 fn served_idle_sessions_from_many_addresses_cannot_deny_a_scrape() {
+    let (made, closed) = thirty_scrapes_during("tcpidle", Duration::from_millis(500));
+    eprintln!("served idle flood from {SERVED_IDLE} addresses: {made} connections made, {closed} closed by the server");
+    assert!(closed > 0, "the flood filled the table and was evicted ({made}, {closed})");
+}
+
+/// Thirty scrapes, `pause` apart, while a flood of `kind` runs: each must be answered with
+/// the metrics within the scrape timeout. The flood's (connections made, closed by the
+/// server).
+fn thirty_scrapes_during(kind: &str, pause: Duration) -> (u64, u64) {
     let _serial = one_at_a_time();
     let d = Served::start(&[]);
     let baseline = worst_scrape(&d.addr);
-    let flood = Flood::start(&format!("tcpidle:{}", d.addr));
+    let flood = Flood::start(&format!("{kind}:{}", d.addr));
     let mut failed = Vec::new();
     let mut slowest = Duration::ZERO;
     for i in 0..30 {
@@ -320,13 +309,12 @@ fn served_idle_sessions_from_many_addresses_cannot_deny_a_scrape() {
             Ok((status, _)) => failed.push(format!("scrape {i}: {status} in {took:?}")),
             Err(_) => failed.push(format!("scrape {i}: reset after {took:?}")),
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(pause);
     }
-    let (made, closed) = flood.finish();
-    eprintln!("served idle flood from {SERVED_IDLE} addresses: {made} connections made, {closed} closed by the server");
-    eprintln!("slowest scrape during it {slowest:?}, without it {baseline:?}");
-    assert!(failed.is_empty(), "{} of 30 scrapes failed: {failed:?}", failed.len());
-    assert!(closed > 0, "the flood filled the table and was evicted ({made}, {closed})");
+    let counts = flood.finish();
+    eprintln!("slowest scrape during the {kind} flood {slowest:?}, without it {baseline:?}");
+    assert!(failed.is_empty(), "{} of 30 scrapes failed during the {kind} flood: {failed:?}", failed.len());
+    counts
 }
 
 fn trickling_munin_sessions_cannot_lock_out_a_fetch() {

@@ -55,6 +55,60 @@ impl Drop for Cgroup {
     }
 }
 
+/// The cgroup the Docker systemd driver gives container `id`, made for a test (removed when
+/// dropped) with its path; `None` when cgroups cannot be made here (the test then skips).
+fn docker_cgroup(test: &str, id: &str) -> Option<(Cgroup, String)> {
+    let path = format!("/sys/fs/cgroup/unified/system.slice/docker-{id}.scope");
+    if std::fs::create_dir_all(&path).is_err() {
+        common::skip(test, "cannot create cgroups under /sys/fs/cgroup/unified");
+        return None;
+    }
+    Some((Cgroup(path.clone().into()), path))
+}
+
+/// A shell script run in a PID namespace of its own (`/proc` mounted for it), where a test
+/// may set the next PID (`ns_last_pid`) without touching the host's: lines to and from it.
+struct PidNamespace {
+    child: KillOnDrop,
+    to: std::process::ChildStdin,
+    from: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl PidNamespace {
+    fn run(script: &str) -> PidNamespace {
+        let mut child = KillOnDrop(
+            Command::new("unshare")
+                .args(["--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let to = child.0.stdin.take().unwrap();
+        let from = std::io::BufReader::new(child.0.stdout.take().unwrap());
+        PidNamespace { child, to, from }
+    }
+
+    /// The script's next line, trimmed.
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.from, &mut line).unwrap();
+        line.trim().to_owned()
+    }
+
+    /// A line to the script (it reads one where it waits).
+    fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let _ = writeln!(self.to, "{line}");
+    }
+
+    /// The script's last line, then its end.
+    fn finish(mut self, line: &str) {
+        self.say(line);
+        let _ = self.child.0.wait();
+    }
+}
+
 /// A process sleeping inside `ns`; its PID is the sleep's (ip netns exec execs it).
 fn sleeper(ns: &Netns) -> KillOnDrop {
     let child = Command::new("ip").args(["netns", "exec", &ns.name, "sleep", "600"]).spawn().unwrap();
@@ -539,12 +593,7 @@ fn a_reused_pid_in_another_namespace_is_not_given_the_old_container() {
     }
     const ID: &str = "8d0c2f1a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
     let (na, nb) = (Netns::new("reuse-a"), Netns::new("reuse-b"));
-    let cgroup = format!("/sys/fs/cgroup/unified/system.slice/docker-{ID}.scope");
-    if std::fs::create_dir_all(&cgroup).is_err() {
-        common::skip(test, "cannot create cgroups under /sys/fs/cgroup/unified");
-        return;
-    }
-    let _cgroup = Cgroup(cgroup.clone().into());
+    let Some((_cgroup, cgroup)) = docker_cgroup(test, ID) else { return };
     let port = 9853 + std::process::id() % 100;
     // The process joins the container's cgroup before it enters namespace A, as a runtime
     // starts a container: the daemon never sees it in A outside the container.
@@ -567,23 +616,8 @@ kill $d $b 2>/dev/null || true
         na = na.name,
         nb = nb.name,
     );
-    let mut child = KillOnDrop(
-        Command::new("unshare")
-            .args(["--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut to = child.0.stdin.take().unwrap();
-    let mut from = std::io::BufReader::new(child.0.stdout.take().unwrap());
-    let mut line = String::new();
-    let mut next = |line: &mut String| {
-        line.clear();
-        std::io::BufRead::read_line(&mut from, line).unwrap();
-        line.trim().to_owned()
-    };
-    let a = next(&mut line);
+    let mut pidns = PidNamespace::run(&script);
+    let a = pidns.line();
     let addr = format!("127.0.0.1:{port}");
     let (ia, ib) = (inode(&na), inode(&nb));
     let info_of = |inode: u64| {
@@ -609,17 +643,15 @@ kill $d $b 2>/dev/null || true
     };
     let (before, _) = info_of(ia);
     assert!(before.contains(&format!("container_id=\"{ID}\"")), "{a}: {before}");
-    use std::io::Write;
-    writeln!(to, "go").unwrap();
-    let b = next(&mut line);
+    pidns.say("go");
+    let b = pidns.line();
     assert_eq!(a.split_whitespace().nth(1), b.split_whitespace().nth(1), "the PID was reused ({a}, {b})");
     let pid = b.split_whitespace().nth(1).unwrap().to_owned();
     std::thread::sleep(Duration::from_millis(2500)); // samples past the reuse
     let (after, read_through) = info_of(ib);
     assert_eq!(read_through, pid, "B read through the reused PID: {after}");
     assert!(!after.contains(ID), "namespace B inherited the exited container's id: {after}");
-    let _ = writeln!(to, "done");
-    let _ = child.0.wait();
+    pidns.finish("done");
 }
 
 /// After the PID counter wraps, a container's lowest PID is a child living a twentieth of a
@@ -636,12 +668,7 @@ fn a_container_keeps_its_owner_after_the_pid_counter_wraps() {
     }
     const ID: &str = "9e1d3f2b0c9e8d7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
     let na = Netns::new("wrap");
-    let cgroup = format!("/sys/fs/cgroup/unified/system.slice/docker-{ID}.scope");
-    if std::fs::create_dir_all(&cgroup).is_err() {
-        common::skip(test, "cannot create cgroups under /sys/fs/cgroup/unified");
-        return;
-    }
-    let _cgroup = Cgroup(cgroup.clone().into());
+    let Some((_cgroup, cgroup)) = docker_cgroup(test, ID) else { return };
     let port = 9753 + std::process::id() % 100;
     // The container's init joins its cgroup, enters the namespace and forks children that
     // live 50 ms, back to back. Then the counter wraps: every child from then on has a PID
@@ -661,19 +688,9 @@ kill $d $c 2>/dev/null || true
 "#,
         na = na.name,
     );
-    let mut child = KillOnDrop(
-        Command::new("unshare")
-            .args(["--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut to = child.0.stdin.take().unwrap();
-    let mut from = std::io::BufReader::new(child.0.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut from, &mut line).unwrap();
-    let init = line.trim().strip_prefix("init ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
+    let mut pidns = PidNamespace::run(&script);
+    let line = pidns.line();
+    let init = line.strip_prefix("init ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
     let (addr, ia) = (format!("127.0.0.1:{port}"), inode(&na));
     let scrape = || {
         let mut s = TcpStream::connect(&addr).ok()?;
@@ -711,9 +728,7 @@ kill $d $c 2>/dev/null || true
         }
         seen.insert(pid);
     }
-    use std::io::Write;
-    let _ = writeln!(to, "done");
-    let _ = child.0.wait();
+    pidns.finish("done");
     assert!(wrong.is_empty(), "read through another process than the init {init} or lost the container: {wrong:#?}");
     assert_eq!(seen.len(), 1, "{seen:?}");
 }
