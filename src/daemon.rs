@@ -13,6 +13,7 @@ use sockwatch::prometheus::http::{self, Web};
 use sockwatch::prometheus::render as prometheus;
 use sockwatch::prometheus::webconfig::{WebConfig, WebConfigError};
 use sockwatch::sampler::{self, Sampler};
+use sockwatch::shutdown::Shutdown;
 use tracing_subscriber::{reload, EnvFilter};
 
 pub type LogFilter = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
@@ -128,7 +129,7 @@ async fn run(config: Config, flags: Flags, log_filter: LogFilter, web_config: We
         "sockwatch {} serving",
         env!("CARGO_PKG_VERSION")
     );
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (shutdown_trigger, shutdown_rx) = sockwatch::shutdown::channel();
     let (latest_tx, latest_rx) = watch::channel(None);
     // The running configuration: SIGHUP sends a new one to every loop that reads it.
     let (config_tx, config_rx) = watch::channel(config.clone());
@@ -177,7 +178,7 @@ async fn run(config: Config, flags: Flags, log_filter: LogFilter, web_config: We
             }
         }
     };
-    let _ = shutdown_tx.send(true);
+    shutdown_trigger.fire();
     let _ = http_task.await;
     for task in munin_tasks {
         let _ = task.await; // removes the Munin socket file
@@ -193,7 +194,7 @@ const SHUTDOWN_BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_s
 async fn start_munin(
     config: &Config,
     latest: sampler::Latest,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let m = &config.munin;
     let mut tasks = Vec::new();

@@ -19,7 +19,8 @@
 //! - `config/`: every setting defined once (`settings.rs`), merged from flags, file and
 //!   defaults (`mod.rs`);
 //! - `doctor.rs`: the report; `listen.rs`, `slots.rs`: listening and connection slots,
-//!   shared by HTTP and Munin; `logfmt.rs`: the logfmt log line format.
+//!   shared by HTTP and Munin; `shutdown.rs`: the one shutdown signal every task listens
+//!   for; `logfmt.rs`: the logfmt log line format.
 //!
 //! The binary (`main.rs`) holds the command line (`cli.rs`, built from the settings table)
 //! and the daemon's wiring, reload and shutdown (`daemon.rs`).
@@ -33,6 +34,7 @@ pub mod munin;
 pub mod prometheus;
 pub mod sampler;
 pub mod sched;
+pub mod shutdown;
 pub mod slots;
 pub mod snapshot;
 pub mod sources;

@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
 
 use crate::listen::{AcceptErrors, LISTEN_BACKLOG};
 use crate::munin::{catalog, graphs};
 use crate::sampler::Latest;
+use crate::shutdown::Shutdown;
 use crate::slots::{Peer, Slots};
 use crate::snapshot::Snapshot;
 
@@ -357,7 +357,7 @@ impl Accept for TcpListener {
 
 /// The accept loop: a session per connection until shutdown; accept failures logged once
 /// per change of state.
-async fn serve<L: Accept>(what: &'static str, listener: &L, shim: Arc<Shim>, shutdown: &mut watch::Receiver<bool>) {
+async fn serve<L: Accept>(what: &'static str, listener: &L, shim: Arc<Shim>, shutdown: &mut Shutdown) {
     let mut errors = AcceptErrors::default();
     loop {
         tokio::select! {
@@ -368,13 +368,13 @@ async fn serve<L: Accept>(what: &'static str, listener: &L, shim: Arc<Shim>, shu
                 }
                 Err(e) => errors.failed(what, e).await,
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
         }
     }
 }
 
 /// Serves sessions on the Unix socket until shutdown, then removes the socket file.
-pub async fn serve_unix(listener: UnixListener, path: PathBuf, shim: Arc<Shim>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_unix(listener: UnixListener, path: PathBuf, shim: Arc<Shim>, mut shutdown: Shutdown) {
     serve("munin socket", &listener, shim, &mut shutdown).await;
     drop(listener);
     if let Err(e) = std::fs::remove_file(&path) {
@@ -383,7 +383,7 @@ pub async fn serve_unix(listener: UnixListener, path: PathBuf, shim: Arc<Shim>, 
 }
 
 /// Serves sessions on a TCP listener until shutdown.
-pub async fn serve_tcp(listener: TcpListener, shim: Arc<Shim>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_tcp(listener: TcpListener, shim: Arc<Shim>, mut shutdown: Shutdown) {
     serve("munin TCP", &listener, shim, &mut shutdown).await;
 }
 
@@ -410,7 +410,7 @@ mod tests {
     }
 
     fn shim() -> Shim {
-        let (_tx, rx) = watch::channel(None);
+        let (_tx, rx) = tokio::sync::watch::channel(None);
         Shim::new(rx, "node.example".into(), false, 4, Duration::from_secs(1))
     }
 

@@ -26,12 +26,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::listen::AcceptErrors;
 use crate::prometheus::auth_queue::{AuthQueue, Verdict};
 use crate::prometheus::webconfig::WebConfig;
 use crate::sampler::Latest;
+use crate::shutdown::Shutdown;
 use crate::slots::{Peer, SlotState, Slots};
 
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -229,7 +229,7 @@ where
 
 /// Serves until `shutdown` flips, then stops accepting and gives in-flight requests
 /// `SHUTDOWN_GRACE` to finish.
-pub async fn serve(listener: TcpListener, web: Arc<Web>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, web: Arc<Web>, mut shutdown: Shutdown) {
     let graceful = GracefulShutdown::new();
     let slots = Slots::new(MAX_CONNECTIONS);
     let mut errors = AcceptErrors::default();
@@ -242,13 +242,13 @@ pub async fn serve(listener: TcpListener, web: Arc<Web>, mut shutdown: watch::Re
                     continue;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = shutdown.recv() => break,
         };
         errors.accepted("HTTP");
         // Evicts an idle connection when all are taken; waits only while all are busy.
         let slot = tokio::select! {
             s = slots.acquire(Peer::ip(peer.ip())) => s,
-            _ = shutdown.changed() => break,
+            _ = shutdown.recv() => break,
         };
         {
             use std::os::fd::AsRawFd;

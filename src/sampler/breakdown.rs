@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::run::ticker;
 use super::tracker::Tracker;
 use crate::config::Config;
+use crate::shutdown::Shutdown;
 use crate::snapshot::{Source, SourceStatus};
 use crate::sources::ctnetlink::attribution::AttributionConfig;
 use crate::sources::ctnetlink::dump::{self as ct_breakdown, Breakdown, CtDump};
@@ -27,14 +28,14 @@ pub async fn run_breakdown(
     attribution: AttributionConfig,
     proc_root: PathBuf,
     slot: BreakdownSlot,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let mut ticker = ticker(interval);
     let mut state = (CtDump::default(), Tracker::default());
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
         }
         let timeout = ct_breakdown::time_wait_timeout(&proc_root);
         let job = tokio::task::spawn_blocking(move || {
@@ -71,7 +72,7 @@ pub fn follow_breakdown(
     running: watch::Receiver<Config>,
     proc_root: PathBuf,
     slot: BreakdownSlot,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     crate::sched::throughput();
     let mut tracker = Tracker::default();
@@ -94,7 +95,7 @@ pub fn follow_breakdown(
             *g = Some(l.clone());
         }
     };
-    while !*shutdown.borrow() && shutdown.has_changed().is_ok() {
+    while !shutdown.is_shutdown() {
         let now = Instant::now();
         if sub.is_none() {
             match CtEvents::subscribe(events.buffer) {

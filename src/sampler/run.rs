@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use super::publish::{make_latest, overdue, sample_deadline, Published, Renderer};
 use super::Sampler;
 use crate::config::Config;
+use crate::shutdown::Shutdown;
 use crate::snapshot::Source;
 
 pub(super) fn ticker(interval: Duration) -> tokio::time::Interval {
@@ -25,7 +26,7 @@ pub async fn run(
     mut sampler: Sampler,
     tx: watch::Sender<Option<Arc<Published>>>,
     mut config: watch::Receiver<Config>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let mut ticks = ticker(sampler.interval);
     loop {
@@ -42,7 +43,7 @@ pub async fn run(
                 }
                 continue;
             }
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
         }
         let before = sampler.interval;
         let (progress, render) = (sampler.progress.clone(), sampler.render);
@@ -82,7 +83,7 @@ async fn watchdog<T>(
     progress: &AtomicUsize,
     render: Renderer,
     tx: &watch::Sender<Option<Arc<Published>>>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut Shutdown,
 ) -> Option<Result<T, tokio::task::JoinError>> {
     let (started, deadline) = (Instant::now(), sample_deadline(interval));
     let mut next_check = tokio::time::Instant::now() + deadline;
@@ -108,7 +109,7 @@ async fn watchdog<T>(
                 }
                 next_check += Duration::from_secs(5);
             }
-            _ = shutdown.changed() => return None,
+            _ = shutdown.recv() => return None,
         }
     };
     if warned {
