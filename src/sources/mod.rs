@@ -3,11 +3,12 @@
 //! (`--path.procfs`, default `/proc`) so that tests can point it at captured files.
 //!
 //! Floors, each importing only those below it (no import circle, no arrow back up):
-//! - `kernel/`: the ground. The netlink dump socket and walk, kept /proc files, entering a
+//! - `kernel/`: the ground. The netlink dump socket and walk, the inet_diag message code TCP
+//!   and UDP share, kept /proc files, entering a
 //!   namespace and opening its file safely, the safe file open, the one error type, and the
 //!   small maps (Fx hash map, top-K). It imports no source.
 //! - the wings, one per kernel family: `procfs/` (sockstat, snmp, limits, conntrack
-//!   counters, own process), `tcp/` (sockets, ports, projection), `udp`, `ctnetlink/` (entry,
+//!   counters, own process), `tcp/` (sockets, ports, projection), `udp/` (sockets), `ctnetlink/` (entry,
 //!   attribution, dump, events), and `netns/` on top (model, cgroup, discovery, counters, deep
 //!   layer, per-namespace conntrack), which reads the others inside each namespace.
 //!
