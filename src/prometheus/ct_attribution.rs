@@ -5,7 +5,7 @@ use prometheus::proto::MetricType;
 
 use super::families::Families;
 use crate::snapshot::Snapshot;
-use crate::sources::ctnetlink::attribution::{protocol_name, DestKey};
+use crate::sources::ctnetlink::attribution::{protocol_name, Attribution, DestKey};
 
 /// `destination`, `port`, `protocol`: one conntrack destination's labels.
 pub(super) fn destination_labels(d: &DestKey) -> Vec<(&'static str, String)> {
@@ -19,9 +19,15 @@ pub(super) fn destination_labels(d: &DestKey) -> Vec<(&'static str, String)> {
 const SRC: &str = "counted in the ctnetlink breakdown dump (--conntrack.breakdown-interval)";
 
 pub(super) fn families(out: &mut Families, s: &Snapshot) {
-    use MetricType::GAUGE;
     let Some(a) = s.conntrack_breakdown.as_ref().map(|b| &b.attribution) else { return };
     events(out, s);
+    who_fills_the_table(out, a);
+    nat(out, a);
+}
+
+/// Entries by source and destination, and what the top-K leaves out.
+fn who_fills_the_table(out: &mut Families, a: &Attribution) {
+    use MetricType::GAUGE;
     out.labelled(
         "sockwatch_conntrack_source_entries",
         &format!(
@@ -59,6 +65,11 @@ pub(super) fn families(out: &mut Families, s: &Snapshot) {
         [("source", a.untracked_sources), ("destination", a.untracked_destinations), ("nat_mapping", a.untracked_nat)]
             .map(|(k, n)| (vec![("kind", k.to_owned())], n as f64)),
     );
+}
+
+/// Each NAT mapping's ports (used, blocking, projected) against the range.
+fn nat(out: &mut Families, a: &Attribution) {
+    use MetricType::GAUGE;
     let mapping = |k: &crate::sources::ctnetlink::attribution::NatKey| {
         vec![
             ("nat_ip", k.nat_ip.to_string()),

@@ -75,106 +75,171 @@ pub fn follow_breakdown(
     shutdown: Shutdown,
 ) {
     crate::sched::throughput();
-    let mut tracker = Tracker::default();
-    let mut dump = CtDump::default();
-    let mut stats = EventStats::default();
-    let mut sub: Option<CtEvents> = None;
-    let mut latest: Option<(Option<Breakdown>, SourceStatus)> = None;
-    // The next publish is the last one plus the interval in force now, so a reload
-    // shortens (or lengthens) the wait already running.
-    let (mut next_dump, mut last_publish): (Instant, Option<Instant>) = (Instant::now(), None);
-    let mut last_overflow_dump: Option<Instant> = None;
-    // Entries older than the subscription send no DESTROY (nf_conntrack_events=2): followed
-    // by id, and a resync runs when the soonest is due, at most one per interval.
-    let mut predating = ct_events::Predating::new(events.resync);
-    let follow_predating = ct_events::Predating::needed(&proc_root);
-    let mut last_dump: Option<Instant> = None;
-    let mut said_predating = false;
-    let publish = |latest: &Option<(Option<Breakdown>, SourceStatus)>| {
-        if let (Ok(mut g), Some(l)) = (slot.lock(), latest) {
-            *g = Some(l.clone());
-        }
+    let mut f = Follower {
+        follow_predating: ct_events::Predating::needed(&proc_root),
+        predating: ct_events::Predating::new(events.resync),
+        events,
+        attribution,
+        running,
+        proc_root,
+        slot,
+        tracker: Tracker::default(),
+        dump: CtDump::default(),
+        stats: EventStats::default(),
+        sub: None,
+        latest: None,
+        next_dump: Instant::now(),
+        last_publish: None,
+        last_overflow_dump: None,
+        last_dump: None,
+        said_predating: false,
     };
     while !shutdown.is_shutdown() {
         let now = Instant::now();
-        if sub.is_none() {
-            match CtEvents::subscribe(events.buffer) {
-                Ok(s) => {
-                    stats.buffer_bytes = s.granted as u64;
-                    sub = Some(s);
-                    next_dump = now;
-                    predating.subscribed();
-                }
-                Err(e) => {
-                    let path = PathBuf::from("ctnetlink events");
-                    latest =
-                        Some(tracker.observe(Source::ConntrackBreakdown, || Err(SourceError::Io { path, source: e })));
-                    publish(&latest);
-                    std::thread::sleep(ct_events::BATCH * 10);
-                    continue;
-                }
+        if !f.subscribed(now) {
+            std::thread::sleep(ct_events::BATCH * 10);
+            continue;
+        }
+        if now >= f.next_dump {
+            f.resync(now);
+        }
+        f.drain(now);
+        // The soonest predating entry due: a resync then, not before an interval after the last.
+        if let (Some(due), Some(last)) = (f.predating.next_due(), f.last_dump) {
+            f.next_dump = f.next_dump.min(due.max(last + f.running.borrow().interval));
+        }
+        if f.last_publish.is_none_or(|at| now >= at + f.running.borrow().interval) {
+            f.publish(now);
+        }
+        std::thread::sleep(ct_events::BATCH);
+    }
+}
+
+/// Event mode's state between batches.
+struct Follower {
+    events: EventsConfig,
+    attribution: AttributionConfig,
+    /// The running configuration: its interval paces the publishing.
+    running: watch::Receiver<Config>,
+    proc_root: PathBuf,
+    slot: BreakdownSlot,
+    tracker: Tracker,
+    dump: CtDump,
+    stats: EventStats,
+    sub: Option<CtEvents>,
+    latest: Option<(Option<Breakdown>, SourceStatus)>,
+    next_dump: Instant,
+    /// The next publish is the last one plus the interval in force now, so a reload
+    /// shortens (or lengthens) the wait already running.
+    last_publish: Option<Instant>,
+    last_overflow_dump: Option<Instant>,
+    /// Entries older than the subscription send no DESTROY (nf_conntrack_events=2):
+    /// followed by id, and a resync runs when the soonest is due, at most one per interval.
+    predating: ct_events::Predating,
+    follow_predating: bool,
+    last_dump: Option<Instant>,
+    said_predating: bool,
+}
+
+impl Follower {
+    /// Subscribes if not subscribed yet; a failure is the source's status, published.
+    /// Whether there is a subscription to read.
+    fn subscribed(&mut self, now: Instant) -> bool {
+        if self.sub.is_some() {
+            return true;
+        }
+        match CtEvents::subscribe(self.events.buffer) {
+            Ok(s) => {
+                self.stats.buffer_bytes = s.granted as u64;
+                self.sub = Some(s);
+                self.next_dump = now;
+                self.predating.subscribed();
+                true
+            }
+            Err(e) => {
+                let path = PathBuf::from("ctnetlink events");
+                self.latest =
+                    Some(self.tracker.observe(Source::ConntrackBreakdown, || Err(SourceError::Io { path, source: e })));
+                self.publish_latest();
+                false
             }
         }
-        let Some(ev) = sub.as_mut() else { continue };
-        if now >= next_dump {
-            ev.discard(); // the dump replaces every count
-            let timeout = ct_breakdown::time_wait_timeout(&proc_root);
-            let started = Instant::now();
-            let follow = &mut predating;
-            let (b, status) = tracker.observe(Source::ConntrackBreakdown, || {
-                dump.read_visiting(timeout, &attribution, &mut |e| {
-                    if follow_predating {
-                        follow.visit(e, started)
-                    }
-                })
-            });
-            if b.is_none() {
-                predating.failed();
-            } else {
-                predating.dumped();
-                if follow_predating && !predating.is_empty() && !std::mem::replace(&mut said_predating, true) {
-                    tracing::info!(
-                        entries = predating.len(),
-                        "conntrack events: {} entries predate the subscription and will send no DESTROY \
-                         (net.netfilter.nf_conntrack_events is not 1); each is resynchronised when its timeout runs out",
-                        predating.len()
-                    );
-                }
-            }
-            last_dump = Some(now);
-            stats.resyncs_total += u64::from(latest.as_ref().is_some_and(|(b, _)| b.is_some()) && b.is_some());
-            // A failed dump leaves the counts unknown: tried again within a minute, not a
-            // resync interval later.
-            next_dump = now + if b.is_some() { events.resync } else { events.resync.min(FAILED_DUMP_RETRY) };
-            latest = Some((b, status));
-            last_publish = None; // publish at once
+    }
+
+    /// A full dump, which replaces every count, following the entries that predate the
+    /// subscription; published at once.
+    fn resync(&mut self, now: Instant) {
+        if let Some(ev) = self.sub.as_mut() {
+            ev.discard();
         }
+        let timeout = ct_breakdown::time_wait_timeout(&self.proc_root);
+        let started = Instant::now();
+        let (follow, follow_predating, dump, attribution) =
+            (&mut self.predating, self.follow_predating, &mut self.dump, &self.attribution);
+        let (b, status) = self.tracker.observe(Source::ConntrackBreakdown, || {
+            dump.read_visiting(timeout, attribution, &mut |e| {
+                if follow_predating {
+                    follow.visit(e, started)
+                }
+            })
+        });
+        if b.is_none() {
+            self.predating.failed();
+        } else {
+            self.predating.dumped();
+            if self.follow_predating && !self.predating.is_empty() && !std::mem::replace(&mut self.said_predating, true)
+            {
+                tracing::info!(
+                    entries = self.predating.len(),
+                    "conntrack events: {} entries predate the subscription and will send no DESTROY \
+                     (net.netfilter.nf_conntrack_events is not 1); each is resynchronised when its timeout runs out",
+                    self.predating.len()
+                );
+            }
+        }
+        self.last_dump = Some(now);
+        self.stats.resyncs_total += u64::from(self.latest.as_ref().is_some_and(|(b, _)| b.is_some()) && b.is_some());
+        // A failed dump leaves the counts unknown: tried again within a minute, not a
+        // resync interval later.
+        self.next_dump = now + if b.is_some() { self.events.resync } else { self.events.resync.min(FAILED_DUMP_RETRY) };
+        self.latest = Some((b, status));
+        self.last_publish = None; // publish at once
+    }
+
+    /// Applies a batch of events; an overflow brings the next resync forward (at most one
+    /// per OVERFLOW_RESYNC_GAP), another error subscribes again.
+    fn drain(&mut self, now: Instant) {
+        let Some(ev) = self.sub.as_mut() else { return };
+        let dump = &mut self.dump;
         match ev.drain(&mut |delta, e| dump.apply(e, delta)) {
-            Ok(n) => stats.events_total += n,
+            Ok(n) => self.stats.events_total += n,
             Err(ct_events::EventError::Overflow) => {
-                stats.overflows_total += 1;
-                let earliest = last_overflow_dump.map_or(now, |t| t + OVERFLOW_RESYNC_GAP);
-                next_dump = next_dump.min(earliest.max(now));
-                last_overflow_dump = Some(next_dump);
+                self.stats.overflows_total += 1;
+                let earliest = self.last_overflow_dump.map_or(now, |t| t + OVERFLOW_RESYNC_GAP);
+                self.next_dump = self.next_dump.min(earliest.max(now));
+                self.last_overflow_dump = Some(self.next_dump);
             }
             Err(e) => {
                 tracing::warn!("{e}; subscribing again");
-                sub = None;
+                self.sub = None;
             }
         }
-        // The soonest predating entry due: a resync then, not before an interval after the last.
-        if let (Some(due), Some(last)) = (predating.next_due(), last_dump) {
-            next_dump = next_dump.min(due.max(last + running.borrow().interval));
+    }
+
+    /// The latest dump with the attribution the events kept current, into the slot.
+    fn publish(&mut self, now: Instant) {
+        if let Some((Some(b), _)) = self.latest.as_mut() {
+            b.attribution = self.dump.attribution(&self.attribution);
+            b.events = Some(self.stats.clone());
         }
-        if last_publish.is_none_or(|at| now >= at + running.borrow().interval) {
-            if let Some((Some(b), _)) = latest.as_mut() {
-                b.attribution = dump.attribution(&attribution);
-                b.events = Some(stats.clone());
-            }
-            publish(&latest);
-            last_publish = Some(now);
+        self.publish_latest();
+        self.last_publish = Some(now);
+    }
+
+    fn publish_latest(&self) {
+        if let (Ok(mut g), Some(l)) = (self.slot.lock(), &self.latest) {
+            *g = Some(l.clone());
         }
-        std::thread::sleep(ct_events::BATCH);
     }
 }
 

@@ -29,7 +29,7 @@ use crate::snapshot::{PerSource, Snapshot, Source, SourceStatus};
 use crate::sources::ctnetlink::attribution::AttributionConfig;
 use crate::sources::ctnetlink::dump::{self as ct_breakdown, Breakdown, CtDump};
 use crate::sources::netns::DeepReading;
-use crate::sources::netns::{NetnsConfig, NetnsSource};
+use crate::sources::netns::{Namespaces, NetnsConfig, NetnsSource};
 use crate::sources::procfs::fds::FdScanner;
 use crate::sources::tcp::listeners::ListenerDump;
 use crate::sources::tcp::ports::{EphemeralRange, PortAggregator, PortsConfig};
@@ -164,75 +164,20 @@ impl Sampler {
     pub fn sample(&mut self) -> Snapshot {
         let timestamp = SystemTime::now();
         let start = Instant::now();
-        let root = self.proc_root.as_path();
-        let (trackers, mut status) = (&mut self.trackers, PerSource::<Option<SourceStatus>>::default());
         let progress = self.progress.clone();
-        let at = |source: Source| progress.store(source.code(), Ordering::Relaxed);
-        // Reads one source: its tracker times it and keeps its status, by source.
-        macro_rules! observe {
-            ($source:expr, $read:expr) => {{
-                at($source);
-                let (value, st) = trackers[$source].observe($source, $read);
-                status[$source] = Some(st);
-                value
-            }};
-        }
-        // Limits first: the socket walk needs the port range to classify sockets.
-        let limits = observe!(Source::Limits, || sources::procfs::limits::read(root));
-        let (sockdiag, ports) = (&mut self.sockdiag, &mut self.ports);
-        ports.begin_range(limits.as_ref().map(ephemeral_range));
-        let sockets = observe!(Source::Sockets, || sockdiag.read(&mut |m| ports.visit(m)));
-        let ports = sockets.as_ref().map(|_| self.ports.finish(&self.ports_config));
-        let sockstat = observe!(Source::Sockstat, || sources::procfs::sockstat::read(root));
-        let conntrack = observe!(Source::Conntrack, || sources::procfs::conntrack::read(root));
-        let snmp = observe!(Source::Snmp, || sources::procfs::snmp::read(root));
-        let (udp_tracker, udp_config) = (&mut self.udp, &self.udp_config);
-        let inuse = sockstat.as_ref().map_or([None, None], |s| s.udp_inuse);
-        let udp = observe!(Source::Udp, || udp_tracker.read(udp_config, inuse));
-        let (listener_dump, aggregator) = (&mut self.listeners, &self.ports);
-        let syn_queue = |port: u16| aggregator.syn_recv(port);
-        let max_syn = limits.as_ref().and_then(|l| l.tcp_max_syn_backlog);
-        let top_k = self.ports_config.listeners_top_k;
-        let listen_path = observe!(Source::Listeners, || listener_dump.read(top_k, &syn_queue, max_syn));
-        let (fds, fds_top_k) = (&mut self.fds, self.fds_top_k);
-        let descriptors = observe!(Source::Fds, || fds.read(root, fds_top_k));
-        let socket_memory = observe!(Source::Sockmem, || sources::procfs::sockmem::read(root));
-        let softnet = observe!(Source::Softnet, || sources::procfs::softnet::read(root));
-        let neighbours = observe!(Source::Neighbour, || sources::procfs::neighbour::read(root));
-        let namespaces = match self.netns.as_mut() {
-            Some((cfg, source)) => {
-                let max = conntrack.as_ref().and_then(|c| c.limit);
-                // Dumps inside namespaces get half of what self-protection leaves this sample.
-                let budget = (self.configured_interval.mul_f64(self.max_share) / 2).saturating_sub(start.elapsed());
-                let own = own_reading(ports.as_ref(), sockets.as_ref(), limits.as_ref());
-                let interval = self.configured_interval;
-                observe!(Source::Netns, || source.read_within(root, cfg, max, budget, own, interval))
-            }
-            None => None,
-        };
-        let conntrack_breakdown = match &mut self.breakdown {
-            BreakdownMode::Off => None,
-            BreakdownMode::Inline(dump) => {
-                let timeout = ct_breakdown::time_wait_timeout(root);
-                let cfg = self.attribution;
-                observe!(Source::ConntrackBreakdown, || dump.read(timeout, &cfg))
-            }
-            // Absent until the first dump finishes, then the latest result (its loop keeps
-            // its own tracker).
-            BreakdownMode::Shared(slot) => {
-                let latest = slot.lock().map(|g| g.clone()).unwrap_or(None);
-                latest.and_then(|(b, st)| {
-                    status[Source::ConntrackBreakdown] = Some(st);
-                    b
-                })
-            }
-        };
+        // The trackers are the reading's for the sample, and back after it.
+        let mut trackers = std::mem::take(&mut self.trackers);
+        let mut r = Reading { trackers: &mut trackers, status: PerSource::default(), progress: &progress };
+        let host = self.read_host(&mut r);
+        let namespaces = self.read_namespaces(&mut r, &host, start);
+        let conntrack_breakdown = self.read_breakdown(&mut r);
         // In table order: the sources of every sample, then the breakdown and namespaces.
-        let statuses: Vec<SourceStatus> = status.into_iter_with_source().filter_map(|(_, s)| s).collect();
+        let statuses: Vec<SourceStatus> = r.status.into_iter_with_source().filter_map(|(_, s)| s).collect();
+        self.trackers = trackers;
         progress.store(0, Ordering::Relaxed);
-        let conntrack_projection = project_conntrack(conntrack_breakdown.as_ref(), conntrack.as_ref());
+        let conntrack_projection = project_conntrack(conntrack_breakdown.as_ref(), host.conntrack.as_ref());
         self.samples_total += 1;
-        if sockets.as_ref().is_some_and(|s| s.interrupted) {
+        if host.sockets.as_ref().is_some_and(|s| s.interrupted) {
             self.inconsistent_total += 1;
             tracing::debug!("socket dump interrupted by table changes (NLM_F_DUMP_INTR)");
         }
@@ -244,6 +189,20 @@ impl Sampler {
             namespaces = namespaces.as_ref().map_or(0, |n| n.count),
             "sample taken"
         );
+        let Host {
+            limits,
+            sockets,
+            ports,
+            sockstat,
+            conntrack,
+            snmp,
+            udp,
+            listen_path,
+            descriptors,
+            socket_memory,
+            softnet,
+            neighbours,
+        } = host;
         Snapshot {
             timestamp,
             duration,
@@ -270,6 +229,81 @@ impl Sampler {
             samples_total: self.samples_total,
             inconsistent_total: self.inconsistent_total,
             overdue: None,
+        }
+    }
+
+    /// Every source of sockwatch's own namespace, in the order they need each other:
+    /// limits first (the socket walk classifies by the port range), UDP after sockstat (its
+    /// sockets in use), the listen path after the walk (each port's SYN queue).
+    fn read_host(&mut self, r: &mut Reading<'_>) -> Host {
+        let root = self.proc_root.as_path();
+        let limits = r.observe(Source::Limits, || sources::procfs::limits::read(root));
+        let (sockdiag, ports) = (&mut self.sockdiag, &mut self.ports);
+        ports.begin_range(limits.as_ref().map(ephemeral_range));
+        let sockets = r.observe(Source::Sockets, || sockdiag.read(&mut |m| ports.visit(m)));
+        let ports = sockets.as_ref().map(|_| self.ports.finish(&self.ports_config));
+        let sockstat = r.observe(Source::Sockstat, || sources::procfs::sockstat::read(root));
+        let conntrack = r.observe(Source::Conntrack, || sources::procfs::conntrack::read(root));
+        let snmp = r.observe(Source::Snmp, || sources::procfs::snmp::read(root));
+        let (udp_tracker, udp_config) = (&mut self.udp, &self.udp_config);
+        let inuse = sockstat.as_ref().map_or([None, None], |s| s.udp_inuse);
+        let udp = r.observe(Source::Udp, || udp_tracker.read(udp_config, inuse));
+        let (listener_dump, aggregator) = (&mut self.listeners, &self.ports);
+        let syn_queue = |port: u16| aggregator.syn_recv(port);
+        let max_syn = limits.as_ref().and_then(|l| l.tcp_max_syn_backlog);
+        let top_k = self.ports_config.listeners_top_k;
+        let listen_path = r.observe(Source::Listeners, || listener_dump.read(top_k, &syn_queue, max_syn));
+        let (fds, fds_top_k) = (&mut self.fds, self.fds_top_k);
+        let descriptors = r.observe(Source::Fds, || fds.read(root, fds_top_k));
+        let socket_memory = r.observe(Source::Sockmem, || sources::procfs::sockmem::read(root));
+        let softnet = r.observe(Source::Softnet, || sources::procfs::softnet::read(root));
+        let neighbours = r.observe(Source::Neighbour, || sources::procfs::neighbour::read(root));
+        Host {
+            limits,
+            sockets,
+            ports,
+            sockstat,
+            conntrack,
+            snmp,
+            udp,
+            listen_path,
+            descriptors,
+            socket_memory,
+            softnet,
+            neighbours,
+        }
+    }
+
+    /// Every other namespace, with half of what self-protection leaves this sample for the
+    /// dumps inside them (`start`: when the sample began).
+    fn read_namespaces(&mut self, r: &mut Reading<'_>, host: &Host, start: Instant) -> Option<Namespaces> {
+        let root = self.proc_root.as_path();
+        let (cfg, source) = self.netns.as_mut()?;
+        let max = host.conntrack.as_ref().and_then(|c| c.limit);
+        let budget = (self.configured_interval.mul_f64(self.max_share) / 2).saturating_sub(start.elapsed());
+        let own = own_reading(host.ports.as_ref(), host.sockets.as_ref(), host.limits.as_ref());
+        let interval = self.configured_interval;
+        r.observe(Source::Netns, || source.read_within(root, cfg, max, budget, own, interval))
+    }
+
+    /// The conntrack breakdown: dumped here, or the latest its own loop published (absent
+    /// until its first dump finishes; that loop keeps its own tracker).
+    fn read_breakdown(&mut self, r: &mut Reading<'_>) -> Option<Breakdown> {
+        let root = self.proc_root.as_path();
+        match &mut self.breakdown {
+            BreakdownMode::Off => None,
+            BreakdownMode::Inline(dump) => {
+                let timeout = ct_breakdown::time_wait_timeout(root);
+                let cfg = self.attribution;
+                r.observe(Source::ConntrackBreakdown, || dump.read(timeout, &cfg))
+            }
+            BreakdownMode::Shared(slot) => {
+                let latest = slot.lock().map(|g| g.clone()).unwrap_or(None);
+                latest.and_then(|(b, st)| {
+                    r.status[Source::ConntrackBreakdown] = Some(st);
+                    b
+                })
+            }
         }
     }
 
@@ -337,6 +371,40 @@ fn ephemeral_range(l: &sources::procfs::limits::Limits) -> EphemeralRange {
             .filter(|s| (1..=3600).contains(s))
             .unwrap_or(sources::tcp::ports::TIME_WAIT_SECONDS),
     }
+}
+
+/// One sample's reading of its sources: each read timed and its outcome kept by the
+/// source's tracker, its status noted by source, and the source in progress shown to the
+/// watchdog.
+struct Reading<'a> {
+    trackers: &'a mut PerSource<Tracker>,
+    status: PerSource<Option<SourceStatus>>,
+    progress: &'a AtomicUsize,
+}
+
+impl Reading<'_> {
+    fn observe<T>(&mut self, source: Source, read: impl FnOnce() -> Result<T, sources::SourceError>) -> Option<T> {
+        self.progress.store(source.code(), Ordering::Relaxed);
+        let (value, status) = self.trackers[source].observe(source, read);
+        self.status[source] = Some(status);
+        value
+    }
+}
+
+/// What a sample read of sockwatch's own namespace.
+struct Host {
+    limits: Option<sources::procfs::limits::Limits>,
+    sockets: Option<sources::tcp::sockets::Sockets>,
+    ports: Option<sources::tcp::ports::PortUsage>,
+    sockstat: Option<sources::procfs::sockstat::Sockstat>,
+    conntrack: Option<sources::procfs::conntrack::Conntrack>,
+    snmp: Option<sources::procfs::snmp::SnmpCounters>,
+    udp: Option<sources::udp::sockets::Udp>,
+    listen_path: Option<sources::tcp::listeners::ListenPath>,
+    descriptors: Option<sources::procfs::fds::Descriptors>,
+    socket_memory: Option<sources::procfs::sockmem::SocketMemory>,
+    softnet: Option<sources::procfs::softnet::Softnet>,
+    neighbours: Option<sources::procfs::neighbour::Neighbours>,
 }
 
 #[cfg(test)]

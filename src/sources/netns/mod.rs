@@ -238,38 +238,24 @@ impl NetnsSource {
             self.deep.refresh_ranges(&reachable, own, fds_left);
         }
         let mut out = Namespaces { count: found.len() as u64, unidentified_processes: denied, ..Namespaces::default() };
-        let mut all = self.read_all(root, found, own, conntrack_max);
+        let all = self.read_all(root, found, own, conntrack_max);
         self.deep.observe(&all);
-        out.unreadable = all.iter().filter(|n| n.counters.is_none()).count() as u64;
-        let worst = |pick: fn(&NsCounters) -> Option<u64>| {
-            all.iter()
-                .filter_map(|n| Some((n.inode, pick(n.counters.as_ref()?)?)))
-                .max_by_key(|&(i, v)| (v, std::cmp::Reverse(i)))
-        };
-        out.worst_conntrack = worst(|c| c.conntrack_entries);
-        out.worst_time_wait = worst(|c| Some(c.time_wait));
-        all.sort_by(|a, b| b.pressure.total_cmp(&a.pressure).then(a.inode.cmp(&b.inode)));
-        let worst_ports =
-            all.iter().filter_map(|n| Some((n.inode, n.deep.as_ref()?.utilization))).max_by(|a, b| a.1.total_cmp(&b.1));
-        let soonest = |list: &[Namespace]| {
-            list.iter()
-                .filter_map(|n| Some((n.inode, n.deep.as_ref()?.seconds_to_exhaustion()?)))
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-        };
-        let worst_inodes = [
-            out.worst_conntrack.map(|w| w.0),
-            out.worst_time_wait.map(|w| w.0),
-            worst_ports.map(|w| w.0),
-            soonest(&all).map(|w| w.0),
-        ];
-        let keep = |n: &Namespace, i: usize| i < cfg.top_k || n.own || worst_inodes.contains(&Some(n.inode));
-        out.top = all.into_iter().enumerate().filter(|(i, n)| keep(n, *i)).map(|(_, n)| n).collect();
+        select(all, cfg.top_k, &mut out);
         let fds_left = self.fds_left();
         let started = std::time::Instant::now();
         self.deep.run(&mut out.top, &reachable, deep_budget, own.map(|i| (i, own_reading)), interval, fds_left);
         if let Some(ct) = &cfg.conntrack {
             self.conntrack.run(&mut out.top, &reachable, ct, deep_budget.saturating_sub(started.elapsed()));
         }
+        self.after_dumps(&mut out);
+        self.details_and_owners(root, &mut out);
+        self.deep.observe_opens(&out.top);
+        Ok(out)
+    }
+
+    /// What the dumps changed: the fullest port range and the soonest exhaustion among the
+    /// exported, each one's pressure, and the deep layer's state.
+    fn after_dumps(&self, out: &mut Namespaces) {
         out.worst_ports = out
             .top
             .iter()
@@ -290,6 +276,10 @@ impl NetnsSource {
             self.deep.revisit_samples,
         );
         (out.deep_needs, out.deep_near_revisit_samples) = (self.deep.needs, self.deep.near_revisit_samples);
+    }
+
+    /// The rest of each exported namespace's counters (IPv6, snmp, netstat) and its owner.
+    fn details_and_owners(&mut self, root: &Path, out: &mut Namespaces) {
         let live: std::collections::HashSet<u64> = out.top.iter().map(|n| n.inode).collect();
         self.owners.retain(|inode, _| live.contains(inode));
         let mut fds_left = self.fds_left();
@@ -303,9 +293,39 @@ impl NetnsSource {
             }
             n.owner = self.owner(n.inode, pid, &dir);
         }
-        self.deep.observe_opens(&out.top);
-        Ok(out)
     }
+}
+
+/// The namespace whose port range runs out soonest by its latest dump, aged.
+fn soonest(list: &[Namespace]) -> Option<(u64, f64)> {
+    list.iter()
+        .filter_map(|n| Some((n.inode, n.deep.as_ref()?.seconds_to_exhaustion()?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// Ranks every namespace read by pressure and keeps the exported ones in `out.top`: the
+/// `top_k` first, sockwatch's own, and the worst of each kind (conntrack entries, TIME_WAIT,
+/// port range, soonest exhaustion), which `out` records too, with how many were unreadable.
+fn select(mut all: Vec<Namespace>, top_k: usize, out: &mut Namespaces) {
+    out.unreadable = all.iter().filter(|n| n.counters.is_none()).count() as u64;
+    let worst = |all: &[Namespace], pick: fn(&NsCounters) -> Option<u64>| {
+        all.iter()
+            .filter_map(|n| Some((n.inode, pick(n.counters.as_ref()?)?)))
+            .max_by_key(|&(i, v)| (v, std::cmp::Reverse(i)))
+    };
+    out.worst_conntrack = worst(&all, |c| c.conntrack_entries);
+    out.worst_time_wait = worst(&all, |c| Some(c.time_wait));
+    all.sort_by(|a, b| b.pressure.total_cmp(&a.pressure).then(a.inode.cmp(&b.inode)));
+    let worst_ports =
+        all.iter().filter_map(|n| Some((n.inode, n.deep.as_ref()?.utilization))).max_by(|a, b| a.1.total_cmp(&b.1));
+    let worst_inodes = [
+        out.worst_conntrack.map(|w| w.0),
+        out.worst_time_wait.map(|w| w.0),
+        worst_ports.map(|w| w.0),
+        soonest(&all).map(|w| w.0),
+    ];
+    let keep = |n: &Namespace, i: usize| i < top_k || n.own || worst_inodes.contains(&Some(n.inode));
+    out.top = all.into_iter().enumerate().filter(|(i, n)| keep(n, *i)).map(|(_, n)| n).collect();
 }
 
 /// One sample without memory between calls: for tests and benchmarks.
