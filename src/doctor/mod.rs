@@ -21,8 +21,6 @@ use crate::snapshot::Snapshot;
 use crate::sources::udp::sockets::UdpPort;
 
 use crate::derived::{self, CRIT, LISTEN_CRIT, WARN};
-/// `TCP_TIMEWAIT_LEN`: compiled into the kernel.
-const TIME_WAIT_SECONDS: f64 = 60.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -207,7 +205,7 @@ fn time_wait_check(before: &Snapshot, now: &Snapshot, seconds: f64, new_conns: O
     let steady = new_conns.map_or(String::new(), |r| {
         format!(
             "; at {r:.0} new connections/s, if this host closes them first TIME_WAIT settles near {:.0}",
-            r * TIME_WAIT_SECONDS
+            r * f64::from(crate::sources::tcp::ports::TIME_WAIT_SECONDS)
         )
     });
     Some(Check {

@@ -34,13 +34,14 @@ use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
-use super::entry::{parse_entry, Entry};
+use super::entry::{parse_entry, Entry, NFNL_SUBSYS_CTNETLINK};
 use crate::sources::kernel::maps::FxMap;
 
 /// ctnetlink's multicast groups (`enum nfnetlink_groups`).
 const NFNLGRP_CONNTRACK_NEW: u32 = 1;
 const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+/// The event message types (`enum cntl_msg_types`; GET, 1, is with the other ctnetlink
+/// constants in `entry`).
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const NFGENMSG_LEN: usize = 4;

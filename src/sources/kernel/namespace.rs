@@ -49,6 +49,12 @@ pub fn pinned_inode(path: &Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
+/// Runs `f` on a short-lived thread that has entered the network namespace of `ns` (a
+/// `/proc/PID/ns/net` link or a pinning file; setns needs CAP_SYS_ADMIN). The thread ends
+/// with the call, so no thread of ours ever goes on in the wrong namespace; what `f` opens
+/// there (a netlink socket, a sysctl file) keeps that namespace. With `expect`, the
+/// namespace entered must be that inode: a `/proc/PID/ns/net` whose process died and whose
+/// PID was reused elsewhere is refused, not read as the old one.
 pub fn in_namespace<T: Send>(
     ns: &Path,
     expect: Option<u64>,

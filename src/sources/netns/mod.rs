@@ -73,14 +73,9 @@ fn pressure(c: &NsCounters, conntrack_max: Option<u64>, own_range: Option<u32>) 
     ct.max(ports)
 }
 
-/// Runs `f` on a short-lived thread that has entered the network namespace of `ns` (a
-/// `/proc/PID/ns/net` link or a pinning file; setns needs CAP_SYS_ADMIN). The thread ends
-/// with the call, so no thread of ours ever goes on in the wrong namespace; what `f` opens
-/// there (a netlink socket, a sysctl file) keeps that namespace.
-/// With `expect`, the namespace entered must be that inode: a `/proc/PID/ns/net` whose
-/// process died and whose PID was reused elsewhere is refused, not read as the old one.
 /// The namespaces source: discovery's memory, each namespace's kept files, each
-/// representative's owner (its cgroup does not change while it lives), the deep layer.
+/// namespace's owner (read through its representative, which stays while it lives), the
+/// deep layer.
 #[derive(Default)]
 pub struct NetnsSource {
     discovery: Discovery,
