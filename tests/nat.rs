@@ -230,22 +230,7 @@ fn nat_ports_fill_until_connections_fail() {
 /// The server for short connections: accepts, reads to the client's close, closes too, so
 /// each entry ends in TIME_WAIT in the router's table.
 fn serve_and_close(server: &Netns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let listener = server.enter(|| TcpListener::bind("10.77.2.2:8080").unwrap());
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let mut open: Vec<TcpStream> = Vec::new();
-        let mut buf = [0u8; 16];
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    s.set_nonblocking(true).unwrap();
-                    open.push(s);
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
-            }
-            open.retain_mut(|s| !matches!(std::io::Read::read(s, &mut buf), Ok(0)));
-        }
-    })
+    common::accept_until_close(server, "10.77.2.2:8080".parse().unwrap(), stop)
 }
 
 /// `conntrack -L`'s entries of the mapping by TCP state: (blocking, TIME_WAIT or CLOSE).

@@ -29,29 +29,10 @@ const PORT_ALERTS: [&str; 4] = [
 ];
 const CRITICAL_PORT_ALERTS: [&str; 2] = ["EphemeralPortsExhaustionImminent", "EphemeralPortsExhaustionCritical"];
 
-/// Accepts connections in the server namespace and closes each once the client has
-/// closed it, so the client side holds the TIME_WAIT. Stops when `stop` is set.
+/// The server of a ramp: closes each connection once its client has (the client holds
+/// the TIME_WAIT).
 fn serve(ns: &Netns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        enter_netns(&path);
-        let l = TcpListener::bind((VethPair::SERVER_IP, SERVER_PORT)).unwrap();
-        l.set_nonblocking(true).unwrap();
-        let mut open: Vec<TcpStream> = Vec::new();
-        let mut buf = [0u8; 64];
-        while !stop.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((s, _)) => {
-                    s.set_nonblocking(true).unwrap();
-                    open.push(s);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
-                Err(e) => panic!("accept: {e}"),
-            }
-            // Close the ones whose client has closed (read returns 0).
-            open.retain_mut(|s| !matches!(std::io::Read::read(s, &mut buf), Ok(0)));
-        }
-    })
+    common::accept_until_close(ns, format!("{}:{SERVER_PORT}", VethPair::SERVER_IP).parse().unwrap(), stop)
 }
 
 fn enter_netns(path: &str) {

@@ -491,6 +491,33 @@ impl Drop for Served {
     }
 }
 
+/// A server in `ns` on `addr` that accepts every connection and closes each once its
+/// client has closed it (a read returns 0), so the client side holds the TIME_WAIT and its
+/// port. Stops when `stop` is set.
+pub fn accept_until_close(
+    ns: &Netns,
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let listener = ns.enter(move || std::net::TcpListener::bind(addr).unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut open: Vec<TcpStream> = Vec::new();
+        let mut buf = [0u8; 64];
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(true).unwrap();
+                    open.push(s);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+                Err(_) => std::thread::sleep(Duration::from_millis(2)), // out of descriptors: a moment
+            }
+            open.retain_mut(|s| !matches!(s.read(&mut buf), Ok(0)));
+        }
+    })
+}
+
 /// Fills `ns` with `n` TIME_WAIT sockets: `threads` workers churn connections (client
 /// closes first) to 127.0.0.1:`first_port`.. with one listener per 10,000 sockets: a
 /// destination has at most ~55k ports here, and connect()'s search for a free port slows
