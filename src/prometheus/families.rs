@@ -3,6 +3,16 @@
 
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
+/// A count as a sample value.
+pub fn f(v: u64) -> f64 {
+    v as f64
+}
+
+/// A count that may be absent (an older kernel's missing field) as a sample value.
+pub fn opt(v: Option<u64>) -> Option<f64> {
+    v.map(f)
+}
+
 /// Collects metric families in output order.
 #[derive(Default)]
 pub struct Families(pub Vec<MetricFamily>);

@@ -3,14 +3,11 @@
 
 use prometheus::proto::MetricType;
 
-use super::families::Families;
+use super::families::{f, Families};
 use crate::derived;
 use crate::snapshot::Snapshot;
 use crate::sources::tcp::ports::{self, PortUsage};
 
-fn f(v: u64) -> f64 {
-    v as f64
-}
 /// Ephemeral ports, per-port states and accept queues.
 pub(super) fn ports(out: &mut Families, s: &Snapshot) {
     if let Some(pu) = &s.ports {

@@ -7,18 +7,11 @@
 use prometheus::proto::MetricType;
 use prometheus::{Encoder, TextEncoder};
 
-use super::families::Families;
+use super::families::{f, opt, Families};
 
 use crate::snapshot::Snapshot;
 use crate::sources::ctnetlink::dump::CT_TCP_STATES;
 use crate::sources::tcp::sockets::TCP_STATES;
-
-fn f(v: u64) -> f64 {
-    v as f64
-}
-fn opt(v: Option<u64>) -> Option<f64> {
-    v.map(f)
-}
 
 /// Renders the snapshot. Called once per sample by the sampler, never per scrape.
 pub fn render(s: &Snapshot) -> Vec<u8> {

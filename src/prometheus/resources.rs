@@ -4,12 +4,8 @@
 
 use prometheus::proto::MetricType::{COUNTER, GAUGE};
 
-use super::families::Families;
+use super::families::{f, Families};
 use crate::snapshot::Snapshot;
-
-fn f(v: u64) -> f64 {
-    v as f64
-}
 
 /// Open files: the host's against fs.file-max, the fullest processes against their own limit.
 pub(super) fn descriptors(out: &mut Families, s: &Snapshot) {
