@@ -1,7 +1,8 @@
 //! The doctor's conntrack checks: the table against nf_conntrack_max with its drops now,
 //! who fills it, and the busiest NAT mapping's source ports.
 
-use super::{pct, per_s, rate, Check, Level};
+use super::words::{pct, per_s, rate};
+use super::{Check, Level};
 use crate::derived;
 use crate::snapshot::Snapshot;
 use crate::sources::ctnetlink::attribution::{protocol_name, Attribution};

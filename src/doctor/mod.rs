@@ -12,10 +12,12 @@ mod conntrack;
 mod netns;
 mod ports;
 mod resources;
+mod words;
 
 use conntrack::{conntrack_check, nat_check};
 use netns::netns_check;
 use ports::ports_check;
+use words::{pct, per_s, rate};
 
 use crate::snapshot::Snapshot;
 use crate::sources::udp::sockets::UdpPort;
@@ -90,45 +92,6 @@ pub const FACTS: [&str; 5] = [
     "The steady-state TIME_WAIT count is about the rate of connections this host closes first x 60 s.",
     "Conntrack needs nf_conntrack_max and the hash size (nf_conntrack_buckets) raised together, or lookups slow down on long chains.",
 ];
-
-fn pct(u: f64) -> String {
-    format!("{:.0}%", u * 100.0)
-}
-
-/// What would let the doctor read what it could not: root, unless it already is.
-fn to_read_more() -> &'static str {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        "not readable even as root: a /proc mounted with hidepid, or no CAP_SYS_PTRACE"
-    } else {
-        "run as root to read them"
-    }
-}
-
-/// A check's level when part of what it covers could not be read: never "ok" for what it
-/// could not see; a warning or worse among what it did see stands.
-fn seen_in_part(level: Level, unread: u64) -> Level {
-    if unread > 0 && level == Level::Ok {
-        Level::CannotTell
-    } else {
-        level
-    }
-}
-
-/// A rate of events per second in words: a rate above zero never reads "0" (one drop in
-/// the last second is 1, one in ten seconds 0.1).
-fn per_s(r: f64) -> String {
-    match r {
-        r if r >= 10.0 || r == 0.0 => format!("{r:.0}"),
-        r if r >= 1.0 => format!("{r:.1}"),
-        r if r >= 0.01 => format!("{r:.2}"),
-        _ => "< 0.01".to_owned(),
-    }
-}
-
-fn rate(before: Option<u64>, after: Option<u64>, seconds: f64) -> Option<f64> {
-    Some(after?.saturating_sub(before?) as f64 / seconds)
-}
 
 /// Builds the report from two snapshots of the same host, `before` taken first.
 pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
@@ -373,6 +336,7 @@ pub fn render_text(r: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::words::seen_in_part;
     use super::*;
 
     /// A rate above zero never prints as 0 (it read "DROPPING 0 packets/s" at CRITICAL for

@@ -1,7 +1,8 @@
 //! The doctor's check of every network namespace: the fullest conntrack table and port
 //! range among them, named with their container and pod.
 
-use super::{pct, per_s, rate, seen_in_part, to_read_more, Check, Level};
+use super::words::{pct, per_s, rate, seen_in_part, to_read_more};
+use super::{Check, Level};
 use crate::derived;
 use crate::snapshot::Snapshot;
 use crate::sources::netns::{Namespace, Namespaces};

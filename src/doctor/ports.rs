@@ -1,12 +1,9 @@
 //! The doctor's ephemeral-port check: the busiest destination, and the one heading for
 //! exhaustion soonest with the seconds left.
 
-use super::{pct, Check, Level};
+use super::words::{pct, plural};
+use super::{Check, Level};
 use crate::derived::{self, PREDICT_CRIT_SECONDS, PREDICT_WARN_SECONDS};
-
-pub(super) fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
 
 /// The ephemeral port check: the busiest destination's use now, and the projection of the
 /// destination heading for exhaustion soonest.

@@ -3,33 +3,10 @@
 //! words with the fix; a failure counter that moved between the two samples is critical
 //! (it is happening now), a level at 80 % a warning.
 
-use super::{pct, per_s, rate, seen_in_part, to_read_more, Check, Level};
+use super::words::{check, pct, per_s, rate, seen_in_part, to_read_more};
+use super::{Check, Level};
 use crate::snapshot::Snapshot;
 use crate::sources::procfs::cgroup::Owner;
-
-/// A check with no projection (the resources here have none of their own).
-fn check(
-    resource: &'static str,
-    level: Level,
-    used: f64,
-    limit: Option<f64>,
-    u: Option<f64>,
-    detail: String,
-    advice: &dyn Fn() -> String,
-) -> Check {
-    Check {
-        resource,
-        level,
-        used: Some(used),
-        limit,
-        utilization: u,
-        projected: None,
-        seconds_to_exhaustion: None,
-        detail,
-        // What to do about a full table; a check that could not see is told in its detail.
-        advice: (level >= Level::Warning).then(advice),
-    }
-}
 
 fn owner_words(o: &Owner) -> String {
     let mut parts = Vec::new();

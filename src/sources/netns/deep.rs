@@ -161,7 +161,7 @@ impl Kept {
     fn bound(&self) -> Option<f64> {
         let capacity = self.range?.capacity;
         let cheap = self.cheap?;
-        let busiest = self.reading.as_ref().map(|r| r.busiest.as_ref().map_or(0, |d| u64::from(d.used)));
+        let busiest = self.reading.as_ref().map(|r| r.busiest.as_ref().map_or(0, |d| d.used));
         let by_opens = match (busiest, self.opens_at_dump, cheap.opens, cheap.open_rate) {
             (Some(b), Some(then), Some((now, _)), Some(rate)) => Some((b + now.saturating_sub(then), rate)),
             _ => None,
