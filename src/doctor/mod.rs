@@ -11,6 +11,7 @@ use serde::Serialize;
 mod conntrack;
 mod netns;
 mod ports;
+mod procfs;
 mod resources;
 mod words;
 
@@ -115,7 +116,7 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
     checks.extend(resources::descriptors(now));
     checks.extend(resources::socket_memory(before, now, seconds));
     checks.extend(resources::listen_path(before, now, seconds));
-    checks.extend(resources::softnet(before, now, seconds));
+    checks.extend(procfs::softnet(before, now, seconds));
     checks.extend(resources::neighbours(before, now, seconds));
 
     // The conntrack counters are absent when the module is not loaded: an answer (nothing

@@ -6,5 +6,6 @@ pub mod catalog;
 mod core;
 pub mod graphs;
 pub mod plugin;
+mod procfs;
 mod resources;
 pub mod shim;

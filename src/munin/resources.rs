@@ -4,6 +4,7 @@
 //! (`sockwatch_process_fds_open`, `sockwatch_listener_drops_total`, …) and `sockwatch doctor`.
 
 use super::graphs::{any, field, pct, pct_crit, pct_warn, Field, Graph, Kind};
+use super::procfs::{cpu_backlog, softnet_dropped};
 use crate::snapshot::Snapshot;
 
 fn file_handles(s: &Snapshot) -> Option<f64> {
@@ -20,9 +21,6 @@ fn udp_memory(s: &Snapshot) -> Option<f64> {
 }
 fn syn_queue(s: &Snapshot) -> Option<f64> {
     pct(Some(s.listen_path.as_ref()?.syn_utilization_max))
-}
-fn cpu_backlog(s: &Snapshot) -> Option<f64> {
-    pct(s.softnet.as_ref()?.backlog_utilization_max())
 }
 fn table(s: &Snapshot, name: &str) -> Option<f64> {
     pct(s.neighbours.as_ref()?.tables.iter().find(|t| t.table == name)?.utilization())
@@ -54,9 +52,6 @@ fn udp_mem_errors(s: &Snapshot) -> Option<f64> {
         .map(|m| m.mem_errors)
         .sum::<Option<u64>>()
         .map(|v| v as f64)
-}
-fn softnet_dropped(s: &Snapshot) -> Option<f64> {
-    s.softnet.as_ref().map(|n| n.dropped() as f64)
 }
 fn neighbour_fulls(s: &Snapshot) -> Option<f64> {
     s.neighbours.as_ref()?.tables.iter().map(|t| t.table_fulls).sum::<Option<u64>>().map(|v| v as f64)

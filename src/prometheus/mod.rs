@@ -8,6 +8,7 @@ mod families;
 pub mod http;
 mod netns;
 mod ports;
+mod procfs;
 pub mod render;
 mod resources;
 mod udp;

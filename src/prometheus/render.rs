@@ -30,7 +30,7 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     super::resources::listen_path(&mut out, s);
     super::resources::descriptors(&mut out, s);
     super::resources::socket_memory(&mut out, s);
-    super::resources::softnet(&mut out, s);
+    super::procfs::softnet(&mut out, s);
     super::resources::neighbours(&mut out, s);
     limits(&mut out, s);
     self_monitoring(&mut out, s);
