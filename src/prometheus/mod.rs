@@ -3,13 +3,14 @@
 //! ([`webconfig`], the exporter-toolkit format).
 
 pub mod auth_queue;
-mod ct_attribution;
+mod ctnetlink;
 mod families;
+mod labels;
 pub mod http;
 mod netns;
-mod ports;
+mod own;
 mod procfs;
 pub mod render;
-mod resources;
+mod tcp;
 mod udp;
 pub mod webconfig;

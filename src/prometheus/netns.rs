@@ -5,12 +5,14 @@
 use prometheus::proto::MetricType;
 
 use super::families::Families;
+use super::labels::{in_netns, ConntrackDestination, Labels, Netns, PortDestination};
 use crate::snapshot::Snapshot;
+use crate::sources::ctnetlink::attribution::protocol_name;
 use crate::sources::netns::{Namespace, NsCounters};
 use crate::sources::tcp::sockets::TCP_STATES;
 
-fn netns_label(n: &Namespace) -> Vec<(&'static str, String)> {
-    vec![("netns", n.inode.to_string())]
+fn netns_label(n: &Namespace) -> Labels {
+    Netns(n.inode).labels()
 }
 
 /// Who each exported namespace is: join on `netns` to label any `sockwatch_netns_*` series.
@@ -154,7 +156,7 @@ fn aggregates(out: &mut Families, s: &Snapshot) {
              sockwatch_netns_info for its container and pod). At 1 that namespace drops new flows ('table full in \
              netns N') whatever the host's own count says. Not capped.",
             MetricType::GAUGE,
-            [(vec![("netns", inode.to_string())], utilization)],
+            [(Netns(inode).labels(), utilization)],
         );
     }
     if let Some((inode, tw)) = n.worst_time_wait {
@@ -164,7 +166,7 @@ fn aggregates(out: &mut Families, s: &Snapshot) {
              port per connection for 60 s, against its own ip_local_port_range (28,232 ports by default in a new \
              namespace).",
             MetricType::GAUGE,
-            [(vec![("netns", inode.to_string())], tw as f64)],
+            [(Netns(inode).labels(), tw as f64)],
         );
     }
 }
@@ -240,13 +242,8 @@ fn deep_readings(out: &mut Families, n: &crate::sources::netns::Namespaces) {
         GAUGE,
         with_deep().filter_map(|(ns, d)| {
             let b = d.busiest.as_ref()?;
-            let mut labels = netns_label(ns);
-            labels.extend([
-                ("local_ip", b.local_ip.to_string()),
-                ("remote_ip", b.remote_ip.to_string()),
-                ("remote_port", b.remote_port.to_string()),
-            ]);
-            Some((labels, b.used as f64))
+            let to = PortDestination { local_ip: b.local_ip, remote_ip: b.remote_ip, remote_port: b.remote_port };
+            Some((in_netns(ns.inode, to.labels()), b.used as f64))
         }),
     );
     out.labelled(
@@ -289,7 +286,7 @@ fn deep_readings(out: &mut Families, n: &crate::sources::netns::Namespaces) {
              whose busiest destination is running out of local ports inside its own namespace, where the host's figures \
              do not see it.",
             GAUGE,
-            [(vec![("netns", inode.to_string())], u)],
+            [(Netns(inode).labels(), u)],
         );
     }
 }
@@ -322,12 +319,7 @@ fn deep_projection(out: &mut Families, n: &crate::sources::netns::Namespaces) {
          heading for exhaustion.",
         MetricType::GAUGE,
         [(
-            vec![
-                ("netns", inode.to_string()),
-                ("local_ip", d.local_ip.to_string()),
-                ("remote_ip", d.remote_ip.to_string()),
-                ("remote_port", d.remote_port.to_string()),
-            ],
+            in_netns(inode, PortDestination { local_ip: d.local_ip, remote_ip: d.remote_ip, remote_port: d.remote_port }.labels()),
             seconds,
         )],
     );
@@ -358,9 +350,8 @@ fn conntrack(out: &mut Families, top: &[Namespace]) {
         GAUGE,
         with().flat_map(|(ns, a)| {
             a.destinations.iter().map(move |(d, n)| {
-                let mut labels = netns_label(ns);
-                labels.extend(super::ct_attribution::destination_labels(d));
-                (labels, *n as f64)
+                let to = ConntrackDestination { addr: d.addr, port: d.port, protocol: &protocol_name(d.proto) };
+                (in_netns(ns.inode, to.labels()), *n as f64)
             })
         }),
     );

@@ -4,11 +4,12 @@
 use prometheus::proto::MetricType;
 
 use super::families::Families;
+use super::labels::{Labels, LocalPort};
 use crate::snapshot::Snapshot;
 use crate::sources::udp::sockets::UdpPort;
 
-fn port_labels(p: &UdpPort) -> Vec<(&'static str, String)> {
-    vec![("local_ip", p.local_ip.to_string()), ("port", p.port.to_string())]
+fn port_labels(p: &UdpPort) -> Labels {
+    LocalPort { local_ip: p.local_ip, port: p.port }.labels()
 }
 
 /// Sockets, and per port: drops, receive queue and buffer.
@@ -57,56 +58,4 @@ pub(super) fn sockets(out: &mut Families, s: &Snapshot) {
          sockwatch_udp_drops_total, whether or not their port is exported.",
         u.drops_total as f64,
     );
-}
-
-/// The UDP MIBs of /proc/net/snmp and /proc/net/snmp6, by family and protocol.
-pub(super) fn counters(out: &mut Families, s: &Snapshot) {
-    let Some(t) = &s.snmp else { return };
-    let from = "from /proc/net/snmp (Udp:, UdpLite:) and /proc/net/snmp6 (Udp6, UdpLite6)";
-    type Field = fn(&crate::sources::procfs::snmp::UdpMib) -> Option<u64>;
-    let families: [(&str, String, Field); 6] = [
-        ("sockwatch_udp_in_datagrams_total", format!("UDP datagrams delivered to sockets, InDatagrams {from}."), |m| {
-            m.in_datagrams
-        }),
-        ("sockwatch_udp_no_ports_total", format!("UDP datagrams to a port with no socket, NoPorts {from}."), |m| {
-            m.no_ports
-        }),
-        (
-            "sockwatch_udp_in_errors_total",
-            format!("UDP datagrams received but not delivered (full buffers, bad checksums, memory), InErrors {from}."),
-            |m| m.in_errors,
-        ),
-        (
-            "sockwatch_udp_rcvbuf_errors_total",
-            format!(
-                "UDP datagrams dropped because a socket's receive buffer was full, RcvbufErrors {from}: \
-                 sockwatch_udp_drops_total says which port."
-            ),
-            |m| m.rcvbuf_errors,
-        ),
-        (
-            "sockwatch_udp_sndbuf_errors_total",
-            format!("UDP datagrams not sent because a socket's send buffer was full, SndbufErrors {from}."),
-            |m| m.sndbuf_errors,
-        ),
-        (
-            "sockwatch_udp_mem_errors_total",
-            format!(
-                "UDP datagrams dropped because UDP as a whole was at net.ipv4.udp_mem (host-wide socket memory), not one \
-                 socket's buffer, MemErrors {from}."
-            ),
-            |m| m.mem_errors,
-        ),
-    ];
-    for (name, help, field) in families {
-        out.labelled(
-            name,
-            &help,
-            MetricType::COUNTER,
-            t.udp.iter().filter_map(|m| {
-                let labels = vec![("family", m.family.to_owned()), ("protocol", m.protocol.to_owned())];
-                field(m).map(|v| (labels, v as f64))
-            }),
-        );
-    }
 }

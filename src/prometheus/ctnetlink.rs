@@ -1,24 +1,23 @@
-//! Who fills the conntrack table and how full each NAT mapping is (the breakdown dump's
-//! attribution): bounded by `--conntrack.top-k`.
+//! The families of the `ctnetlink/` sources: the breakdown dump's counts by state and
+//! protocol, where the table is heading, who fills it and how full each NAT mapping is
+//! (bounded by `--conntrack.top-k`), and event mode's own figures.
 
 use prometheus::proto::MetricType;
 
 use super::families::Families;
+use super::labels::{ConntrackDestination, Labels};
 use crate::snapshot::Snapshot;
+use super::families::f;
 use crate::sources::ctnetlink::attribution::{protocol_name, Attribution, DestKey};
+use crate::sources::ctnetlink::dump::CT_TCP_STATES;
 
-/// `destination`, `port`, `protocol`: one conntrack destination's labels.
-pub(super) fn destination_labels(d: &DestKey) -> Vec<(&'static str, String)> {
-    vec![
-        ("destination", d.addr.to_string()),
-        ("port", d.port.to_string()),
-        ("protocol", protocol_name(d.proto).into_owned()),
-    ]
+fn destination_labels(d: &DestKey) -> Labels {
+    ConntrackDestination { addr: d.addr, port: d.port, protocol: &protocol_name(d.proto) }.labels()
 }
 
 const SRC: &str = "counted in the ctnetlink breakdown dump (--conntrack.breakdown-interval)";
 
-pub(super) fn families(out: &mut Families, s: &Snapshot) {
+pub(super) fn attribution(out: &mut Families, s: &Snapshot) {
     let Some(a) = s.conntrack_breakdown.as_ref().map(|b| &b.attribution) else { return };
     events(out, s);
     who_fills_the_table(out, a);
@@ -159,3 +158,69 @@ fn events(out: &mut Families, s: &Snapshot) {
         e.buffer_bytes as f64,
     );
 }
+
+/// The ctnetlink breakdown.
+pub(super) fn breakdown(out: &mut Families, s: &Snapshot) {
+    if let Some(b) = &s.conntrack_breakdown {
+        let src =
+            "from a ctnetlink dump on its own interval (--conntrack.breakdown-interval), never /proc/net/nf_conntrack";
+        out.labelled(
+            "sockwatch_conntrack_tcp_entries",
+            &format!("TCP conntrack entries by conntrack state, {src}."),
+            MetricType::GAUGE,
+            CT_TCP_STATES.iter().zip(b.tcp).map(|(st, n)| (vec![("state", (*st).to_owned())], f(n))),
+        );
+        out.labelled(
+            "sockwatch_conntrack_protocol_entries",
+            &format!("Conntrack entries by protocol, {src}."),
+            MetricType::GAUGE,
+            [("tcp", b.tcp_total()), ("udp", b.udp), ("icmp", b.icmp), ("other", b.other)]
+                .map(|(p, n)| (vec![("protocol", p.to_owned())], f(n))),
+        );
+        out.gauge(
+            "sockwatch_conntrack_assured_entries",
+            &format!("Conntrack entries that saw traffic both ways (ASSURED: not evicted by early drop), {src}."),
+            f(b.assured),
+        );
+        out.gauge(
+            "sockwatch_conntrack_nat_entries",
+            &format!("Conntrack entries whose reply addresses differ from the original's (NAT, as fw_conntrack counts), {src}."),
+            f(b.nated),
+        );
+    }
+}
+
+/// Where the conntrack table is heading (with the breakdown).
+pub(super) fn projection(out: &mut Families, s: &Snapshot) {
+    if let (Some(p), Some(limit)) = (&s.conntrack_projection, s.conntrack.as_ref().and_then(|c| c.limit)) {
+        let src = "from the TCP TIME_WAIT entries' remaining timeouts in the ctnetlink breakdown dump (as old as \
+                   --conntrack.breakdown-interval)";
+        out.gauge(
+            "sockwatch_conntrack_time_wait_rate",
+            &format!(
+                "Tracked TCP connections entering conntrack TIME_WAIT per second over the youngest sixth of \
+                 nf_conntrack_tcp_timeout_time_wait (20 s at the default 120 s), {src}."
+            ),
+            p.close_rate,
+        );
+        out.gauge(
+            "sockwatch_conntrack_projected_utilization",
+            &format!(
+                "Where the conntrack table settles if the current close rate holds: entries not in TIME_WAIT plus that \
+                 rate x nf_conntrack_tcp_timeout_time_wait, divided by nf_conntrack_max (not capped), {src}."
+            ),
+            // nf_conntrack_max 0 is no limit: nothing to fill (as sockwatch_conntrack_utilization).
+            crate::derived::ratio(p.projected, limit as f64, crate::derived::AtZero::Unlimited),
+        );
+        out.gauge(
+            "sockwatch_conntrack_seconds_to_full",
+            &format!(
+                "Seconds until the conntrack table reaches nf_conntrack_max at the current close rate and its trend, \
+                 as TIME_WAIT entries time out; 0 when full now, +Inf when not within {} s, {src}.",
+                crate::sources::tcp::projection::HORIZON_SECONDS
+            ),
+            p.seconds_to_exhaustion.unwrap_or(f64::INFINITY),
+        );
+    }
+}
+

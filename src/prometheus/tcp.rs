@@ -1,12 +1,15 @@
-//! The port families: each busy destination's ephemeral ports, where the worst is heading,
-//! the per-port server states and the listeners' accept queues.
+//! The families of the `tcp/` sources: sockets by state, each busy destination's ephemeral
+//! ports and where the worst is heading, the per-port server states, the listeners' accept
+//! queues and their listen path.
 
-use prometheus::proto::MetricType;
+use prometheus::proto::MetricType::{self, COUNTER, GAUGE};
 
 use super::families::{f, Families};
+use super::labels::{Labels, LocalPort, PortDestination};
 use crate::derived;
 use crate::snapshot::Snapshot;
 use crate::sources::tcp::ports::{self, PortUsage};
+use crate::sources::tcp::sockets::TCP_STATES;
 
 /// Ephemeral ports, per-port states and accept queues.
 pub(super) fn ports(out: &mut Families, s: &Snapshot) {
@@ -26,17 +29,12 @@ fn render_ports(out: &mut Families, s: &Snapshot, pu: &PortUsage) {
 }
 
 /// The labels of one destination of ephemeral ports.
-fn destination_labels(d: &ports::Destination) -> Vec<(&'static str, String)> {
-    vec![
-        ("local_ip", d.local_ip.to_string()),
-        ("remote_ip", d.remote_ip.to_string()),
-        ("remote_port", d.remote_port.to_string()),
-    ]
+fn destination_labels(d: &ports::Destination) -> Labels {
+    PortDestination { local_ip: d.local_ip, remote_ip: d.remote_ip, remote_port: d.remote_port }.labels()
 }
 
 /// The busiest destinations: ports held, where each settles, how fast each closes.
 fn ephemeral_destinations(out: &mut Families, e: &ports::Ephemeral) {
-    use MetricType::GAUGE;
     out.labelled(
         "sockwatch_ephemeral_ports_used",
         "Local ports held toward one destination (local IP, remote IP, remote port) by client-side sockets in any \
@@ -121,7 +119,6 @@ fn ephemeral_summary(out: &mut Families, e: &ports::Ephemeral, utilization: f64,
 
 /// Server-side sockets per listening port, and the accept queues.
 fn listening(out: &mut Families, pu: &PortUsage) {
-    use MetricType::GAUGE;
     out.labelled(
         "sockwatch_tcp_port_sockets",
         "Server-side TCP sockets of a listening port by state (what `netstat -na | grep :PORT | grep STATE | wc -l` \
@@ -137,7 +134,7 @@ fn listening(out: &mut Families, pu: &PortUsage) {
         }),
     );
     let listener_labels =
-        |l: &ports::ListenQueue| vec![("local_ip", l.local_ip.to_string()), ("port", l.port.to_string())];
+        |l: &ports::ListenQueue| LocalPort { local_ip: l.local_ip, port: l.port }.labels();
     out.labelled(
         "sockwatch_listen_queue_length",
         "Connections waiting in a listener's accept queue (inet_diag idiag_rqueue of the LISTEN socket; SO_REUSEPORT \
@@ -163,3 +160,90 @@ fn listening(out: &mut Families, pu: &PortUsage) {
         f(pu.listener_count),
     );
 }
+
+/// TCP sockets by family and state.
+pub(super) fn sockets(out: &mut Families, s: &Snapshot) {
+    if let Some(sk) = &s.sockets {
+        let series = [("ipv4", &sk.states.ipv4), ("ipv6", &sk.states.ipv6)].into_iter().flat_map(|(fam, counts)| {
+            (1..TCP_STATES.len())
+                .map(move |i| (vec![("family", fam.to_owned()), ("state", TCP_STATES[i].to_owned())], f(counts[i])))
+        });
+        out.labelled(
+            "sockwatch_tcp_sockets",
+            "TCP sockets by address family and state, from one inet_diag (NETLINK_SOCK_DIAG) dump of both families. \
+             TIME_WAIT sockets are reported in their substate, as ss shows them; half-open request sockets count as syn_recv; close counts sockets bound but neither connected nor listening (Linux 6.5+).",
+            GAUGE,
+            series,
+        );
+    }
+}
+
+
+/// Each listener's drops and SYN queue, and the kernel's SYN-queue and cookie counters.
+pub(super) fn listen_path(out: &mut Families, s: &Snapshot) {
+    if let Some(lp) = &s.listen_path {
+        let labels = |l: &crate::sources::tcp::listeners::Listener| {
+            LocalPort { local_ip: l.local_ip, port: l.port }.labels()
+        };
+        out.labelled(
+            "sockwatch_listener_drops_total",
+            "SYNs and handshakes a listener dropped (its sk_drops, SK_MEMINFO_DROPS of a LISTEN-only inet_diag dump): \
+             accept queue full, SYN queue full without cookies, or no memory. The same events as ListenDrops, per \
+             listener; it restarts at 0 when the listener is reopened. Top --listeners.top-k by drops.",
+            COUNTER,
+            lp.top.iter().map(|l| (labels(l), f(l.drops))),
+        );
+        out.labelled(
+            "sockwatch_listener_syn_queue",
+            "Half-open connections (request sockets in SYN_RECV) on the listener's port; full at its backlog (or \
+             tcp_max_syn_backlog if lower), past which the kernel sends SYN cookies or drops SYNs and logs \"Possible \
+             SYN flooding on port X\".",
+            GAUGE,
+            lp.top.iter().map(|l| (labels(l), f(l.syn_queue))),
+        );
+        out.gauge(
+            "sockwatch_listener_syn_queue_utilization_max",
+            "Highest SYN queue / its limit (the listener's backlog, or tcp_max_syn_backlog if lower) over all listeners.",
+            lp.syn_utilization_max,
+        );
+        out.counter(
+            "sockwatch_listeners_drops_total",
+            "Drops summed over every listener open now (resets when a dropping listener closes); compare with \
+             sockwatch_tcp_listen_drops_total, which counts closed listeners too.",
+            f(lp.drops),
+        );
+    }
+    if let Some(t) = &s.snmp {
+        let ext = "from /proc/net/netstat (TcpExt:)";
+        for (name, help, v) in [
+            (
+                "sockwatch_tcp_syncookies_sent_total",
+                "SYN cookies sent (SYN queue full, or tcp_syncookies=2), SyncookiesSent",
+                t.syncookies_sent,
+            ),
+            (
+                "sockwatch_tcp_syncookies_recv_total",
+                "Valid SYN cookies received back (connections made from a cookie), SyncookiesRecv",
+                t.syncookies_recv,
+            ),
+            (
+                "sockwatch_tcp_syncookies_failed_total",
+                "Invalid SYN cookies received, SyncookiesFailed",
+                t.syncookies_failed,
+            ),
+            (
+                "sockwatch_tcp_syn_queue_full_cookies_total",
+                "SYNs answered with a cookie because the SYN queue was full, TCPReqQFullDoCookies",
+                t.reqq_full_do_cookies,
+            ),
+            (
+                "sockwatch_tcp_syn_queue_full_drops_total",
+                "SYNs dropped because the SYN queue was full and cookies are off, TCPReqQFullDrop",
+                t.reqq_full_drop,
+            ),
+        ] {
+            out.counter(name, &format!("{help} {ext}."), v.map(f));
+        }
+    }
+}
+
