@@ -2,7 +2,7 @@
 //! ports and where the worst is heading, the per-port server states, the listeners' accept
 //! queues and their listen path.
 
-use prometheus::proto::MetricType::{self, COUNTER, GAUGE};
+use prometheus::proto::MetricType::{COUNTER, GAUGE};
 
 use super::families::{f, Families};
 use super::labels::{Labels, LocalPort, PortDestination};
