@@ -31,4 +31,3 @@ pub(super) fn softnet(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option
         },
     ))
 }
-

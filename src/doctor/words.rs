@@ -43,11 +43,9 @@ pub(super) fn rate(before: Option<u64>, after: Option<u64>, seconds: f64) -> Opt
     Some(after?.saturating_sub(before?) as f64 / seconds)
 }
 
-
 pub(super) fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
-
 
 /// A check with no projection (the resources here have none of their own).
 pub(super) fn check(
@@ -72,4 +70,3 @@ pub(super) fn check(
         advice: (level >= Level::Warning).then(advice),
     }
 }
-

@@ -1,16 +1,34 @@
-//! The list of graphs: every graph of `core` and `resources`, which ones are offered
+//! The list of graphs: every graph of each wing's file, in order, which ones are offered
 //! (the NAT and fw_conntrack graphs only with the conntrack breakdown), and the multigraph
 //! that carries them all. The shim and the plugin ask here; `graphs` renders one.
 
 use std::fmt::Write;
 
 use super::graphs::{config, fetch, Graph};
+use super::{ctnetlink, netns, procfs, tcp, udp};
 use crate::snapshot::Snapshot;
 
-/// Every graph: sockets, ports, conntrack, queues, UDP and namespaces (`munin/core.rs`),
-/// then the other resources' (`munin/resources.rs`).
+/// Every graph, in the order Munin lists them: each from the file of its wing. A wing
+/// appears more than once where its graphs have always been listed between another's.
+static GRAPHS: [&Graph; 13] = [
+    &tcp::STATES,
+    &procfs::CONNTRACK,
+    &procfs::CONNTRACK_ERRORS,
+    &tcp::EPHEMERAL_PORTS,
+    &tcp::LISTEN_QUEUE,
+    &tcp::LISTEN_DROPS,
+    &udp::DROPS,
+    &netns::FULLEST,
+    &netns::COUNTS,
+    &ctnetlink::FW_CONNTRACK,
+    &ctnetlink::NAT_PORTS,
+    &procfs::RESOURCES,
+    &procfs::RESOURCE_FAILURES,
+];
+
+/// Every graph.
 pub fn all() -> impl Iterator<Item = &'static Graph> {
-    super::core::GRAPHS.iter().chain(super::resources::GRAPHS)
+    GRAPHS.iter().copied()
 }
 
 /// The graphs offered, given whether the conntrack breakdown runs.

@@ -43,6 +43,20 @@ pub struct Graph {
     pub needs_breakdown: bool,
 }
 
+/// The conntrack table's thresholds, 80 % and 90 % of nf_conntrack_max: the table graph's
+/// and fw_conntrack's total.
+pub(super) fn ct_limit(s: &Snapshot) -> Option<f64> {
+    s.conntrack.as_ref()?.limit.map(|v| v as f64)
+}
+
+pub(super) fn ct_warn(s: &Snapshot) -> Option<f64> {
+    warn_of(ct_limit(s))
+}
+
+pub(super) fn ct_crit(s: &Snapshot) -> Option<f64> {
+    crit_of(ct_limit(s))
+}
+
 /// Munin's `clean_fieldname`: anything outside `[A-Za-z0-9_]` becomes `_`, and a
 /// leading digit gets a `_` in front.
 pub fn clean_fieldname(name: &str) -> String {

@@ -3,9 +3,11 @@
 //! and the munin-node plugin that relays to it ([`plugin`], the binary itself).
 
 pub mod catalog;
-mod core;
+mod ctnetlink;
 pub mod graphs;
+mod netns;
 pub mod plugin;
 mod procfs;
-mod resources;
 pub mod shim;
+mod tcp;
+mod udp;

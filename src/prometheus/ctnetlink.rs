@@ -4,10 +4,10 @@
 
 use prometheus::proto::MetricType;
 
+use super::families::f;
 use super::families::Families;
 use super::labels::{ConntrackDestination, Labels};
 use crate::snapshot::Snapshot;
-use super::families::f;
 use crate::sources::ctnetlink::attribution::{protocol_name, Attribution, DestKey};
 use crate::sources::ctnetlink::dump::CT_TCP_STATES;
 
@@ -223,4 +223,3 @@ pub(super) fn projection(out: &mut Families, s: &Snapshot) {
         );
     }
 }
-

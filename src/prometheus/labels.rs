@@ -56,7 +56,11 @@ pub struct ConntrackDestination<'a> {
 
 impl ConntrackDestination<'_> {
     pub fn labels(&self) -> Labels {
-        vec![("destination", self.addr.to_string()), ("port", self.port.to_string()), ("protocol", self.protocol.to_owned())]
+        vec![
+            ("destination", self.addr.to_string()),
+            ("port", self.port.to_string()),
+            ("protocol", self.protocol.to_owned()),
+        ]
     }
 }
 

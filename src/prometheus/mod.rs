@@ -5,8 +5,8 @@
 pub mod auth_queue;
 mod ctnetlink;
 mod families;
-mod labels;
 pub mod http;
+mod labels;
 mod netns;
 mod own;
 mod procfs;

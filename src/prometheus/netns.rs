@@ -319,7 +319,10 @@ fn deep_projection(out: &mut Families, n: &crate::sources::netns::Namespaces) {
          heading for exhaustion.",
         MetricType::GAUGE,
         [(
-            in_netns(inode, PortDestination { local_ip: d.local_ip, remote_ip: d.remote_ip, remote_port: d.remote_port }.labels()),
+            in_netns(
+                inode,
+                PortDestination { local_ip: d.local_ip, remote_ip: d.remote_ip, remote_port: d.remote_port }.labels(),
+            ),
             seconds,
         )],
     );

@@ -87,4 +87,3 @@ pub(super) fn process(out: &mut Families, s: &Snapshot) {
     out.gauge("process_max_fds", "Maximum number of open file descriptors (RLIMIT_NOFILE soft limit).", f(p.max_fds));
     out.gauge("process_threads", "Number of OS threads in the process.", f(p.threads));
 }
-

@@ -52,7 +52,6 @@ pub(super) fn softnet(out: &mut Families, s: &Snapshot) {
     );
 }
 
-
 /// The kernel's socket totals.
 pub(super) fn sockstat(out: &mut Families, s: &Snapshot) {
     use MetricType::GAUGE;
@@ -218,7 +217,6 @@ pub(super) fn limits(out: &mut Families, s: &Snapshot) {
     }
 }
 
-
 /// Open files: the host's against fs.file-max, the fullest processes against their own limit.
 pub(super) fn descriptors(out: &mut Families, s: &Snapshot) {
     let Some(d) = &s.descriptors else { return };
@@ -368,7 +366,6 @@ pub(super) fn neighbours(out: &mut Families, s: &Snapshot) {
     );
 }
 
-
 /// The UDP MIBs of /proc/net/snmp and /proc/net/snmp6, by family and protocol.
 pub(super) fn udp_counters(out: &mut Families, s: &Snapshot) {
     let Some(t) = &s.snmp else { return };
@@ -420,4 +417,3 @@ pub(super) fn udp_counters(out: &mut Families, s: &Snapshot) {
         );
     }
 }
-

@@ -424,3 +424,19 @@ fn golden_rendering_of_every_family() {
         );
     }
 }
+
+/// The same snapshot through every Munin graph (config and values, breakdown on), against
+/// `tests/fixtures/munin/golden.txt` byte for byte: the Munin side's golden test.
+#[test]
+fn golden_munin_graphs() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/munin/golden.txt");
+    let mut text = String::new();
+    crate::munin::catalog::multigraph(Some(&snapshot()), true, true, true, &mut text);
+    if std::env::var("SOCKWATCH_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+        std::fs::write(path, &text).unwrap();
+    }
+    let golden = std::fs::read_to_string(path).expect("golden file: SOCKWATCH_BLESS=1 cargo test golden");
+    let first = text.lines().zip(golden.lines()).position(|(a, b)| a != b);
+    assert!(text == golden, "Munin output differs from {path} at line {first:?}");
+}

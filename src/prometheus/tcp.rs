@@ -133,8 +133,7 @@ fn listening(out: &mut Families, pu: &PortUsage) {
             })
         }),
     );
-    let listener_labels =
-        |l: &ports::ListenQueue| LocalPort { local_ip: l.local_ip, port: l.port }.labels();
+    let listener_labels = |l: &ports::ListenQueue| LocalPort { local_ip: l.local_ip, port: l.port }.labels();
     out.labelled(
         "sockwatch_listen_queue_length",
         "Connections waiting in a listener's accept queue (inet_diag idiag_rqueue of the LISTEN socket; SO_REUSEPORT \
@@ -178,13 +177,11 @@ pub(super) fn sockets(out: &mut Families, s: &Snapshot) {
     }
 }
 
-
 /// Each listener's drops and SYN queue, and the kernel's SYN-queue and cookie counters.
 pub(super) fn listen_path(out: &mut Families, s: &Snapshot) {
     if let Some(lp) = &s.listen_path {
-        let labels = |l: &crate::sources::tcp::listeners::Listener| {
-            LocalPort { local_ip: l.local_ip, port: l.port }.labels()
-        };
+        let labels =
+            |l: &crate::sources::tcp::listeners::Listener| LocalPort { local_ip: l.local_ip, port: l.port }.labels();
         out.labelled(
             "sockwatch_listener_drops_total",
             "SYNs and handshakes a listener dropped (its sk_drops, SK_MEMINFO_DROPS of a LISTEN-only inet_diag dump): \
@@ -246,4 +243,3 @@ pub(super) fn listen_path(out: &mut Families, s: &Snapshot) {
         }
     }
 }
-
