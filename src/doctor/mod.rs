@@ -8,22 +8,19 @@
 
 use serde::Serialize;
 
-mod conntrack;
+mod ctnetlink;
 mod netns;
-mod ports;
+mod own;
 mod procfs;
-mod resources;
+mod tcp;
+mod udp;
 mod words;
 
-use conntrack::{conntrack_check, nat_check};
-use netns::netns_check;
-use ports::ports_check;
-use words::{pct, per_s, rate};
+use words::rate;
+
+use crate::derived::{CRIT, WARN};
 
 use crate::snapshot::Snapshot;
-use crate::sources::udp::sockets::UdpPort;
-
-use crate::derived::{self, CRIT, LISTEN_CRIT, WARN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,206 +98,24 @@ pub fn diagnose(before: &Snapshot, now: &Snapshot) -> Report {
     let opens = |s: &Snapshot| s.snmp.as_ref().and_then(|t| t.active_opens?.checked_add(t.passive_opens?));
     let new_conns = rate(opens(before), opens(now), seconds);
 
-    // Ephemeral ports: the busiest destination, and where the worst one is heading.
-    if let (Some(e), Some(l)) = (now.ports.as_ref().and_then(|p| p.ephemeral.as_ref()), now.limits.as_ref()) {
-        checks.push(ports_check(e, l));
-    }
-
-    checks.extend(time_wait_check(before, now, seconds, new_conns));
-    checks.extend(orphans_check(now));
-    checks.extend(conntrack_check(before, now, seconds));
-    checks.extend(nat_check(now));
-    checks.extend(listen_check(before, now, seconds));
-    checks.extend(udp_check(now, seconds));
-    checks.extend(netns_check(before, now, seconds));
-    checks.extend(resources::descriptors(now));
-    checks.extend(resources::socket_memory(before, now, seconds));
-    checks.extend(resources::listen_path(before, now, seconds));
+    // The order of the report: each check from the file of its wing.
+    checks.extend(tcp::ports_check(now));
+    checks.extend(procfs::time_wait_check(before, now, seconds, new_conns));
+    checks.extend(procfs::orphans_check(now));
+    checks.extend(ctnetlink::who_fills(procfs::conntrack_check(before, now, seconds), now));
+    checks.extend(ctnetlink::nat_check(now));
+    checks.extend(tcp::listen_check(before, now, seconds));
+    checks.extend(udp::udp_check(now, seconds));
+    checks.extend(netns::netns_check(before, now, seconds));
+    checks.extend(procfs::descriptors(now));
+    checks.extend(procfs::socket_memory(before, now, seconds));
+    checks.extend(tcp::listen_path(before, now, seconds));
     checks.extend(procfs::softnet(before, now, seconds));
-    checks.extend(resources::neighbours(before, now, seconds));
-
-    // The conntrack counters are absent when the module is not loaded: an answer (nothing
-    // is tracked), not a gap, provided /proc/sys/net itself was read (the limits come from it).
-    let sys_net_read = now.limits.is_some();
-    for s in now.sources.iter().filter(|s| !s.up) {
-        if let Some(e) = &s.error {
-            let not_loaded = s.source == crate::snapshot::Source::Conntrack && sys_net_read && s.errors_total == 0;
-            // The neighbour tables are the host's: their files exist in its namespace only.
-            let elsewhere = s.source == crate::snapshot::Source::Neighbour && sys_net_read && s.errors_total == 0;
-            let (level, detail) = if not_loaded {
-                (Level::Ok, format!("not loaded, nothing tracked ({e})"))
-            } else if elsewhere {
-                (Level::Ok, format!("host-wide tables, seen from the host's network namespace only ({e})"))
-            } else {
-                (Level::CannotTell, format!("cannot tell, not read: {e}"))
-            };
-            checks.push(Check {
-                resource: s.source.name(),
-                level,
-                used: None,
-                limit: None,
-                utilization: None,
-                projected: None,
-                seconds_to_exhaustion: None,
-                detail,
-                advice: (level == Level::CannotTell)
-                    .then(|| "Checks that need this source did not run. Run doctor as the daemon runs (root or CAP_NET_ADMIN), against the real /proc (--path.procfs).".to_owned()),
-            });
-        }
-    }
+    checks.extend(procfs::neighbours(before, now, seconds));
+    checks.extend(own::sources_not_read(now));
 
     let status = checks.iter().map(|c| c.level).max().unwrap_or(Level::Ok);
     Report { status, checks, new_connections_per_second: new_conns, facts: FACTS.to_vec() }
-}
-
-/// TIME_WAIT against tcp_max_tw_buckets, and its overflow rate.
-fn time_wait_check(before: &Snapshot, now: &Snapshot, seconds: f64, new_conns: Option<f64>) -> Option<Check> {
-    let (Some(st), Some(max)) = (now.sockstat.as_ref(), now.limits.as_ref().and_then(|l| l.tcp_max_tw_buckets)) else {
-        return None;
-    };
-    let u = derived::time_wait_utilization(now).unwrap_or(0.0);
-    let overflow = rate(
-        before.snmp.as_ref().and_then(|t| t.time_wait_overflow),
-        now.snmp.as_ref().and_then(|t| t.time_wait_overflow),
-        seconds,
-    )
-    .unwrap_or(0.0);
-    let level = if overflow > 0.0 { Level::Critical } else { Level::of(u) };
-    let steady = new_conns.map_or(String::new(), |r| {
-        format!(
-            "; at {r:.0} new connections/s, if this host closes them first TIME_WAIT settles near {:.0}",
-            r * f64::from(crate::sources::tcp::ports::TIME_WAIT_SECONDS)
-        )
-    });
-    Some(Check {
-        resource: "TIME_WAIT buckets",
-        level,
-        used: Some(st.tw as f64),
-        limit: Some(max as f64),
-        utilization: Some(u),
-        projected: None,
-        seconds_to_exhaustion: None,
-        detail: format!("{} TIME_WAIT sockets of tcp_max_tw_buckets {} ({}){steady}", st.tw, max, pct(u)),
-        advice: (level > Level::Ok).then(|| {
-            format!(
-                "Beyond tcp_max_tw_buckets the kernel destroys TIME_WAIT sockets early{} (\"time wait bucket \
-                 table overflow\"). Raise net.ipv4.tcp_max_tw_buckets or close fewer connections from this side; \
-                 lowering tcp_fin_timeout does not help.",
-                if overflow > 0.0 { format!(", {}/s right now", per_s(overflow)) } else { String::new() }
-            )
-        }),
-    })
-}
-
-/// Orphaned sockets against tcp_max_orphans.
-fn orphans_check(now: &Snapshot) -> Option<Check> {
-    let (Some(st), Some(max)) = (now.sockstat.as_ref(), now.limits.as_ref().and_then(|l| l.tcp_max_orphans)) else {
-        return None;
-    };
-    // tcp_max_orphans 0: the kernel resets every orphan, so any is too many.
-    let u = derived::ratio(st.orphan as f64, max as f64, derived::AtZero::Exhausted).unwrap_or(1.0);
-    let level = Level::of(u);
-    Some(Check {
-        resource: "orphaned sockets",
-        level,
-        used: Some(st.orphan as f64),
-        limit: Some(max as f64),
-        utilization: Some(u),
-        projected: None,
-        seconds_to_exhaustion: None,
-        detail: format!("{} orphans of tcp_max_orphans {} ({})", st.orphan, max, pct(u)),
-        advice: (level > Level::Ok).then(|| {
-            "Past tcp_max_orphans the kernel resets connections (\"too many orphaned sockets\"). Look for \
-             peers that never acknowledge the close; raise net.ipv4.tcp_max_orphans if memory allows."
-                .to_owned()
-        }),
-    })
-}
-
-/// The fullest accept queue, and overflows.
-fn listen_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {
-    let Some(p) = &now.ports else { return None };
-    let overflows = rate(
-        before.snmp.as_ref().and_then(|t| t.listen_overflows),
-        now.snmp.as_ref().and_then(|t| t.listen_overflows),
-        seconds,
-    )
-    .unwrap_or(0.0);
-    let u = p.listen_utilization_max;
-    let level = if u >= LISTEN_CRIT || overflows > 0.0 { Level::Critical } else { Level::of(u) };
-    let fullest = p
-        .listeners
-        .iter()
-        .filter(|l| l.limit > 0)
-        .max_by(|a, b| (a.length as f64 / a.limit as f64).total_cmp(&(b.length as f64 / b.limit as f64)));
-    let who = fullest.map_or("no listener".to_owned(), |l| {
-        format!("{}:{} with {} of {} queued", l.local_ip, l.port, l.length, l.limit)
-    });
-    Some(Check {
-        resource: "accept queues",
-        level,
-        used: fullest.map(|l| l.length as f64),
-        limit: fullest.map(|l| l.limit as f64),
-        utilization: Some(u),
-        projected: None,
-        seconds_to_exhaustion: None,
-        detail: format!(
-            "fullest listener {who} ({}); {} listeners{}",
-            pct(u),
-            p.listener_count,
-            if overflows > 0.0 {
-                format!(", {} connections/s dropped on full queues", per_s(overflows))
-            } else {
-                String::new()
-            }
-        ),
-        advice: (level > Level::Ok).then(|| {
-            format!(
-                "A full accept queue drops new connections (ListenOverflows). The application behind {who} does \
-                 not accept() fast enough: check that it is alive, raise its listen() backlog and net.core.somaxconn."
-            )
-        }),
-    })
-}
-
-/// UDP receive queues and the ports dropping datagrams. `drops_recent` is what each port
-/// dropped since the sample before (the first of the two, a second earlier).
-fn udp_check(now: &Snapshot, seconds: f64) -> Option<Check> {
-    let u = now.udp.as_ref()?;
-    let mut dropping: Vec<&UdpPort> = u.ports.iter().filter(|p| p.drops_recent > 0).collect();
-    dropping.sort_by_key(|p| std::cmp::Reverse(p.drops_recent));
-    let earlier: Vec<&UdpPort> = u.ports.iter().filter(|p| p.drops_recent == 0 && p.drops_total > 0).collect();
-    let level = if dropping.is_empty() { Level::of(u.queue_utilization_max) } else { Level::Critical };
-    let name = |p: &UdpPort| format!("{}:{}", p.local_ip, p.port);
-    let mut detail =
-        format!("{} UDP sockets; fullest receive queue {}", u.sockets[0] + u.sockets[1], pct(u.queue_utilization_max));
-    if !dropping.is_empty() {
-        let list: Vec<String> =
-            dropping.iter().map(|p| format!("{} ({}/s)", name(p), per_s(p.drops_recent as f64 / seconds))).collect();
-        detail.push_str(&format!("; dropping now: {}", list.join(", ")));
-    }
-    if !earlier.is_empty() {
-        let list: Vec<String> = earlier.iter().map(|p| format!("{} ({})", name(p), p.drops_total)).collect();
-        detail.push_str(&format!("; dropped earlier, not now: {}", list.join(", ")));
-    }
-    Some(Check {
-        resource: "udp receive queues",
-        level,
-        used: None,
-        limit: None,
-        utilization: Some(u.queue_utilization_max),
-        projected: None,
-        seconds_to_exhaustion: None,
-        detail,
-        advice: (level > Level::Ok).then(|| {
-            let who = dropping.first().map_or("the fullest UDP socket".to_owned(), |p| name(p));
-            format!(
-                "A UDP socket whose receive queue reaches its buffer drops datagrams silently (the d of `ss -uam`). \
-                 The application on {who} reads too slowly: raise its SO_RCVBUF and net.core.rmem_max (which caps \
-                 it), add reader threads or SO_REUSEPORT sockets, or find what stalls it."
-            )
-        }),
-    })
 }
 
 /// The report for a person at a terminal.
@@ -337,8 +152,26 @@ pub fn render_text(r: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::words::seen_in_part;
+    use super::tcp::ports_check as ports_check_of;
+    use super::udp::udp_check;
+    use super::words::{per_s, seen_in_part};
     use super::*;
+    use crate::sources::tcp::ports::PortUsage;
+    use crate::sources::udp::sockets::UdpPort;
+
+    fn ports_check(e: &Ephemeral, l: &Limits) -> Check {
+        let mut now = Snapshot::limits_only(None, None);
+        now.limits = Some(l.clone());
+        let ports = PortUsage {
+            ephemeral: Some(e.clone()),
+            ports: Vec::new(),
+            listeners: Vec::new(),
+            listener_count: 0,
+            listen_utilization_max: 0.0,
+        };
+        now.ports = Some(ports);
+        ports_check_of(&now).expect("ports and limits read")
+    }
 
     /// A rate above zero never prints as 0 (it read "DROPPING 0 packets/s" at CRITICAL for
     /// one drop in four seconds).

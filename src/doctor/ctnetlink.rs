@@ -1,56 +1,23 @@
-//! The doctor's conntrack checks: the table against nf_conntrack_max with its drops now,
-//! who fills it, and the busiest NAT mapping's source ports.
+//! The doctor's check of the `ctnetlink/` sources: each NAT mapping's source ports, and who
+//! fills the table.
 
-use super::words::{pct, per_s, rate};
+use super::words::pct;
 use super::{Check, Level};
-use crate::derived;
 use crate::snapshot::Snapshot;
 use crate::sources::ctnetlink::attribution::{protocol_name, Attribution};
 
-/// The conntrack table, and packets dropped.
-pub(super) fn conntrack_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {
-    let Some(ct) = &now.conntrack else { return None };
-    let dropping = rate(
-        before.conntrack.as_ref().and_then(|c| c.stats.as_ref()?.drop),
-        ct.stats.as_ref().and_then(|s| s.drop),
-        seconds,
-    )
-    .unwrap_or(0.0);
-    let u = derived::conntrack_utilization(now);
-    let level = if dropping > 0.0 { Level::Critical } else { u.map_or(Level::Ok, Level::of) };
-    // Who fills it, when the breakdown says (and only when it matters).
-    let who = match now.conntrack_breakdown.as_ref().map(|b| &b.attribution) {
-        Some(a) if level > Level::Ok => who_fills(a),
-        _ => String::new(),
-    };
-    Some(Check {
-        resource: "conntrack table",
-        level,
-        used: Some(ct.entries as f64),
-        limit: ct.limit.map(|m| m as f64),
-        utilization: u,
-        projected: None,
-        seconds_to_exhaustion: None,
-        detail: format!(
-            "{} entries of nf_conntrack_max {} ({}), {} hash buckets{}",
-            ct.entries,
-            ct.limit.map_or("unknown".to_owned(), |m| m.to_string()),
-            u.map_or("?".to_owned(), pct),
-            ct.buckets.map_or("unknown".to_owned(), |b| b.to_string()),
-            if dropping > 0.0 { format!(", dropping {} packets/s", per_s(dropping)) } else { String::new() }
-        ) + &who,
-        advice: (level > Level::Ok).then(|| {
-            "When the table is full the kernel drops new packets (\"nf_conntrack: table full, dropping \
-             packet\", or on Linux 6.x \"nf_conntrack: table full in netns N, dropping packet\") and the host looks dead from outside. Raise net.netfilter.nf_conntrack_max and the hash \
-             size together (echo $((max/4)) > /sys/module/nf_conntrack/parameters/hashsize), shorten \
-             timeouts (nf_conntrack_tcp_timeout_time_wait), or exempt traffic that needs no tracking (notrack)."
-                .to_owned()
-        }),
-    })
+/// The top sources and destinations of the breakdown dump, in words.
+/// The conntrack table's check, told who fills the table when the breakdown says (and only
+/// when it matters: at a warning or worse).
+pub(super) fn who_fills(check: Option<Check>, now: &Snapshot) -> Option<Check> {
+    let mut check = check?;
+    if let Some(a) = now.conntrack_breakdown.as_ref().map(|b| &b.attribution).filter(|_| check.level > Level::Ok) {
+        check.detail += &who_fills_words(a);
+    }
+    Some(check)
 }
 
-/// The top sources and destinations of the breakdown dump, in words.
-pub(super) fn who_fills(a: &Attribution) -> String {
+fn who_fills_words(a: &Attribution) -> String {
     let sources: Vec<String> = a.sources.iter().take(3).map(|(ip, n)| format!("{ip} ({n})")).collect();
     let dests: Vec<String> =
         a.destinations.iter().take(3).map(|(d, n)| format!("{} ({n})", endpoint(d.addr, d.port, d.proto))).collect();
