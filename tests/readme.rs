@@ -248,6 +248,133 @@ fn every_readme_command_is_run_somewhere() {
     }
 }
 
+/// The rule of "How it works": each reader (`prometheus/`, `munin/`, `doctor/`) has one file per
+/// wing of `src/sources/`; a wing file imports only its own wing and the wings that wing itself
+/// stands on, never a wing file beside it; the shared and composing files import no wing; and
+/// every snapshot field a wing's source fills is read in that wing's Prometheus file.
+fn readers_are_cut_by_the_wings_of_sources() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    // Production code only: a file's test module may build any snapshot it likes.
+    let code = |p: &std::path::Path| read(p).split("#[cfg(test)]").next().unwrap().to_owned();
+    let uses = |text: &str| -> BTreeSet<String> {
+        text.split("crate::sources::")
+            .skip(1)
+            .map(|s| s.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').next().unwrap().to_owned())
+            .collect()
+    };
+    let mut wings = BTreeSet::new();
+    for e in std::fs::read_dir(format!("{root}/sources")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        if e.path().is_dir() && name != "kernel" {
+            wings.insert(name);
+        }
+    }
+    assert!(wings.len() >= 5, "{wings:?}");
+    let stands_on = |w: &str| -> BTreeSet<String> {
+        let mut out = BTreeSet::from([w.to_owned(), "kernel".to_owned()]);
+        for e in std::fs::read_dir(format!("{root}/sources/{w}")).unwrap() {
+            out.extend(uses(&code(&e.unwrap().path())));
+        }
+        out
+    };
+    let shared = ["mod.rs", "families.rs", "labels.rs", "render.rs", "graphs.rs", "catalog.rs", "words.rs", "own.rs"];
+    let servers = ["http.rs", "webconfig.rs", "auth_queue.rs", "shim.rs", "plugin.rs"];
+    for reader in ["prometheus", "munin", "doctor"] {
+        for e in std::fs::read_dir(format!("{root}/{reader}")).unwrap() {
+            let path = e.unwrap().path();
+            let file = path.file_name().unwrap().to_str().unwrap().to_owned();
+            let wing = file.trim_end_matches(".rs");
+            let text = code(&path);
+            if wings.contains(wing) {
+                let allowed = stands_on(wing);
+                let used = uses(&text);
+                assert!(
+                    used.is_subset(&allowed),
+                    "{reader}/{file} imports {used:?}; its wing stands on {allowed:?} only"
+                );
+                for other in wings.iter().filter(|o| *o != wing) {
+                    assert!(
+                        !text.contains(&format!("super::{other}")),
+                        "{reader}/{file} imports the wing file {other}.rs beside it"
+                    );
+                }
+            } else if shared.contains(&file.as_str()) {
+                let used = uses(&text);
+                assert!(
+                    used.iter().all(|u| u == "kernel"),
+                    "{reader}/{file} is shared or composing, yet imports {used:?}"
+                );
+            } else {
+                assert!(
+                    servers.contains(&file.as_str()) || file.ends_with("_tests.rs"),
+                    "{reader}/{file}: not a wing, shared or server file"
+                );
+            }
+        }
+        for w in &wings {
+            assert!(
+                std::path::Path::new(&format!("{root}/{reader}/{w}.rs")).exists(),
+                "{reader}/ has no file for the {w} wing"
+            );
+        }
+    }
+    // Every snapshot field a wing fills is read in that wing's Prometheus file (or one of a
+    // wing standing on it, or own.rs for sockwatch's own process).
+    let snapshot = read(std::path::Path::new(&format!("{root}/snapshot.rs")));
+    let mut wing_of = std::collections::BTreeMap::new();
+    let idents = |s: &str| -> Vec<String> {
+        s.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    };
+    for line in snapshot.lines().filter(|l| l.starts_with("use crate::sources::")) {
+        let rest = &line["use crate::sources::".len()..];
+        // `wing::…::{A, B}` or `{wing::…::A, wing::…::B}`.
+        let items: Vec<&str> = if rest.starts_with('{') {
+            rest.trim_matches(|c| "{};".contains(c)).split(", ").collect()
+        } else {
+            vec![rest]
+        };
+        for item in items {
+            let words = idents(item);
+            for ty in words.iter().filter(|w| w.starts_with(|c: char| c.is_ascii_uppercase())) {
+                wing_of.insert(ty.clone(), words[0].clone());
+            }
+        }
+    }
+    let body = snapshot.split("pub struct Snapshot {").nth(1).unwrap().split("\n}").next().unwrap();
+    let mut checked = 0;
+    for line in body.lines().map(str::trim).filter(|l| l.starts_with("pub ") && l.contains(": Option<")) {
+        let field = line["pub ".len()..].split(':').next().unwrap();
+        let ty = line.split("Option<").nth(1).unwrap().trim_end_matches(">,").rsplit("::").next().unwrap();
+        let Some(w) = wing_of.get(ty).or_else(|| {
+            line.contains("crate::sources::")
+                .then(|| uses(line).into_iter().next())
+                .flatten()
+                .as_ref()
+                .and_then(|w| wing_of.values().find(|v| *v == w))
+        }) else {
+            continue;
+        };
+        let readers: Vec<String> = std::iter::once(w.clone())
+            .chain(wings.iter().filter(|o| stands_on(o).contains(w.as_str())).cloned())
+            .chain(["own".to_owned()])
+            .collect();
+        let read_there = readers.iter().any(|r| {
+            let p = format!("{root}/prometheus/{r}.rs");
+            std::path::Path::new(&p).exists() && code(std::path::Path::new(&p)).contains(&format!("s.{field}"))
+        });
+        assert!(read_there, "snapshot field {field} ({w} wing) is not rendered in prometheus/{w}.rs");
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} snapshot fields checked: the parse of snapshot.rs broke");
+    let text = readme();
+    assert!(
+        text.contains("has its families, its Munin graphs and its doctor checks in the `<wing>` file"),
+        "the rule is in How it works"
+    );
+}
+
 test_main!(
     every_emitted_metric_is_documented,
     every_documented_metric_exists_in_the_exporter,
@@ -258,4 +385,5 @@ test_main!(
     every_setting_is_in_the_readme_with_its_default,
     the_shipped_config_shows_every_setting,
     every_readme_command_is_run_somewhere,
+    readers_are_cut_by_the_wings_of_sources,
 );

@@ -30,7 +30,7 @@ pub(super) fn time_wait_check(
     let steady = new_conns.map_or(String::new(), |r| {
         format!(
             "; at {r:.0} new connections/s, if this host closes them first TIME_WAIT settles near {:.0}",
-            r * f64::from(crate::sources::tcp::ports::TIME_WAIT_SECONDS)
+            r * f64::from(crate::sources::kernel::TIME_WAIT_SECONDS)
         )
     });
     Some(Check {

@@ -139,7 +139,7 @@ pub(super) fn listen_path(before: &Snapshot, now: &Snapshot, seconds: f64) -> Op
         .filter(|(_, r)| *r > 0.0)
         .max_by(|a, b| a.1.total_cmp(&b.1));
     let fullest_syn = lp.top.iter().max_by(|a, b| a.syn_utilization(max_syn).total_cmp(&b.syn_utilization(max_syn)));
-    let snmp_rate = |field: fn(&crate::sources::procfs::snmp::SnmpCounters) -> Option<u64>| {
+    let snmp_rate = |field: fn(&_) -> Option<u64>| {
         rate(before.snmp.as_ref().and_then(field), now.snmp.as_ref().and_then(field), seconds).unwrap_or(0.0)
     };
     let (cookies, syn_drops) = (snmp_rate(|t| t.reqq_full_do_cookies), snmp_rate(|t| t.reqq_full_drop));

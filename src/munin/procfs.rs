@@ -86,14 +86,7 @@ fn tcp_mem_aborts(s: &Snapshot) -> Option<f64> {
 }
 
 fn udp_mem_errors(s: &Snapshot) -> Option<f64> {
-    s.snmp
-        .as_ref()?
-        .udp
-        .iter()
-        .filter(|m| m.protocol == "udp")
-        .map(|m| m.mem_errors)
-        .sum::<Option<u64>>()
-        .map(|v| v as f64)
+    s.snmp.as_ref()?.udp_sum(|m| m.mem_errors).map(|v| v as f64)
 }
 
 fn neighbour_fulls(s: &Snapshot) -> Option<f64> {

@@ -8,18 +8,12 @@ fn udp_socket_drops(s: &Snapshot) -> Option<f64> {
     s.udp.as_ref().map(|u| u.drops_total as f64)
 }
 
-/// A UDP MIB counter summed over IPv4 and IPv6 (UDP, not UDP-Lite).
-fn udp_mib(s: &Snapshot, pick: fn(&crate::sources::procfs::snmp::UdpMib) -> Option<u64>) -> Option<f64> {
-    let mibs = s.snmp.as_ref()?.udp.iter().filter(|m| m.protocol == "udp");
-    mibs.map(pick).sum::<Option<u64>>().map(|v| v as f64)
-}
-
 fn udp_rcvbuf_errors(s: &Snapshot) -> Option<f64> {
-    udp_mib(s, |m| m.rcvbuf_errors)
+    s.snmp.as_ref()?.udp_sum(|m| m.rcvbuf_errors).map(|v| v as f64)
 }
 
 fn udp_no_ports(s: &Snapshot) -> Option<f64> {
-    udp_mib(s, |m| m.no_ports)
+    s.snmp.as_ref()?.udp_sum(|m| m.no_ports).map(|v| v as f64)
 }
 
 pub(super) static DROPS: Graph = Graph {

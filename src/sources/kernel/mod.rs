@@ -12,5 +12,10 @@ pub mod netlink;
 pub mod ratio;
 
 pub use error::SourceError;
+
+/// `TCP_TIMEWAIT_LEN`, compiled into mainline kernels: how long a socket closed first holds
+/// its local port, whatever `tcp_fin_timeout` says (vendor kernels with `tcp_tw_timeout`
+/// excepted).
+pub const TIME_WAIT_SECONDS: u32 = 60;
 pub(crate) use files::{parse_u64, read_optional, read_required, read_u64_sysctl};
 pub use files::{read_small_file, ReadError};

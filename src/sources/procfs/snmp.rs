@@ -60,6 +60,12 @@ pub struct UdpMib {
 }
 
 impl SnmpCounters {
+    /// A UDP MIB counter summed over IPv4 and IPv6 (UDP, not UDP-Lite); `None` when a
+    /// family lacks it.
+    pub fn udp_sum(&self, pick: fn(&UdpMib) -> Option<u64>) -> Option<u64> {
+        self.udp.iter().filter(|m| m.protocol == "udp").map(pick).sum()
+    }
+
     /// Where a `Tcp:` column of `snmp` goes, if it is read.
     fn tcp_slot<'a>(&'a mut self, name: &str) -> Option<&'a mut Option<u64>> {
         Some(match name {

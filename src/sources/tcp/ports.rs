@@ -37,8 +37,7 @@ use crate::sources::kernel::ratio::{ratio, AtZero};
 
 const TCP_CLOSE: u8 = 7;
 const TCP_TIME_WAIT: u8 = 6;
-/// `TCP_TIMEWAIT_LEN`, compiled into mainline kernels.
-pub const TIME_WAIT_SECONDS: u32 = 60;
+pub use crate::sources::kernel::TIME_WAIT_SECONDS;
 
 /// The ephemeral port range a dump is classified and projected against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
