@@ -46,8 +46,9 @@ impl PortDestination {
     }
 }
 
-/// `destination`, `port`, `protocol`: a conntrack destination (the original direction's
-/// destination address, port and protocol).
+/// `remote_ip`, `remote_port`, `protocol`: a conntrack destination (the original direction's
+/// destination address, port and protocol), spelled as every other remote end here (the NAT
+/// mappings', the ephemeral ports').
 pub struct ConntrackDestination<'a> {
     pub addr: IpAddr,
     pub port: u16,
@@ -57,8 +58,8 @@ pub struct ConntrackDestination<'a> {
 impl ConntrackDestination<'_> {
     pub fn labels(&self) -> Labels {
         vec![
-            ("destination", self.addr.to_string()),
-            ("port", self.port.to_string()),
+            ("remote_ip", self.addr.to_string()),
+            ("remote_port", self.port.to_string()),
             ("protocol", self.protocol.to_owned()),
         ]
     }
