@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use common::{parse_metrics, require, Daemon, Netns, BIN};
 
 fn dest(port: u16) -> String {
-    format!("sockwatch_conntrack_destination_entries{{remote_ip=\"127.0.0.1\",remote_port=\"{port}\",protocol=\"tcp\"}}")
+    format!(
+        "sockwatch_conntrack_destination_entries{{remote_ip=\"127.0.0.1\",remote_port=\"{port}\",protocol=\"tcp\"}}"
+    )
 }
 
 /// Entries toward 127.0.0.1:`port`, as `conntrack -L` lists them.

@@ -12,61 +12,17 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::nat::{NatLab, MAPPING};
 use common::{parse_metrics, require, ConntrackMax, Daemon, MuninSession, Netns, Prometheus, BIN};
 
 const NAT_LOW: u16 = 41000;
 const NAT_PORTS: usize = 100;
 const PORT: u16 = 9871;
-const MAPPING: &str = "nat_ip=\"10.77.2.1\",remote_ip=\"10.77.2.2\",remote_port=\"8080\",protocol=\"tcp\"";
-
-/// client —c0/r0— router —r1/s0— server, masquerading out of r1 to NAT_LOW..+NAT_PORTS.
-fn topology(client: &Netns, router: &Netns, server: &Netns) {
-    let ip = |ns: &Netns, args: &[&str]| {
-        ns.exec("ip", args);
-    };
-    ip(client, &["link", "add", "c0", "type", "veth", "peer", "name", "r0", "netns", &router.name]);
-    ip(router, &["link", "add", "r1", "type", "veth", "peer", "name", "s0", "netns", &server.name]);
-    ip(client, &["addr", "add", "10.77.1.2/24", "dev", "c0"]);
-    ip(client, &["link", "set", "c0", "up"]);
-    ip(client, &["route", "add", "default", "via", "10.77.1.1"]);
-    ip(router, &["addr", "add", "10.77.1.1/24", "dev", "r0"]);
-    ip(router, &["addr", "add", "10.77.2.1/24", "dev", "r1"]);
-    ip(router, &["link", "set", "r0", "up"]);
-    ip(router, &["link", "set", "r1", "up"]);
-    ip(server, &["addr", "add", "10.77.2.2/24", "dev", "s0"]);
-    ip(server, &["link", "set", "s0", "up"]);
-    router.sysctl("net.ipv4.ip_forward", "1");
-    let rules = format!(
-        "table ip sockwatch_nat {{\n chain post {{\n  type nat hook postrouting priority srcnat; policy accept;\n  \
-         oifname \"r1\" ip protocol tcp masquerade to :{NAT_LOW}-{}\n }}\n}}\n",
-        NAT_LOW as usize + NAT_PORTS - 1
-    );
-    // One file per router: the tests of this file build their topologies in parallel.
-    let file = std::env::temp_dir().join(format!("sockwatch-nat-{}.nft", router.name));
-    std::fs::write(&file, rules).unwrap();
-    router.exec("nft", &["-f", file.to_str().unwrap()]);
-    let _ = std::fs::remove_file(file);
-}
-
-/// The server: accepts every connection and holds it until `stop`.
-fn serve(server: &Netns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let listener = server.enter(|| TcpListener::bind("10.77.2.2:8080").unwrap());
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((s, _)) => held.push(s),
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    })
-}
 
 /// `conntrack -L` in the router: the entries whose reply tuple is the mapping's (from
 /// 10.77.2.2:8080 to 10.77.2.1), and the NAT ports they hold.
@@ -107,27 +63,12 @@ fn nat_ports_fill_until_connections_fail() {
     if !require("nat_ports_fill_until_connections_fail", &["nft", "conntrack", "prometheus"]) {
         return;
     }
-    let (client, router, server) = (Netns::new("natc"), Netns::new("natr"), Netns::new("nats"));
-    topology(&client, &router, &server);
+    let lab = NatLab::build("nat", NAT_LOW, NAT_PORTS);
+    let (client, router) = (&lab.client, &lab.router);
     let stop = Arc::new(AtomicBool::new(false));
-    let accepter = serve(&server, stop.clone());
-    let range = format!("{NAT_LOW}-{}", NAT_LOW as usize + NAT_PORTS - 1);
+    let accepter = lab.serve_and_hold(stop.clone());
     let munin = std::env::temp_dir().join(format!("sockwatch-nat-{}.sock", std::process::id()));
-    let daemon = Daemon::start(
-        &router,
-        PORT,
-        &[
-            "--interval",
-            "1s",
-            "--conntrack.breakdown",
-            "--conntrack.breakdown-interval",
-            "1s",
-            "--nat.port-range",
-            &range,
-            "--munin.socket",
-            munin.to_str().unwrap(),
-        ],
-    );
+    let daemon = lab.daemon(PORT, "1s", &["--munin.socket", munin.to_str().unwrap()]);
     let held = Arc::new(Mutex::new(Vec::new()));
     let connect = |n: usize| -> usize {
         let held = held.clone();
@@ -148,8 +89,8 @@ fn nat_ports_fill_until_connections_fail() {
 
     // 90 % of the range: every connection goes through.
     assert_eq!(connect(90), 90, "the first 90 connections through the NAT");
-    let m = await_ports_used(&daemon, &router, 90);
-    let ports = conntrack_mapping(&router);
+    let m = await_ports_used(&daemon, router, 90);
+    let ports = conntrack_mapping(router);
     assert_eq!(ports.len(), 90, "conntrack -L counts the mapping's entries");
     assert!(ports.iter().all(|p| (NAT_LOW..NAT_LOW + NAT_PORTS as u16).contains(p)), "NAT ports in the rule's range");
     assert_eq!(m["sockwatch_nat_port_utilization_max"], 0.9);
@@ -171,7 +112,7 @@ fn nat_ports_fill_until_connections_fail() {
         (top_source.0.as_str(), *top_source.1),
         ("sockwatch_conntrack_source_entries{source=\"10.77.1.2\"}", 90.0)
     );
-    let dest = "sockwatch_conntrack_destination_entries{destination=\"10.77.2.2\",port=\"8080\",protocol=\"tcp\"}";
+    let dest = "sockwatch_conntrack_destination_entries{remote_ip=\"10.77.2.2\",remote_port=\"8080\",protocol=\"tcp\"}";
     assert_eq!(m[dest], 90.0);
 
     // doctor names the mapping (90 of 100 ports: critical); and, with the table 85 % full,
@@ -183,7 +124,7 @@ fn nat_ports_fill_until_connections_fail() {
         let _max = lower.then(|| ConntrackMax::set(count * 100 / 85));
         let out = std::process::Command::new("ip")
             .args(["netns", "exec", &router.name, BIN, "doctor", "--json", "--conntrack.breakdown"])
-            .args(["--nat.port-range", &range, "--munin.socket", ""])
+            .args(["--nat.port-range", &lab.range, "--munin.socket", ""])
             .stderr(std::process::Stdio::null())
             .output()
             .unwrap();
@@ -205,10 +146,10 @@ fn nat_ports_fill_until_connections_fail() {
     assert_eq!(nat["level"], "critical", "90 % of the NAT range");
 
     // The alert, in a real Prometheus with the shipped rules, while nothing has failed yet.
-    let prom = Prometheus::start(&router, "nat", PORT);
+    let prom = Prometheus::start(router, "nat", PORT);
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !prom.firing(&router).iter().any(|a| a == "NatPortsNearExhaustion") {
-        assert!(Instant::now() < deadline, "NatPortsNearExhaustion did not fire: {:?}", prom.firing(&router));
+    while !prom.firing(router).iter().any(|a| a == "NatPortsNearExhaustion") {
+        assert!(Instant::now() < deadline, "NatPortsNearExhaustion did not fire: {:?}", prom.firing(router));
         std::thread::sleep(Duration::from_millis(500));
     }
     drop(prom);
@@ -216,8 +157,8 @@ fn nat_ports_fill_until_connections_fail() {
     // On until a connection fails: exactly when the range is used up.
     let more = connect(NAT_PORTS);
     assert_eq!(90 + more, NAT_PORTS, "connections went through until the NAT range was used up, not longer");
-    let m = await_ports_used(&daemon, &router, NAT_PORTS);
-    assert_eq!(conntrack_mapping(&router).len(), NAT_PORTS);
+    let m = await_ports_used(&daemon, router, NAT_PORTS);
+    assert_eq!(conntrack_mapping(router).len(), NAT_PORTS);
     assert_eq!(m["sockwatch_nat_port_utilization_max"], 1.0);
 
     stop.store(true, Ordering::Relaxed);
@@ -225,12 +166,6 @@ fn nat_ports_fill_until_connections_fail() {
     drop(held);
     drop(daemon);
     let _ = std::fs::remove_file(munin);
-}
-
-/// The server for short connections: accepts, reads to the client's close, closes too, so
-/// each entry ends in TIME_WAIT in the router's table.
-fn serve_and_close(server: &Netns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    common::accept_until_close(server, "10.77.2.2:8080".parse().unwrap(), stop)
 }
 
 /// `conntrack -L`'s entries of the mapping by TCP state: (blocking, TIME_WAIT or CLOSE).
@@ -263,24 +198,11 @@ fn closing_entries_that_fill_the_range_are_no_alarm() {
         common::skip(test, &format!("kernel {} does not recycle NAT ports (before 6.5)", release.trim()));
         return;
     }
-    let (client, router, server) = (Netns::new("natsc"), Netns::new("natsr"), Netns::new("natss"));
-    topology(&client, &router, &server);
+    let lab = NatLab::build("nats", NAT_LOW, NAT_PORTS);
+    let (client, router) = (&lab.client, &lab.router);
     let stop = Arc::new(AtomicBool::new(false));
-    let accepter = serve_and_close(&server, stop.clone());
-    let range = format!("{NAT_LOW}-{}", NAT_LOW as usize + NAT_PORTS - 1);
-    let daemon = Daemon::start(
-        &router,
-        PORT + 1,
-        &[
-            "--interval",
-            "1s",
-            "--conntrack.breakdown",
-            "--conntrack.breakdown-interval",
-            "1s",
-            "--nat.port-range",
-            &range,
-        ],
-    );
+    let accepter = common::accept_until_close(&lab.server, common::nat::SERVER.parse().unwrap(), stop.clone());
+    let daemon = lab.daemon(PORT + 1, "1s", &[]);
     // 1.5 times the range in short connections, each closed by the client first.
     const N: usize = 150;
     let ok = client.enter(|| {
@@ -299,11 +221,11 @@ fn closing_entries_that_fill_the_range_are_no_alarm() {
     });
     assert_eq!(ok, N, "every short connection went through");
     std::thread::sleep(Duration::from_secs(2)); // the last closes settle in TIME_WAIT
-    let (blocking, recyclable) = conntrack_split(&router);
+    let (blocking, recyclable) = conntrack_split(router);
     assert!(recyclable >= 90, "the range filled with closing entries: {recyclable} TIME_WAIT/CLOSE, {blocking} others");
     let deadline = Instant::now() + Duration::from_secs(15);
     let m = loop {
-        let m = metrics(&daemon, &router);
+        let m = metrics(&daemon, router);
         let used = m.get(&format!("sockwatch_nat_ports_used{{{MAPPING}}}")).copied();
         if used == Some((blocking + recyclable) as f64) {
             break m;
@@ -331,25 +253,12 @@ fn a_nat_ramp_is_predicted_before_the_first_failure() {
     if !require(test, &["nft", "conntrack", "prometheus"]) {
         return;
     }
-    let (client, router, server) = (Netns::new("natpc"), Netns::new("natpr"), Netns::new("natps"));
-    topology(&client, &router, &server);
+    let lab = NatLab::build("natp", NAT_LOW, NAT_PORTS);
+    let (client, router) = (&lab.client, &lab.router);
     let stop = Arc::new(AtomicBool::new(false));
-    let accepter = serve(&server, stop.clone());
-    let range = format!("{NAT_LOW}-{}", NAT_LOW as usize + NAT_PORTS - 1);
-    let _daemon = Daemon::start(
-        &router,
-        PORT + 2,
-        &[
-            "--interval",
-            "1s",
-            "--conntrack.breakdown",
-            "--conntrack.breakdown-interval",
-            "5s",
-            "--nat.port-range",
-            &range,
-        ],
-    );
-    let prom = Prometheus::start(&router, "natramp", PORT + 2);
+    let accepter = lab.serve_and_hold(stop.clone());
+    let _daemon = lab.daemon(PORT + 2, "5s", &[]);
+    let prom = Prometheus::start(router, "natramp", PORT + 2);
     let path = format!("/run/netns/{}", client.name);
     let started = Instant::now();
     let opener = std::thread::spawn(move || {
@@ -367,7 +276,7 @@ fn a_nat_ramp_is_predicted_before_the_first_failure() {
     });
     let mut first: Option<Instant> = None;
     while !opener.is_finished() {
-        if first.is_none() && prom.firing(&router).iter().any(|a| a == "NatPortsExhaustionPredicted") {
+        if first.is_none() && prom.firing(router).iter().any(|a| a == "NatPortsExhaustionPredicted") {
             first = Some(Instant::now());
         }
         std::thread::sleep(Duration::from_millis(250));

@@ -291,7 +291,7 @@ fn every_namespace_against_the_kernel() {
     assert_eq!(from_lo as u64, CT_MAX, "conntrack -L in A");
     let source = format!("sockwatch_netns_conntrack_source_entries{{netns=\"{ia}\",source=\"127.0.0.1\"}}");
     let dest = format!(
-        "sockwatch_netns_conntrack_destination_entries{{netns=\"{ia}\",destination=\"127.0.0.1\",port=\"7001\",protocol=\"tcp\"}}"
+        "sockwatch_netns_conntrack_destination_entries{{netns=\"{ia}\",remote_ip=\"127.0.0.1\",remote_port=\"7001\",protocol=\"tcp\"}}"
     );
     assert_eq!((m[&source], m[&dest]), (from_lo as f64, from_lo as f64), "A's attribution, dumped inside A");
     assert!(m["sockwatch_conntrack_entries"] < (CT_MAX / 2) as f64, "the daemon's own namespace is not full");

@@ -33,24 +33,22 @@ pub(super) fn time_wait_check(
             r * f64::from(crate::sources::kernel::TIME_WAIT_SECONDS)
         )
     });
-    Some(Check {
-        resource: "TIME_WAIT buckets",
+    Some(check(
+        "TIME_WAIT buckets",
         level,
-        used: Some(st.tw as f64),
-        limit: Some(max as f64),
-        utilization: Some(u),
-        projected: None,
-        seconds_to_exhaustion: None,
-        detail: format!("{} TIME_WAIT sockets of tcp_max_tw_buckets {} ({}){steady}", st.tw, max, pct(u)),
-        advice: (level > Level::Ok).then(|| {
+        st.tw as f64,
+        Some(max as f64),
+        Some(u),
+        format!("{} TIME_WAIT sockets of tcp_max_tw_buckets {} ({}){steady}", st.tw, max, pct(u)),
+        &|| {
             format!(
                 "Beyond tcp_max_tw_buckets the kernel destroys TIME_WAIT sockets early{} (\"time wait bucket \
                  table overflow\"). Raise net.ipv4.tcp_max_tw_buckets or close fewer connections from this side; \
                  lowering tcp_fin_timeout does not help.",
                 if overflow > 0.0 { format!(", {}/s right now", per_s(overflow)) } else { String::new() }
             )
-        }),
-    })
+        },
+    ))
 }
 
 /// Orphaned sockets against tcp_max_orphans.
@@ -61,21 +59,19 @@ pub(super) fn orphans_check(now: &Snapshot) -> Option<Check> {
     // tcp_max_orphans 0: the kernel resets every orphan, so any is too many.
     let u = derived::ratio(st.orphan as f64, max as f64, derived::AtZero::Exhausted).unwrap_or(1.0);
     let level = Level::of(u);
-    Some(Check {
-        resource: "orphaned sockets",
+    Some(check(
+        "orphaned sockets",
         level,
-        used: Some(st.orphan as f64),
-        limit: Some(max as f64),
-        utilization: Some(u),
-        projected: None,
-        seconds_to_exhaustion: None,
-        detail: format!("{} orphans of tcp_max_orphans {} ({})", st.orphan, max, pct(u)),
-        advice: (level > Level::Ok).then(|| {
+        st.orphan as f64,
+        Some(max as f64),
+        Some(u),
+        format!("{} orphans of tcp_max_orphans {} ({})", st.orphan, max, pct(u)),
+        &|| {
             "Past tcp_max_orphans the kernel resets connections (\"too many orphaned sockets\"). Look for \
              peers that never acknowledge the close; raise net.ipv4.tcp_max_orphans if memory allows."
                 .to_owned()
-        }),
-    })
+        },
+    ))
 }
 
 /// The conntrack table, and packets dropped.

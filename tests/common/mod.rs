@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod harness;
+pub mod nat;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
