@@ -914,7 +914,64 @@ fn a_deep_layer_without_descriptors_is_down_and_says_where_to_raise_them() {
     assert_eq!(log.matches("no file descriptors to spare").count(), 1, "said once: {log}");
 }
 
+/// `netns.deep = false` keeps every namespace's O(1) counters and turns the per-pod dumps
+/// off (no `sockwatch_netns_deep_*` series, doctor says so); a reload with it true turns
+/// them on, without a restart.
+fn the_deep_layer_switch_keeps_the_counters_and_applies_on_reload() {
+    let test = "the_deep_layer_switch_keeps_the_counters_and_applies_on_reload";
+    if !require(test, &["unshare"]) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sockwatch-deep-switch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("sockwatch.toml");
+    let write = |deep: bool| {
+        let text = format!("interval = \"1s\"\n[netns]\ntop-k = 1000\ndeep = {deep}\n");
+        std::fs::write(&cfg, text).unwrap();
+    };
+    write(false);
+    let daemon = Served::start(&["--netns", "on", "--config", cfg.to_str().unwrap()]);
+    let child = KillOnDrop(Command::new("unshare").args(["-n", "sleep", "60"]).spawn().unwrap());
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let link = format!("/proc/{}/ns/net", child.0.id());
+    let until = Instant::now() + Duration::from_secs(5);
+    let inode = loop {
+        let l = std::fs::read_link(&link).unwrap();
+        if l != host {
+            break sockwatch::sources::netns::parse_ns_link(&l.to_string_lossy()).unwrap();
+        }
+        assert!(Instant::now() < until, "unshare did not enter a namespace");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The counters: the new namespace's TCP sockets (none) against the kernel's count.
+    let series = format!("sockwatch_netns_tcp_sockets{{netns=\"{inode}\"}}");
+    let until = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = daemon.metrics();
+        if m.contains_key(&series) {
+            break m;
+        }
+        assert!(Instant::now() < until, "namespace {inode} not found with the deep layer off");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(m[&series], 0.0, "an empty namespace holds no TCP socket");
+    let deep: Vec<&String> = m.keys().filter(|k| k.starts_with("sockwatch_netns_deep_")).collect();
+    assert!(deep.is_empty(), "deep layer off, yet {deep:?}");
+    // Reload with the layer on: it runs (as root it can enter namespaces) without a restart.
+    write(true);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) };
+    let until = Instant::now() + Duration::from_secs(10);
+    while daemon.metrics().get("sockwatch_netns_deep_up") != Some(&1.0) {
+        assert!(Instant::now() < until, "the deep layer did not come up on reload: {:?}", daemon.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 test_main!(
+    the_deep_layer_switch_keeps_the_counters_and_applies_on_reload,
     every_namespace_against_the_kernel,
     a_namespace_made_while_sampled_is_found_and_forgotten,
     a_new_process_that_then_changes_namespace,

@@ -58,6 +58,8 @@ pub struct Config {
     /// `--netns`: `None` is auto (decided by the sampler from where it runs).
     pub netns: Option<bool>,
     pub netns_top_k: usize,
+    /// `--netns.deep`: the deep layer (dumps inside namespaces) on top of the counters.
+    pub netns_deep: bool,
     /// `--fds.top-k`: processes kept by descriptor use; 0 skips the per-process walk.
     pub fds_top_k: usize,
     pub conntrack_breakdown: bool,
@@ -196,6 +198,7 @@ impl Config {
             udp: UdpConfig { top_k: v.get(&UDP_TOP_K, top_k)?, ports: v.get(&UDP_PORTS, port_list)? },
             netns: v.get(&NETNS, auto_on_off)?,
             netns_top_k: v.get(&NETNS_TOP_K, top_k)?,
+            netns_deep: v.get(&NETNS_DEEP, switch)?,
             fds_top_k: v.get(&FDS_TOP_K, top_k)?,
             conntrack_breakdown: v.get(&CONNTRACK_BREAKDOWN, switch)?,
             conntrack_breakdown_interval: v.get(&CONNTRACK_BREAKDOWN_INTERVAL, parse_interval)?,
@@ -373,11 +376,12 @@ fn read_file(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
 fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(&'static str, String)>) -> Result<(), (String, String)> {
     for (key, value) in table {
         let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let has_children = || SETTINGS.iter().any(|s| s.name.starts_with(&format!("{name}.")));
         match (settings::find(&name), value) {
+            // A table of settings under a name that is a setting too (`[netns]` + `top-k`
+            // beside `--netns`): its children. TOML cannot give the name a value as well.
+            (_, toml::Value::Table(inner)) if has_children() => flatten(&name, inner, out)?,
             (Some(setting), _) => out.push((setting.name, file_value(setting.kind, value).map_err(|e| (name, e))?)),
-            (None, toml::Value::Table(inner)) if SETTINGS.iter().any(|s| s.name.starts_with(&format!("{name}."))) => {
-                flatten(&name, inner, out)?
-            }
             (None, _) => return Err((name, format!("unknown field `{key}`: not a setting (see sockwatch --help)"))),
         }
     }
@@ -541,6 +545,21 @@ mod tests {
         assert_eq!(c.ports, PortsConfig { top_k: 5, listeners_top_k: 7, listener_ports: vec![80, 443] });
         flags.set(&settings::LISTENER_PORTS, "22");
         assert_eq!(Config::load(&flags).unwrap().ports.listener_ports, vec![22]);
+    }
+
+    /// A table under a name that is a setting too: `[netns]` holds `top-k` and `deep`
+    /// (it failed with "invalid type: table, expected a string"); the mode itself is a flag
+    /// or `netns = "…"` in a file without the table.
+    #[test]
+    fn a_table_beside_a_setting_of_the_same_name() {
+        let (_f, mut flags) = with_file("[netns]\ntop-k = 7\ndeep = false\n");
+        let c = Config::load(&flags).unwrap();
+        assert_eq!((c.netns_top_k, c.netns_deep, c.netns), (7, false, None));
+        flags.set(&settings::NETNS, "on");
+        assert_eq!(Config::load(&flags).unwrap().netns, Some(true));
+        let (_f, flags) = with_file("netns = \"off\"\n");
+        let c = Config::load(&flags).unwrap();
+        assert_eq!((c.netns, c.netns_deep), (Some(false), true));
     }
 
     #[test]

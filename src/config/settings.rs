@@ -132,6 +132,8 @@ settings! {
         "Read every network namespace (containers, pods): auto (on in the host's initial network namespace), on, off";
     NETNS_TOP_K = "netns.top-k", "K", Count, "20", Applies,
         "Network namespaces exported, by pressure (0 to 1000)";
+    NETNS_DEEP = "netns.deep", "", Switch, "true", Applies,
+        "With --netns: dump sockets inside the namespaces that could run out of ports (the per-pod layer); --no-netns.deep keeps each namespace's O(1) counters only";
     MAX_SHARE = "sampler.max-share", "FRACTION", Number, "0.25", Applies,
         "Largest share of the interval a sample may take; slower samples stretch the interval (self-protection)";
     CONNTRACK_BREAKDOWN = "conntrack.breakdown", "", Switch, "false", Restart,

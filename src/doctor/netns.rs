@@ -87,8 +87,17 @@ impl<'a> Found<'a> {
         if n.unreadable > 0 {
             detail.push_str(&format!("; cannot tell for {} of them ({})", n.unreadable, to_read_more()));
         }
-        if let Some(why) = &n.deep_down {
+        // Which layers run, and why.
+        if n.deep_off {
+            detail.push_str("; O(1) counters only: per-namespace port dumps off by setting (netns.deep = false)");
+        } else if let Some(why) = &n.deep_down {
             detail.push_str(&format!("; per-namespace port dumps down: {why}"));
+        } else {
+            let [near, could, far] = n.deep_needs;
+            detail.push_str(&format!(
+                "; O(1) counters and port dumps: {near} near their range (dumped every sample), {could} could run out \
+                 within the hour, {far} far (not dumped)"
+            ));
         }
         if n.unidentified_processes > 0 {
             detail.push_str(&format!(

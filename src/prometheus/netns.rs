@@ -174,6 +174,9 @@ fn aggregates(out: &mut Families, s: &Snapshot) {
 /// The deep layer's health: whether it can dump inside namespaces, how much it has, and
 /// the sockets it keeps; then each namespace's readings.
 fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
+    if n.deep_off {
+        return; // turned off by setting: no layer, no series (as a source that is off)
+    }
     out.gauge(
         "sockwatch_netns_deep_up",
         "1 when sockwatch can dump sockets inside other network namespaces; 0 when it cannot: no CAP_SYS_ADMIN for \

@@ -269,6 +269,7 @@ fn golden_namespaces() -> Option<Namespaces> {
         deep_needs: [2, 5, 193],
         deep_near_revisit_samples: 1,
         deep_down: None,
+        deep_off: false,
         deep_dumps_total: 77,
         deep_kept: 2,
     })
@@ -439,4 +440,14 @@ fn golden_munin_graphs() {
     let golden = std::fs::read_to_string(path).expect("golden file: SOCKWATCH_BLESS=1 cargo test golden");
     let first = text.lines().zip(golden.lines()).position(|(a, b)| a != b);
     assert!(text == golden, "Munin output differs from {path} at line {first:?}");
+}
+
+/// `netns.deep = false`: the counters stay, the deep layer's series are absent (not 0).
+#[test]
+fn the_deep_layer_off_exports_no_deep_series() {
+    let mut s = snapshot();
+    s.namespaces.as_mut().unwrap().deep_off = true;
+    let text = String::from_utf8(render(&s)).unwrap();
+    assert!(!text.contains("sockwatch_netns_deep_"), "{text}");
+    assert!(text.contains("\nsockwatch_netns_info{"), "the counters' namespaces stay");
 }

@@ -331,7 +331,7 @@ fn netns_config(config: &Config) -> Option<NetnsConfig> {
         interval: config.conntrack_breakdown_interval,
         attribution: config.conntrack_attribution,
     });
-    enabled.then_some(NetnsConfig { top_k: config.netns_top_k, conntrack })
+    enabled.then_some(NetnsConfig { top_k: config.netns_top_k, conntrack, deep: config.netns_deep })
 }
 
 /// Renders a snapshot for readers, once.

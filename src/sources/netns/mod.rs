@@ -50,11 +50,14 @@ pub struct NetnsConfig {
     pub top_k: usize,
     /// With `--conntrack.breakdown`: attribute the fullest namespaces' conntrack entries.
     pub conntrack: Option<NsConntrackConfig>,
+    /// The deep layer (`--netns.deep`): socket dumps inside the namespaces that could run
+    /// out; off, only the O(1) counters are read.
+    pub deep: bool,
 }
 
 impl Default for NetnsConfig {
     fn default() -> Self {
-        NetnsConfig { top_k: 20, conntrack: None }
+        NetnsConfig { top_k: 20, conntrack: None, deep: true }
     }
 }
 
@@ -227,7 +230,10 @@ impl NetnsSource {
             self.own = ns_of(root, "self").ok(); // sockwatch never changes namespace itself
         }
         let own = self.own;
-        if !deep_budget.is_zero() {
+        if !cfg.deep && self.deep.kept() > 0 {
+            self.deep = DeepLayer::default(); // turned off by a reload: its sockets close
+        }
+        if cfg.deep && !deep_budget.is_zero() {
             // Each namespace's own port range, for its pressure below (and its dumps).
             let fds_left = self.fds_left();
             self.deep.refresh_ranges(&reachable, own, fds_left);
@@ -238,7 +244,10 @@ impl NetnsSource {
         select(all, cfg.top_k, &mut out);
         let fds_left = self.fds_left();
         let started = std::time::Instant::now();
-        self.deep.run(&mut out.top, &reachable, deep_budget, own.map(|i| (i, own_reading)), interval, fds_left);
+        if cfg.deep {
+            self.deep.run(&mut out.top, &reachable, deep_budget, own.map(|i| (i, own_reading)), interval, fds_left);
+        }
+        out.deep_off = !cfg.deep;
         if let Some(ct) = &cfg.conntrack {
             self.conntrack.run(&mut out.top, &reachable, ct, deep_budget.saturating_sub(started.elapsed()));
         }

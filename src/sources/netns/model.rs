@@ -71,6 +71,8 @@ pub struct Namespaces {
     /// spare for any namespace), dumps since start, sockets kept, and the samples within
     /// which every namespace is dumped again.
     pub deep_down: Option<String>,
+    /// The deep layer is off by setting (`--no-netns.deep`): the counters only.
+    pub deep_off: bool,
     pub deep_revisit_samples: u64,
     pub deep_dumps_total: u64,
     pub deep_kept: u64,
