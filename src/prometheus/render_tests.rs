@@ -448,6 +448,8 @@ fn the_deep_layer_off_exports_no_deep_series() {
     let mut s = snapshot();
     s.namespaces.as_mut().unwrap().deep_off = true;
     let text = String::from_utf8(render(&s)).unwrap();
-    assert!(!text.contains("sockwatch_netns_deep_"), "{text}");
+    for family in ["sockwatch_netns_deep_up", "sockwatch_netns_deep_namespaces", "sockwatch_netns_deep_dumps_total"] {
+        assert!(!text.contains(family), "{family} with the layer off");
+    }
     assert!(text.contains("\nsockwatch_netns_info{"), "the counters' namespaces stay");
 }
