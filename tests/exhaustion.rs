@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -316,10 +316,63 @@ fn bound_only_sockets_of_both_families_are_seen() {
     drop(held);
 }
 
+/// Bound-only sockets come from a dump of their own every few samples (their state bit
+/// makes the kernel walk its whole bind table): between those dumps the kept ones are
+/// counted, so the figures hold steady; sockets bound or closed since are seen within
+/// that many samples.
+fn bound_only_sockets_are_followed_between_their_dumps() {
+    let test = "bound_only_sockets_are_followed_between_their_dumps";
+    if !common::require(test, &[]) {
+        return;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) < (6, 5) {
+        skip(test, "inet_diag dumps bound-only sockets from Linux 6.5 on");
+        return;
+    }
+    let ns = Netns::new("boundf");
+    let daemon = common::Daemon::start(&ns, 9891, &["--interval", "1s"]);
+    let close = |m: &HashMap<String, f64>| {
+        value(m, "sockwatch_tcp_sockets{family=\"ipv4\",state=\"close\"}")
+            + value(m, "sockwatch_tcp_sockets{family=\"ipv6\",state=\"close\"}")
+    };
+    let samples = |m: &HashMap<String, f64>| value(m, "sockwatch_samples_total");
+    // Every sample between two bound dumps counts the kept ones, so a figure reads the old
+    // count or the new one, never a mix; a change is seen within BOUND_EVERY samples (plus
+    // the one in progress). The ground truth is what this test holds in its own namespace
+    // (made after the daemon started, so that it inherits none): `ss` before iproute2 6.5
+    // cannot list bound-only sockets, and /proc/net/tcp never did.
+    let every = f64::from(sockwatch::sources::tcp::sockets::BOUND_EVERY);
+    let until = |old: f64, want: f64, what: &str| {
+        let start = samples(&daemon.metrics(&ns));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let m = daemon.metrics(&ns);
+            if close(&m) == want && value(&m, "sockwatch_ephemeral_ports_bound") == want {
+                let took = samples(&m) - start;
+                assert!(took <= every + 1.0, "{what}: seen {took} samples later, the bound dump runs every {every}");
+                return;
+            }
+            assert!(close(&m) == old, "{what}: the old or the new count, never a mix: {}", close(&m));
+            assert!(Instant::now() < deadline, "{what}: still {} after {} samples", close(&m), samples(&m) - start);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let first = ns.enter(|| [false, false, true].into_iter().map(bound_only).collect::<Vec<_>>());
+    until(0.0, first.len() as f64, "three bound-only sockets");
+    let second = ns.enter(|| [false, true].into_iter().map(bound_only).collect::<Vec<_>>());
+    until(3.0, (first.len() + second.len()) as f64, "two more bound-only sockets");
+    drop(first);
+    drop(second);
+    until(5.0, 0.0, "every bound-only socket closed");
+}
+
 test_main!(
     port_exhaustion_is_seen_before_connect_fails,
     full_accept_queue_is_reported,
     only_top_k_destinations_are_exported_but_all_are_counted,
     destination_tracking_is_bounded_and_busy_destinations_stay_exact,
     bound_only_sockets_of_both_families_are_seen,
+    bound_only_sockets_are_followed_between_their_dumps,
 );

@@ -317,6 +317,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Its `/metrics`, parsed (scraped from inside `ns`).
+    pub fn metrics(&self, ns: &Netns) -> HashMap<String, f64> {
+        parse_metrics(&self.get(ns, "/metrics").1)
+    }
+
     /// Starts `sockwatch serve` in `ns` on 127.0.0.1:`port` and waits (reading its log,
     /// without touching the network) until the first sample is published.
     pub fn start(ns: &Netns, port: u16, extra: &[&str]) -> Daemon {

@@ -16,6 +16,13 @@
 //! the [`SockDiag`] and is reused by every dump, so a dump of a million sockets performs
 //! no allocation per socket.
 //!
+//! Bound-only sockets (bound to a port, neither connected nor listening: Linux >= 6.5
+//! reports them as CLOSE) are not asked for in that dump: their state bit makes the kernel
+//! walk its whole bind table as well, where every TIME_WAIT socket has an entry, about 0.4
+//! of the dump's own cost on a host full of TIME_WAIT. They come from a dump of their own
+//! every [`BOUND_EVERY`] samples, kept in between (a few bytes each) and counted with every
+//! sample as if dumped with it: they hold ports for long (a leak), not for a sample.
+//!
 //! What the kernel does that matters here:
 //! - a dump is not a consistent snapshot: it resumes bucket by bucket between reads, and
 //!   sets `NLM_F_DUMP_INTR` when the table changed under it. We count that and mark the
@@ -33,7 +40,9 @@ use netlink_packet_sock_diag::inet::ExtensionFlags;
 use netlink_packet_sock_diag::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
-use crate::sources::kernel::inet_diag::{inet_diag_request, parse_datagram, DiagMsg, ALL_STATES, TCPDIAG_GETSOCK};
+use crate::sources::kernel::inet_diag::{
+    inet_diag_request_states, parse_datagram, DiagMsg, ALL_STATES, BOUND_INACTIVE, DIAG_MSG_LEN, TCPDIAG_GETSOCK,
+};
 use crate::sources::kernel::netlink::DumpSocket;
 use crate::sources::kernel::SourceError;
 
@@ -55,6 +64,17 @@ pub const TCP_STATES: [&str; 13] = [
 ];
 pub const TCP_LISTEN: u8 = 10;
 pub const TCP_SYN_RECV: u8 = 3;
+
+/// Bound-only sockets are dumped every this many samples (the first sample included) and
+/// kept in between.
+pub const BOUND_EVERY: u32 = 6;
+
+/// Bound-only sockets kept between their dumps at most; past it they are dumped with
+/// every sample, as before (the memory a sample holds stays bounded).
+const BOUND_KEPT_MAX: usize = 65_536;
+
+/// Every state but the bound-only pseudo-state: what the main dump asks for.
+const MAIN_STATES: u32 = ALL_STATES & !BOUND_INACTIVE;
 
 /// How long one read may wait for the kernel before the dump is abandoned.
 const RECV_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,6 +113,9 @@ pub struct SockDiag {
     nl: DumpSocket,
     /// Both families in one walk (`TCPDIAG_GETSOCK`) until the kernel refuses it.
     one_walk: bool,
+    /// The bound-only sockets of the latest bound dump, and the reads since it (`None`:
+    /// none yet, or too many to keep: dumped with every sample).
+    bound: Option<(Vec<[u8; DIAG_MSG_LEN]>, u32)>,
 }
 
 impl Default for SockDiag {
@@ -103,7 +126,7 @@ impl Default for SockDiag {
 
 impl SockDiag {
     pub fn new() -> Self {
-        SockDiag { nl: DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT), one_walk: true }
+        SockDiag { nl: DumpSocket::new("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT), one_walk: true, bound: None }
     }
 
     /// A sock_diag socket of another network namespace (see [`DumpSocket::in_namespace`]).
@@ -111,6 +134,7 @@ impl SockDiag {
         SockDiag {
             nl: DumpSocket::in_namespace("sock_diag", NETLINK_SOCK_DIAG, RECV_TIMEOUT, ns, inode),
             one_walk: true,
+            bound: None,
         }
     }
 
@@ -122,22 +146,30 @@ impl SockDiag {
         self
     }
 
-    /// Builds the per-family dump request (`SOCK_DIAG_BY_FAMILY`): all TCP states, no
-    /// extensions.
+    /// Builds the per-family dump request (`SOCK_DIAG_BY_FAMILY`): every TCP state but
+    /// the bound-only one, no extensions.
     #[doc(hidden)]
     pub fn request(family: u8, seq: u32) -> Vec<u8> {
-        inet_diag_request(family, IPPROTO_TCP, ExtensionFlags::empty(), seq)
+        Self::request_states(family, MAIN_STATES, seq)
+    }
+
+    fn request_states(family: u8, states: u32, seq: u32) -> Vec<u8> {
+        inet_diag_request_states(family, IPPROTO_TCP, ExtensionFlags::empty(), states, seq)
     }
 
     /// Builds the one-walk dump request: `TCPDIAG_GETSOCK` with a `struct inet_diag_req`
     /// (family AF_UNSPEC, no address lengths, no extensions, a zero socket id, states,
-    /// dbs), all TCP states.
+    /// dbs), every TCP state but the bound-only one.
     #[doc(hidden)]
     pub fn request_all_families(seq: u32) -> Vec<u8> {
+        Self::request_all_families_states(MAIN_STATES, seq)
+    }
+
+    fn request_all_families_states(states: u32, seq: u32) -> Vec<u8> {
         let mut req = Vec::with_capacity(4 + 48 + 4 + 4);
         req.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
         req.extend_from_slice(&[0; 48]);
-        req.extend_from_slice(&ALL_STATES.to_ne_bytes());
+        req.extend_from_slice(&states.to_ne_bytes());
         req.extend_from_slice(&0u32.to_ne_bytes());
         crate::sources::kernel::netlink::dump_request(TCPDIAG_GETSOCK, seq, &req)
     }
@@ -155,8 +187,49 @@ impl SockDiag {
     }
 
     /// The sockets source: every TCP socket of both families, counted by state. `visit`
-    /// sees every socket too, so later aggregations ride on the same single walk.
+    /// sees every socket too, so later aggregations ride on the same single walk. The
+    /// bound-only sockets come from their own dump every [`BOUND_EVERY`] samples, and from
+    /// what it kept in between.
     pub fn read(&mut self, visit: &mut dyn FnMut(&DiagMsg<'_>)) -> Result<Sockets, SourceError> {
+        let mut out = self.read_states(MAIN_STATES, visit)?;
+        let due = match &mut self.bound {
+            Some((_, age)) => {
+                *age += 1;
+                *age >= BOUND_EVERY
+            }
+            None => true,
+        };
+        if due {
+            let mut kept = Vec::new();
+            let bound = self.read_states(BOUND_INACTIVE, &mut |m| {
+                if kept.len() <= BOUND_KEPT_MAX {
+                    kept.push(m.fixed());
+                }
+                visit(m);
+            })?;
+            for (all, b) in out
+                .states
+                .ipv4
+                .iter_mut()
+                .zip(bound.states.ipv4)
+                .chain(out.states.ipv6.iter_mut().zip(bound.states.ipv6))
+            {
+                *all += b;
+            }
+            out.interrupted |= bound.interrupted;
+            self.bound = (kept.len() <= BOUND_KEPT_MAX).then_some((kept, 0));
+        } else if let Some((kept, _)) = &self.bound {
+            for raw in kept {
+                let m = DiagMsg::new(raw).expect("a whole fixed part");
+                out.states.count(&m);
+                visit(&m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One dump of the sockets in the states `wanted` (a bit per state), both families.
+    fn read_states(&mut self, wanted: u32, visit: &mut dyn FnMut(&DiagMsg<'_>)) -> Result<Sockets, SourceError> {
         let mut out = Sockets::default();
         if self.one_walk {
             let mut seen = 0u64;
@@ -166,7 +239,7 @@ impl SockDiag {
                 states.count(m);
                 visit(m);
             };
-            match self.dump(Self::request_all_families, &mut count) {
+            match self.dump(|seq| Self::request_all_families_states(wanted, seq), &mut count) {
                 Ok(intr) => {
                     out.interrupted = intr;
                     return Ok(out);
@@ -185,7 +258,7 @@ impl SockDiag {
                 states.count(m);
                 visit(m);
             };
-            match self.dump(|seq| Self::request(family, seq), &mut count) {
+            match self.dump(|seq| Self::request_states(family, wanted, seq), &mut count) {
                 Ok(intr) => out.interrupted |= intr,
                 // IPv6 disabled at boot (ipv6.disable=1): no AF_INET6 handler, no sockets.
                 Err(SourceError::Kernel { errno: libc::ENOENT, .. }) if family == AF_INET6 => {}
@@ -331,7 +404,8 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 9);
         assert_eq!(r[16], libc::AF_UNSPEC as u8, "every family in one walk");
         assert!(r[17..68].iter().all(|&b| b == 0), "no address lengths, no extensions, no socket id");
-        assert_eq!(u32::from_ne_bytes(r[68..72].try_into().unwrap()), u32::MAX, "every state");
+        let states = u32::from_ne_bytes(r[68..72].try_into().unwrap());
+        assert_eq!(states, u32::MAX & !(1 << 13), "every state but bound-only (its own, rarer dump)");
         assert_eq!(u32::from_ne_bytes(r[72..76].try_into().unwrap()), 0);
     }
 
@@ -369,6 +443,6 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([r[6], r[7]]), NLM_F_REQUEST | NLM_F_DUMP);
         assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 7);
         assert_eq!((r[16], r[17], r[18]), (AF_INET, IPPROTO_TCP, 0));
-        assert_eq!(u32::from_ne_bytes(r[20..24].try_into().unwrap()), u32::MAX);
+        assert_eq!(u32::from_ne_bytes(r[20..24].try_into().unwrap()), u32::MAX & !(1 << 13), "not bound-only");
     }
 }
