@@ -49,10 +49,16 @@ fn floor_client(one_walk: bool) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut counts = [0u64; 16];
     use sockwatch::sources::tcp::sockets::SockDiag;
+    // Every state, the bound-only pseudo-state too: what any client asking for all of them
+    // pays (sockwatch's own main dump leaves that one to a rarer dump).
+    use sockwatch::sources::kernel::inet_diag::ALL_STATES;
     let requests = if one_walk {
-        vec![SockDiag::request_all_families(1)]
+        vec![SockDiag::request_all_families_states(ALL_STATES, 1)]
     } else {
-        vec![SockDiag::request(libc::AF_INET as u8, 1), SockDiag::request(libc::AF_INET6 as u8, 1)]
+        vec![
+            SockDiag::request_states(libc::AF_INET as u8, ALL_STATES, 1),
+            SockDiag::request_states(libc::AF_INET6 as u8, ALL_STATES, 1),
+        ]
     };
     for request in requests {
         sock.send(&request, 0).unwrap();

@@ -153,7 +153,9 @@ impl SockDiag {
         Self::request_states(family, MAIN_STATES, seq)
     }
 
-    fn request_states(family: u8, states: u32, seq: u32) -> Vec<u8> {
+    /// [`SockDiag::request`] for the states `states` (a bit per state).
+    #[doc(hidden)]
+    pub fn request_states(family: u8, states: u32, seq: u32) -> Vec<u8> {
         inet_diag_request_states(family, IPPROTO_TCP, ExtensionFlags::empty(), states, seq)
     }
 
@@ -165,7 +167,9 @@ impl SockDiag {
         Self::request_all_families_states(MAIN_STATES, seq)
     }
 
-    fn request_all_families_states(states: u32, seq: u32) -> Vec<u8> {
+    /// [`SockDiag::request_all_families`] for the states `states` (a bit per state).
+    #[doc(hidden)]
+    pub fn request_all_families_states(states: u32, seq: u32) -> Vec<u8> {
         let mut req = Vec::with_capacity(4 + 48 + 4 + 4);
         req.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
         req.extend_from_slice(&[0; 48]);
