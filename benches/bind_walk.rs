@@ -122,11 +122,14 @@ fn main() {
             s.push(t / f64::from(BOUND_EVERY));
             seen[0] = tw;
             let (t, tw) = cpu_of(|| dump(&mut sock, &mut buf, &before));
-            (b.push(t), seen[1] = tw);
+            b.push(t);
+            seen[1] = tw;
             let (t, tw) = cpu_of(|| dump(&mut sock, &mut buf, &per_family));
-            (f.push(t), seen[2] = tw);
+            f.push(t);
+            seen[2] = tw;
             let (t, tw) = cpu_of(|| dump(&mut sock, &mut buf, &ipv4));
-            (i.push(t), seen[3] = tw);
+            i.push(t);
+            seen[3] = tw;
         }
         let made = population.made();
         drop(population);

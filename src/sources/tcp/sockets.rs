@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(r[16], libc::AF_UNSPEC as u8, "every family in one walk");
         assert!(r[17..68].iter().all(|&b| b == 0), "no address lengths, no extensions, no socket id");
         let states = u32::from_ne_bytes(r[68..72].try_into().unwrap());
-        assert_eq!(states, u32::MAX & !(1 << 13), "every state but bound-only (its own, rarer dump)");
+        assert_eq!(states, !(1 << 13), "every state but bound-only (its own, rarer dump)");
         assert_eq!(u32::from_ne_bytes(r[72..76].try_into().unwrap()), 0);
     }
 
@@ -447,6 +447,6 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([r[6], r[7]]), NLM_F_REQUEST | NLM_F_DUMP);
         assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 7);
         assert_eq!((r[16], r[17], r[18]), (AF_INET, IPPROTO_TCP, 0));
-        assert_eq!(u32::from_ne_bytes(r[20..24].try_into().unwrap()), u32::MAX & !(1 << 13), "not bound-only");
+        assert_eq!(u32::from_ne_bytes(r[20..24].try_into().unwrap()), !(1 << 13), "not bound-only");
     }
 }
