@@ -970,7 +970,91 @@ fn the_deep_layer_switch_keeps_the_counters_and_applies_on_reload() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A namespace near its own port range is dumped again every second between samples: a
+/// step in its connections shows within seconds at the default 10 s interval, not at the
+/// next sample. The pod: a 100-port range, 105 TIME_WAIT sockets toward two local servers
+/// (so its cheap bound reads full: near), then 30 more toward one; ground truth `ss`.
+fn a_step_in_a_near_namespace_shows_between_samples() {
+    let test = "a_step_in_a_near_namespace_shows_between_samples";
+    if !require(test, &["ss"]) {
+        return;
+    }
+    let pod = Netns::new("steppod");
+    pod.sysctl("net.ipv4.ip_local_port_range", "40000 40099");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let servers: Vec<_> = [7100u16, 7101]
+        .map(|p| common::accept_until_close(&pod, format!("127.0.0.1:{p}").parse().unwrap(), stop.clone()))
+        .into();
+    let connect = |port: u16, n: usize| {
+        pod.enter(move || {
+            for _ in 0..n {
+                let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                drop(s); // the client closes first: its port stays 60 s in TIME_WAIT
+            }
+        })
+    };
+    let tw = |port: u16| {
+        let out = pod.exec_stdout("ss", &["-H", "-tan", "state", "time-wait", "dst", &format!("127.0.0.1:{port}")]);
+        out.lines().filter(|l| !l.trim().is_empty()).count() as f64
+    };
+    connect(7100, 60);
+    connect(7101, 45);
+    let inode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", pod.name)).unwrap().ino()
+    };
+    let node = Netns::new("stepnode");
+    let daemon = Daemon::start(&node, 9892, &["--netns", "on", "--interval", "10s"]);
+    let used = format!(
+        "sockwatch_netns_ephemeral_ports_used{{netns=\"{inode}\",local_ip=\"127.0.0.1\",remote_ip=\"127.0.0.1\",remote_port=\"7100\"}}"
+    );
+    let refreshes = "sockwatch_netns_deep_refresh_dumps_total";
+    // Near, dumped, and refreshed between samples.
+    let until = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let m = daemon.metrics(&node);
+        if m.get(&used) == Some(&tw(7100)) && m.get(refreshes).is_some_and(|r| *r > 0.0) {
+            break m;
+        }
+        assert!(
+            Instant::now() < until,
+            "the pod was not dumped and refreshed: {:?} {:?}",
+            m.get(&used),
+            m.get(refreshes)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(before[r#"sockwatch_netns_deep_namespaces{need="near"}"#] >= 1.0);
+    let interval = before["sockwatch_sample_interval_seconds"];
+    // The step: 30 more connections toward 7100.
+    connect(7100, 30);
+    let truth = tw(7100);
+    assert!(truth >= 85.0, "ss: {truth} TIME_WAIT toward 7100");
+    let stepped = Instant::now();
+    loop {
+        let m = daemon.metrics(&node);
+        if m.get(&used).is_some_and(|u| *u >= truth) {
+            break;
+        }
+        // Seen within half the interval in force: a sample would have taken up to all of it.
+        let waited = stepped.elapsed().as_secs_f64();
+        assert!(
+            waited < interval / 2.0,
+            "the step not seen after {waited:.1} s (interval {interval} s): {:?}",
+            m.get(&used)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("the step showed {:.1} s after it (interval {interval} s)", stepped.elapsed().as_secs_f64());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(daemon);
+    for s in servers {
+        let _ = s.join();
+    }
+}
+
 test_main!(
+    a_step_in_a_near_namespace_shows_between_samples,
     the_deep_layer_switch_keeps_the_counters_and_applies_on_reload,
     every_namespace_against_the_kernel,
     a_namespace_made_while_sampled_is_found_and_forgotten,

@@ -192,6 +192,11 @@ fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
          (sockwatch_netns_deep_namespaces), the near every sample.",
         n.deep_dumps_total as f64,
     );
+    out.counter(
+        "sockwatch_netns_deep_refresh_dumps_total",
+        "Dumps of near namespaces between samples: while a namespace is near its port range (sockwatch_netns_deep_namespaces{need=\"near\"}), it is dumped again every second within half of --sampler.max-share of that second, and the readings published at once, so that a step in its rate shows within a second or two.",
+        n.deep_refresh_dumps_total as f64,
+    );
     out.gauge(
         "sockwatch_netns_deep_sockets",
         "Netlink sockets kept open inside namespaces (one each; closed as soon as its namespace is gone).",

@@ -270,6 +270,7 @@ fn golden_namespaces() -> Option<Namespaces> {
         deep_near_revisit_samples: 1,
         deep_down: None,
         deep_off: false,
+        deep_refresh_dumps_total: 3,
         deep_dumps_total: 77,
         deep_kept: 2,
     })

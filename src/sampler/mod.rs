@@ -39,6 +39,9 @@ use crate::sources::{self, tcp::sockets::SockDiag};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Owns everything a sample needs and reuses it: the netlink socket and its buffer.
+/// How often the near namespaces are dumped between samples.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
 pub struct Sampler {
     proc_root: PathBuf,
     /// The interval asked for (`--interval`).
@@ -295,6 +298,28 @@ impl Sampler {
 
     /// Samples and renders: the unit of work the loop runs on a blocking thread. The
     /// snapshot carries the interval in force after this sample (stretched if it was slow).
+    /// Between samples, every [`REFRESH_EVERY`] while some namespace is near its port
+    /// range: those namespaces dumped again (within half of `--sampler.max-share` of that
+    /// second) and `last` published again with their readings, so that a step in their
+    /// rate shows within a second or two rather than an interval later. Everything else in
+    /// `last` stands (its timestamp too: it is still that sample's). `None`: nothing to do.
+    pub fn refresh_near(&mut self, last: &Snapshot) -> Option<Published> {
+        let (cfg, source) = self.netns.as_mut()?;
+        let budget = REFRESH_EVERY.mul_f64(self.max_share) / 2;
+        let namespaces = source.refresh_near(cfg, last.namespaces.as_ref()?, budget)?;
+        let mut snapshot = last.clone();
+        snapshot.namespaces = Some(namespaces);
+        Some(publish(snapshot, self.render))
+    }
+
+    /// Whether a refresh between samples has work: a namespace near its range, and an
+    /// interval longer than the refresh's.
+    pub fn wants_refresh(&self, last: &Snapshot) -> bool {
+        self.interval > REFRESH_EVERY
+            && self.netns.as_ref().is_some_and(|(cfg, _)| cfg.deep)
+            && last.namespaces.as_ref().is_some_and(|n| n.deep_needs[0] > 0 && n.deep_down.is_none())
+    }
+
     pub fn sample_and_render(&mut self) -> Published {
         let mut snapshot = self.sample();
         self.adapt(snapshot.duration);

@@ -29,9 +29,20 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) {
     let mut ticks = ticker(sampler.interval);
+    let mut refresh = ticker(super::REFRESH_EVERY);
     loop {
+        let last = tx.borrow().as_ref().map(|p| p.snapshot.clone());
+        let refreshing = last.as_ref().is_some_and(|s| sampler.wants_refresh(s));
         tokio::select! {
             _ = ticks.tick() => {}
+            _ = refresh.tick(), if refreshing => {
+                let Some(last) = last else { continue };
+                match refresh_near(sampler, last, &tx, &mut shutdown).await {
+                    Some(s) => sampler = s,
+                    None => return,
+                }
+                continue;
+            }
             changed = config.changed() => {
                 if changed.is_err() {
                     return; // the daemon is going away
@@ -70,6 +81,34 @@ pub async fn run(
                 tracing::error!("sampler stopped: {e}");
                 return;
             }
+        }
+    }
+}
+
+/// One refresh of the near namespaces between samples, on a blocking thread under the
+/// same watchdog as a sample; what it finds is published at once. `None`: shutting down,
+/// or the refresh panicked (a bug: logged, and the sampler task ends as for a sample).
+async fn refresh_near(
+    mut sampler: Sampler,
+    last: Arc<crate::snapshot::Snapshot>,
+    tx: &watch::Sender<Option<Arc<Published>>>,
+    shutdown: &mut Shutdown,
+) -> Option<Sampler> {
+    let (progress, render) = (sampler.progress.clone(), sampler.render);
+    let mut job = tokio::task::spawn_blocking(move || {
+        let published = sampler.refresh_near(&last);
+        (sampler, published)
+    });
+    match watchdog(&mut job, super::REFRESH_EVERY, &progress, render, tx, shutdown).await? {
+        Ok((sampler, published)) => {
+            if let Some(p) = published {
+                tx.send_replace(Some(Arc::new(p)));
+            }
+            Some(sampler)
+        }
+        Err(e) => {
+            tracing::error!("sampler stopped in a refresh between samples: {e}");
+            None
         }
     }
 }

@@ -26,6 +26,10 @@
 //!   the horizon it is **far** and not dumped at all (an idle pod with a few sockets
 //!   against 28,000 ports is never walked for). A step in a namespace's rate moves it at
 //!   the next sample. `sockwatch_netns_deep_namespaces{need}` counts each class.
+//! - **Near, every second.** Between samples, while any namespace is near, the near ones
+//!   are dumped again every second through their kept sockets ([`DeepLayer::refresh_near`],
+//!   driven by the sampler's run loop), so that a step in their rate is published within
+//!   a second or two rather than at the next sample.
 //! - **The revisit bound.** At `k` dumps per sample (the budget over what a dump takes, at
 //!   least 1), the near get `k` of them (`2k - 1` every two samples when some could run
 //!   out), the others what is left (at least one every two samples): each near namespace
@@ -193,6 +197,11 @@ pub struct DeepLayer {
     pub needs: [u64; 3],
     /// Samples within which each near namespace is dumped again.
     pub near_revisit_samples: u64,
+    /// The near namespaces at the latest sample, soonest first: what a refresh between
+    /// samples dumps again.
+    near: Vec<u64>,
+    /// Dumps of near namespaces between samples, since start.
+    pub refresh_dumps_total: u64,
 }
 
 /// `32768\t60999` → the range.
@@ -404,6 +413,9 @@ impl DeepLayer {
         self.needs = [0, 1, 2].map(|i| classes[i].len() as u64);
         let inodes = |i: usize| classes[i].iter().map(|c| c.2).collect::<Vec<u64>>();
         let (near, could) = (inodes(Need::Near as usize), inodes(Need::Could as usize));
+        let mut soonest = classes[Need::Near as usize].clone();
+        soonest.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
+        self.near = soonest.iter().map(|c| c.2).collect();
         let order = schedule(&near, &could, self.samples % 2 == 0);
         let mut dumped = 0;
         for (i, inode) in order.into_iter().enumerate() {
@@ -480,6 +492,44 @@ impl DeepLayer {
         k.dumped_at = samples;
         k.opens_at_dump = k.cheap.and_then(|c| c.opens).map(|(o, _)| o);
         Ok(())
+    }
+
+    /// Between samples: dumps the near namespaces again (soonest first, each through the
+    /// socket its last dump kept), within `budget` (one dump always runs). Their readings
+    /// are then the latest; the others' are aged by [`DeepLayer::latest`]. Whether any was
+    /// dumped.
+    pub fn refresh_near(&mut self, budget: Duration) -> bool {
+        if self.down.is_some() {
+            return false;
+        }
+        let start = Instant::now();
+        let mut dumped = false;
+        for (i, inode) in self.near.clone().into_iter().enumerate() {
+            if i > 0 && start.elapsed() + self.dump_estimate >= budget {
+                break;
+            }
+            // Only through a kept socket: a refresh opens no descriptor and enters nothing.
+            if self.kept.get(&inode).is_none_or(|k| k.diag.is_none()) {
+                continue;
+            }
+            let samples = self.samples;
+            if self.dump(inode, std::path::Path::new("")).is_ok() {
+                self.refresh_dumps_total += 1;
+                dumped = true;
+            } else {
+                self.kept.remove(&inode); // reopened at the next sample
+            }
+            // A refresh is not a sample: the schedule's memory stays the sample's.
+            if let Some(k) = self.kept.get_mut(&inode) {
+                k.dumped_at = samples;
+            }
+        }
+        dumped
+    }
+
+    /// Whether any namespace is near (a refresh between samples has work).
+    pub fn any_near(&self) -> bool {
+        self.down.is_none() && !self.near.is_empty()
     }
 
     /// The latest reading of a namespace, whenever it was taken, aged to now.

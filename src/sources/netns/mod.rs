@@ -257,6 +257,23 @@ impl NetnsSource {
         Ok(out)
     }
 
+    /// Between samples: the near namespaces dumped again (within `budget`), and `last`,
+    /// the latest sample's namespaces, with every exported one's reading brought up to
+    /// date (sockwatch's own keeps the sample's main dump). `None` when no namespace is
+    /// near, the layer is off or down, or nothing could be dumped: `last` stands.
+    pub fn refresh_near(&mut self, cfg: &NetnsConfig, last: &Namespaces, budget: Duration) -> Option<Namespaces> {
+        if !cfg.deep || !self.deep.any_near() || !self.deep.refresh_near(budget) {
+            return None;
+        }
+        let mut out = last.clone();
+        for n in out.top.iter_mut().filter(|n| !n.own) {
+            n.deep = self.deep.latest(n.inode);
+        }
+        self.after_dumps(&mut out);
+        out.deep_refresh_dumps_total = self.deep.refresh_dumps_total;
+        Some(out)
+    }
+
     /// What the dumps changed: the fullest port range and the soonest exhaustion among the
     /// exported, each one's pressure, and the deep layer's state.
     fn after_dumps(&self, out: &mut Namespaces) {
@@ -280,6 +297,7 @@ impl NetnsSource {
             self.deep.revisit_samples,
         );
         (out.deep_needs, out.deep_near_revisit_samples) = (self.deep.needs, self.deep.near_revisit_samples);
+        out.deep_refresh_dumps_total = self.deep.refresh_dumps_total;
     }
 
     /// The rest of each exported namespace's counters (IPv6, snmp, netstat) and its owner.

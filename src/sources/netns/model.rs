@@ -73,6 +73,8 @@ pub struct Namespaces {
     pub deep_down: Option<String>,
     /// The deep layer is off by setting (`--no-netns.deep`): the counters only.
     pub deep_off: bool,
+    /// Dumps of near namespaces between samples (every second), since start.
+    pub deep_refresh_dumps_total: u64,
     pub deep_revisit_samples: u64,
     pub deep_dumps_total: u64,
     pub deep_kept: u64,
