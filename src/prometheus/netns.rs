@@ -194,8 +194,15 @@ fn deep(out: &mut Families, n: &crate::sources::netns::Namespaces) {
     );
     out.counter(
         "sockwatch_netns_deep_refresh_dumps_total",
-        "Dumps of near namespaces between samples: while a namespace is near its port range (sockwatch_netns_deep_namespaces{need=\"near\"}), it is dumped again every second within half of --sampler.max-share of that second, and the readings published at once, so that a step in its rate shows within a second or two.",
+        "Dumps of near namespaces between samples: while a namespace is near its port range (sockwatch_netns_deep_namespaces{need=\"near\"}), it is dumped again every second (every few seconds where one dump costs more than a sixteenth of --sampler.max-share of a second: refreshes never spend more), and the readings published at once, so that a step in its rate shows within a second or two.",
         n.deep_refresh_dumps_total as f64,
+    );
+    out.gauge(
+        "sockwatch_netns_deep_near_refresh_seconds",
+        "Seconds within which each near namespace is dumped again between samples at the current cost: 1 while the \
+         refreshes' budget holds a dump of every near namespace each second; more on a host whose dumps walk a large \
+         shared socket hash. 0 before the first refresh.",
+        n.deep_near_refresh_seconds,
     );
     out.gauge(
         "sockwatch_netns_deep_sockets",

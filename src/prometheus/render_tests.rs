@@ -271,6 +271,7 @@ fn golden_namespaces() -> Option<Namespaces> {
         deep_down: None,
         deep_off: false,
         deep_refresh_dumps_total: 3,
+        deep_near_refresh_seconds: 1.0,
         deep_dumps_total: 77,
         deep_kept: 2,
     })

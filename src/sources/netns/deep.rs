@@ -202,6 +202,12 @@ pub struct DeepLayer {
     near: Vec<u64>,
     /// Dumps of near namespaces between samples, since start.
     pub refresh_dumps_total: u64,
+    /// The time refreshes may still spend: each refresh adds its budget (a few refreshes'
+    /// worth kept at most), each dump takes what it took.
+    refresh_credit: Duration,
+    /// Seconds within which each near namespace is refreshed at the current cost: the near
+    /// count times what a dump takes over what a second earns (at least 1).
+    pub near_refresh_seconds: f64,
 }
 
 /// `32768\t60999` → the range.
@@ -495,25 +501,32 @@ impl DeepLayer {
     }
 
     /// Between samples: dumps the near namespaces again (soonest first, each through the
-    /// socket its last dump kept), within `budget` (one dump always runs). Their readings
-    /// are then the latest; the others' are aged by [`DeepLayer::latest`]. Whether any was
-    /// dumped.
+    /// socket its last dump kept) while the time refreshes have earned covers a dump: each
+    /// call adds `budget`, so that on a host whose dumps cost more than a refresh's budget
+    /// (a large shared socket hash) the near are refreshed every few seconds instead, and
+    /// refreshes never cost more than their budget over time. Their readings are then the
+    /// latest; the others' are aged by [`DeepLayer::latest`]. Whether any was dumped.
     pub fn refresh_near(&mut self, budget: Duration) -> bool {
         if self.down.is_some() {
             return false;
         }
-        let start = Instant::now();
+        self.refresh_credit = (self.refresh_credit + budget).min(budget * 4 + self.dump_estimate);
+        let per_dump = self.dump_estimate.as_secs_f64() / budget.as_secs_f64().max(1e-6);
+        self.near_refresh_seconds = (self.near.len() as f64 * per_dump).max(1.0).ceil();
         let mut dumped = false;
-        for (i, inode) in self.near.clone().into_iter().enumerate() {
-            if i > 0 && start.elapsed() + self.dump_estimate >= budget {
+        for inode in self.near.clone() {
+            if self.refresh_credit < self.dump_estimate {
                 break;
             }
+            let t = Instant::now();
             // Only through a kept socket: a refresh opens no descriptor and enters nothing.
             if self.kept.get(&inode).is_none_or(|k| k.diag.is_none()) {
                 continue;
             }
             let samples = self.samples;
-            if self.dump(inode, std::path::Path::new("")).is_ok() {
+            let ok = self.dump(inode, std::path::Path::new("")).is_ok();
+            self.refresh_credit = self.refresh_credit.saturating_sub(t.elapsed());
+            if ok {
                 self.refresh_dumps_total += 1;
                 dumped = true;
             } else {

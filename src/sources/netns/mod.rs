@@ -271,6 +271,7 @@ impl NetnsSource {
         }
         self.after_dumps(&mut out);
         out.deep_refresh_dumps_total = self.deep.refresh_dumps_total;
+        out.deep_near_refresh_seconds = self.deep.near_refresh_seconds;
         Some(out)
     }
 
@@ -298,6 +299,7 @@ impl NetnsSource {
         );
         (out.deep_needs, out.deep_near_revisit_samples) = (self.deep.needs, self.deep.near_revisit_samples);
         out.deep_refresh_dumps_total = self.deep.refresh_dumps_total;
+        out.deep_near_refresh_seconds = self.deep.near_refresh_seconds;
     }
 
     /// The rest of each exported namespace's counters (IPv6, snmp, netstat) and its owner.

@@ -75,6 +75,8 @@ pub struct Namespaces {
     pub deep_off: bool,
     /// Dumps of near namespaces between samples (every second), since start.
     pub deep_refresh_dumps_total: u64,
+    /// Seconds within which each near namespace is dumped again between samples.
+    pub deep_near_refresh_seconds: f64,
     pub deep_revisit_samples: u64,
     pub deep_dumps_total: u64,
     pub deep_kept: u64,
