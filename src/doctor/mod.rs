@@ -280,4 +280,27 @@ mod tests {
         let c = udp_check(&now, 1.0).unwrap();
         assert_eq!((c.level, c.advice), (Level::Ok, None));
     }
+
+    /// A clash now and then on a nearly empty table is a warning about clashes, not a full
+    /// table: drop and insert_failed rise together (the kernel counts a lost race in both).
+    #[test]
+    fn insert_clashes_are_not_a_full_table() {
+        use crate::sources::procfs::conntrack::{Conntrack, ConntrackStats};
+        let at = |drop: u64, failed: u64| {
+            let mut s = Snapshot::limits_only(None, None);
+            let stats = ConntrackStats { drop: Some(drop), insert_failed: Some(failed), ..ConntrackStats::default() };
+            s.conntrack =
+                Some(Conntrack { entries: 337, limit: Some(2_097_152), buckets: Some(524_288), stats: Some(stats) });
+            s
+        };
+        let c = super::procfs::conntrack_check(&at(10, 10), &at(12, 12), 1.0).unwrap();
+        assert_eq!(c.level, Level::Warning, "{}", c.detail);
+        assert!(c.detail.contains("2.0 insert clashes/s (packets dropped, not a full table)"), "{}", c.detail);
+        assert!(!c.detail.contains("dropping"), "{}", c.detail);
+        assert!(c.advice.unwrap().starts_with("Insert clashes"));
+        // Drops beyond the clashes: the table's own, critical.
+        let c = super::procfs::conntrack_check(&at(10, 10), &at(17, 12), 1.0).unwrap();
+        assert_eq!(c.level, Level::Critical);
+        assert!(c.detail.contains("dropping 5.0 packets/s"), "{}", c.detail);
+    }
 }

@@ -77,14 +77,22 @@ pub(super) fn orphans_check(now: &Snapshot) -> Option<Check> {
 /// The conntrack table, and packets dropped.
 pub(super) fn conntrack_check(before: &Snapshot, now: &Snapshot, seconds: f64) -> Option<Check> {
     let Some(ct) = &now.conntrack else { return None };
-    let dropping = rate(
-        before.conntrack.as_ref().and_then(|c| c.stats.as_ref()?.drop),
-        ct.stats.as_ref().and_then(|s| s.drop),
-        seconds,
-    )
-    .unwrap_or(0.0);
+    let stat = |pick: fn(&crate::sources::procfs::conntrack::ConntrackStats) -> Option<u64>| {
+        let earlier = before.conntrack.as_ref().and_then(|c| pick(c.stats.as_ref()?));
+        rate(earlier, ct.stats.as_ref().and_then(pick), seconds).unwrap_or(0.0)
+    };
+    // A lost insert race (a clash) counts in `drop` and `insert_failed` both: the drops
+    // beyond the clashes are the full table's.
+    let clashes = stat(|s| s.insert_failed);
+    let dropping = (stat(|s| s.drop) - clashes).max(0.0);
     let u = derived::conntrack_utilization(now);
-    let level = if dropping > 0.0 { Level::Critical } else { u.map_or(Level::Ok, Level::of) };
+    let level = if dropping > 0.0 {
+        Level::Critical
+    } else if clashes > 0.0 {
+        u.map_or(Level::Warning, Level::of).max(Level::Warning)
+    } else {
+        u.map_or(Level::Ok, Level::of)
+    };
     Some(Check {
         resource: "conntrack table",
         level,
@@ -100,8 +108,19 @@ pub(super) fn conntrack_check(before: &Snapshot, now: &Snapshot, seconds: f64) -
             u.map_or("?".to_owned(), pct),
             ct.buckets.map_or("unknown".to_owned(), |b| b.to_string()),
             if dropping > 0.0 { format!(", dropping {} packets/s", per_s(dropping)) } else { String::new() }
-        ),
+        ) + &if clashes > 0.0 {
+            format!(", {} insert clashes/s (packets dropped, not a full table)", per_s(clashes))
+        } else {
+            String::new()
+        },
         advice: (level > Level::Ok).then(|| {
+            if dropping == 0.0 && clashes > 0.0 && u.is_none_or(|u| u < derived::WARN) {
+                return "Insert clashes: two packets of one new flow raced to create its entry and the loser was \
+                        dropped. Often DNS: A and AAAA queries sent at once from one UDP socket through NAT, each \
+                        loss a 5 s resolver delay (glibc: options single-request-reopen, or a node-local DNS cache). \
+                        The table is not full."
+                    .to_owned();
+            }
             "When the table is full the kernel drops new packets (\"nf_conntrack: table full, dropping \
              packet\", or on Linux 6.x \"nf_conntrack: table full in netns N, dropping packet\") and the host looks dead from outside. Raise net.netfilter.nf_conntrack_max and the hash \
              size together (echo $((max/4)) > /sys/module/nf_conntrack/parameters/hashsize), shorten \
