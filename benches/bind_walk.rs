@@ -9,8 +9,9 @@
 //! - **before**: the one-walk dump sockwatch sent before, every state (the bind table
 //!   walked every sample);
 //! - **per-family floor**: one dump per family, every state (what a per-family client
-//!   asking for every state pays);
-//! - **one IPv4 walk**: one AF_INET dump, every state.
+//!   asking for every state pays), and the same without the bound-only state (what a client
+//!   that does not know it asks for: iproute2's `ss` before 6.5, for one);
+//! - **one IPv4 walk**: one AF_INET dump, with and without the bound-only state.
 //!
 //! Medians of `--rounds` (20). Needs root.
 //!
@@ -25,7 +26,7 @@ mod measure;
 
 use measure::{cpu_of, median};
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
-use sockwatch::sources::kernel::inet_diag::ALL_STATES;
+use sockwatch::sources::kernel::inet_diag::{ALL_STATES, BOUND_INACTIVE};
 use sockwatch::sources::tcp::sockets::{SockDiag, BOUND_EVERY};
 
 /// A sock_diag socket made inside `ns`.
@@ -98,7 +99,10 @@ fn main() {
     let before = [SockDiag::request_all_families_states(ALL_STATES, 1)];
     let per_family = [SockDiag::request_states(v4, ALL_STATES, 1), SockDiag::request_states(v6, ALL_STATES, 1)];
     let ipv4 = [SockDiag::request_states(v4, ALL_STATES, 1)];
-    println!("| N TIME_WAIT | sample (sockwatch) | before (every state, one walk) | per-family floor | one IPv4 walk | sample ÷ before | ÷ per-family floor | ÷ one IPv4 walk |");
+    let unbound = ALL_STATES & !BOUND_INACTIVE;
+    let per_family_nb = [SockDiag::request_states(v4, unbound, 1), SockDiag::request_states(v6, unbound, 1)];
+    let ipv4_nb = [SockDiag::request_states(v4, unbound, 1)];
+    println!("| N TIME_WAIT | sample (sockwatch) | before (every state, one walk) | per-family floor: every state / without bound-only | one IPv4 walk: every state / without | sample ÷ before | ÷ per-family floor: every state / without | ÷ one IPv4 walk: every state / without |");
     println!("|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let ns = common::Netns::new("bindwalk");
@@ -110,7 +114,8 @@ fn main() {
         let mut sock = raw_socket(&ns);
         let mut buf = vec![0u8; 64 * 1024];
         let (mut s, mut b, mut f, mut i) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut seen = [0u64; 4];
+        let (mut fnb, mut inb) = (Vec::new(), Vec::new());
+        let mut seen = [0u64; 6];
         for _ in 0..rounds {
             let (t, tw) = cpu_of(|| {
                 let mut tw = 0;
@@ -130,6 +135,12 @@ fn main() {
             let (t, tw) = cpu_of(|| dump(&mut sock, &mut buf, &ipv4));
             i.push(t);
             seen[3] = tw;
+            let (t, tw) = cpu_of(|| dump(&mut sock, &mut buf, &per_family_nb));
+            fnb.push(t);
+            seen[4] = tw;
+            let (t, tw) = cpu_of(|| dump(&mut sock, &mut buf, &ipv4_nb));
+            inb.push(t);
+            seen[5] = tw;
         }
         let made = population.made();
         drop(population);
@@ -137,16 +148,20 @@ fn main() {
         let lo = *seen.iter().min().unwrap() as f64;
         let hi = *seen.iter().max().unwrap() as f64;
         assert!(lo >= 0.9 * n as f64 && hi <= 1.1 * n as f64, "N={n}: TIME_WAIT seen {seen:?} ({made} made)");
-        let (s, b, f, i) = (median(s), median(b), median(f), median(i));
+        let (s, b, f, i, fnb, inb) = (median(s), median(b), median(f), median(i), median(fnb), median(inb));
         println!(
-            "| {n} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} | {:.2} | {:.2} |",
+            "| {n} | {:.1} ms | {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
             s * 1e3,
             b * 1e3,
             f * 1e3,
+            fnb * 1e3,
             i * 1e3,
+            inb * 1e3,
             s / b,
             s / f,
-            s / i
+            s / fnb,
+            s / i,
+            s / inb
         );
     }
 }

@@ -260,14 +260,21 @@ impl NetnsSource {
     /// Between samples: the near namespaces dumped again (within `budget`), and `last`,
     /// the latest sample's namespaces, with every exported one's reading brought up to
     /// date (sockwatch's own keeps the sample's main dump). `None` when no namespace is
-    /// near, the layer is off or down, or nothing could be dumped: `last` stands.
+    /// near, the layer is off or down, nothing could be dumped, or no reading moved enough
+    /// to matter ([`moved`]): `last` stands, and nothing is rendered again.
     pub fn refresh_near(&mut self, cfg: &NetnsConfig, last: &Namespaces, budget: Duration) -> Option<Namespaces> {
         if !cfg.deep || !self.deep.any_near() || !self.deep.refresh_near(budget) {
             return None;
         }
         let mut out = last.clone();
+        let mut any_moved = false;
         for n in out.top.iter_mut().filter(|n| !n.own) {
-            n.deep = self.deep.latest(n.inode);
+            let latest = self.deep.latest(n.inode);
+            any_moved |= moved(n.deep.as_ref(), latest.as_ref());
+            n.deep = latest;
+        }
+        if !any_moved {
+            return None;
         }
         self.after_dumps(&mut out);
         out.deep_refresh_dumps_total = self.deep.refresh_dumps_total;
@@ -328,6 +335,22 @@ fn soonest(list: &[Namespace]) -> Option<(u64, f64)> {
 }
 
 /// Ranks every namespace read by pressure and keeps the exported ones in `out.top`: the
+/// Whether a namespace's reading moved enough to publish between samples: its busiest
+/// destination's ports by 1 % of its range (or one port on a small one), or its soonest
+/// exhaustion appearing, going, or moving by more than 10 s and a tenth.
+fn moved(old: Option<&DeepReading>, new: Option<&DeepReading>) -> bool {
+    let (Some(old), Some(new)) = (old, new) else { return old.is_some() != new.is_some() };
+    let used = |r: &DeepReading| r.busiest.as_ref().map_or(0, |d| d.used);
+    let step = (u64::from(new.range.capacity) / 100).max(1);
+    if used(old).abs_diff(used(new)) >= step {
+        return true;
+    }
+    match (old.seconds_to_exhaustion(), new.seconds_to_exhaustion()) {
+        (Some(a), Some(b)) => (a - b).abs() > 10.0_f64.max(a.min(b) / 10.0),
+        (a, b) => a.is_some() != b.is_some(),
+    }
+}
+
 /// `top_k` first, sockwatch's own, and the worst of each kind (conntrack entries, TIME_WAIT,
 /// port range, soonest exhaustion), which `out` records too, with how many were unreadable.
 fn select(mut all: Vec<Namespace>, top_k: usize, out: &mut Namespaces) {
