@@ -39,27 +39,9 @@ fn raw_socket(ns: &common::Netns) -> Socket {
     })
 }
 
-/// Sends each request and reads its dump to the end; the TIME_WAIT sockets seen.
+/// Each request's dump read to its end; the TIME_WAIT sockets seen.
 fn dump(sock: &mut Socket, buf: &mut [u8], requests: &[Vec<u8>]) -> u64 {
-    let mut tw = 0;
-    for request in requests {
-        sock.send(request, 0).unwrap();
-        'dump: loop {
-            let mut w: &mut [u8] = &mut buf[..];
-            let n = sock.recv(&mut w, 0).unwrap();
-            let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-                if ty == 3 || ty == 2 {
-                    break 'dump;
-                }
-                tw += u64::from(buf[off + 17] == 6);
-                off += (len + 3) & !3;
-            }
-        }
-    }
-    tw
+    measure::dump_counts(sock, buf, requests)[6]
 }
 
 /// A TCP socket bound to 127.0.0.1 on an ephemeral port, neither connected nor listening.
@@ -77,11 +59,6 @@ fn bound_only() -> std::os::fd::OwnedFd {
         assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
         std::os::fd::OwnedFd::from_raw_fd(fd)
     }
-}
-
-fn inode(ns: &common::Netns) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/run/netns/{}", ns.name)).unwrap().ino()
 }
 
 fn main() {
@@ -110,7 +87,8 @@ fn main() {
         let population = loadgen::Population::hold(&ns, n, 0, 2000, 2);
         // A few bound-only sockets, so that their dump has something to find.
         let _bound = ns.enter(|| (0..8).map(|_| bound_only()).collect::<Vec<_>>());
-        let mut sample = SockDiag::in_namespace(format!("/run/netns/{}", ns.name).into(), inode(&ns));
+        let mut sample =
+            SockDiag::in_namespace(format!("/run/netns/{}", ns.name).into(), measure::netns_inode(&ns.name));
         let mut sock = raw_socket(&ns);
         let mut buf = vec![0u8; 64 * 1024];
         let (mut s, mut b, mut f, mut i) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -28,11 +28,6 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map_or(default, |v| v.parse().expect(name))
 }
 
-fn inode(ns: &common::Netns) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/run/netns/{}", ns.name)).unwrap().ino()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // SAFETY: geteuid has no preconditions.
@@ -53,7 +48,9 @@ fn main() {
     for ns in [&shared, &own] {
         let _tw = common::time_wait_population(ns, 100, 3000, 1);
     }
-    let dumper = |ns: &common::Netns| SockDiag::in_namespace(format!("/run/netns/{}", ns.name).into(), inode(ns));
+    let dumper = |ns: &common::Netns| {
+        SockDiag::in_namespace(format!("/run/netns/{}", ns.name).into(), measure::netns_inode(&ns.name))
+    };
     let (mut a, mut b) = (dumper(&shared), dumper(&own));
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
     let (mut na, mut nb) = (0, 0);

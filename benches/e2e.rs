@@ -25,6 +25,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod loadgen;
+#[path = "common/measure.rs"]
+mod measure;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -47,7 +49,6 @@ fn floor_client(one_walk: bool) {
     sock.bind_auto().unwrap();
     sock.connect(&SocketAddr::new(0, 0)).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut counts = [0u64; 16];
     use sockwatch::sources::tcp::sockets::SockDiag;
     // Every state, the bound-only pseudo-state too: what any client asking for all of them
     // pays (sockwatch's own main dump leaves that one to a rarer dump).
@@ -60,23 +61,7 @@ fn floor_client(one_walk: bool) {
             SockDiag::request_states(libc::AF_INET6 as u8, ALL_STATES, 1),
         ]
     };
-    for request in requests {
-        sock.send(&request, 0).unwrap();
-        'dump: loop {
-            let mut w: &mut [u8] = &mut buf[..];
-            let n = sock.recv(&mut w, 0).unwrap();
-            let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-                if ty == 3 || ty == 2 {
-                    break 'dump;
-                }
-                counts[usize::from(buf[off + 17]) & 15] += 1;
-                off += (len + 3) & !3;
-            }
-        }
-    }
+    let counts = measure::dump_counts(&mut sock, &mut buf, &requests);
     println!("{} {}", counts[6], counts[1]);
 }
 

@@ -34,25 +34,8 @@ fn floor_dump(buf: &mut [u8]) -> u64 {
     let mut sock = Socket::new(NETLINK_SOCK_DIAG).unwrap();
     sock.bind_auto().unwrap();
     sock.connect(&SocketAddr::new(0, 0)).unwrap();
-    let mut n = 0;
-    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        sock.send(&udp::request(family, 1), 0).unwrap();
-        'dump: loop {
-            let mut w: &mut [u8] = &mut buf[..];
-            let got = sock.recv(&mut w, 0).unwrap();
-            let mut off = 0;
-            while off + 16 <= got {
-                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-                if ty == 3 || ty == 2 {
-                    break 'dump;
-                }
-                n += 1;
-                off += (len + 3) & !3;
-            }
-        }
-    }
-    n
+    let requests = [udp::request(libc::AF_INET as u8, 1), udp::request(libc::AF_INET6 as u8, 1)];
+    measure::dump_counts(&mut sock, buf, &requests).iter().sum()
 }
 
 /// UDP sockets `from..to` bound on 127.0.x.1, ports 1024 up: distinct local ports, as on

@@ -116,6 +116,23 @@ fn sleeper(ns: &Netns) -> KillOnDrop {
     KillOnDrop(child)
 }
 
+/// A `sleep` in a network namespace of its own (`unshare -n`), and that namespace's inode
+/// once it has entered it.
+fn unshared_sleeper() -> (KillOnDrop, u64) {
+    let child = KillOnDrop(Command::new("unshare").args(["-n", "sleep", "60"]).spawn().unwrap());
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let link = format!("/proc/{}/ns/net", child.0.id());
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let l = std::fs::read_link(&link).unwrap();
+        if l != host {
+            return (child, sockwatch::sources::netns::parse_ns_link(&l.to_string_lossy()).unwrap());
+        }
+        assert!(Instant::now() < until, "unshare did not enter a namespace");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn inode(ns: &Netns) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(format!("/run/netns/{}", ns.name)).unwrap().ino()
@@ -454,18 +471,7 @@ fn a_namespace_made_while_sampled_is_found_and_forgotten() {
     let daemon = Served::start(&["--netns", "on", "--netns.top-k", "1000"]);
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(1500)); // past the first sample, a full scan
-    let child = KillOnDrop(Command::new("unshare").args(["-n", "sleep", "60"]).spawn().unwrap());
-    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let link = format!("/proc/{}/ns/net", child.0.id());
-    let until = Instant::now() + Duration::from_secs(5);
-    let inode = loop {
-        let l = std::fs::read_link(&link).unwrap();
-        if l != host {
-            break sockwatch::sources::netns::parse_ns_link(&l.to_string_lossy()).unwrap();
-        }
-        assert!(Instant::now() < until, "unshare did not enter a namespace");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (child, inode) = unshared_sleeper();
     let series = format!("sockwatch_netns_tcp_sockets{{netns=\"{inode}\"}}");
     let seen = |want: bool| {
         let until = Instant::now() + Duration::from_secs(6);
@@ -931,18 +937,7 @@ fn the_deep_layer_switch_keeps_the_counters_and_applies_on_reload() {
     };
     write(false);
     let daemon = Served::start(&["--netns", "on", "--config", cfg.to_str().unwrap()]);
-    let child = KillOnDrop(Command::new("unshare").args(["-n", "sleep", "60"]).spawn().unwrap());
-    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let link = format!("/proc/{}/ns/net", child.0.id());
-    let until = Instant::now() + Duration::from_secs(5);
-    let inode = loop {
-        let l = std::fs::read_link(&link).unwrap();
-        if l != host {
-            break sockwatch::sources::netns::parse_ns_link(&l.to_string_lossy()).unwrap();
-        }
-        assert!(Instant::now() < until, "unshare did not enter a namespace");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (child, inode) = unshared_sleeper();
     // The counters: the new namespace's TCP sockets (none) against the kernel's count.
     let series = format!("sockwatch_netns_tcp_sockets{{netns=\"{inode}\"}}");
     let until = Instant::now() + Duration::from_secs(10);
