@@ -13,7 +13,12 @@
 //! - **close rate**: TIME_WAIT sockets born in the youngest two buckets (10 s) per
 //!   second. Ten seconds is short enough to follow a ramp within one or two samples and
 //!   long enough that a destination at a dangerous rate (hundreds of closes per second)
-//!   has a few thousand sockets in the window, so counting noise is a few percent;
+//!   has a few thousand sockets in the window, so counting noise is a few percent. After
+//!   a step up (a client speeding up, a rate doubling) the window still averages in the
+//!   slower seconds before it: when the youngest bucket exceeds the one before it by more
+//!   than three standard deviations of their counting noise, the youngest bucket's rate is
+//!   the rate now, so a count rising toward the range never reads safe for the window's
+//!   length;
 //! - **trend**: the slope of the close rate over the whole history (60 s) or, for a ramp
 //!   younger than that, over its youngest half (30 s), by least squares. The longer fit's
 //!   noise is a third of the shorter's, so it sees a slow ramp at a high rate that the
